@@ -1,0 +1,72 @@
+// The one Prometheus registry (main thread). Names and labels are the contract in DESIGN.md
+// ("Metrics"); every series exists from start-up so dashboards never see gaps. Workers never touch
+// this registry: they return counters in their task results (see MetricDeltas) and the pool adds
+// them here, so nothing is lost when a worker restarts.
+import client from 'prom-client';
+
+export const registry = new client.Registry();
+client.collectDefaultMetrics({ register: registry, prefix: 'greytap_' });
+
+const p = 'greytap_';
+const reg = [registry];
+
+export const connectionsActive = new client.Gauge({ name: p + 'connections_active', help: 'Open client connections', labelNames: ['listener'], registers: reg });
+export const connectionsTotal = new client.Counter({ name: p + 'connections_total', help: 'Accepted client connections', labelNames: ['listener', 'intercepted'], registers: reg });
+export const bytesForwarded = new client.Counter({ name: p + 'bytes_forwarded_total', help: 'Bytes forwarded, by direction (up = client to server)', labelNames: ['direction'], registers: reg });
+export const httpTransactions = new client.Counter({ name: p + 'http_transactions_total', help: 'HTTP transactions seen (request heads parsed)', registers: reg });
+export const wsMessages = new client.Counter({ name: p + 'ws_messages_total', help: 'WebSocket messages seen on the wire', labelNames: ['direction', 'opcode'], registers: reg });
+export const captureLag = new client.Histogram({
+  name: p + 'capture_lag_seconds',
+  help: 'Last byte of a message/body read on the main thread to its record committed',
+  buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+  registers: reg,
+});
+export const forwardLatency = new client.Histogram({
+  name: p + 'forward_latency_seconds',
+  help: 'Time from a chunk read on one side to its write handed to the other side (added forwarding latency)',
+  buckets: [0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05],
+  registers: reg,
+});
+export const captureDropped = new client.Counter({ name: p + 'capture_dropped_total', help: 'Captures dropped or degraded, by reason (forwarding is never affected)', labelNames: ['reason'], registers: reg });
+export const decodeErrors = new client.Counter({ name: p + 'decode_errors_total', help: 'Decode errors, by kind', labelNames: ['kind'], registers: reg });
+export const poolQueueDepth = new client.Gauge({ name: p + 'pool_queue_depth', help: 'Capture tasks queued (pool queue plus per-stream waiting batches)', registers: reg });
+export const poolUtilization = new client.Gauge({ name: p + 'pool_utilization', help: 'Piscina pool utilization (0..1)', registers: reg });
+export const tlsHandshakes = new client.Counter({ name: p + 'tls_handshakes_total', help: 'TLS handshakes, by side (client = towards the agent, upstream = towards the server) and result', labelNames: ['side', 'result'], registers: reg });
+export const certCache = new client.Counter({ name: p + 'cert_cache_total', help: 'Leaf certificate cache lookups', labelNames: ['result'], registers: reg });
+export const storeBytes = new client.Gauge({ name: p + 'store_bytes', help: 'Size of the LMDB environment on disk', registers: reg });
+export const storeRecords = new client.Counter({ name: p + 'store_records_total', help: 'Records committed to the store, by kind', labelNames: ['kind'], registers: reg });
+export const workerTaskSeconds = new client.Histogram({ name: p + 'worker_task_seconds', help: 'Time a worker spent on one capture task (decode + store)', labelNames: ['type'], buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], registers: reg });
+export const captureMemoryBytes = new client.Gauge({ name: p + 'capture_memory_bytes', help: 'Bytes held in capture buffers awaiting the pool', registers: reg });
+
+export const DROP_REASONS = ['queue_full', 'too_large', 'desynced', 'worker_error', 'store_error'] as const;
+export const RECORD_KINDS = ['HTTP', 'WS_REQ', 'WS_RESP', 'WS_CTRL', 'CONN', 'CONVERSATION'] as const;
+
+// Touch every labelled series so it is present from start-up.
+for (const l of ['http', 'socks']) {
+  connectionsActive.set({ listener: l }, 0);
+  for (const i of ['true', 'false']) connectionsTotal.inc({ listener: l, intercepted: i }, 0);
+}
+for (const d of ['up', 'down']) bytesForwarded.inc({ direction: d }, 0);
+for (const d of ['client', 'server']) for (const o of ['text', 'binary', 'ping', 'pong', 'close']) wsMessages.inc({ direction: d, opcode: o }, 0);
+for (const r of DROP_REASONS) captureDropped.inc({ reason: r }, 0);
+for (const k of ['inflate_failed', 'invalid_utf8', 'bad_frame', 'bad_http', 'truncated_stream', 'decode_failed']) decodeErrors.inc({ kind: k }, 0);
+for (const s of ['client', 'upstream']) for (const r of ['ok', 'error']) tlsHandshakes.inc({ side: s, result: r }, 0);
+for (const r of ['hit', 'miss']) certCache.inc({ result: r }, 0);
+for (const k of RECORD_KINDS) storeRecords.inc({ kind: k }, 0);
+
+/** Counters a worker accumulates during one task; the pool adds them to the registry. */
+export interface MetricDeltas {
+  decodeErrors?: Record<string, number>;
+  dropped?: Record<string, number>;
+  storeRecords?: Record<string, number>;
+  /** capture lag samples in seconds (last byte read → committed) */
+  lags?: number[];
+}
+
+export function applyDeltas(d: MetricDeltas | undefined): void {
+  if (!d) return;
+  for (const [k, v] of Object.entries(d.decodeErrors ?? {})) decodeErrors.inc({ kind: k }, v);
+  for (const [k, v] of Object.entries(d.dropped ?? {})) captureDropped.inc({ reason: k }, v);
+  for (const [k, v] of Object.entries(d.storeRecords ?? {})) storeRecords.inc({ kind: k }, v);
+  for (const s of d.lags ?? []) captureLag.observe(s);
+}

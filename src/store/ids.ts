@@ -1,0 +1,31 @@
+// Record ids sort in commit order across every thread and across restarts: a 64-bit counter
+// shared by the main thread and the workers (SharedArrayBuffer), seeded from the clock. Each id is
+// max(previous + 1, now_ms << 12), so ids follow the clock while several threads allocate without
+// locks (compare-and-swap), and more than 4096 ids in one millisecond borrow from the next one
+// instead of repeating. Encoded as 16 lower-case hex digits, so string order = numeric order.
+
+let counter: BigInt64Array = new BigInt64Array(new SharedArrayBuffer(8));
+
+/** The buffer to hand to workers (workerData) so they share the sequence. */
+export function idSharedBuffer(): SharedArrayBuffer {
+  return counter.buffer as SharedArrayBuffer;
+}
+
+/** In a worker: adopt the main thread's sequence. */
+export function adoptIdBuffer(buf: SharedArrayBuffer): void {
+  counter = new BigInt64Array(buf);
+}
+
+export function nextId(): string {
+  const floor = BigInt(Date.now()) << 12n;
+  for (;;) {
+    const prev = Atomics.load(counter, 0);
+    const next = prev + 1n > floor ? prev + 1n : floor;
+    if (Atomics.compareExchange(counter, 0, prev, next) === prev) return next.toString(16).padStart(16, '0');
+  }
+}
+
+/** The millisecond timestamp an id was allocated at (approximately, for ids under a burst). */
+export function idTime(id: string): number {
+  return Number(BigInt('0x' + id) >> 12n);
+}

@@ -1,0 +1,30 @@
+// The store's contract, used by workers (writes), the API and the CLI (reads). Implemented over
+// LMDB in lmdb.ts. Several threads and processes may open the same data dir: LMDB serialises
+// writers and gives readers consistent snapshots.
+import type { Conversation, ConnectionRecord, RecordKind, TransactionRecord, WsMessageRecord } from '../records.js';
+
+export interface TransactionQuery {
+  kind?: RecordKind;
+  host?: string;
+  conn?: string;
+  after?: string; // cursor: an id; returns records with larger ids
+  since?: number; // ms since epoch
+  limit?: number; // default 100, max 1000
+}
+
+export interface Page<T> { items: T[]; next: string | null }
+
+export interface Store {
+  /** Commits records (assigning nothing: ids are set by the caller). Resolves when durable. */
+  putTransactions(records: TransactionRecord[]): Promise<void>;
+  putConnection(record: ConnectionRecord): Promise<void>;
+  getTransaction(id: string): TransactionRecord | undefined;
+  listTransactions(q: TransactionQuery): Page<TransactionRecord>; // bodies omitted
+  getConnection(id: string): ConnectionRecord | undefined;
+  wsMessages(connId: string): WsMessageRecord[]; // wire order: by direction seq, interleaved by ts
+  /** Atomic read-modify-write of one conversation by its assembly key (safe across threads). */
+  updateConversation(key: string, fn: (c: Conversation | undefined) => Conversation | undefined): Promise<Conversation | undefined>;
+  getConversation(id: string): Conversation | undefined;
+  listConversations(q: { client?: string; limit?: number; after?: string }): Page<Conversation>;
+  close(): Promise<void>;
+}

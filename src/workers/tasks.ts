@@ -1,0 +1,106 @@
+// What the main thread hands the Piscina pool, and what comes back. Payload bytes travel as
+// ArrayBuffers in the transfer list (moved, not cloned). Workers are stateless: everything a task
+// needs — including a context-takeover direction's carried DEFLATE window — is in the task.
+import type { ConnectionRecord, ErrorCode, Header, Scheme } from '../records.js';
+import type { MetricDeltas } from '../metrics.js';
+
+/** Where a captured item came from; copied into every record the task produces. */
+export interface StreamOrigin {
+  conn: string;
+  host: string;
+  port: number;
+  scheme: Scheme;
+  path: string;
+  clientUser?: string;
+}
+
+/** permessage-deflate parameters for ONE direction, from the 101 response (RFC 7692 §7.1). */
+export interface DeflateParams {
+  /** false when the sender of this direction was told *_no_context_takeover */
+  contextTakeover: boolean;
+  /** the agreed max window bits of this direction's sender (8..15; 15 when absent) */
+  windowBits: number;
+}
+
+/** One WebSocket message (or control frame) as captured on the main thread. */
+export interface WsCapturedMessage {
+  seq: number;
+  opcode: number; // of the first frame: 1 text, 2 binary, 8 close, 9 ping, 10 pong
+  rsv1: boolean; // on the first frame: compressed (when deflate was negotiated)
+  frames: number;
+  wireBytes: number; // headers + payloads as forwarded
+  payloadBytes: number; // total payload bytes on the wire (even when not all were copied)
+  /**
+   * The copied payload bytes of all frames, concatenated, STILL MASKED for client frames.
+   * Absent when capture of this message was dropped (error says why).
+   */
+  payload?: ArrayBuffer;
+  /** client frames: per frame [offsetInPayload, length, maskKey (uint32, big-endian)] */
+  masks?: number[];
+  copiedBytes: number; // bytes of payload copied (< payloadBytes when truncated)
+  ts: number; // ms since epoch when the last byte was read
+  lastByteAt: number; // performance.timeOrigin + performance.now() at the last byte (for capture lag)
+  error?: ErrorCode; // 'queue_full' | 'too_large' | 'truncated_stream' | 'bad_frame' …
+  errorDetail?: string;
+}
+
+export interface WsBatchTask {
+  type: 'ws';
+  origin: StreamOrigin;
+  upgrade: string; // id of the 101 transaction
+  direction: 'client' | 'server';
+  deflate: DeflateParams | null; // null: permessage-deflate not negotiated
+  /** last ≤ 2^windowBits bytes of this direction's plaintext before messages[0] (context takeover) */
+  window: ArrayBuffer | null;
+  /** an earlier message of this direction was lost: compressed messages cannot be inflated */
+  desynced: boolean;
+  maxBody: number;
+  messages: WsCapturedMessage[];
+}
+
+export interface WsBatchResult {
+  window: ArrayBuffer | null;
+  desynced: boolean;
+  ids: string[]; // committed record ids, in order
+  metrics: MetricDeltas;
+}
+
+/** One HTTP/1.1 exchange (request and, when one came, response). Bodies are payload bytes, chunk framing removed. */
+export interface HttpCaptureTask {
+  type: 'http';
+  origin: StreamOrigin;
+  id?: string; // pre-assigned (the 101 transaction, whose id WebSocket records reference)
+  method: string;
+  target: string; // request-target as on the wire
+  httpVersion: string;
+  reqHeaders: Header[];
+  reqBody?: ArrayBuffer;
+  reqBytes: number;
+  reqBodyBytes: number; // payload bytes on the wire (≥ copied)
+  status?: number;
+  statusText?: string;
+  respHeaders: Header[];
+  respBody?: ArrayBuffer;
+  respBytes: number;
+  respBodyBytes: number;
+  truncated: boolean; // a body exceeded --max-body while copying
+  startTs: number;
+  durationMs: number;
+  lastByteAt: number;
+  maxBody: number;
+  error?: ErrorCode;
+  errorDetail?: string;
+}
+
+export interface HttpCaptureResult {
+  ids: string[];
+  metrics: MetricDeltas;
+}
+
+/** Connection records are small and written as they open and close. */
+export interface ConnectionTask {
+  type: 'conn';
+  record: ConnectionRecord;
+}
+
+export type CaptureTask = WsBatchTask | HttpCaptureTask | ConnectionTask;

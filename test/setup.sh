@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the real peers the tests drive, when missing: Python websockets + socks (a second,
+# independent WebSocket implementation) and Chromium (a real browser's handshake and compression).
+# Debian packages only; needs root (CI runs as root). Idempotent and quiet when all is there.
+set -euo pipefail
+need=()
+/usr/bin/python3 -c 'import websockets' 2>/dev/null || need+=(python3-websockets)
+/usr/bin/python3 -c 'import python_socks' 2>/dev/null || need+=(python3-socks)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "test/setup.sh: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
