@@ -1,0 +1,114 @@
+// The `greytap` command (DESIGN.md "CLI"). Bad options exit 2 with a one-line reason.
+import { loadConfig, ConfigError, DEFAULTS } from './config.js';
+import type { RecordKind } from './records.js';
+
+const USAGE = `usage:
+  greytap serve [--config FILE] [--data-dir DIR] [--http-proxy ADDR|off] [--socks ADDR|off] [--api ADDR|off]
+                [--workers N] [--upstream-ca FILE]... [--map HOST:PORT=HOST:PORT]... [--no-intercept GLOB]...
+                [--max-body BYTES] [--retention AGE|SIZE] [--socks-auth USER:PASS]... [--redact-header NAME]...
+  greytap ca [--data-dir DIR]
+  greytap export [--data-dir DIR] [--format jsonl|har] [--kind K] [--host H] [--since T]
+  greytap conversations [--data-dir DIR] [--id ID] [--format json|markdown] [--rebuild]`;
+
+/** Options of the read-side commands: simple --flag value pairs. */
+function simpleOpts(argv: string[], allowed: string[], flags: string[] = []): Record<string, string | true> {
+  const out: Record<string, string | true> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const [k, inline] = argv[i].split(/=(.*)/s, 2);
+    const name = k.replace(/^--/, '');
+    if (!k.startsWith('--') || ![...allowed, ...flags].includes(name)) throw new ConfigError(`unknown option ${argv[i]}`);
+    if (flags.includes(name)) { out[name] = true; continue; }
+    const v = inline ?? argv[++i];
+    if (v === undefined) throw new ConfigError(`${k} needs a value`);
+    out[name] = v;
+  }
+  return out;
+}
+
+function parseSince(s: string): number {
+  if (/^\d+$/.test(s)) return Number(s);
+  const rel = /^(\d+)([smhd])$/.exec(s);
+  if (rel) return Date.now() - Number(rel[1]) * { s: 1e3, m: 6e4, h: 3.6e6, d: 8.64e7 }[rel[2] as 's']!;
+  const t = Date.parse(s);
+  if (Number.isNaN(t)) throw new ConfigError(`--since: expected ms since epoch, an ISO date or an age like 1h, got "${s}"`);
+  return t;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case 'serve': {
+      const cfg = loadConfig(rest);
+      const { serve } = await import('./serve.js');
+      const running = await serve(cfg);
+      const a = running.addresses;
+      const fmt = (x?: { host: string; port: number }) => (x ? `${x.host.includes(':') ? `[${x.host}]` : x.host}:${x.port}` : 'off');
+      console.log(`greytap serving: http-proxy ${fmt(a.httpProxy)}  socks5 ${fmt(a.socks)}  api ${a.api ? `http://${fmt(a.api)}/` : 'off'}`);
+      console.log(`CA certificate: ${running.caPath}  (trust it, or: curl http://${fmt(a.api)}/ca.pem)`);
+      console.log(`data: ${cfg.dataDir}  workers: ${cfg.workers}  max-body: ${cfg.maxBody} bytes`);
+      await new Promise<void>((resolve) => {
+        const stop = (sig: string) => {
+          console.log(`greytap: ${sig}, flushing captured records…`);
+          running.stop().then(resolve, (e) => { console.error(`greytap: shutdown: ${(e as Error).message}`); resolve(); });
+        };
+        process.once('SIGINT', () => stop('SIGINT'));
+        process.once('SIGTERM', () => stop('SIGTERM'));
+      });
+      return 0;
+    }
+    case 'ca': {
+      const o = simpleOpts(rest, ['data-dir']);
+      const { readCaPem } = await import('./io/tls-intercept.js');
+      process.stdout.write(readCaPem(String(o['data-dir'] ?? DEFAULTS.dataDir)));
+      return 0;
+    }
+    case 'export': {
+      const o = simpleOpts(rest, ['data-dir', 'format', 'kind', 'host', 'since']);
+      const format = String(o.format ?? 'jsonl');
+      if (format !== 'jsonl' && format !== 'har') throw new ConfigError(`--format: expected jsonl or har, got "${format}"`);
+      const kind = o.kind as RecordKind | undefined;
+      if (kind && !['HTTP', 'WS_REQ', 'WS_RESP', 'WS_CTRL'].includes(kind)) throw new ConfigError(`--kind: expected HTTP, WS_REQ, WS_RESP or WS_CTRL, got "${kind}"`);
+      const { openStore } = await import('./store/lmdb.js');
+      const { exportRecords } = await import('./store/export.js');
+      const store = openStore(String(o['data-dir'] ?? DEFAULTS.dataDir), { readOnly: true });
+      try {
+        await exportRecords(store, { format, kind, host: o.host as string | undefined, since: o.since ? parseSince(String(o.since)) : undefined }, process.stdout);
+      } finally { await store.close(); }
+      return 0;
+    }
+    case 'conversations': {
+      const o = simpleOpts(rest, ['data-dir', 'id', 'format'], ['rebuild']);
+      const format = String(o.format ?? 'json');
+      if (format !== 'json' && format !== 'markdown') throw new ConfigError(`--format: expected json or markdown, got "${format}"`);
+      const { openStore } = await import('./store/lmdb.js');
+      const { conversationMarkdown } = await import('./api/conversation-markdown.js');
+      const store = openStore(String(o['data-dir'] ?? DEFAULTS.dataDir), { readOnly: !o.rebuild });
+      try {
+        if (o.rebuild) {
+          const { rebuildConversations } = await import('./workers/assemble.js');
+          const n = await rebuildConversations(store);
+          console.error(`rebuilt ${n} conversations`);
+        }
+        const list = o.id ? [store.getConversation(String(o.id))].filter((c) => c !== undefined) : store.listConversations({ limit: 1000 }).items;
+        if (o.id && list.length === 0) { console.error(`greytap: no conversation ${o.id}`); return 1; }
+        if (format === 'json') process.stdout.write(JSON.stringify(o.id ? list[0] : list, null, 2) + '\n');
+        else process.stdout.write(list.map(conversationMarkdown).join('\n\n---\n\n'));
+      } finally { await store.close(); }
+      return 0;
+    }
+    case undefined: case '-h': case '--help': case 'help':
+      console.log(USAGE);
+      return cmd ? 0 : 2;
+    default:
+      throw new ConfigError(`unknown command "${cmd}"\n${USAGE}`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (e) => {
+    if (e instanceof ConfigError) console.error(`greytap: ${e.message}`);
+    else console.error(`greytap: ${(e as Error).stack ?? e}`);
+    process.exitCode = 2;
+  },
+);

@@ -1,0 +1,49 @@
+// One client connection's life: its Connection record (written when it opens and again when it
+// closes) and its share of the connection metrics.
+import type net from 'node:net';
+import type { ConnectionRecord, ErrorCode, Listener } from '../records.js';
+import { nextId } from '../store/ids.js';
+import { connectionsActive, connectionsTotal } from '../metrics.js';
+import type { CapturePool } from '../workers/pool.js';
+
+export class ProxyConnection {
+  readonly record: ConnectionRecord;
+  private finished = false;
+
+  constructor(readonly listener: Listener, client: net.Socket, private readonly pool: CapturePool) {
+    const now = Date.now();
+    this.record = {
+      id: nextId(),
+      ts: now,
+      listener,
+      clientAddr: `${client.remoteAddress}:${client.remotePort}`,
+      host: '',
+      port: 0,
+      intercepted: false,
+      mode: 'raw',
+      bytesUp: 0,
+      bytesDown: 0,
+      startTs: now,
+    };
+    connectionsActive.inc({ listener });
+  }
+
+  get id(): string { return this.record.id; }
+
+  /** The target is known (CONNECT / SOCKS request / absolute URI): the record becomes visible. */
+  opened(host: string, port: number, dialed?: string): void {
+    Object.assign(this.record, { host, port, dialed });
+    this.pool.connection({ ...this.record });
+  }
+
+  finish(closeReason: string, error?: ErrorCode): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.record.endTs = Date.now();
+    this.record.closeReason = this.record.closeReason ?? closeReason;
+    if (error && !this.record.error) this.record.error = error;
+    connectionsActive.dec({ listener: this.listener });
+    connectionsTotal.inc({ listener: this.listener, intercepted: String(this.record.intercepted) });
+    if (this.record.host) this.pool.connection({ ...this.record });
+  }
+}

@@ -1,0 +1,12 @@
+// What every listener and tunnel needs; built once by `serve`.
+import type { Config } from '../config.js';
+import type { CertAuthority } from './tls-intercept.js';
+import type { CapturePool } from '../workers/pool.js';
+
+export interface ProxyContext {
+  cfg: Config;
+  ca: CertAuthority;
+  /** system roots + --upstream-ca, for verifying origins */
+  upstreamCa: string[];
+  pool: CapturePool;
+}

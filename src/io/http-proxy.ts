@@ -1,0 +1,101 @@
+// The HTTP proxy listener: `CONNECT host:port` opens a tunnel; an absolute-URI request
+// (`GET http://host/path`) is forwarded as is (RFC 9112 §3.2.2: origins accept absolute-form) to
+// that origin and tapped. The connection is bound to the origin of its first request.
+import net from 'node:net';
+import { ProxyConnection } from './connection.js';
+import { openTunnel } from './tunnel.js';
+import { dial, ignore, mapTarget } from './upstream.js';
+import { pipeConnection } from './pipe.js';
+import { HttpTap } from './http-tap.js';
+import type { ProxyContext } from './context.js';
+
+const MAX_PROXY_HEAD = 64 * 1024;
+
+export function createHttpProxy(ctx: ProxyContext): net.Server {
+  return net.createServer({ allowHalfOpen: true, noDelay: true }, (client) => {
+    client.on('error', ignore); // the pipe reports errors once it runs; before that, the close says enough
+    const conn = new ProxyConnection('http', client, ctx.pool);
+    readProxyHead(client)
+      .then((head) => handle(ctx, conn, client, head))
+      .catch((e: Error) => {
+        answer(client, 400, `greytap: ${e.message}`);
+        conn.finish('bad_request', 'bad_http');
+      });
+  });
+}
+
+interface ProxyHead { method: string; target: string; chunks: Buffer[]; headEnd: number }
+
+/** Reads until the end of the first request head; the chunks are kept to be forwarded as they were read. */
+function readProxyHead(client: net.Socket): Promise<ProxyHead> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const cleanup = () => { client.off('data', onData); client.off('end', onEnd); client.off('error', onEnd); };
+    const onEnd = () => { cleanup(); reject(new Error('connection closed before a request head')); };
+    const onData = (c: Buffer) => {
+      chunks.push(c);
+      size += c.length;
+      const all = chunks.length === 1 ? c : Buffer.concat(chunks);
+      const end = all.indexOf('\r\n\r\n');
+      if (end < 0) {
+        if (size > MAX_PROXY_HEAD) { cleanup(); reject(new Error('request head too large')); }
+        return;
+      }
+      cleanup();
+      client.pause();
+      const line = /^([A-Z]+) (\S+) HTTP\/1\.[01]\r\n/.exec(all.toString('latin1', 0, Math.min(end + 2, 8192)));
+      if (!line) return reject(new Error('malformed request line'));
+      resolve({ method: line[1], target: line[2], chunks, headEnd: end + 4 });
+    };
+    client.on('data', onData);
+    client.once('end', onEnd);
+    client.once('error', onEnd);
+  });
+}
+
+function answer(client: net.Socket, status: number, text: string): void {
+  const reason = { 400: 'Bad Request', 502: 'Bad Gateway' }[status] ?? 'Error';
+  const body = text + '\n';
+  client.end(`HTTP/1.1 ${status} ${reason}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+}
+
+/** host:port of an authority, accepting [v6]:port. */
+export function parseAuthority(a: string, defaultPort: number): { host: string; port: number } | null {
+  const m = /^(?:\[([0-9a-f:.]+)\]|([^:/?#\s]+))(?::(\d{1,5}))?$/i.exec(a);
+  if (!m) return null;
+  const port = m[3] ? Number(m[3]) : defaultPort;
+  if (port < 1 || port > 65535) return null;
+  return { host: (m[1] ?? m[2]).toLowerCase(), port };
+}
+
+async function handle(ctx: ProxyContext, conn: ProxyConnection, client: net.Socket, head: ProxyHead): Promise<void> {
+  if (head.method === 'CONNECT') {
+    const t = parseAuthority(head.target, 443);
+    if (!t) throw new Error(`bad CONNECT target "${head.target}"`);
+    const all = Buffer.concat(head.chunks);
+    // Bytes after the CONNECT head already belong to the tunnel (an eager client's ClientHello).
+    if (all.length > head.headEnd) client.unshift(all.subarray(head.headEnd));
+    return openTunnel(ctx, conn, client, t.host, t.port, {
+      ok: () => client.write('HTTP/1.1 200 Connection Established\r\n\r\n'),
+      fail: (e) => answer(client, 502, `greytap: cannot reach ${head.target}: ${e.code ?? e.message}`),
+    });
+  }
+  const m = /^http:\/\/([^/?#]+)/i.exec(head.target);
+  if (!m) throw new Error(`greytap is a proxy: send CONNECT or an absolute http:// URI (got "${head.method} ${head.target}")`);
+  const t = parseAuthority(m[1], 80);
+  if (!t) throw new Error(`bad URI authority "${m[1]}"`);
+  const mapped = mapTarget(ctx.cfg, t.host, t.port);
+  conn.opened(t.host, t.port, mapped ? `${mapped.host}:${mapped.port}` : undefined);
+  conn.record.mode = 'tap';
+  let upstream: net.Socket;
+  try {
+    upstream = await dial(ctx.cfg, t.host, t.port);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    answer(client, 502, `greytap: cannot reach ${t.host}:${t.port}: ${err.code ?? err.message}`);
+    conn.finish(`dial_failed:${err.code ?? err.message}`, 'upstream_unreachable');
+    return;
+  }
+  pipeConnection(conn, client, upstream, new HttpTap({ conn, tls: false, host: t.host, port: t.port, pool: ctx.pool, maxBody: ctx.cfg.maxBody }), { clientHead: head.chunks });
+}

@@ -1,0 +1,80 @@
+// Forwarding: every chunk read from one side is written, as the same Buffer, to the other side,
+// then shown to the tap (which copies what it wants and returns at once). Backpressure pauses the
+// faster side, so memory stays bounded whatever the peers do. Nothing here waits on capture.
+import type { Duplex } from 'node:stream';
+import { bytesForwarded, forwardLatency } from '../metrics.js';
+import type { ProxyConnection } from './connection.js';
+
+/** What watches the bytes: an HTTP tap, a WebSocket tap, or nothing (raw tunnel). */
+export interface Tap {
+  fromClient(chunk: Buffer): void;
+  fromServer(chunk: Buffer): void;
+  /** Both sides are done (or one failed): flush what was in progress, marking it cut short. */
+  close(): void;
+}
+
+export const NO_TAP: Tap = { fromClient() {}, fromServer() {}, close() {} };
+
+export interface PipeOptions {
+  /** bytes already read from the client (e.g. after a proxy request head), forwarded first */
+  clientHead?: Buffer[];
+}
+
+/** After one side has fully closed, how long the other may linger half-open before we cut it. */
+const LINGER_MS = 30_000;
+
+export function pipeConnection(conn: ProxyConnection, client: Duplex, server: Duplex, tap: Tap, opts: PipeOptions = {}): void {
+  const rec = conn.record;
+  let openSides = 2;
+  let lingerTimer: NodeJS.Timeout | undefined;
+
+  const sideClosed = () => {
+    if (--openSides === 1) {
+      lingerTimer = setTimeout(() => { client.destroy(); server.destroy(); }, LINGER_MS);
+      lingerTimer.unref();
+      return;
+    }
+    clearTimeout(lingerTimer);
+    try { tap.close(); } catch { /* a tap must never break forwarding */ }
+    conn.finish(rec.closeReason ?? 'closed');
+  };
+
+  const forward = (src: Duplex, dst: Duplex, up: boolean) => {
+    src.on('data', (chunk: Buffer) => {
+      const t0 = performance.now();
+      if (!dst.write(chunk)) {
+        src.pause();
+        dst.once('drain', () => src.resume());
+      }
+      if (up) rec.bytesUp += chunk.length; else rec.bytesDown += chunk.length;
+      bytesForwarded.inc({ direction: up ? 'up' : 'down' }, chunk.length);
+      try {
+        if (up) tap.fromClient(chunk); else tap.fromServer(chunk);
+      } catch { /* capture bugs lose capture, never traffic */ }
+      forwardLatency.observe((performance.now() - t0) / 1000);
+    });
+    // A FIN is passed on after the bytes before it are flushed; the other direction keeps flowing.
+    src.on('end', () => {
+      rec.closeReason ??= up ? 'client_end' : 'server_end';
+      dst.end();
+    });
+    // An error (reset, TLS failure) aborts both directions: nothing more can be delivered in order.
+    src.on('error', (e: NodeJS.ErrnoException) => {
+      rec.closeReason ??= `${up ? 'client' : 'server'}_error:${e.code ?? e.message}`;
+      dst.destroy();
+    });
+    src.once('close', sideClosed);
+  };
+
+  for (const chunk of opts.clientHead ?? []) {
+    server.write(chunk);
+    rec.bytesUp += chunk.length;
+    bytesForwarded.inc({ direction: 'up' }, chunk.length);
+    tap.fromClient(chunk);
+  }
+  forward(client, server, true);
+  forward(server, client, false);
+  // Sockets that were paused while their first bytes were peeked do not resume by themselves.
+  client.resume();
+  server.resume();
+}

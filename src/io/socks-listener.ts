@@ -1,0 +1,37 @@
+// The SOCKS5 listener (RFC 1928; username/password per RFC 1929 when --socks-auth is set). The
+// username becomes the connection's client identity (the agent's name).
+import net from 'node:net';
+import { ProxyConnection } from './connection.js';
+import { openTunnel } from './tunnel.js';
+import { Socks5Handshake, socks5Reply, replyForDialError, REP } from './socks5.js';
+import type { ProxyContext } from './context.js';
+import { ignore } from './upstream.js';
+
+export function createSocksProxy(ctx: ProxyContext): net.Server {
+  return net.createServer({ allowHalfOpen: true, noDelay: true }, (client) => {
+    client.on('error', ignore); // the pipe reports errors once it runs
+    const conn = new ProxyConnection('socks', client, ctx.pool);
+    const hs = new Socks5Handshake({ users: ctx.cfg.socksAuth });
+    const onData = (chunk: Buffer) => {
+      const step = hs.push(chunk);
+      if (step.write) client.write(step.write);
+      if (step.type === 'need-more') return;
+      client.off('data', onData);
+      if (step.type === 'error') {
+        client.end();
+        conn.finish(`socks_error:${step.detail}`);
+        return;
+      }
+      client.pause();
+      const { request, rest } = step;
+      if (request.user) conn.record.clientUser = request.user;
+      if (rest.length) client.unshift(rest);
+      void openTunnel(ctx, conn, client, request.host, request.port, {
+        ok: () => client.write(socks5Reply(REP.SUCCEEDED, { host: client.localAddress ?? '0.0.0.0', port: client.localPort ?? 0 })),
+        fail: (e) => client.end(socks5Reply(replyForDialError(e))),
+      });
+    };
+    client.on('data', onData);
+    client.once('close', () => { if (!conn.record.host) conn.finish('client_close'); });
+  });
+}

@@ -1,0 +1,132 @@
+// A tunnel (HTTP CONNECT or SOCKS5 CONNECT) after the target is known: dial the origin, tell the
+// client, then look at the client's first bytes without consuming them:
+//   TLS ClientHello → terminate TLS with our leaf for the SNI and re-encrypt towards the origin
+//                     (unless --no-intercept matches: then tunnel raw)
+//   plaintext HTTP  → tap it as HTTP
+//   anything else   → raw tunnel (bytes forwarded, counted, not decoded)
+import net from 'node:net';
+import tls from 'node:tls';
+import { classifyFirstBytes, MAX_PEEK } from './client-hello.js';
+import { dial, ignore, mapTarget, upstreamTls } from './upstream.js';
+import { pipeConnection, NO_TAP } from './pipe.js';
+import { HttpTap } from './http-tap.js';
+import type { ProxyConnection } from './connection.js';
+import type { ProxyContext } from './context.js';
+import { globMatch } from '../config.js';
+import { tlsHandshakes } from '../metrics.js';
+
+/** A client that says nothing for this long after the tunnel opens gets a raw tunnel (server-speaks-first protocols). */
+const PEEK_TIMEOUT_MS = 3000;
+
+export interface TunnelReplies {
+  ok(): void;
+  fail(err: NodeJS.ErrnoException): void;
+}
+
+export async function openTunnel(ctx: ProxyContext, conn: ProxyConnection, client: net.Socket, host: string, port: number, replies: TunnelReplies): Promise<void> {
+  const mapped = mapTarget(ctx.cfg, host, port);
+  conn.opened(host, port, mapped ? `${mapped.host}:${mapped.port}` : undefined);
+  let upstream: net.Socket;
+  try {
+    upstream = await dial(ctx.cfg, host, port);
+  } catch (e) {
+    replies.fail(e as NodeJS.ErrnoException);
+    conn.record.closeReason = `dial_failed:${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`;
+    conn.finish(conn.record.closeReason, 'upstream_unreachable');
+    client.destroy();
+    return;
+  }
+  if (client.destroyed) { upstream.destroy(); conn.finish('client_gone'); return; }
+  replies.ok();
+  const first = await peek(client, upstream);
+  if (!first) return raw(conn, client, upstream, []);
+  const kind = classifyFirstBytes(Buffer.concat(first));
+  if (kind.kind === 'http') {
+    conn.record.mode = 'tap';
+    unshiftAll(client, first);
+    return pipeConnection(conn, client, upstream, new HttpTap({ conn, tls: false, host, port, pool: ctx.pool, maxBody: ctx.cfg.maxBody }));
+  }
+  if (kind.kind === 'tls') {
+    conn.record.sni = kind.sni;
+    const name = kind.sni ?? host;
+    if (!ctx.cfg.noIntercept.some((g) => globMatch(g, host) || (kind.sni !== undefined && globMatch(g, kind.sni)))) {
+      unshiftAll(client, first);
+      return intercept(ctx, conn, client, upstream, host, port, name);
+    }
+  }
+  raw(conn, client, upstream, first);
+}
+
+function raw(conn: ProxyConnection, client: net.Socket, upstream: net.Socket, first: Buffer[]): void {
+  conn.record.mode = 'raw';
+  pipeConnection(conn, client, upstream, NO_TAP, { clientHead: first });
+}
+
+function unshiftAll(s: net.Socket, chunks: Buffer[]): void {
+  for (let i = chunks.length - 1; i >= 0; i--) s.unshift(chunks[i]);
+}
+
+/**
+ * Reads the client's first bytes until they can be classified. Resolves with them (not yet
+ * forwarded), or null when the server spoke first / the client stayed silent (then: raw tunnel).
+ */
+function peek(client: net.Socket, upstream: net.Socket): Promise<Buffer[] | null> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = (v: Buffer[] | null) => {
+      client.off('data', onData);
+      upstream.off('readable', onServerFirst);
+      client.off('end', onEnd);
+      clearTimeout(timer);
+      client.pause();
+      if (v === null) unshiftAll(client, chunks);
+      resolve(v);
+    };
+    const onData = (c: Buffer) => {
+      chunks.push(c);
+      size += c.length;
+      if (size >= MAX_PEEK || classifyFirstBytes(Buffer.concat(chunks)).kind !== 'need-more') done(chunks);
+    };
+    const onServerFirst = () => done(null);
+    const onEnd = () => done(chunks.length ? chunks : null);
+    const timer = setTimeout(() => done(chunks.length ? chunks : null), PEEK_TIMEOUT_MS);
+    client.on('data', onData);
+    client.once('end', onEnd);
+    upstream.once('readable', onServerFirst);
+  });
+}
+
+async function intercept(ctx: ProxyContext, conn: ProxyConnection, client: net.Socket, upstream: net.Socket, host: string, port: number, name: string): Promise<void> {
+  conn.record.intercepted = true;
+  conn.record.mode = 'intercept';
+  const clientTls = new tls.TLSSocket(client, { isServer: true, secureContext: ctx.ca.secureContextFor(name), ALPNProtocols: ['http/1.1'] });
+  clientTls.on('error', ignore); // handshake errors are awaited below; later ones reach the pipe
+  const clientReady = new Promise<void>((resolve, reject) => {
+    clientTls.once('secure', resolve);
+    clientTls.once('error', reject);
+  });
+  // Both handshakes run at once: the origin's cost hides behind the client's.
+  const [c, u] = await Promise.allSettled([clientReady, upstreamTls(upstream, name, ctx.upstreamCa)]);
+  tlsHandshakes.inc({ side: 'client', result: c.status === 'fulfilled' ? 'ok' : 'error' });
+  tlsHandshakes.inc({ side: 'upstream', result: u.status === 'fulfilled' ? 'ok' : 'error' });
+  if (c.status === 'rejected') {
+    conn.record.closeReason = `client_tls:${(c.reason as Error).message}`;
+    conn.finish(conn.record.closeReason, 'client_tls');
+    clientTls.destroy();
+    upstream.destroy();
+    return;
+  }
+  conn.record.alpn = clientTls.alpnProtocol || undefined;
+  if (u.status === 'rejected') {
+    // The agent gets a readable answer instead of a hang or a bare reset.
+    const why = (u.reason as Error).message;
+    conn.record.closeReason = `upstream_tls:${why}`;
+    conn.finish(conn.record.closeReason, 'upstream_tls');
+    const body = `greytap: TLS to ${host}:${port} failed: ${why}\n`;
+    clientTls.end(`HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    upstream.destroy();
+    return;
+  }
+  pipeConnection(conn, clientTls, u.value, new HttpTap({ conn, tls: true, host, port, pool: ctx.pool, maxBody: ctx.cfg.maxBody }));
+}

@@ -1,0 +1,46 @@
+// Dialing the origin. --map changes only where we dial; TLS SNI and certificate verification keep
+// the requested host name, which is how tests point real clients at local servers.
+import net from 'node:net';
+import tls from 'node:tls';
+import type { Config, HostPort } from '../config.js';
+
+export function ignore(): void {}
+
+export function mapTarget(cfg: Config, host: string, port: number): HostPort | undefined {
+  return cfg.map.get(`${host.toLowerCase()}:${port}`);
+}
+
+/** Resolves with a connected TCP socket, rejects with the dial error (ECONNREFUSED, ENOTFOUND…). */
+export function dial(cfg: Config, host: string, port: number, timeoutMs = 10_000): Promise<net.Socket> {
+  const to = mapTarget(cfg, host, port) ?? { host, port };
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: to.host, port: to.port, allowHalfOpen: true, noDelay: true });
+    const timer = setTimeout(() => s.destroy(Object.assign(new Error(`connect to ${to.host}:${to.port} timed out`), { code: 'ETIMEDOUT' })), timeoutMs);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.removeAllListeners('error');
+      s.on('error', ignore); // until the pipe attaches its own: an unhandled socket error would kill the process
+      resolve(s);
+    });
+    s.once('error', (e) => { clearTimeout(timer); reject(e); });
+  });
+}
+
+/**
+ * Upgrades a connected socket to TLS towards the origin: SNI = the requested name (omitted for IP
+ * literals, which TLS forbids as SNI), verified against system roots + --upstream-ca for that name.
+ * Only http/1.1 is offered so the origin never picks h2 (the tap parses HTTP/1.1).
+ */
+export function upstreamTls(socket: net.Socket, name: string, ca: string[]): Promise<tls.TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const t = tls.connect({
+      socket,
+      host: name,
+      servername: net.isIP(name) ? undefined : name,
+      ca,
+      ALPNProtocols: ['http/1.1'],
+    });
+    t.once('secureConnect', () => { t.removeAllListeners('error'); t.on('error', ignore); resolve(t); });
+    t.once('error', reject);
+  });
+}
