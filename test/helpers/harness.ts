@@ -1,0 +1,99 @@
+// Starts a real greytap (in this process, real listeners on 127.0.0.1:0, real worker pool and LMDB
+// in a temp dir) and gives tests small clients: CONNECT and SOCKS5 tunnels, curl, the API.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import net from 'node:net';
+import { execFile } from 'node:child_process';
+import { loadConfig } from '../../src/config.js';
+import { serve, type Running } from '../../src/serve.js';
+
+export function tmpDir(prefix = 'greytap-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export interface Greytap {
+  running: Running;
+  dataDir: string;
+  httpProxy: string; // "127.0.0.1:port"
+  socks: string;
+  api: string; // "http://127.0.0.1:port"
+  caPath: string;
+  /** Waits until every capture submitted so far is committed. */
+  drain(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startGreytap(args: string[] = []): Promise<Greytap> {
+  const dataDir = tmpDir();
+  const cfg = loadConfig(['--data-dir', dataDir, '--http-proxy', '127.0.0.1:0', '--socks', '127.0.0.1:0', '--api', '127.0.0.1:0', '--workers', '1', ...args], {});
+  const running = await serve(cfg);
+  const a = running.addresses;
+  let stopped = false;
+  return {
+    running,
+    dataDir,
+    httpProxy: `127.0.0.1:${a.httpProxy?.port}`,
+    socks: `127.0.0.1:${a.socks?.port}`,
+    api: `http://127.0.0.1:${a.api?.port}`,
+    caPath: running.caPath,
+    drain: () => running.ctx.pool.drain(),
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await running.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function apiGet<T = any>(g: Greytap, path: string): Promise<T> {
+  const r = await fetch(g.api + path);
+  if (!r.ok) throw new Error(`GET ${path}: ${r.status} ${await r.text()}`);
+  return (await r.json()) as T;
+}
+
+/** Polls fn until it returns a truthy value (capture is asynchronous by design). */
+export async function waitFor<T>(fn: () => Promise<T> | T, what: string, timeoutMs = 15_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) { last = e; }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A TCP connection through the HTTP proxy's CONNECT, ready for the tunnelled protocol. */
+export function connectTunnel(proxy: string, target: string): Promise<net.Socket> {
+  const [host, port] = proxy.split(':');
+  return new Promise((resolve, reject) => {
+    const s = net.connect(Number(port), host, () => s.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`));
+    let head = Buffer.alloc(0);
+    const onData = (c: Buffer) => {
+      head = Buffer.concat([head, c]);
+      const end = head.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      s.off('data', onData);
+      const status = head.toString('latin1', 0, end).split(' ')[1];
+      if (status !== '200') { s.destroy(); return reject(new Error(`CONNECT ${target}: ${head.toString('latin1')}`)); }
+      if (head.length > end + 4) s.unshift(head.subarray(end + 4));
+      resolve(s);
+    };
+    s.on('data', onData);
+    s.once('error', reject);
+  });
+}
+
+export interface CurlResult { code: number; stdout: string; stderr: string }
+
+export function curl(args: string[], timeoutMs = 60_000): Promise<CurlResult> {
+  return new Promise((resolve) => {
+    execFile('curl', ['-sS', '--max-time', String(timeoutMs / 1000), ...args], { maxBuffer: 256 << 20, encoding: 'utf8' }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as any).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}

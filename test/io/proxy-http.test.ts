@@ -1,0 +1,259 @@
+// Issue 2 end to end: real curl / Node clients through both listeners, real TLS origins trusted via
+// --upstream-ca, real LMDB. Proves byte-exact forwarding, streaming without buffering, bounded
+// memory on a 100 MiB body, captured HTTP records, and clear failures on bad input.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import https from 'node:https';
+import http from 'node:http';
+import tls from 'node:tls';
+import net from 'node:net';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { makeTestPki } from '../helpers/test-ca.js';
+import { startGreytap, apiGet, waitFor, connectTunnel, curl, tmpDir, type Greytap } from '../helpers/harness.js';
+
+const pki = makeTestPki();
+let g: Greytap;
+let origin: https.Server;
+let plain: http.Server;
+let raw: tls.Server; // records exactly what it receives, answers a scripted byte string
+let rawReceived: Buffer[] = [];
+let rawReply = Buffer.alloc(0);
+let sseGate: (() => void) | undefined;
+let originPort = 0, plainPort = 0, rawPort = 0;
+const BIG = 100 * 1024 * 1024;
+
+function listen(s: net.Server): Promise<number> {
+  return new Promise((r) => s.listen(0, '127.0.0.1', () => r((s.address() as net.AddressInfo).port)));
+}
+
+before(async () => {
+  origin = https.createServer(pki.serverContext(['api.test', 'sse.test', 'big.test']), (req, res) => {
+    if (req.url === '/sse') {
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+      res.write('event: delta\ndata: {"n":1}\n\n');
+      sseGate = () => { res.write('event: delta\ndata: {"n":2}\n\n'); res.end('event: done\ndata: [DONE]\n\n'); };
+      return;
+    }
+    if (req.url === '/big') {
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(BIG) });
+      const chunk = Buffer.alloc(1 << 20, 0x61);
+      let sent = 0;
+      const pump = () => { while (sent < BIG) { sent += chunk.length; if (!res.write(chunk)) return void res.once('drain', pump); } res.end(); };
+      return pump();
+    }
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (d) => (body += d));
+    req.on('end', () => {
+      res.writeHead(200, { 'content-type': 'application/json', 'x-echo-auth': String(req.headers.authorization ?? '') });
+      res.end(JSON.stringify({ method: req.method, url: req.url, body }));
+    });
+  });
+  plain = http.createServer((req, res) => res.end(`plain ${req.method} ${req.url}`));
+  raw = tls.createServer(pki.serverContext(['raw.test']), (s) => {
+    s.on('data', (d) => {
+      rawReceived.push(Buffer.from(d));
+      if (Buffer.concat(rawReceived).includes('\r\n0\r\n\r\n')) s.write(rawReply);
+    });
+  });
+  [originPort, plainPort, rawPort] = await Promise.all([listen(origin), listen(plain), listen(raw)]);
+  g = await startGreytap([
+    '--upstream-ca', pki.caPath,
+    '--map', `api.test:443=127.0.0.1:${originPort}`,
+    '--map', `sse.test:443=127.0.0.1:${originPort}`,
+    '--map', `big.test:443=127.0.0.1:${originPort}`,
+    '--map', `raw.test:443=127.0.0.1:${rawPort}`,
+    '--map', `plain.test:80=127.0.0.1:${plainPort}`,
+    '--map', `nocert.test:443=127.0.0.1:${originPort}`,
+    '--map', `dead.test:443=127.0.0.1:1`,
+  ]);
+});
+
+after(async () => {
+  await g?.stop();
+  origin?.close(); plain?.close(); raw?.close();
+});
+
+async function httpRecords(host: string): Promise<any[]> {
+  await g.drain();
+  return (await apiGet(g, `/api/transactions?kind=HTTP&host=${host}&limit=1000`)).items;
+}
+
+test('curl through the HTTP proxy: TLS intercepted, response intact, transaction captured with redacted credentials', async () => {
+  const r = await curl(['-x', `http://${g.httpProxy}`, '--cacert', g.caPath, '-H', 'Authorization: Bearer sk-secret-123', '-d', '{"q":1}', 'https://api.test/v1/echo?x=1']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), { method: 'POST', url: '/v1/echo?x=1', body: '{"q":1}' });
+  const [tx] = await waitFor(async () => (await httpRecords('api.test')).filter((t) => t.path === '/v1/echo?x=1'), 'HTTP record');
+  assert.equal(tx.method, 'POST');
+  assert.equal(tx.status, 200);
+  assert.equal(tx.scheme, 'https');
+  const full = await apiGet(g, `/api/transactions/${tx.id}`);
+  assert.equal(full.reqBody, '{"q":1}');
+  assert.equal(JSON.parse(full.respBody).url, '/v1/echo?x=1');
+  const auth = full.reqHeaders.find(([n]: [string]) => n === 'Authorization');
+  assert.ok(auth && !auth[1].includes('sk-secret-123'), `Authorization must be redacted, got ${auth}`);
+  const conn = await apiGet(g, `/api/connections/${tx.conn}`);
+  assert.equal(conn.listener, 'http');
+  assert.equal(conn.intercepted, true);
+  assert.equal(conn.sni, 'api.test');
+  assert.equal(conn.alpn, 'http/1.1');
+});
+
+test('curl through SOCKS5 (remote DNS): intercepted and captured, listener recorded', async () => {
+  const r = await curl(['--socks5-hostname', g.socks, '--cacert', g.caPath, 'https://api.test/socks-path']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).url, '/socks-path');
+  const [tx] = await waitFor(async () => (await httpRecords('api.test')).filter((t) => t.path === '/socks-path'), 'SOCKS record');
+  const conn = await apiGet(g, `/api/connections/${tx.conn}`);
+  assert.equal(conn.listener, 'socks');
+  assert.equal(conn.host, 'api.test');
+});
+
+test('plain absolute-URI request through the HTTP proxy is forwarded and captured', async () => {
+  const r = await curl(['-x', `http://${g.httpProxy}`, 'http://plain.test/hello?a=b']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, 'plain GET http://plain.test/hello?a=b');
+  const [tx] = await waitFor(async () => (await httpRecords('plain.test')).filter((t) => t.path === '/hello?a=b'), 'plain record');
+  assert.equal(tx.scheme, 'http');
+  assert.equal(tx.status, 200);
+});
+
+test('byte-exact both ways: odd header case, chunked with extensions and trailers, pipelined requests', async () => {
+  rawReceived = [];
+  const request = Buffer.from(
+    'POST /one HTTP/1.1\r\nHost: raw.test\r\nX-MiXeD-CaSe:  spaced value \r\nTransfer-Encoding: chunked\r\n\r\n' +
+    '5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n' +
+    'GET /two HTTP/1.1\r\nHost: raw.test\r\n\r\n',
+  );
+  // the origin answers after the first request's last chunk: two pipelined responses in one write
+  rawReply = Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Reply: A\r\n\r\nokHTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n');
+  const t = await connectTunnel(g.httpProxy, 'raw.test:443');
+  const s = tls.connect({ socket: t, servername: 'raw.test', ca: await (await fetch(g.api + '/ca.pem')).text() });
+  const got: Buffer[] = [];
+  s.on('data', (d) => got.push(d));
+  await new Promise((r) => s.once('secureConnect', r));
+  // split the request at awkward places, as a slow client would
+  for (const cut of [[0, 7], [7, 60], [60, 101], [101, request.length]]) {
+    s.write(request.subarray(cut[0], cut[1]));
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  await waitFor(() => Buffer.concat(got).length >= rawReply.length, 'pipelined responses');
+  s.end();
+  assert.deepEqual(Buffer.concat(got), rawReply, 'client received exactly what the origin sent');
+  assert.deepEqual(Buffer.concat(rawReceived), request, 'origin received exactly what the client sent');
+  const txs = await waitFor(async () => { const l = await httpRecords('raw.test'); return l.length >= 2 && l; }, 'two records');
+  const one = await apiGet(g, `/api/transactions/${txs.find((x: any) => x.path === '/one').id}`);
+  assert.equal(one.reqBody, 'hello world', 'chunk framing removed from the stored body');
+  assert.deepEqual(one.reqHeaders[1], ['X-MiXeD-CaSe', 'spaced value']);
+  assert.equal(one.status, 200);
+  assert.equal(one.respBody, 'ok');
+  assert.equal(txs.find((x: any) => x.path === '/two').status, 404);
+});
+
+test('SSE streams through without buffering: the client sees the first event before the response ends', async () => {
+  const ca = await (await fetch(g.api + '/ca.pem')).text();
+  const t = await connectTunnel(g.httpProxy, 'sse.test:443');
+  const events: string[] = [];
+  await new Promise<void>((resolve, reject) => {
+    const req = https.request({ host: 'sse.test', path: '/sse', createConnection: () => tls.connect({ socket: t, servername: 'sse.test', ca }) }, (res) => {
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => {
+        events.push(d);
+        if (events.length === 1) { assert.match(d, /"n":1/); sseGate!(); }
+      });
+      res.on('end', resolve);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  assert.match(events.join(''), /\[DONE\]/);
+  const [tx] = await waitFor(async () => (await httpRecords('sse.test')), 'SSE record');
+  const full = await apiGet(g, `/api/transactions/${tx.id}`);
+  assert.deepEqual(full.respEvents.map((e: any) => e.event), ['delta', 'delta', 'done']);
+});
+
+test('100 MiB response streams through with bounded memory; capture is truncated at --max-body and flagged', async () => {
+  const rss0 = process.memoryUsage().rss;
+  let peak = rss0;
+  const timer = setInterval(() => { peak = Math.max(peak, process.memoryUsage().rss); }, 20);
+  const r = await curl(['-x', `http://${g.httpProxy}`, '--cacert', g.caPath, '-o', '/dev/null', '-w', '%{size_download}', 'https://big.test/big'], 120_000);
+  clearInterval(timer);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(Number(r.stdout), BIG);
+  // origin, proxy and capture share this process: 100 MiB must not be held at once
+  assert.ok(peak - rss0 < 80 * 1024 * 1024, `RSS grew by ${((peak - rss0) / 1048576).toFixed(0)} MiB`);
+  const [tx] = await waitFor(async () => (await httpRecords('big.test')), 'big record');
+  assert.equal(tx.truncated, true);
+  assert.equal(tx.error, 'too_large');
+  assert.equal(tx.respBytes > BIG, true);
+});
+
+test('client that closes early and dead upstreams: clear errors, proxy keeps serving', async () => {
+  // client aborts mid-response
+  const ca = await (await fetch(g.api + '/ca.pem')).text();
+  const t = await connectTunnel(g.httpProxy, 'big.test:443');
+  const s = tls.connect({ socket: t, servername: 'big.test', ca });
+  await new Promise((r) => s.once('secureConnect', r));
+  s.write('GET /big HTTP/1.1\r\nHost: big.test\r\n\r\n');
+  await new Promise<void>((r) => { let n = 0; s.on('data', (d) => { n += d.length; if (n > 1 << 20) { s.destroy(); r(); } }); });
+  // dead upstream via HTTP CONNECT → 502, via SOCKS5 → connection refused reply
+  const r1 = await curl(['-x', `http://${g.httpProxy}`, '--cacert', g.caPath, 'https://dead.test/']);
+  assert.notEqual(r1.code, 0);
+  assert.match(r1.stderr, /502|CONNECT/i);
+  const r2 = await curl(['--socks5-hostname', g.socks, '--cacert', g.caPath, 'https://dead.test/']);
+  assert.notEqual(r2.code, 0);
+  assert.match(r2.stderr, /refused|SOCKS/i);
+  // still serving
+  const ok = await curl(['-x', `http://${g.httpProxy}`, '--cacert', g.caPath, 'https://api.test/after']);
+  assert.equal(ok.code, 0, ok.stderr);
+  const aborted = await waitFor(async () => (await httpRecords('big.test')).find((x) => x.error === 'truncated_stream'), 'aborted record');
+  assert.ok(aborted.respBytes > 0);
+});
+
+test('upstream certificate that does not match the name: the client gets a clean 502, not a hang', async () => {
+  // nocert.test is mapped to an origin whose certificate does not cover that name
+  const r = await curl(['-x', `http://${g.httpProxy}`, '--cacert', g.caPath, 'https://nocert.test/']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /greytap: TLS to nocert\.test:443 failed/);
+  const metrics = await (await fetch(g.api + '/metrics')).text();
+  const m = /greytap_tls_handshakes_total\{side="upstream",result="error"\} (\d+)/.exec(metrics);
+  assert.ok(m && Number(m[1]) >= 1, 'the upstream verification failure is counted');
+});
+
+test('garbage on both listeners gets a clear error and does not disturb other connections', async () => {
+  const send = (addr: string, bytes: Buffer) => new Promise<Buffer>((resolve) => {
+    const [h, p] = addr.split(':');
+    const s = net.connect(Number(p), h, () => s.end(bytes));
+    const got: Buffer[] = [];
+    s.on('data', (d) => got.push(d));
+    s.on('close', () => resolve(Buffer.concat(got)));
+    s.on('error', () => resolve(Buffer.concat(got)));
+  });
+  const http400 = await send(g.httpProxy, Buffer.from('\x00\x01garbage\r\n\r\n'));
+  assert.match(http400.toString(), /^HTTP\/1\.1 400 /);
+  const originForm = await send(g.httpProxy, Buffer.from('GET /not-absolute HTTP/1.1\r\nHost: x\r\n\r\n'));
+  assert.match(originForm.toString(), /^HTTP\/1\.1 400 [\s\S]*absolute/);
+  const socksBad = await send(g.socks, Buffer.from('GET / HTTP/1.1\r\n\r\n'));
+  assert.ok(socksBad.length <= 2, 'SOCKS5 listener closes on a non-SOCKS greeting');
+  const ok = await curl(['--socks5-hostname', g.socks, '--cacert', g.caPath, 'https://api.test/still-ok']);
+  assert.equal(ok.code, 0, ok.stderr);
+});
+
+test('no-intercept tunnels TLS raw: the client sees the origin certificate', async () => {
+  const g2 = await startGreytap(['--upstream-ca', pki.caPath, '--map', `api.test:443=127.0.0.1:${originPort}`, '--no-intercept', '*.test']);
+  try {
+    const r = await curl(['-x', `http://${g2.httpProxy}`, '--cacert', pki.caPath, 'https://api.test/raw']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).url, '/raw');
+    await g2.drain();
+    const items = (await apiGet(g2, '/api/transactions?limit=100')).items;
+    assert.equal(items.length, 0, 'nothing decoded from a raw tunnel');
+  } finally { await g2.stop(); }
+});
+
+test('config: a CA file that is missing fails serve start with a clear reason', async () => {
+  const dir = tmpDir();
+  writeFileSync(join(dir, 'bad.pem'), 'not a certificate');
+  await assert.rejects(startGreytap(['--upstream-ca', join(dir, 'bad.pem')]), /bad\.pem/);
+});
