@@ -1,0 +1,242 @@
+// Worker side of WebSocket capture, stateless: one batch of one direction's messages in, records
+// out. Everything carried between batches — the DEFLATE window of a context-takeover direction and
+// whether that direction lost sync — travels in the task and comes back in the result.
+import zlib from 'node:zlib';
+import { endianness } from 'node:os';
+import type { WsBatchTask } from './tasks.js';
+import type { ErrorCode, WsMessageRecord, WsOpcodeName } from '../records.js';
+import type { MetricDeltas } from '../metrics.js';
+import { bodyFields } from './body.js';
+
+const TAIL = Buffer.from([0x00, 0x00, 0xff, 0xff]);
+const LITTLE_ENDIAN = endianness() === 'LE';
+const OPCODES: Record<number, WsOpcodeName> = { 1: 'text', 2: 'binary', 8: 'close', 9: 'ping', 10: 'pong' };
+
+/** Capture errors that mean the message's payload bytes are not all here. */
+const LOST: ReadonlySet<ErrorCode | undefined> = new Set<ErrorCode | undefined>(['queue_full', 'too_large', 'truncated_stream', 'worker_error']);
+/** Decode-time errors counted as capture_dropped_total{reason}. */
+const DROP_REASONS: ReadonlySet<string> = new Set(['queue_full', 'too_large', 'desynced', 'worker_error']);
+
+export interface WsBatchOutcome {
+  records: WsMessageRecord[];
+  window: ArrayBuffer | null;
+  desynced: boolean;
+  metrics: MetricDeltas;
+}
+
+/**
+ * XORs client frames' payloads with their keys, in place (RFC 6455 §5.3). The key index counts from
+ * each frame's first payload byte, so every frame is its own run. Bytes are processed 32 bits at a
+ * time: align to a 4-byte boundary, rotate the key to that phase, then XOR whole words.
+ */
+export function unmask(bytes: Uint8Array, masks: number[] | undefined, copied: number): void {
+  if (!masks) return;
+  for (let f = 0; f + 2 < masks.length; f += 3) {
+    const start = masks[f];
+    const end = Math.min(copied, start + masks[f + 1]);
+    const key = masks[f + 2] >>> 0;
+    if (start >= end || key === 0) continue;
+    const k = [key >>> 24, (key >>> 16) & 0xff, (key >>> 8) & 0xff, key & 0xff];
+    let i = start;
+    // leading bytes up to a word boundary of the underlying buffer
+    while (i < end && ((bytes.byteOffset + i) & 3) !== 0) {
+      bytes[i] ^= k[(i - start) & 3];
+      i++;
+    }
+    const words = (end - i) >>> 2;
+    if (words > 0 && LITTLE_ENDIAN) {
+      const p = (i - start) & 3;
+      const w = (k[p] | (k[(p + 1) & 3] << 8) | (k[(p + 2) & 3] << 16) | (k[(p + 3) & 3] << 24)) | 0;
+      const u32 = new Int32Array(bytes.buffer, bytes.byteOffset + i, words);
+      for (let j = 0; j < words; j++) u32[j] ^= w;
+      i += words << 2;
+    }
+    for (; i < end; i++) bytes[i] ^= k[(i - start) & 3];
+  }
+}
+
+/** The last `size` bytes of `prev` followed by `plain`, as a standalone ArrayBuffer (sent back to the main thread). */
+function slideWindow(prev: Uint8Array | null, plain: Uint8Array, size: number): Uint8Array {
+  if (plain.length >= size) return new Uint8Array(plain.subarray(plain.length - size)); // copies
+  const keep = Math.min(prev ? prev.length : 0, size - plain.length);
+  const out = new Uint8Array(keep + plain.length);
+  if (keep > 0) out.set(prev!.subarray(prev!.length - keep), 0);
+  out.set(plain, keep);
+  return out;
+}
+
+function inc(m: Record<string, number> | undefined, k: string): Record<string, number> {
+  const o = m ?? {};
+  o[k] = (o[k] ?? 0) + 1;
+  return o;
+}
+
+/** RFC 6455 §7.4.1/§7.4.2: codes an endpoint may send in a close frame (1004–1006 and 1015 are reserved for local use). */
+function validCloseCode(code: number): boolean {
+  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
+}
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Inflate output bound. With context takeover the whole plaintext must be produced to know the next
+ * window, even when only maxBody of it is stored; beyond this bound the direction gives up (desynced).
+ */
+export function inflateCap(maxBody: number): number {
+  return Math.min(Math.max(2 * maxBody, 32 << 20), 1 << 30);
+}
+
+export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchOutcome {
+  const metrics: MetricDeltas = {};
+  const records: WsMessageRecord[] = [];
+  const deflate = task.deflate;
+  const takeover = !!deflate?.contextTakeover;
+  // Dictionary size: the sender's agreed window. zlib silently widens a raw deflater asked for
+  // windowBits 8 to 9 (deflateInit2 docs), so peers built on zlib may reach back 512 bytes even
+  // when 8 was agreed: keep at least that much.
+  const windowSize = deflate ? 1 << Math.max(deflate.windowBits, 9) : 0;
+  let window: Uint8Array | null = takeover && task.window ? new Uint8Array(task.window) : null;
+  let desynced = takeover && task.desynced;
+  const cap = inflateCap(task.maxBody);
+
+  for (const m of task.messages) {
+    const name = OPCODES[m.opcode] ?? 'binary'; // reserved opcodes only reach here with error bad_frame
+    const control = m.opcode >= 8;
+    const compressed = !control && m.rsv1 && !!deflate;
+    const rec: WsMessageRecord = {
+      id: nextId(),
+      ts: m.ts,
+      kind: control ? 'WS_CTRL' : task.direction === 'client' ? 'WS_REQ' : 'WS_RESP',
+      conn: task.origin.conn,
+      host: task.origin.host,
+      port: task.origin.port,
+      scheme: task.origin.scheme,
+      path: task.origin.path,
+      upgrade: task.upgrade,
+      seq: m.seq,
+      direction: task.direction,
+      opcode: name,
+      compressed,
+      frames: m.frames,
+      wireBytes: m.wireBytes,
+      size: m.payloadBytes,
+      truncated: false,
+    };
+    if (m.error) rec.error = m.error;
+    if (m.errorDetail) rec.errorDetail = m.errorDetail;
+
+    const copied = m.payload ? Math.min(m.copiedBytes, m.payload.byteLength) : 0;
+    const bytes = m.payload ? new Uint8Array(m.payload, 0, copied) : new Uint8Array(0);
+    unmask(bytes, m.masks, copied);
+    const lost = LOST.has(m.error) || (!m.payload && m.payloadBytes > 0) || copied < m.payloadBytes;
+
+    let plain: Uint8Array | null = null;
+    if (lost) {
+      // Not all payload bytes are here. RFC 7692 §6: only compressed messages pass through the
+      // sender's LZ77 window, so losing an UNcompressed message leaves the window intact; losing a
+      // compressed one on a context-takeover direction breaks every later compressed message.
+      if (compressed && takeover) {
+        desynced = true;
+        window = null;
+      }
+      rec.truncated = copied < m.payloadBytes;
+    } else if (compressed && desynced) {
+      rec.error ??= 'desynced';
+    } else if (compressed) {
+      const input = new Uint8Array(copied + 4);
+      input.set(bytes, 0);
+      input.set(TAIL, copied);
+      try {
+        // RFC 7692 §7.2.2: append 00 00 ff ff and raw-inflate. The carried window is the dictionary
+        // (exact: the sender's LZ77 window holds exactly this direction's earlier compressed
+        // plaintext). windowBits 15 is always safe: a smaller agreed window only limits how far back
+        // the sender refers, which a larger inflate window covers.
+        plain = zlib.inflateRawSync(input, {
+          windowBits: 15,
+          finishFlush: zlib.constants.Z_SYNC_FLUSH,
+          maxOutputLength: cap,
+          dictionary: takeover && window && window.length > 0 ? window : undefined,
+        });
+      } catch (e) {
+        const err = e as NodeJS.ErrnoException;
+        const tooBig = err.code === 'ERR_BUFFER_TOO_LARGE' || err instanceof RangeError;
+        rec.error ??= tooBig ? 'too_large' : 'inflate_failed';
+        rec.errorDetail ??= tooBig ? `inflated size over ${cap} bytes` : err.message;
+        rec.truncated = tooBig;
+        if (!tooBig) metrics.decodeErrors = inc(metrics.decodeErrors, 'inflate_failed');
+        if (takeover) {
+          desynced = true;
+          window = null;
+        }
+      }
+      if (plain && takeover) window = slideWindow(window, plain, windowSize);
+    } else {
+      plain = bytes; // uncompressed: never enters the LZ77 window (RFC 7692 §6)
+    }
+
+    if (plain) {
+      rec.size = plain.length;
+      if (m.opcode === 8) decodeClose(rec, plain, metrics);
+      else {
+        const b = bodyFields(plain, task.maxBody);
+        if (b.body !== undefined) rec.body = b.body;
+        if (b.bodyBase64 !== undefined) rec.bodyBase64 = b.bodyBase64;
+        rec.truncated = b.truncated;
+        if (b.truncated) rec.error ??= 'too_large';
+        if (m.opcode === 1 && b.invalidUtf8 && !b.truncated) {
+          // RFC 6455 §8.1: a text message must be valid UTF-8. (A cut at --max-body can split a
+          // character, so truncated text is not judged.)
+          rec.error ??= 'invalid_utf8';
+          metrics.decodeErrors = inc(metrics.decodeErrors, 'invalid_utf8');
+        }
+      }
+    } else if (copied > 0) {
+      // Stored raw: what was captured, unmasked; compressed bytes stay compressed.
+      if (compressed) rec.bodyBase64 = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('base64');
+      else {
+        const b = bodyFields(bytes, task.maxBody);
+        if (b.body !== undefined) rec.body = b.body;
+        if (b.bodyBase64 !== undefined) rec.bodyBase64 = b.bodyBase64;
+        rec.truncated ||= b.truncated;
+      }
+    }
+
+    // Whoever sets an error counts it: capture-time errors (queue_full, too_large while copying,
+    // bad_frame, truncated_stream, worker_error) were counted on the main thread.
+    if (rec.error && rec.error !== m.error && DROP_REASONS.has(rec.error)) metrics.dropped = inc(metrics.dropped, rec.error);
+    records.push(rec);
+  }
+
+  let out: ArrayBuffer | null = null;
+  if (takeover && !desynced && window) {
+    out = window.byteOffset === 0 && window.byteLength === window.buffer.byteLength ? (window.buffer as ArrayBuffer) : (window.slice().buffer as ArrayBuffer);
+  }
+  return { records, window: out, desynced, metrics };
+}
+
+/** Close payload (RFC 6455 §5.5.1): empty, or a 2-byte code then a UTF-8 reason. */
+function decodeClose(rec: WsMessageRecord, p: Uint8Array, metrics: MetricDeltas): void {
+  if (p.length === 0) return;
+  if (p.length === 1) {
+    rec.error ??= 'bad_frame';
+    rec.errorDetail ??= 'close payload of 1 byte';
+    rec.bodyBase64 = Buffer.from(p).toString('base64');
+    metrics.decodeErrors = inc(metrics.decodeErrors, 'bad_frame');
+    return;
+  }
+  const code = (p[0] << 8) | p[1];
+  rec.closeCode = code;
+  if (!validCloseCode(code)) {
+    rec.error ??= 'bad_frame';
+    rec.errorDetail ??= `invalid close code ${code}`;
+    metrics.decodeErrors = inc(metrics.decodeErrors, 'bad_frame');
+  }
+  try {
+    rec.closeReason = UTF8.decode(p.subarray(2));
+  } catch {
+    rec.error ??= 'invalid_utf8';
+    rec.errorDetail ??= 'close reason is not valid UTF-8';
+    rec.bodyBase64 = Buffer.from(p).toString('base64');
+    metrics.decodeErrors = inc(metrics.decodeErrors, 'invalid_utf8');
+  }
+}

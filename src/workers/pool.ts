@@ -1,0 +1,350 @@
+// Main-thread side of the Piscina capture pool. Items are committed in submission order per lane
+// (a WebSocket direction, or one connection's HTTP exchanges and connection records) with at most
+// ONE task in flight per lane: items arriving meanwhile wait and go as one batch. Workers stay
+// stateless — a WebSocket direction's DEFLATE window rides in the task and comes back in the result.
+// Nothing here is awaited by the forwarding path: push/http/connection return at once.
+//
+// Memory bound: one budget (global and per connection) covers the taps' capture buffers being
+// filled AND the payloads the pool holds (queued or in flight) until their task settles. The taps
+// ask `reserve` before copying; handing an item over moves its bytes into the pool's hold, which
+// always succeeds (the bytes exist already) and makes later `reserve` calls fail sooner. So the
+// total is at most maxCaptureMemory plus one message per connection.
+import { Piscina } from 'piscina';
+import { idSharedBuffer } from '../store/ids.js';
+import type { ConnectionRecord } from '../records.js';
+import type { CaptureTask, ConnectionTask, DeflateParams, HttpCaptureTask, StreamOrigin, WsBatchTask, WsCapturedMessage } from './tasks.js';
+import type { TaskOutput } from './worker.js';
+import { applyDeltas, captureDropped, captureMemoryBytes, poolQueueDepth, poolUtilization, workerTaskSeconds } from '../metrics.js';
+
+export interface CapturePoolOptions {
+  workers: number;
+  dataDir: string;
+  maxBody: number;
+  maxCaptureMemory: number;
+  maxConnCaptureMemory: number;
+  redactHeaders: string[];
+  onCommitted?: (ids: string[]) => void;
+  /** Worker module (tests wrap the real one); default ./worker.js next to this file. */
+  workerFile?: string | URL;
+}
+
+/** One WebSocket direction's ordered stream, as the tap sees it. */
+export interface WsStream {
+  /** Hands a finished message over (its payload is transferred to a worker later). Never throws. */
+  push(m: WsCapturedMessage): void;
+  /** Memory for a capture buffer being filled; false → drop this capture (queue_full). */
+  reserve(bytes: number): boolean;
+  release(bytes: number): void;
+}
+
+/** Messages per WebSocket batch task (one LMDB transaction); the rest wait for the next round. */
+const MAX_BATCH = 1024;
+
+export class CapturePool {
+  private readonly piscina: Piscina<CaptureTask, TaskOutput>;
+  private readonly lanes = new Map<string, TaskLane>();
+  private memTotal = 0;
+  private readonly memByConn = new Map<string, number>();
+  /** items handed to the pool and not yet settled (committed, recorded as failed, or given up) */
+  private outstanding = 0;
+  /** items waiting in lanes for their turn (not yet given to Piscina) */
+  waiting = 0;
+  private idleWaiters: (() => void)[] = [];
+  private closed = false;
+
+  constructor(readonly opts: CapturePoolOptions) {
+    const workers = Math.max(1, opts.workers);
+    this.piscina = new Piscina({
+      filename: String(opts.workerFile ?? new URL('./worker.js', import.meta.url)),
+      minThreads: workers,
+      maxThreads: workers,
+      // Each lane has ≤ 1 task in flight, so several tasks per worker never reorder a lane; it lets
+      // a worker decode one batch while another waits for its LMDB commit.
+      concurrentTasksPerWorker: 4,
+      idleTimeout: Infinity,
+      workerData: { dataDir: opts.dataDir, idBuffer: idSharedBuffer(), redactHeaders: opts.redactHeaders, maxBody: opts.maxBody },
+    });
+    // A crashed worker is replaced by Piscina; its tasks reject and are handled per lane.
+    this.piscina.on('error', () => {});
+  }
+
+  wsStream(origin: StreamOrigin, upgrade: string, direction: 'client' | 'server', deflate: DeflateParams | null, connKey: string): WsStream {
+    const lane = new WsLane(this, origin, upgrade, direction, deflate, connKey);
+    return {
+      push: (m) => lane.push(m),
+      reserve: (n) => this.reserve(connKey, n),
+      release: (n) => this.release(connKey, n),
+    };
+  }
+
+  /** One HTTP exchange; exchanges of one connection are committed in order. Body bytes count against the budget until committed. */
+  http(task: HttpCaptureTask, connKey: string): void {
+    const bytes = (task.reqBody?.byteLength ?? 0) + (task.respBody?.byteLength ?? 0);
+    this.lane(connKey).push({ task, bytes });
+  }
+
+  /** A connection record (written on open and again on close), in order with the connection's other items. */
+  connection(record: ConnectionRecord): void {
+    const task: ConnectionTask = { type: 'conn', record };
+    this.lane(record.id).push({ task, bytes: 0 });
+  }
+
+  /** Memory for a capture buffer: false when over the global or per-connection bound (caller drops: queue_full). */
+  reserve(connKey: string, bytes: number): boolean {
+    if (bytes <= 0) return true;
+    const conn = this.memByConn.get(connKey) ?? 0;
+    if (this.memTotal + bytes > this.opts.maxCaptureMemory || conn + bytes > this.opts.maxConnCaptureMemory) return false;
+    this.hold(connKey, bytes);
+    return true;
+  }
+
+  release(connKey: string, bytes: number): void {
+    if (bytes <= 0) return;
+    const conn = this.memByConn.get(connKey) ?? 0;
+    const n = Math.min(bytes, conn);
+    if (conn - n === 0) this.memByConn.delete(connKey);
+    else this.memByConn.set(connKey, conn - n);
+    this.memTotal = Math.max(0, this.memTotal - n);
+    captureMemoryBytes.set(this.memTotal);
+  }
+
+  /** Bytes already allocated that the pool now holds: counted unconditionally. */
+  hold(connKey: string, bytes: number): void {
+    if (bytes <= 0) return;
+    this.memByConn.set(connKey, (this.memByConn.get(connKey) ?? 0) + bytes);
+    this.memTotal += bytes;
+    captureMemoryBytes.set(this.memTotal);
+  }
+
+  /** Bytes held by capture buffers and queued payloads. */
+  get memoryBytes(): number {
+    return this.memTotal;
+  }
+
+  /** Tasks queued in Piscina plus items waiting in lanes. */
+  get queueDepth(): number {
+    return this.piscina.queueSize + this.waiting;
+  }
+
+  /** Resolves when every item handed over so far has settled (committed or recorded as failed). */
+  drain(): Promise<void> {
+    if (this.outstanding === 0) return Promise.resolve();
+    return new Promise((r) => this.idleWaiters.push(r));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.drain();
+    await this.piscina.destroy();
+  }
+
+  // ── internals shared with the lanes ──────────────────────────────────────────────────────
+
+  /** Runs a task; settles with the worker's output. Gauges and metrics are kept here. */
+  run(task: CaptureTask, transferList: ArrayBuffer[]): Promise<TaskOutput> {
+    const p = this.piscina.run(task, { transferList: transferList as never });
+    this.gauges();
+    return p.then((out) => {
+      applyDeltas(out.metrics);
+      workerTaskSeconds.observe({ type: task.type }, out.seconds);
+      if (out.ids.length) this.opts.onCommitted?.(out.ids);
+      this.gauges();
+      return out;
+    }, (e) => {
+      this.gauges();
+      throw e;
+    });
+  }
+
+  itemsIn(n: number): void {
+    this.outstanding += n;
+  }
+
+  itemsSettled(n: number): void {
+    this.outstanding -= n;
+    if (this.outstanding <= 0) {
+      this.outstanding = 0;
+      for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+
+  dropLane(key: string, lane: TaskLane): void {
+    if (this.lanes.get(key) === lane) this.lanes.delete(key);
+  }
+
+  private lane(connKey: string): TaskLane {
+    let l = this.lanes.get(connKey);
+    if (!l) this.lanes.set(connKey, (l = new TaskLane(this, connKey)));
+    return l;
+  }
+
+  private gauges(): void {
+    poolQueueDepth.set(this.queueDepth);
+    poolUtilization.set(this.piscina.utilization);
+  }
+}
+
+/** Defers a lane's submit to the end of the current tick, so messages parsed from one read batch together. */
+abstract class Lane {
+  protected busy = false;
+  private scheduled = false;
+
+  protected schedule(): void {
+    if (this.busy || this.scheduled) return;
+    this.scheduled = true;
+    queueMicrotask(() => {
+      this.scheduled = false;
+      if (!this.busy) this.kick();
+    });
+  }
+
+  protected abstract kick(): void;
+}
+
+/** A WebSocket direction: batches of messages, the DEFLATE window carried from task to task. */
+class WsLane extends Lane {
+  private pending: { m: WsCapturedMessage; bytes: number }[] = [];
+  private window: ArrayBuffer | null = null;
+  private desynced = false;
+
+  constructor(
+    private readonly pool: CapturePool,
+    private readonly origin: StreamOrigin,
+    private readonly upgrade: string,
+    private readonly direction: 'client' | 'server',
+    private readonly deflate: DeflateParams | null,
+    private readonly connKey: string,
+  ) {
+    super();
+  }
+
+  push(m: WsCapturedMessage): void {
+    const bytes = m.payload?.byteLength ?? 0;
+    this.pool.hold(this.connKey, bytes);
+    this.pending.push({ m, bytes });
+    this.pool.itemsIn(1);
+    this.pool.waiting++;
+    this.schedule();
+  }
+
+  protected kick(): void {
+    if (this.pending.length === 0) return;
+    const batch = this.pending.splice(0, MAX_BATCH);
+    this.pool.waiting -= batch.length;
+    this.busy = true;
+    const messages = batch.map((b) => b.m);
+    const bytes = batch.reduce((s, b) => s + b.bytes, 0);
+    // The window is cloned into the task, not moved: if the worker dies we still have it.
+    this.submit(messages, messages.flatMap((m) => (m.payload ? [m.payload] : []))).finally(() => {
+      this.pool.release(this.connKey, bytes);
+      this.pool.itemsSettled(batch.length);
+      this.busy = false;
+      this.schedule();
+    });
+  }
+
+  private task(messages: WsCapturedMessage[]): WsBatchTask {
+    return {
+      type: 'ws', origin: this.origin, upgrade: this.upgrade, direction: this.direction, deflate: this.deflate,
+      window: this.window, desynced: this.desynced, maxBody: this.pool.opts.maxBody, messages,
+    };
+  }
+
+  private async submit(messages: WsCapturedMessage[], transfer: ArrayBuffer[]): Promise<void> {
+    // Metadata survives the transfer (payloads are detached once posted): kept for the fallback.
+    const meta = messages.map((m) => ({ ...m, payload: undefined, masks: undefined, copiedBytes: 0 }));
+    try {
+      const out = await this.pool.run(this.task(messages), transfer);
+      this.window = out.window ?? null;
+      this.desynced = out.desynced ?? false;
+      return;
+    } catch (e) {
+      // The worker threw or died: record the items without payload as worker_error, from a fresh
+      // task, before anything later in this lane (order survives the crash). A lost compressed
+      // message on a context-takeover direction desyncs it; the decoder knows that from rsv1.
+      const detail = `worker: ${(e as Error)?.message ?? String(e)}`;
+      let n = 0;
+      for (const m of meta) {
+        if (!m.error) {
+          m.error = 'worker_error';
+          m.errorDetail = detail;
+          n++;
+        }
+      }
+      captureDropped.inc({ reason: 'worker_error' }, n);
+    }
+    try {
+      const out = await this.pool.run(this.task(meta), []);
+      this.window = out.window ?? null;
+      this.desynced = out.desynced ?? false;
+    } catch {
+      // Even the metadata could not be written: give up on these items (already counted).
+      if (this.deflate?.contextTakeover && messages.some((m) => m.rsv1 && m.opcode < 8)) {
+        this.desynced = true;
+        this.window = null;
+      }
+    }
+  }
+}
+
+interface LaneItem {
+  task: HttpCaptureTask | ConnectionTask;
+  bytes: number;
+}
+
+/** One connection's HTTP exchanges and connection records, one task each, in order. */
+class TaskLane extends Lane {
+  private pending: LaneItem[] = [];
+
+  constructor(private readonly pool: CapturePool, private readonly key: string) {
+    super();
+  }
+
+  push(item: LaneItem): void {
+    this.pool.hold(this.key, item.bytes);
+    this.pending.push(item);
+    this.pool.itemsIn(1);
+    this.pool.waiting++;
+    this.schedule();
+  }
+
+  protected kick(): void {
+    const item = this.pending.shift();
+    if (!item) {
+      this.pool.dropLane(this.key, this);
+      return;
+    }
+    this.pool.waiting--;
+    this.busy = true;
+    this.submit(item).finally(() => {
+      this.pool.release(this.key, item.bytes);
+      this.pool.itemsSettled(1);
+      this.busy = false;
+      if (this.pending.length) this.schedule();
+      else this.pool.dropLane(this.key, this);
+    });
+  }
+
+  private async submit(item: LaneItem): Promise<void> {
+    const t = item.task;
+    const transfer = t.type === 'http' ? [t.reqBody, t.respBody].filter((b): b is ArrayBuffer => !!b) : [];
+    const meta: HttpCaptureTask | ConnectionTask = t.type === 'http' ? { ...t, reqBody: undefined, respBody: undefined } : t;
+    try {
+      await this.pool.run(t, transfer);
+      return;
+    } catch (e) {
+      captureDropped.inc({ reason: 'worker_error' });
+      if (meta.type === 'http') {
+        meta.error ??= 'worker_error';
+        meta.errorDetail ??= `worker: ${(e as Error)?.message ?? String(e)}`;
+        meta.truncated = true;
+      }
+    }
+    try {
+      await this.pool.run(meta, []);
+    } catch {
+      // given up: already counted
+    }
+  }
+}

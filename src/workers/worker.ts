@@ -1,0 +1,105 @@
+// The Piscina entry: decode one capture task, commit its records, assemble conversations. The
+// store is opened once per worker thread; nothing else survives between tasks (a direction's
+// DEFLATE window comes in the task and goes back in the result).
+import { Piscina } from 'piscina';
+import { openStore } from '../store/lmdb.js';
+import { redactHeaders } from '../store/redact.js';
+import { adoptIdBuffer, nextId } from '../store/ids.js';
+import { decodeWsBatch } from './decode-ws.js';
+import { decodeHttp } from './decode-http.js';
+import { assembleRecords } from './assemble.js';
+import type { CaptureTask, WsBatchResult } from './tasks.js';
+import type { MetricDeltas } from '../metrics.js';
+import type { Store } from '../store/store.js';
+import type { TransactionRecord } from '../records.js';
+
+interface WorkerData {
+  dataDir: string;
+  idBuffer: SharedArrayBuffer;
+  redactHeaders: string[];
+  maxBody: number;
+}
+
+/** What every task returns to the pool (WsBatchResult fields are present for 'ws' tasks). */
+export interface TaskOutput extends Partial<Pick<WsBatchResult, 'window' | 'desynced'>> {
+  ids: string[];
+  metrics: MetricDeltas;
+  /** time this worker spent on the task (decode + commit + assembly) */
+  seconds: number;
+}
+
+const wd = Piscina.workerData as WorkerData;
+if (wd?.idBuffer) adoptIdBuffer(wd.idBuffer);
+let store: Store | undefined;
+
+function theStore(): Store {
+  return (store ??= openStore(wd.dataDir));
+}
+
+function add(into: MetricDeltas, from: MetricDeltas | undefined): void {
+  if (!from) return;
+  for (const k of ['decodeErrors', 'dropped', 'storeRecords'] as const) {
+    const src = from[k];
+    if (!src) continue;
+    const dst = (into[k] ??= {});
+    for (const [n, v] of Object.entries(src)) dst[n] = (dst[n] ?? 0) + v;
+  }
+  if (from.lags?.length) (into.lags ??= []).push(...from.lags);
+}
+
+function now(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+/** Commits records; a refused write is counted (store_error), never thrown: the lane must go on. */
+async function commit(records: TransactionRecord[], lastByteAt: number[], metrics: MetricDeltas): Promise<string[]> {
+  if (records.length === 0) return [];
+  const s = theStore();
+  try {
+    await s.putTransactions(records);
+  } catch {
+    add(metrics, { dropped: { store_error: records.length } });
+    return [];
+  }
+  const t = now();
+  const counts: Record<string, number> = {};
+  for (const r of records) counts[r.kind] = (counts[r.kind] ?? 0) + 1;
+  add(metrics, { storeRecords: counts, lags: lastByteAt.map((b) => Math.max(0, (t - b) / 1000)) });
+  try {
+    // Conversation assembly is a bonus on top of capture: its failure must not fail the task.
+    add(metrics, await assembleRecords(s, records));
+  } catch {
+    /* the records are stored; the conversation view misses them */
+  }
+  return records.map((r) => r.id);
+}
+
+export default async function run(task: CaptureTask): Promise<unknown> {
+  const t0 = performance.now();
+  const metrics: MetricDeltas = {};
+  if (task.type === 'ws') {
+    const out = decodeWsBatch(task, nextId);
+    add(metrics, out.metrics);
+    const ids = await commit(out.records, task.messages.map((m) => m.lastByteAt), metrics);
+    const result: TaskOutput = { ids, window: out.window, desynced: out.desynced, metrics, seconds: (performance.now() - t0) / 1000 };
+    // Move the window back instead of cloning it (Piscina transfers a top-level movable).
+    const movable = { [Piscina.transferableSymbol]: out.window ? [out.window] : [], [Piscina.valueSymbol]: result };
+    return Piscina.move(movable as never);
+  }
+  if (task.type === 'http') {
+    const { record, metrics: m } = decodeHttp(task, task.id ?? nextId());
+    add(metrics, m);
+    record.reqHeaders = redactHeaders(record.reqHeaders, wd.redactHeaders);
+    record.respHeaders = redactHeaders(record.respHeaders, wd.redactHeaders);
+    const ids = await commit([record], [task.lastByteAt], metrics);
+    return { ids, metrics, seconds: (performance.now() - t0) / 1000 } satisfies TaskOutput;
+  }
+  try {
+    await theStore().putConnection(task.record);
+    // written on open and again on close: count the record once
+    if (task.record.endTs === undefined) add(metrics, { storeRecords: { CONN: 1 } });
+  } catch {
+    add(metrics, { dropped: { store_error: 1 } });
+  }
+  return { ids: [], metrics, seconds: (performance.now() - t0) / 1000 } satisfies TaskOutput;
+}
