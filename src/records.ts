@@ -141,6 +141,7 @@ export interface Turn {
   model?: string;
   source: string[]; // transaction ids this turn was built from
   incomplete?: string; // reason when the stream ended early
+  error?: string; // the provider's error message when the response failed
 }
 
 export interface Conversation {
@@ -153,4 +154,6 @@ export interface Conversation {
   updatedTs: number;
   turns: Turn[];
   incomplete?: string;
+  /** assembler bookkeeping, not a conversation (per-connection WebSocket state, response-id pointers): lists skip it */
+  internal?: boolean;
 }

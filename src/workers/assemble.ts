@@ -1,0 +1,349 @@
+// Captured records → Conversations, inside the pool workers after each committed batch.
+//
+// Workers are stateless and share the pool, so every bit of assembly state lives in the store and
+// is changed only through store.updateConversation (an atomic read-modify-write). The model:
+//   • Each conversation stores what it was built from (private `_http` exchanges, or for codex's
+//     WebSocket a per-connection `_ws` state in an internal object) and its `turns` are DERIVED from
+//     that state by a pure function, never patched in place. Folding a record is idempotent
+//     (exchanges by transaction id, WebSocket directions by seq high-water mark) and the derivation
+//     sorts by wire keys, so the result does not depend on which worker ran first, on the order of
+//     the two WebSocket directions, or on a re-delivered batch — and a rebuild equals the live result.
+//   • HTTP APIs re-send the history on every request: exchanges are folded into a main line by
+//     message-prefix matching (see foldExchanges). codex over WebSocket sends only new items: turns
+//     are requests and responses merged in wire order (see dissect/openai-ws.ts).
+// Bad data (non-JSON, unknown shapes) is skipped and counted, never thrown.
+import type { ClientName, Conversation, HttpTransaction, Provider, TransactionRecord, Turn, WsMessageRecord } from '../records.js';
+import type { MetricDeltas } from '../metrics.js';
+import type { Store } from '../store/store.js';
+import { hash, msgSig, type Exchange, type Msg, type Reply } from './dissect/blocks.js';
+import { detectClient, dissectHttp, isOpenaiWsPath, type DissectRule } from './dissect/index.js';
+import { deriveWs, foldWsRecord, newConnState, type WsConnState } from './dissect/openai-ws.js';
+
+/** One request/response as kept in a conversation's state: history as message signatures. */
+interface StoredExchange {
+  id: string;
+  ts: number;
+  hist: string[];
+  prev?: string;
+  model?: string;
+  reply?: Reply;
+}
+
+interface HttpState {
+  /** message content by signature, from the earliest exchange that carried it */
+  msgs: Record<string, { from: string; msg: Msg }>;
+  exchanges: StoredExchange[]; // sorted by (ts, id)
+}
+
+/** What the store holds: a Conversation plus private state (stripped by publicConversation). */
+export interface StoredConversation extends Conversation {
+  _http?: HttpState;
+  _ws?: WsConnState;
+  /** version of the connection state a WebSocket conversation was derived from */
+  _v?: number;
+  /** response-id pointer: the conversation key that response belongs to */
+  _target?: string;
+}
+
+export interface AssembleOptions {
+  rules?: DissectRule[];
+  /** rebuild: keys not yet in this set start from scratch (and are added) */
+  fresh?: Set<string>;
+}
+
+let defaultRules: DissectRule[] = [];
+/** The worker entry sets the user's endpoint rules once (from workerData). */
+export function setDissectRules(rules: DissectRule[]): void { defaultRules = rules; }
+
+/** Conversation ids are derived from the assembly key, so a rebuild gives the same ids. */
+export function conversationId(key: string): string {
+  return hash('conversation:' + key);
+}
+
+/** The API / export shape: private assembly state removed. */
+export function publicConversation(c: StoredConversation): Conversation {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(c)) if (!k.startsWith('_')) out[k] = v;
+  return out as unknown as Conversation;
+}
+
+export function isInternalConversation(c: Conversation): boolean {
+  return c.internal === true;
+}
+
+const betterClient = (a: ClientName | undefined, b: ClientName | undefined): ClientName => (a && a !== 'generic' ? a : b ?? a ?? 'generic');
+
+// ── entry points ─────────────────────────────────────────────────────────────────────────────
+
+export async function assembleRecords(store: Store, records: TransactionRecord[], opts: AssembleOptions = {}): Promise<MetricDeltas> {
+  const m: MetricDeltas = { decodeErrors: {}, storeRecords: {} };
+  const bad = (n = 1) => { m.decodeErrors!.dissect_failed = (m.decodeErrors!.dissect_failed ?? 0) + n; };
+  const wrote = (n = 1) => { m.storeRecords!.CONVERSATION = (m.storeRecords!.CONVERSATION ?? 0) + n; };
+  const rules = opts.rules ?? defaultRules;
+
+  const wsByConn = new Map<string, WsMessageRecord[]>();
+  const httpByKey = new Map<string, { ex: Exchange; tx: HttpTransaction }[]>();
+  for (const r of records) {
+    try {
+      if (r.kind === 'HTTP') {
+        const d = dissectHttp(r, rules);
+        if (d.bad) bad();
+        if (!d.exchange) continue;
+        if (!d.exchange.key) d.exchange.key = resolveChain(store, d.exchange.previousResponseId!);
+        const list = httpByKey.get(d.exchange.key) ?? [];
+        list.push({ ex: d.exchange, tx: r });
+        httpByKey.set(d.exchange.key, list);
+      } else if (looksLikeOpenaiWs(r, rules)) {
+        const list = wsByConn.get(r.conn) ?? [];
+        list.push(r);
+        wsByConn.set(r.conn, list);
+      }
+    } catch { bad(); }
+  }
+
+  for (const [key, list] of httpByKey) {
+    try {
+      await store.updateConversation(key, (old) => {
+        const prev = takeFresh(opts, key) ? undefined : (old as StoredConversation | undefined);
+        return foldHttp(prev, key, list);
+      });
+      wrote();
+      await writePointers(store, key, list, opts);
+    } catch { bad(); }
+  }
+  for (const [conn, list] of wsByConn) {
+    try { wrote(await assembleWs(store, conn, list, opts, bad)); } catch { bad(); }
+  }
+  if (!Object.keys(m.decodeErrors!).length) delete m.decodeErrors;
+  return m;
+}
+
+/** Deletes every conversation and reassembles from the stored transactions in id order. Returns the number of conversations. */
+export async function rebuildConversations(store: Store, opts: { rules?: DissectRule[] } = {}): Promise<number> {
+  const keys: string[] = [];
+  for (let after: string | undefined; ;) {
+    const page = store.listConversations({ limit: 1000, after });
+    for (const c of page.items) keys.push(c.key);
+    if (!page.next || page.items.length === 0) break;
+    after = page.next;
+  }
+  for (const k of keys) await store.updateConversation(k, () => undefined);
+  const fresh = new Set<string>();
+  let batch: TransactionRecord[] = [];
+  for (let after: string | undefined; ;) {
+    const page = store.listTransactions({ limit: 1000, after });
+    for (const t of page.items) {
+      const full = store.getTransaction(t.id);
+      if (full) batch.push(full);
+      if (batch.length >= 500) { await assembleRecords(store, batch, { rules: opts.rules, fresh }); batch = []; }
+    }
+    if (!page.next || page.items.length === 0) break;
+    after = page.next;
+  }
+  if (batch.length) await assembleRecords(store, batch, { rules: opts.rules, fresh });
+  let n = 0;
+  for (let after: string | undefined; ;) {
+    const page = store.listConversations({ limit: 1000, after });
+    n += page.items.filter((c) => !isInternalConversation(c)).length;
+    if (!page.next || page.items.length === 0) break;
+    after = page.next;
+  }
+  return n;
+}
+
+function takeFresh(opts: AssembleOptions, key: string): boolean {
+  if (!opts.fresh || opts.fresh.has(key)) return false;
+  opts.fresh.add(key);
+  return true;
+}
+
+// ── HTTP: exchanges folded into a main line ─────────────────────────────────────────────────
+
+function before(a: { ts: number; id: string }, b: { ts: number; id: string }): boolean {
+  return a.ts < b.ts || (a.ts === b.ts && a.id < b.id);
+}
+
+function foldHttp(old: StoredConversation | undefined, key: string, list: { ex: Exchange; tx: HttpTransaction }[]): StoredConversation {
+  const st: HttpState = old?._http ?? { msgs: {}, exchanges: [] };
+  let client = old?.client;
+  for (const { ex, tx } of list) {
+    client = betterClient(client, detectClient(tx.reqHeaders));
+    if (st.exchanges.some((e) => e.id === tx.id)) continue; // re-delivered
+    const e: StoredExchange = { id: tx.id, ts: tx.ts, hist: [] };
+    for (const msg of ex.history) {
+      const sig = msgSig(msg.role, msg.blocks);
+      e.hist.push(sig);
+      const have = st.msgs[sig];
+      // the content of the earliest exchange wins, whatever order the workers ran in
+      if (!have || before(e, st.exchanges.find((x) => x.id === have.from) ?? { ts: Infinity, id: '' })) st.msgs[sig] = { from: e.id, msg };
+    }
+    if (ex.previousResponseId) e.prev = ex.previousResponseId;
+    if (ex.model) e.model = ex.model;
+    if (ex.reply) e.reply = ex.reply;
+    st.exchanges.push(e);
+  }
+  st.exchanges.sort((a, b) => (before(a, b) ? -1 : before(b, a) ? 1 : 0));
+  const provider = list[0].ex.provider;
+  const turns = foldExchanges(st);
+  const first = st.exchanges[0], last = st.exchanges[st.exchanges.length - 1];
+  const conv: StoredConversation = {
+    id: old?.id ?? conversationId(key),
+    key,
+    client: client ?? 'generic',
+    provider: old?.provider ?? provider,
+    model: mainModel(st) ?? old?.model,
+    startedTs: first.ts,
+    updatedTs: last.ts,
+    turns: finishTurns(turns),
+    _http: st,
+  };
+  const inc = lastAssistant(conv.turns)?.incomplete;
+  if (inc) conv.incomplete = inc;
+  return conv;
+}
+
+/** The model of the main line: the one of the exchange with the longest history (Claude Code's side calls use a small model). */
+function mainModel(st: HttpState): string | undefined {
+  let best: StoredExchange | undefined;
+  for (const e of st.exchanges) if (!best || e.hist.length >= best.hist.length) best = e;
+  return best?.model ?? best?.reply?.model;
+}
+
+interface LineTurn { turn: Turn; sig: string; optional: boolean }
+
+/**
+ * Folds exchanges (oldest first) into one line of turns. For each request history R against the
+ * line T (incomplete replies in T are optional — a client may or may not send a cut reply back):
+ *   - R extends T → the new messages, then the reply, are appended;
+ *   - R is T minus its last reply → a retry/regenerate: that reply is replaced;
+ *   - R diverges after a common start, same model → the line is rebased there (history rewritten, e.g. compaction);
+ *   - otherwise (another model, or nothing in common: title/quota calls, sub-agents) → a side call, not shown.
+ * previous_response_id requests carry only new items: R = T + new items.
+ */
+function foldExchanges(st: HttpState): Turn[] {
+  const model = mainModel(st);
+  let T: LineTurn[] = [];
+  for (const e of st.exchanges) {
+    const emodel = e.model ?? e.reply?.model;
+    if (model && emodel && emodel !== model) continue;
+    const R = e.prev ? [...T.filter((t) => !t.optional).map((t) => t.sig), ...e.hist] : e.hist;
+    let i = 0, j = 0;
+    while (i < T.length && j < R.length) {
+      if (T[i].sig === R[j]) { i++; j++; } else if (T[i].optional) i++; else break;
+    }
+    while (j === R.length && i < T.length && T[i].optional) i++;
+    if (i === T.length) { /* extends */ }
+    else if (j === R.length && T.slice(i).filter((t) => !t.optional).length === 1 && T.slice(i).find((t) => !t.optional)!.turn.role === 'assistant') {
+      T = T.filter((t, k) => k < i || t.optional);
+    } else if (j > 0) T = T.slice(0, i);
+    else continue;
+    for (const sig of R.slice(j)) {
+      const msg = st.msgs[sig]?.msg;
+      if (msg) T.push({ turn: { role: msg.role, blocks: msg.blocks, source: [e.id] }, sig, optional: false });
+    }
+    if (e.reply) {
+      const t = replyTurn(e.reply, [e.id]);
+      T.push({ turn: t, sig: msgSig('assistant', e.reply.blocks), optional: !!t.incomplete });
+    }
+  }
+  return T.map((t) => t.turn);
+}
+
+function replyTurn(r: Reply, source: string[]): Turn {
+  const t: Turn = { role: 'assistant', blocks: r.blocks, source };
+  if (r.usage) t.usage = r.usage;
+  if (r.responseId) t.responseId = r.responseId;
+  if (r.model) t.model = r.model;
+  if (r.incomplete) t.incomplete = r.incomplete;
+  if (r.error) t.error = r.error;
+  return t;
+}
+
+/** Tool results carry the name of the call they answer. Copies blocks (turns may share stored ones). */
+function finishTurns(turns: Turn[]): Turn[] {
+  const names = new Map<string, string>();
+  return turns.map((t) => ({
+    ...t,
+    blocks: t.blocks.map((b) => {
+      if (b.type === 'tool_call') names.set(b.callId, b.name);
+      if (b.type === 'tool_result' && !b.name && names.has(b.callId)) return { ...b, name: names.get(b.callId) };
+      return b;
+    }),
+  }));
+}
+
+function lastAssistant(turns: Turn[]): Turn | undefined {
+  for (let i = turns.length - 1; i >= 0; i--) if (turns[i].role === 'assistant') return turns[i];
+  return undefined;
+}
+
+// Responses over HTTP without prompt_cache_key: follow previous_response_id through pointer objects.
+function pointerKey(responseId: string): string { return 'openai-responses:resp:' + responseId; }
+
+function resolveChain(store: Store, prev: string): string {
+  const p = store.getConversation(conversationId(pointerKey(prev))) as StoredConversation | undefined;
+  return p?._target ?? 'openai-responses:chain:' + prev;
+}
+
+async function writePointers(store: Store, key: string, list: { ex: Exchange; tx: HttpTransaction }[], opts: AssembleOptions): Promise<void> {
+  for (const { ex, tx } of list) {
+    const rid = ex.reply?.responseId;
+    // keys from prompt_cache_key need no pointers: the next request carries the same key
+    if (ex.provider !== 'openai-responses' || !rid || !(key.includes(':prefix:') || key.includes(':chain:'))) continue;
+    const pk = pointerKey(rid);
+    takeFresh(opts, pk);
+    await store.updateConversation(pk, () => internalObject(pk, 'openai-responses', tx.ts, { _target: key }));
+  }
+}
+
+function internalObject(key: string, provider: Provider, ts: number, extra: Partial<StoredConversation>): StoredConversation {
+  return { id: conversationId(key), key, client: 'generic', provider, startedTs: ts, updatedTs: ts, turns: [], internal: true, ...extra };
+}
+
+// ── codex over WebSocket ─────────────────────────────────────────────────────────────────────
+
+// Cheap look at a message before parsing it: codex's events and requests all start with a type.
+const RESPONSES_TYPE = /"type"\s*:\s*"(response\.|error")/;
+
+function looksLikeOpenaiWs(r: WsMessageRecord, rules: DissectRule[]): boolean {
+  if (r.opcode === 'close') return isOpenaiWsPath(r.path, rules, r.host);
+  if (r.opcode !== 'text' || r.body === undefined) return false;
+  return isOpenaiWsPath(r.path, rules, r.host) || RESPONSES_TYPE.test(r.body.slice(0, 256));
+}
+
+async function assembleWs(store: Store, conn: string, records: WsMessageRecord[], opts: AssembleOptions, bad: () => void): Promise<number> {
+  const key = 'openai-ws:' + conn;
+  // The 101 transaction holds the agent's headers (committed before its messages, normally).
+  const up = records[0].upgrade ? store.getTransaction(records[0].upgrade) : undefined;
+  const headersClient: ClientName = up && up.kind === 'HTTP' ? detectClient(up.reqHeaders) : 'generic';
+  let bads = 0;
+  const stored = (await store.updateConversation(key, (old) => {
+    const prev = takeFresh(opts, key) ? undefined : (old as StoredConversation | undefined);
+    const s: WsConnState = prev?._ws ? prev._ws : newConnState(conn);
+    bads = 0;
+    for (const r of records) if (foldWsRecord(s, r) === 'bad') bads++;
+    if (s.requests.length === 0 && s.responses.length === 0 && !prev) return undefined; // not a Responses socket after all
+    s.client = betterClient(headersClient, s.client);
+    const ts = records[records.length - 1].ts;
+    return internalObject(key, 'openai-ws', prev?.startedTs ?? records[0].ts, { updatedTs: Math.max(prev?.updatedTs ?? 0, ts), client: s.client ?? 'generic', _ws: s, _v: (prev?._v ?? 0) + 1 });
+  })) as StoredConversation | undefined;
+  for (let i = 0; i < bads; i++) bad();
+  if (!stored?._ws) return 0;
+  const v = stored._v ?? 0;
+  let n = 0;
+  for (const d of deriveWs(stored._ws)) {
+    const ckey = `openai-ws:${conn}:${d.pck}`;
+    const conv: StoredConversation = {
+      id: conversationId(ckey), key: ckey, client: stored._ws.client ?? 'generic', provider: 'openai-ws',
+      startedTs: d.startedTs, updatedTs: d.updatedTs, turns: finishTurns(d.turns), _v: v,
+    };
+    if (d.model) conv.model = d.model;
+    const inc = lastAssistant(conv.turns)?.incomplete;
+    if (inc) conv.incomplete = inc;
+    const fresh = takeFresh(opts, ckey);
+    // Two workers may derive from successive states: the later state (higher version) wins.
+    await store.updateConversation(ckey, (old) => (!fresh && old && ((old as StoredConversation)._v ?? 0) >= v ? old : conv));
+    n++;
+  }
+  return n + 1;
+}

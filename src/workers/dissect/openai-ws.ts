@@ -1,0 +1,111 @@
+// codex's Responses API over WebSocket. Client messages (`response.create`) carry only the NEW input
+// items; the server streams one event per message. The two directions are separate ordered streams
+// that different workers may assemble in either order, so this module keeps a per-connection state
+// (stored, folded atomically by direction) and derives turns from it deterministically: requests
+// and responses are merged by (ts, client-before-server, seq) — a response cannot start before the
+// request that caused it was read — and each response belongs to the request it follows.
+import type { ClientName, Turn, WsMessageRecord } from '../../records.js';
+import { isObj, msgSig, parseJson, str, type Msg } from './blocks.js';
+import { foldEvent, foldReply, inputMessages, newFold, type ResponseFold } from './openai-responses.js';
+
+export interface WsRequest { seq: number; ts: number; id: string; pck: string; model?: string; msgs: Msg[]; prewarm?: boolean }
+export interface WsResponse { seq: number; ts: number; firstId: string; lastId: string; fold: ResponseFold }
+
+/** Everything assembled so far about one codex WebSocket connection. */
+export interface WsConnState {
+  conn: string;
+  client?: ClientName;
+  requests: WsRequest[]; // client direction, wire order
+  responses: WsResponse[]; // server direction, wire order
+  /** highest seq folded per direction: re-delivered records are ignored */
+  clientSeq: number;
+  serverSeq: number;
+  closedTs?: number;
+}
+
+export function newConnState(conn: string): WsConnState {
+  return { conn, requests: [], responses: [], clientSeq: -1, serverSeq: -1 };
+}
+
+/** A client message is a codex request when it says so. */
+export function isResponseCreate(body: unknown): body is Record<string, any> {
+  return isObj(body) && body.type === 'response.create';
+}
+
+/**
+ * Folds one record of the connection into the state. Returns 'bad' for a text message that is not
+ * JSON (counted by the caller), else whether it was used.
+ */
+export function foldWsRecord(s: WsConnState, r: WsMessageRecord): 'used' | 'ignored' | 'bad' {
+  const client = r.direction === 'client';
+  if (r.seq <= (client ? s.clientSeq : s.serverSeq)) return 'ignored';
+  if (client) s.clientSeq = r.seq; else s.serverSeq = r.seq;
+  if (r.opcode === 'close') { s.closedTs = Math.min(s.closedTs ?? r.ts, r.ts); return 'used'; }
+  if (r.opcode !== 'text' || r.body === undefined) return 'ignored';
+  const msg = parseJson(r.body);
+  if (!isObj(msg)) return 'bad';
+  if (client) {
+    if (!isResponseCreate(msg)) return 'ignored';
+    const meta = isObj(msg.client_metadata) ? msg.client_metadata : {};
+    if (meta['x-codex-turn-metadata'] !== undefined && (!s.client || s.client === 'generic')) s.client = 'codex';
+    const req: WsRequest = { seq: r.seq, ts: r.ts, id: r.id, pck: str(msg.prompt_cache_key) ?? 'default', msgs: inputMessages(msg.input, msg.instructions) };
+    if (str(msg.model)) req.model = msg.model;
+    if (msg.generate === false) req.prewarm = true;
+    s.requests.push(req);
+    return 'used';
+  }
+  const type = str(msg.type) ?? '';
+  let cur = s.responses[s.responses.length - 1];
+  const open = cur && !cur.fold.ended;
+  // A new response (or a failure/stray event with no response open) starts a new entry; a response
+  // that was still open is then known to have been abandoned (foldReply marks it 'aborted').
+  if (type === 'response.created' || (!open && (type === 'error' || type.startsWith('response.')))) {
+    cur = { seq: r.seq, ts: r.ts, firstId: r.id, lastId: r.id, fold: newFold() };
+    s.responses.push(cur);
+  } else if (!open) return 'ignored';
+  foldEvent(cur.fold, msg);
+  cur.lastId = r.id;
+  return 'used';
+}
+
+export interface WsConversation { pck: string; model?: string; startedTs: number; updatedTs: number; turns: Turn[] }
+
+/** The conversations of one connection, one per prompt_cache_key, derived from the state alone. */
+export function deriveWs(s: WsConnState): WsConversation[] {
+  type E = { ts: number; dir: 0 | 1; seq: number; req?: WsRequest; resp?: WsResponse; i: number };
+  const entries: E[] = [
+    ...s.requests.map((req, i) => ({ ts: req.ts, dir: 0 as const, seq: req.seq, req, i })),
+    ...s.responses.map((resp, i) => ({ ts: resp.ts, dir: 1 as const, seq: resp.seq, resp, i })),
+  ].sort((a, b) => a.ts - b.ts || a.dir - b.dir || a.seq - b.seq);
+  const convs = new Map<string, WsConversation & { lastSys?: string }>();
+  let cur: (WsConversation & { lastSys?: string }) | undefined;
+  for (const e of entries) {
+    if (e.req) {
+      const req = e.req;
+      cur = convs.get(req.pck);
+      if (!cur) { cur = { pck: req.pck, startedTs: req.ts, updatedTs: req.ts, turns: [] }; convs.set(req.pck, cur); }
+      if (req.model) cur.model = req.model;
+      cur.updatedTs = Math.max(cur.updatedTs, req.ts);
+      for (const m of req.msgs) {
+        // codex repeats `instructions` on every request: show them once while they do not change
+        if (m.role === 'system') { const sig = msgSig(m.role, m.blocks); if (sig === cur.lastSys) continue; cur.lastSys = sig; }
+        cur.turns.push({ role: m.role, blocks: m.blocks, source: [req.id] });
+      }
+    } else if (e.resp && cur) {
+      const resp = e.resp;
+      const superseded = e.i < s.responses.length - 1;
+      const reply = foldReply(resp.fold, superseded || s.closedTs !== undefined);
+      if (reply.blocks.length === 0 && !reply.incomplete && !reply.streaming) continue; // pre-warm (generate:false) answer
+      const t: Turn = { role: 'assistant', blocks: reply.blocks, source: resp.firstId === resp.lastId ? [resp.firstId] : [resp.firstId, resp.lastId] };
+      if (reply.usage) t.usage = reply.usage;
+      if (reply.responseId) t.responseId = reply.responseId;
+      if (reply.model) { t.model = reply.model; cur.model ??= reply.model; }
+      if (reply.incomplete) t.incomplete = reply.incomplete;
+      if (reply.error) t.error = reply.error;
+      cur.turns.push(t);
+      cur.updatedTs = Math.max(cur.updatedTs, resp.ts);
+    }
+    // a response before any request of this connection is known stays in the state until it is
+  }
+  return [...convs.values()].map(({ lastSys: _l, ...c }) => c);
+}
