@@ -54,13 +54,15 @@ export async function apiGet<T = any>(g: Greytap, path: string): Promise<T> {
 }
 
 /** Polls fn until it returns a truthy value (capture is asynchronous by design). */
-export async function waitFor<T>(fn: () => Promise<T> | T, what: string, timeoutMs = 15_000): Promise<T> {
+type Truthy<T> = T extends false | 0 | '' | null | undefined ? never : T;
+
+export async function waitFor<T>(fn: () => Promise<T> | T, what: string, timeoutMs = 15_000): Promise<Truthy<T>> {
   const end = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
     try {
       const v = await fn();
-      if (v) return v;
+      if (v) return v as Truthy<T>;
     } catch (e) { last = e; }
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
     await new Promise((r) => setTimeout(r, 50));
@@ -95,5 +97,47 @@ export function curl(args: string[], timeoutMs = 60_000): Promise<CurlResult> {
     execFile('curl', ['-sS', '--max-time', String(timeoutMs / 1000), ...args], { maxBuffer: 256 << 20, encoding: 'utf8' }, (err, stdout, stderr) => {
       resolve({ code: err ? ((err as any).code ?? 1) : 0, stdout, stderr });
     });
+  });
+}
+
+/** A TCP connection through the SOCKS5 listener (no auth unless user/pass given; domain address). */
+export function connectSocks(socks: string, host: string, port: number, auth?: { user: string; pass: string }): Promise<net.Socket> {
+  const [h, p] = socks.split(':');
+  return new Promise((resolve, reject) => {
+    const s = net.connect(Number(p), h);
+    s.once('error', reject);
+    let buf = Buffer.alloc(0);
+    let state: 'method' | 'auth' | 'reply' = 'method';
+    const request = () => {
+      const name = Buffer.from(host);
+      s.write(Buffer.concat([Buffer.from([5, 1, 0, 3, name.length]), name, Buffer.from([port >> 8, port & 255])]));
+      state = 'reply';
+    };
+    s.on('connect', () => s.write(Buffer.from(auth ? [5, 1, 2] : [5, 1, 0])));
+    const onData = (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      if (state === 'method' && buf.length >= 2) {
+        const method = buf[1];
+        buf = buf.subarray(2);
+        if (method === 0xff) return reject(new Error('SOCKS5: no acceptable method'));
+        if (method === 2 && auth) {
+          const u = Buffer.from(auth.user), pw = Buffer.from(auth.pass);
+          s.write(Buffer.concat([Buffer.from([1, u.length]), u, Buffer.from([pw.length]), pw]));
+          state = 'auth';
+        } else request();
+      }
+      if (state === 'auth' && buf.length >= 2) {
+        if (buf[1] !== 0) return reject(new Error('SOCKS5: authentication failed'));
+        buf = buf.subarray(2);
+        request();
+      }
+      if (state === 'reply' && buf.length >= 10) {
+        s.off('data', onData);
+        if (buf[1] !== 0) { s.destroy(); return reject(Object.assign(new Error(`SOCKS5 reply ${buf[1]}`), { rep: buf[1] })); }
+        if (buf.length > 10) s.unshift(buf.subarray(10));
+        resolve(s);
+      }
+    };
+    s.on('data', onData);
   });
 }
