@@ -5,7 +5,7 @@
 set -euo pipefail
 need=()
 /usr/bin/python3 -c 'import websockets' 2>/dev/null || need+=(python3-websockets)
-/usr/bin/python3 -c 'import python_socks' 2>/dev/null || need+=(python3-socks)
+/usr/bin/python3 -c 'import socks' 2>/dev/null || need+=(python3-socks)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
