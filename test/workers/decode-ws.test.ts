@@ -1,0 +1,318 @@
+// The worker-side decoder against real compressed streams: node:zlib deflaters kept open across
+// messages (context takeover, as every permessage-deflate sender does), the `ws` library's own
+// PerMessageDeflate, window bits 9–15, fragmented and masked frames, and every error path.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import zlib from 'node:zlib';
+import { createRequire } from 'node:module';
+import { randomBytes, randomInt } from 'node:crypto';
+import { decodeWsBatch, unmask } from '../../src/workers/decode-ws.js';
+import type { DeflateParams, WsBatchTask, WsCapturedMessage } from '../../src/workers/tasks.js';
+import type { WsMessageRecord } from '../../src/records.js';
+
+let idn = 0;
+const nextId = () => String(++idn).padStart(16, '0');
+
+/** A persistent raw deflater: each message is compressed, sync-flushed and its 00 00 ff ff tail stripped (RFC 7692 §7.2.1). */
+class Compressor {
+  private d: zlib.DeflateRaw;
+  constructor(private readonly windowBits: number, private readonly takeover = true) {
+    this.d = zlib.createDeflateRaw({ windowBits });
+  }
+  async compress(msg: Buffer): Promise<Buffer> {
+    if (!this.takeover) this.d = zlib.createDeflateRaw({ windowBits: this.windowBits });
+    const chunks: Buffer[] = [];
+    const onData = (c: Buffer) => chunks.push(c);
+    this.d.on('data', onData);
+    this.d.write(msg);
+    await new Promise<void>((r) => this.d.flush(zlib.constants.Z_SYNC_FLUSH, () => r()));
+    this.d.off('data', onData);
+    const out = Buffer.concat(chunks);
+    assert.deepEqual([...out.subarray(out.length - 4)], [0, 0, 0xff, 0xff]);
+    return out.subarray(0, out.length - 4);
+  }
+}
+
+interface Wire {
+  plain: Buffer;
+  opcode?: number;
+  compressed?: Buffer; // payload as sent (compressed when rsv1)
+}
+
+/** Captures a message as the main thread would: payload split into random frames, each masked with a random key (client). */
+function capture(seq: number, w: Wire, masked: boolean, maxFrames = 4): WsCapturedMessage {
+  const payload = w.compressed ?? w.plain;
+  const n = payload.length === 0 ? 1 : Math.min(maxFrames, 1 + randomInt(maxFrames));
+  const cuts = [0, ...Array.from({ length: n - 1 }, () => randomInt(payload.length + 1)).sort((a, b) => a - b), payload.length];
+  const out = new Uint8Array(payload.length);
+  const masks: number[] = [];
+  for (let f = 0; f < n; f++) {
+    const [s, e] = [cuts[f], cuts[f + 1]];
+    const key = masked ? randomBytes(4) : null;
+    for (let i = s; i < e; i++) out[i] = key ? payload[i] ^ key[(i - s) & 3] : payload[i];
+    if (key && e > s) masks.push(s, e - s, key.readUInt32BE(0));
+  }
+  return {
+    seq, opcode: w.opcode ?? 1, rsv1: !!w.compressed, frames: n, wireBytes: payload.length + 2 * n, payloadBytes: payload.length,
+    payload: payload.length ? out.buffer : undefined, masks: masked ? masks : undefined, copiedBytes: payload.length,
+    ts: Date.now(), lastByteAt: performance.timeOrigin + performance.now(),
+  };
+}
+
+/** Runs messages through the decoder in random batch sizes, carrying window/desync as the pool does. */
+function decodeAll(msgs: WsCapturedMessage[], deflate: DeflateParams | null, direction: 'client' | 'server' = 'client', maxBody = 1 << 20, maxBatch = 40): WsMessageRecord[] {
+  let window: ArrayBuffer | null = null;
+  let desynced = false;
+  const records: WsMessageRecord[] = [];
+  for (let i = 0; i < msgs.length;) {
+    const n = 1 + randomInt(maxBatch);
+    const task: WsBatchTask = {
+      type: 'ws', origin: { conn: 'c1', host: 'h', port: 443, scheme: 'wss', path: '/ws' }, upgrade: 'u1', direction, deflate,
+      window: window ? window.slice(0) : null, desynced, maxBody,
+      // payloads are unmasked in place: hand the decoder copies, as a transfer would
+      messages: msgs.slice(i, i + n).map((m) => ({ ...m, payload: m.payload?.slice(0) })),
+    };
+    const out = decodeWsBatch(task, nextId);
+    assert.equal(out.records.length, task.messages.length);
+    records.push(...out.records);
+    window = out.window;
+    desynced = out.desynced;
+    i += n;
+  }
+  return records;
+}
+
+/** JSON-ish text with repeats across messages, so later messages refer back into earlier ones. */
+function corpus(count: number, sizeOf: (i: number) => number): Buffer[] {
+  const words = Array.from({ length: 80 }, () => randomBytes(5).toString('hex'));
+  return Array.from({ length: count }, (_, i) => {
+    const parts: string[] = [];
+    let len = 0;
+    const target = sizeOf(i);
+    while (len < target) {
+      const w = `{"type":"response.output_text.delta","delta":"${words[randomInt(words.length)]} ü€"}`;
+      parts.push(w);
+      len += Buffer.byteLength(w);
+    }
+    return Buffer.from(parts.join('').slice(0, target));
+  });
+}
+
+function assertBody(r: WsMessageRecord, plain: Buffer, what: string): void {
+  assert.equal(r.error, undefined, `${what}: ${r.error} ${r.errorDetail ?? ''}`);
+  const got = r.body !== undefined ? Buffer.from(r.body) : Buffer.from(r.bodyBase64 ?? '', 'base64');
+  assert.ok(got.equals(plain), `${what}: body differs`);
+  assert.equal(r.size, plain.length);
+}
+
+test('unmask: 32-bit path matches the byte-wise definition at every alignment', () => {
+  for (let off = 0; off < 8; off++) {
+    const plain = randomBytes(97);
+    const key = randomBytes(4);
+    const buf = new Uint8Array(off + plain.length + 3);
+    for (let i = 0; i < plain.length; i++) buf[off + 3 + i] = plain[i] ^ key[i & 3];
+    const view = new Uint8Array(buf.buffer, off, plain.length + 3);
+    unmask(view, [3, plain.length, key.readUInt32BE(0)], view.length);
+    assert.deepEqual(Buffer.from(view.subarray(3)), plain, `offset ${off}`);
+  }
+});
+
+test('1,000 context-takeover messages, fragmented, masked, in random batches decode byte-exact', async () => {
+  const c = new Compressor(15);
+  const plains = corpus(1000, (i) => (i % 97 === 0 ? 40_000 : 20 + ((i * 131) % 3000)));
+  const msgs: WsCapturedMessage[] = [];
+  for (let i = 0; i < plains.length; i++) msgs.push(capture(i, { plain: plains[i], compressed: await c.compress(plains[i]) }, true));
+  const recs = decodeAll(msgs, { contextTakeover: true, windowBits: 15 });
+  recs.forEach((r, i) => {
+    assertBody(r, plains[i], `message ${i}`);
+    assert.equal(r.kind, 'WS_REQ');
+    assert.equal(r.compressed, true);
+    assert.equal(r.seq, i);
+    assert.equal(r.frames, msgs[i].frames);
+  });
+});
+
+test('window bits 9–15 with context takeover (server direction, unmasked)', async () => {
+  for (let wb = 9; wb <= 15; wb++) {
+    const c = new Compressor(wb);
+    const plains = corpus(150, (i) => 10 + ((i * 53) % 2000));
+    const msgs: WsCapturedMessage[] = [];
+    for (let i = 0; i < plains.length; i++) msgs.push(capture(i, { plain: plains[i], compressed: await c.compress(plains[i]) }, false));
+    const recs = decodeAll(msgs, { contextTakeover: true, windowBits: wb }, 'server');
+    recs.forEach((r, i) => {
+      assertBody(r, plains[i], `wb ${wb} message ${i}`);
+      assert.equal(r.kind, 'WS_RESP');
+    });
+  }
+});
+
+test("the ws library's PerMessageDeflate (window bits 10, context takeover) decodes exactly", async () => {
+  const PerMessageDeflate = createRequire(import.meta.url)('ws').PerMessageDeflate;
+  const pmd = new PerMessageDeflate({ threshold: 0 });
+  pmd.accept([{ client_max_window_bits: ['10'] }]); // as a client, given the server's response
+  const plains = corpus(200, (i) => 5 + ((i * 71) % 1500));
+  const msgs: WsCapturedMessage[] = [];
+  for (let i = 0; i < plains.length; i++) {
+    const comp: Buffer = await new Promise((res, rej) => pmd.compress(plains[i], true, (e: Error | null, d: Buffer) => (e ? rej(e) : res(d))));
+    msgs.push(capture(i, { plain: plains[i], compressed: comp }, true));
+  }
+  pmd.cleanup();
+  decodeAll(msgs, { contextTakeover: true, windowBits: 10 }).forEach((r, i) => assertBody(r, plains[i], `ws message ${i}`));
+});
+
+test('no_context_takeover: every message stands alone; uncompressed and control messages mixed in', async () => {
+  const c = new Compressor(15, false);
+  const plains = corpus(100, (i) => 50 + i * 10);
+  const msgs: WsCapturedMessage[] = [];
+  for (let i = 0; i < plains.length; i++) {
+    const w: Wire = i % 5 === 0 ? { plain: plains[i], opcode: 2 } : i % 7 === 0 ? { plain: plains[i].subarray(0, 100), opcode: 9 } : { plain: plains[i], compressed: await c.compress(plains[i]) };
+    msgs.push(capture(i, w, true, w.opcode === 9 ? 1 : 4));
+  }
+  const recs = decodeAll(msgs, { contextTakeover: false, windowBits: 15 });
+  recs.forEach((r, i) => {
+    const plain = msgs[i].opcode === 9 ? plains[i].subarray(0, 100) : plains[i];
+    assertBody(r, plain, `message ${i}`);
+    assert.equal(r.kind, msgs[i].opcode === 9 ? 'WS_CTRL' : 'WS_REQ');
+    assert.equal(r.opcode, msgs[i].opcode === 9 ? 'ping' : msgs[i].opcode === 2 ? 'binary' : 'text');
+  });
+});
+
+test('uncompressed messages in a takeover stream do not enter the window (RFC 7692 §6)', async () => {
+  const c = new Compressor(15);
+  const plains = corpus(60, () => 500);
+  const msgs: WsCapturedMessage[] = [];
+  for (let i = 0; i < plains.length; i++) {
+    msgs.push(capture(i, i % 3 === 1 ? { plain: plains[i] } : { plain: plains[i], compressed: await c.compress(plains[i]) }, true));
+  }
+  decodeAll(msgs, { contextTakeover: true, windowBits: 15 }).forEach((r, i) => assertBody(r, plains[i], `message ${i}`));
+});
+
+test('a dropped compressed message desyncs later compressed messages; a dropped uncompressed one does not', async () => {
+  const c = new Compressor(15);
+  const plains = corpus(30, () => 800);
+  const msgs: WsCapturedMessage[] = [];
+  for (let i = 0; i < plains.length; i++) {
+    msgs.push(capture(i, i === 20 || i === 25 ? { plain: plains[i] } : { plain: plains[i], compressed: await c.compress(plains[i]) }, true));
+  }
+  const drop = (m: WsCapturedMessage) => Object.assign(m, { payload: undefined, masks: undefined, copiedBytes: 0, error: 'queue_full' });
+  drop(msgs[5]); // compressed: every later compressed message is lost
+  const first = decodeAll(msgs, { contextTakeover: true, windowBits: 15 });
+  first.forEach((r, i) => {
+    if (i < 5) assertBody(r, plains[i], `before the gap ${i}`);
+    else if (i === 5) {
+      assert.equal(r.error, 'queue_full');
+      assert.equal(r.body, undefined);
+      assert.equal(r.size, msgs[5].payloadBytes);
+    } else if (i === 20 || i === 25) assertBody(r, plains[i], `uncompressed after the gap ${i}`);
+    else {
+      assert.equal(r.error, 'desynced', `message ${i}`);
+      assert.ok(r.bodyBase64, 'stored raw');
+    }
+  });
+
+  // Losing an uncompressed message leaves the window intact.
+  const c2 = new Compressor(15);
+  const msgs2: WsCapturedMessage[] = [];
+  for (let i = 0; i < plains.length; i++) {
+    msgs2.push(capture(i, i === 10 ? { plain: plains[i] } : { plain: plains[i], compressed: await c2.compress(plains[i]) }, true));
+  }
+  drop(msgs2[10]);
+  decodeAll(msgs2, { contextTakeover: true, windowBits: 15 }).forEach((r, i) => {
+    if (i === 10) assert.equal(r.error, 'queue_full');
+    else assertBody(r, plains[i], `message ${i}`);
+  });
+});
+
+test('the raw bytes of a desynced message are unmasked', async () => {
+  const c = new Compressor(15);
+  const plains = corpus(3, () => 300);
+  const comps = [await c.compress(plains[0]), await c.compress(plains[1]), await c.compress(plains[2])];
+  const msgs = comps.map((comp, i) => capture(i, { plain: plains[i], compressed: comp }, true));
+  Object.assign(msgs[0], { payload: undefined, masks: undefined, copiedBytes: 0, error: 'queue_full' });
+  const recs = decodeAll(msgs, { contextTakeover: true, windowBits: 15 });
+  assert.equal(recs[2].error, 'desynced');
+  assert.deepEqual(Buffer.from(recs[2].bodyBase64!, 'base64'), comps[2]);
+});
+
+test('invalid deflate data → inflate_failed, stored raw; the takeover direction desyncs after it', async () => {
+  const c = new Compressor(15);
+  const plains = corpus(4, () => 400);
+  const msgs: WsCapturedMessage[] = [];
+  for (let i = 0; i < 4; i++) msgs.push(capture(i, { plain: plains[i], compressed: await c.compress(plains[i]) }, false));
+  const bad = Buffer.from([0xff, 0xff, 0xff, 0x00, 0x13]);
+  msgs[1] = capture(1, { plain: bad, compressed: bad }, false);
+  const recs = decodeAll(msgs, { contextTakeover: true, windowBits: 15 }, 'server', 1 << 20, 1);
+  assertBody(recs[0], plains[0], 'before');
+  assert.equal(recs[1].error, 'inflate_failed');
+  assert.ok(recs[1].errorDetail);
+  assert.deepEqual(Buffer.from(recs[1].bodyBase64!, 'base64'), bad);
+  assert.equal(recs[2].error, 'desynced');
+  assert.equal(recs[3].error, 'desynced');
+  // without context takeover the next message is independent
+  const c2 = new Compressor(15, false);
+  const m3 = [capture(0, { plain: bad, compressed: bad }, false), capture(1, { plain: plains[2], compressed: await c2.compress(plains[2]) }, false)];
+  const r3 = decodeAll(m3, { contextTakeover: false, windowBits: 15 }, 'server');
+  assert.equal(r3[0].error, 'inflate_failed');
+  assertBody(r3[1], plains[2], 'independent');
+});
+
+test('invalid UTF-8 in a text message → invalid_utf8 with bodyBase64; binary is not judged', () => {
+  const bad = Buffer.from([0x61, 0xc3, 0x28, 0x62]);
+  const recs = decodeAll([capture(0, { plain: bad, opcode: 1 }, true), capture(1, { plain: bad, opcode: 2 }, true)], null);
+  assert.equal(recs[0].error, 'invalid_utf8');
+  assert.deepEqual(Buffer.from(recs[0].bodyBase64!, 'base64'), bad);
+  assert.equal(recs[1].error, undefined);
+  assert.deepEqual(Buffer.from(recs[1].bodyBase64!, 'base64'), bad);
+});
+
+test('close frames: code and reason parsed; invalid code, 1-byte payload and bad UTF-8 are errors', () => {
+  const close = (b: number[]) => capture(0, { plain: Buffer.from(b), opcode: 8 }, true, 1);
+  const [ok, empty, badCode, oneByte, badUtf8] = decodeAll([
+    close([0x03, 0xe8, ...Buffer.from('bye')]), close([]), close([0x03, 0xed]), close([0x03]), close([0x0f, 0xa0, 0xc3, 0x28]),
+  ], null, 'server', 1 << 20, 1);
+  assert.equal(ok.kind, 'WS_CTRL');
+  assert.equal(ok.opcode, 'close');
+  assert.equal(ok.closeCode, 1000);
+  assert.equal(ok.closeReason, 'bye');
+  assert.equal(ok.error, undefined);
+  assert.equal(empty.closeCode, undefined);
+  assert.equal(empty.error, undefined);
+  assert.equal(badCode.closeCode, 1005);
+  assert.equal(badCode.error, 'bad_frame');
+  assert.equal(oneByte.error, 'bad_frame');
+  assert.equal(badUtf8.closeCode, 4000);
+  assert.equal(badUtf8.error, 'invalid_utf8');
+});
+
+test('a decoded message over maxBody is stored truncated, and its full plaintext still feeds the window', async () => {
+  const c = new Compressor(15);
+  const plains = corpus(5, (i) => (i === 1 ? 200_000 : 3000));
+  const msgs: WsCapturedMessage[] = [];
+  for (let i = 0; i < plains.length; i++) msgs.push(capture(i, { plain: plains[i], compressed: await c.compress(plains[i]) }, true));
+  assert.ok(msgs[1].payloadBytes < 100_000, 'the compressed form fits');
+  const recs = decodeAll(msgs, { contextTakeover: true, windowBits: 15 }, 'client', 100_000, 1);
+  assert.equal(recs[1].error, 'too_large');
+  assert.equal(recs[1].truncated, true);
+  assert.equal(recs[1].size, 200_000);
+  assert.ok(plains[1].subarray(0, Buffer.byteLength(recs[1].body!)).equals(Buffer.from(recs[1].body!)));
+  for (const i of [0, 2, 3, 4]) assertBody(recs[i], plains[i], `message ${i}`);
+});
+
+test('a message cut on the main thread (too_large while copying, truncated_stream) is stored raw and desyncs only if compressed', async () => {
+  const c = new Compressor(15);
+  const plains = corpus(4, () => 2000);
+  const msgs: WsCapturedMessage[] = [];
+  for (let i = 0; i < 4; i++) msgs.push(capture(i, i === 1 ? { plain: plains[i] } : { plain: plains[i], compressed: await c.compress(plains[i]) }, true, 1));
+  // message 1 (uncompressed) was cut at 100 bytes: its prefix is kept, nothing desyncs
+  Object.assign(msgs[1], { copiedBytes: 100, error: 'truncated_stream' });
+  const recs = decodeAll(msgs, { contextTakeover: true, windowBits: 15 }, 'client', 1 << 20, 1);
+  assert.equal(recs[1].error, 'truncated_stream');
+  assert.equal(recs[1].truncated, true);
+  assert.equal(recs[1].body, plains[1].subarray(0, 100).toString());
+  for (const i of [0, 2, 3]) assertBody(recs[i], plains[i], `message ${i}`);
+  // message 2 (compressed) cut: 3 cannot be inflated
+  Object.assign(msgs[2], { copiedBytes: 10, error: 'too_large' });
+  const recs2 = decodeAll(msgs, { contextTakeover: true, windowBits: 15 }, 'client', 1 << 20, 1);
+  assert.equal(recs2[2].error, 'too_large');
+  assert.equal(recs2[3].error, 'desynced');
+});
