@@ -1,0 +1,89 @@
+// Issue 6: overload must cost capture, never traffic. A one-thread pool with a small capture budget
+// is flooded; every forwarded byte must still arrive, drops must be counted, and capture must
+// recover when the flood stops. A slow reader must not grow memory without bound.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import https from 'node:https';
+import tls from 'node:tls';
+import type net from 'node:net';
+import { createHash } from 'node:crypto';
+import { makeTestPki } from '../helpers/test-ca.js';
+import { startGreytap, connectTunnel, waitFor, type Greytap } from '../helpers/harness.js';
+import { startWsOrigin, openClient, closeClient, capturedMessages, payloadOf } from '../ws/ws-helpers.js';
+
+const pki = makeTestPki();
+let g: Greytap;
+let wsOrigin: https.Server;
+let bulk: https.Server;
+const BULK = 256 * 1024 * 1024;
+
+async function metric(name: string, labels: string): Promise<number> {
+  const text = await (await fetch(g.api + '/metrics')).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}}`));
+  return line ? Number(line.split(' ').pop()) : 0;
+}
+
+before(async () => {
+  const o = await startWsOrigin(pki);
+  wsOrigin = o.server;
+  bulk = https.createServer(pki.serverContext(['bulk.test']), (_req, res) => {
+    res.writeHead(200, { 'content-length': String(BULK) });
+    const chunk = Buffer.alloc(1 << 20, 0x62);
+    let sent = 0;
+    const pump = () => { while (sent < BULK) { sent += chunk.length; if (!res.write(chunk)) return void res.once('drain', pump); } res.end(); };
+    pump();
+  });
+  const bulkPort = await new Promise<number>((r) => bulk.listen(0, '127.0.0.1', () => r((bulk.address() as net.AddressInfo).port)));
+  g = await startGreytap(['--upstream-ca', pki.caPath, '--map', `ws.test:443=127.0.0.1:${o.port}`, '--map', `bulk.test:443=127.0.0.1:${bulkPort}`,
+    '--workers', '1', '--max-capture-memory', '1MiB', '--max-conn-capture-memory', '1MiB']);
+});
+after(async () => { await g?.stop(); wsOrigin?.close(); bulk?.close(); });
+
+test('a flood that saturates a one-thread pool drops capture (counted), loses no forwarded byte, and capture recovers', async () => {
+  const dropped0 = await metric('greytap_capture_dropped_total', 'reason="queue_full"');
+  const c = await openClient(g, '/plain', 'http', { perMessageDeflate: false });
+  const N = 1500;
+  const msg = (i: number) => Buffer.alloc(64 * 1024, i % 251);
+  const digest = createHash('sha256');
+  for (let i = 0; i < N; i++) { const m = msg(i); digest.update(m); c.ws.send(m); }
+  await waitFor(() => c.received.length === N, 'all echoes', 120_000);
+  const echo = createHash('sha256');
+  for (const m of c.received) echo.update(m as Buffer);
+  assert.equal(echo.digest('hex'), digest.digest('hex'), 'the echo stream is intact: no forwarded byte lost');
+  await closeClient(c);
+  const dropped = (await metric('greytap_capture_dropped_total', 'reason="queue_full"')) - dropped0;
+  assert.ok(dropped > 0, 'the flood overran the capture budget and drops were counted');
+  const { messages } = await capturedMessages(g, c.tag, (ms) => ms.filter((m) => m.opcode === 'binary').length === 2 * N);
+  const marked = messages.filter((m) => m.error === 'queue_full');
+  assert.ok(marked.length > 0, 'dropped messages are still recorded, marked queue_full');
+  assert.ok(marked.every((m) => m.wireBytes > 64 * 1024), 'with their wire size');
+
+  // recovery: after the flood, a new connection is captured whole
+  const after = await openClient(g, '/ctx', 'http');
+  for (let i = 0; i < 20; i++) after.ws.send(`calm ${i}`);
+  await waitFor(() => after.received.length === 20, 'calm echoes');
+  await closeClient(after);
+  const calm = await capturedMessages(g, after.tag, (ms) => ms.filter((m) => m.opcode === 'text').length === 40);
+  for (const m of calm.messages.filter((x) => x.opcode === 'text')) {
+    assert.equal(m.error, undefined);
+    assert.match(String(await payloadOf(g, m)), /^calm \d+$/);
+  }
+});
+
+test('a slow reader does not make the proxy buffer the download', async () => {
+  const ca = await (await fetch(g.api + '/ca.pem')).text();
+  const t = await connectTunnel(g.httpProxy, 'bulk.test:443');
+  const s = tls.connect({ socket: t, servername: 'bulk.test', ca });
+  await new Promise((r) => s.once('secureConnect', r));
+  const rss0 = process.memoryUsage().rss;
+  s.write('GET / HTTP/1.1\r\nHost: bulk.test\r\n\r\n');
+  let got = 0;
+  s.on('data', (d) => { got += d.length; });
+  s.pause(); // the reader stalls: the origin keeps trying to send 256 MiB
+  await new Promise((r) => setTimeout(r, 1500));
+  const stalled = process.memoryUsage().rss - rss0;
+  assert.ok(stalled < 48 * 1024 * 1024, `memory grew by ${(stalled / 1048576).toFixed(0)} MiB while the reader stalled`);
+  s.resume();
+  await waitFor(() => got >= BULK, 'the whole download after resuming', 120_000);
+  s.destroy();
+});
