@@ -100,7 +100,18 @@ function peek(client: net.Socket, upstream: net.Socket): Promise<Buffer[] | null
 async function intercept(ctx: ProxyContext, conn: ProxyConnection, client: net.Socket, upstream: net.Socket, host: string, port: number, name: string): Promise<void> {
   conn.record.intercepted = true;
   conn.record.mode = 'intercept';
-  const clientTls = new tls.TLSSocket(client, { isServer: true, secureContext: ctx.ca.secureContextFor(name), ALPNProtocols: ['http/1.1'] });
+  let secureContext: tls.SecureContext;
+  try {
+    secureContext = ctx.ca.secureContextFor(name);
+  } catch (e) {
+    // a server name no certificate can carry: refuse this connection only
+    conn.record.closeReason = `client_tls:${(e as Error).message}`;
+    conn.finish(conn.record.closeReason, 'client_tls');
+    client.destroy();
+    upstream.destroy();
+    return;
+  }
+  const clientTls = new tls.TLSSocket(client, { isServer: true, secureContext, ALPNProtocols: ['http/1.1'] });
   clientTls.on('error', ignore); // handshake errors are awaited below; later ones reach the pipe
   const clientReady = new Promise<void>((resolve, reject) => {
     clientTls.once('secure', resolve);
