@@ -1,0 +1,302 @@
+// Conversation assembly from committed records, against the store (the real LMDB store on a temp
+// dir once it exists): codex over WebSocket in any interleaving of its two directions, Claude
+// Code's SSE, chat completions with parallel tool calls, Gemini, aborted and failed streams, and
+// rebuild == incremental.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { assembleRecords, conversationId, publicConversation, rebuildConversations, type StoredConversation } from '../../src/workers/assemble.js';
+import type { Conversation, TransactionRecord, Turn, WsMessageRecord } from '../../src/records.js';
+import type { Store } from '../../src/store/store.js';
+import { allConversations, testStore } from './dissect/session-fixtures.js';
+import { CC_SESSION, CODEX_INSTRUCTIONS, chatSession, claudeCodeSession, codexSession, geminiSession, type CodexLanes } from './dissect/sessions.js';
+
+async function feed(store: Store, records: TransactionRecord[]): Promise<void> {
+  await store.putTransactions(records);
+  const m = await assembleRecords(store, records);
+  assert.equal(m.decodeErrors, undefined, 'no decode errors on well-formed records');
+}
+
+function chunks<T>(a: T[], n: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < a.length; i += n) out.push(a.slice(i, i + n));
+  return out;
+}
+
+const byId = (a: { id: string }, b: { id: string }) => (a.id < b.id ? -1 : 1);
+
+function conv(store: Store, key: string): Conversation {
+  const c = store.getConversation(conversationId(key));
+  assert.ok(c, `conversation ${key} exists`);
+  return publicConversation(c as StoredConversation);
+}
+
+const noSource = (turns: Turn[]) => turns.map(({ source: _s, ...t }) => t);
+
+const usage = (inputTokens: number, cachedTokens: number, outputTokens: number, reasoningTokens: number) => ({ inputTokens, cachedTokens, outputTokens, reasoningTokens, totalTokens: inputTokens + outputTokens });
+
+function expectedCodexTurns(end: 'completed' | 'failed' | 'close'): Omit<Turn, 'source'>[] {
+  const last: Omit<Turn, 'source'> = end === 'completed'
+    ? { role: 'assistant', blocks: [{ type: 'text', text: 'Only . and ..' }], usage: usage(5300, 5120, 10, 0), responseId: 'resp_3', model: 'gpt-5-codex' }
+    : end === 'failed'
+      ? { role: 'assistant', blocks: [{ type: 'text', text: 'Only . and ..' }], usage: usage(5300, 0, 2, 0), responseId: 'resp_3', model: 'gpt-5-codex', incomplete: 'response.failed', error: 'The server had an error' }
+      : { role: 'assistant', blocks: [{ type: 'text', text: 'Only . and ..' }], responseId: 'resp_3', model: 'gpt-5-codex', incomplete: 'aborted' };
+  return [
+    { role: 'system', blocks: [{ type: 'text', text: CODEX_INSTRUCTIONS }] },
+    { role: 'developer', blocks: [{ type: 'text', text: '<permissions instructions>\nsandbox: workspace-write\n</permissions instructions>', scaffolding: true }] },
+    { role: 'user', blocks: [
+      { type: 'text', text: '# AGENTS.md instructions for /repo\n\n<INSTRUCTIONS>be brief</INSTRUCTIONS>', scaffolding: true },
+      { type: 'text', text: '<environment_context>\n  <cwd>/repo</cwd>\n</environment_context>', scaffolding: true },
+      { type: 'text', text: 'list the files' }] },
+    { role: 'assistant', blocks: [
+      { type: 'reasoning', text: '**Listing files** with ls' },
+      { type: 'tool_call', callId: 'call_1', name: 'shell', arguments: { command: ['ls', '-a'] }, argumentsRaw: '{"command":["ls","-a"]}' }],
+      usage: usage(5000, 4096, 120, 64), responseId: 'resp_1', model: 'gpt-5-codex' },
+    { role: 'tool', blocks: [{ type: 'tool_result', callId: 'call_1', output: '.\n..\nREADME.md\nsrc', name: 'shell' }] },
+    { role: 'assistant', blocks: [{ type: 'text', text: 'Two entries: README.md and src.' }], usage: usage(5200, 4992, 30, 0), responseId: 'resp_2', model: 'gpt-5-codex' },
+    { role: 'user', blocks: [{ type: 'text', text: 'and the hidden ones?' }] },
+    last,
+  ];
+}
+
+/** Source ids: each request turn from its client message, each response from its first and last server event. */
+function expectedCodexSources(l: CodexLanes): string[][] {
+  const text = (r: WsMessageRecord) => r.body ?? '';
+  const resp = (id: string) => {
+    const evs = l.server.filter((r) => text(r).includes(`"id":"${id}"`) || false);
+    const first = l.server.indexOf(evs[0]);
+    const next = l.server.findIndex((r, i) => i > first && text(r).includes('"type":"response.created"'));
+    const last = next === -1 ? l.server[l.server.length - 1] : l.server[next - 1];
+    return [evs[0].id, last.id];
+  };
+  const c = l.client;
+  return [[c[0].id], [c[1].id], [c[1].id], resp('resp_1'), [c[2].id], resp('resp_2'), [c[3].id], resp('resp_3')];
+}
+
+async function withStore(fn: (s: Store) => Promise<void>): Promise<void> {
+  const { store, done } = await testStore();
+  try { await fn(store); } finally { await done(); }
+}
+
+test('codex over WebSocket: pre-warm, reasoning, tool call paired with its output, usage per response', async () => {
+  await withStore(async (store) => {
+    const l = codexSession('sess-A', 1_700_000_000_000);
+    await feed(store, [l.upgrade]);
+    const all = [...l.client, ...l.server].sort(byId); // wire/commit order
+    for (const b of chunks(all, 5)) await feed(store, b);
+    const c = conv(store, `openai-ws:${l.upgrade.conn}:sess-A`);
+    assert.deepEqual(noSource(c.turns), expectedCodexTurns('completed'));
+    assert.deepEqual(c.turns.map((t) => t.source), expectedCodexSources(l));
+    assert.equal(c.client, 'codex');
+    assert.equal(c.provider, 'openai-ws');
+    assert.equal(c.model, 'gpt-5-codex');
+    assert.equal(c.incomplete, undefined);
+    assert.equal(c.id, conversationId(`openai-ws:${l.upgrade.conn}:sess-A`));
+    assert.deepEqual([...allConversations(store).keys()], [`openai-ws:${l.upgrade.conn}:sess-A`], 'one visible conversation; the connection state stays internal');
+  });
+});
+
+test('codex over WebSocket: the result does not depend on which direction is assembled first, batching or re-delivery', async () => {
+  const t0 = 1_700_000_100_000;
+  const l = codexSession('sess-B', t0);
+  const key = `openai-ws:${l.upgrade.conn}:sess-B`;
+  const results: Conversation[] = [];
+  const orders: [string, (s: Store) => Promise<void>][] = [
+    ['server first', async (s) => { for (const b of chunks(l.server, 7)) await feed(s, b); for (const b of chunks(l.client, 2)) await feed(s, b); }],
+    ['client first', async (s) => { for (const b of chunks(l.client, 1)) await feed(s, b); for (const b of chunks(l.server, 3)) await feed(s, b); }],
+    ['concurrent lanes', async (s) => {
+      await Promise.all([(async () => { for (const b of chunks(l.server, 1)) await feed(s, b); })(), (async () => { for (const b of chunks(l.client, 1)) await feed(s, b); })()]);
+    }],
+    ['re-delivered batches', async (s) => { for (const b of chunks(l.server, 4)) { await feed(s, b); await feed(s, b); } for (const b of chunks(l.client, 2)) { await feed(s, b); await feed(s, b); } }],
+  ];
+  for (const [name, run] of orders) {
+    await withStore(async (store) => {
+      await feed(store, [l.upgrade]);
+      await run(store);
+      const c = conv(store, key);
+      assert.deepEqual(noSource(c.turns), expectedCodexTurns('completed'), name);
+      assert.deepEqual(c.turns.map((t) => t.source), expectedCodexSources(l), name);
+      results.push(c);
+    });
+  }
+  for (const r of results.slice(1)) assert.deepEqual(r, results[0]);
+});
+
+test('codex: server events assembled before the upgrade and the request still end up in the right conversation (client from x-codex-turn-metadata)', async () => {
+  await withStore(async (store) => {
+    const l = codexSession('sess-C', 1_700_000_200_000);
+    for (const b of chunks(l.server, 6)) await feed(store, b);
+    assert.equal(allConversations(store).size, 0, 'responses with no request known yet are held in the connection state');
+    await feed(store, l.client); // the 101 transaction was never committed
+    const c = conv(store, `openai-ws:${l.upgrade.conn}:sess-C`);
+    assert.deepEqual(noSource(c.turns), expectedCodexTurns('completed'));
+    assert.equal(c.client, 'codex');
+  });
+});
+
+test('two concurrent codex connections with the same prompt_cache_key never interleave', async () => {
+  await withStore(async (store) => {
+    const t0 = 1_700_000_300_000;
+    const a = codexSession('shared', t0);
+    const b = codexSession('shared', t0 + 2, 'failed'); // overlapping in time, one ms apart per event
+    await feed(store, [a.upgrade, b.upgrade]);
+    const lanes = [a.client, a.server, b.client, b.server];
+    await Promise.all(lanes.map(async (lane) => { for (const ch of chunks(lane, 3)) await feed(store, ch); }));
+    const ca = conv(store, `openai-ws:${a.upgrade.conn}:shared`);
+    const cb = conv(store, `openai-ws:${b.upgrade.conn}:shared`);
+    assert.deepEqual(noSource(ca.turns), expectedCodexTurns('completed'));
+    assert.deepEqual(noSource(cb.turns), expectedCodexTurns('failed'));
+    assert.deepEqual(cb.turns.map((t) => t.source), expectedCodexSources(b));
+    assert.equal(cb.incomplete, 'response.failed');
+    assert.equal(allConversations(store).size, 2);
+  });
+});
+
+test('codex: socket closed mid-response → last turn aborted with the folded deltas, earlier turns intact', async () => {
+  await withStore(async (store) => {
+    const l = codexSession('sess-D', 1_700_000_400_000, 'close');
+    const key = `openai-ws:${l.upgrade.conn}:sess-D`;
+    await feed(store, [l.upgrade]);
+    await feed(store, l.client.slice(0, -1));
+    await feed(store, l.server);
+    const live = conv(store, key);
+    assert.equal(live.turns[7].incomplete, undefined, 'still streaming before the close is seen');
+    assert.deepEqual(live.turns[7].blocks, [{ type: 'text', text: 'Only . and ..' }], 'live view shows the deltas so far');
+    await feed(store, l.client.slice(-1)); // the close frame
+    const c = conv(store, key);
+    assert.deepEqual(noSource(c.turns), expectedCodexTurns('close'));
+    assert.equal(c.incomplete, 'aborted');
+  });
+});
+
+test('codex: a new response.created while the previous response was open marks that one aborted', async () => {
+  await withStore(async (store) => {
+    const l = codexSession('sess-E', 1_700_000_500_000, 'close');
+    const server = [...l.server];
+    // drop everything after resp_1's first delta, as if the stream was cut, then resp_2 starts
+    const cut = server.findIndex((r) => r.body!.includes('function_call_arguments.delta'));
+    const resp2 = server.findIndex((r) => r.body!.includes('"resp_2"'));
+    await feed(store, [l.upgrade, ...l.client.slice(0, 3)]);
+    await feed(store, [...server.slice(0, cut), ...server.slice(resp2, resp2 + 8)]);
+    const c = conv(store, `openai-ws:${l.upgrade.conn}:sess-E`);
+    const t = c.turns[3];
+    assert.equal(t.incomplete, 'aborted');
+    assert.deepEqual(t.blocks, [{ type: 'reasoning', text: '**Listing files** with ls' }, { type: 'tool_call', callId: 'call_1', name: 'shell', arguments: '', argumentsRaw: '' }]);
+    assert.deepEqual(c.turns[5].blocks, [{ type: 'text', text: 'Two entries: README.md and src.' }]);
+    assert.equal(c.turns[5].incomplete, undefined);
+  });
+});
+
+const EXPECTED_CC: Omit<Turn, 'source'>[] = [
+  { role: 'system', blocks: [{ type: 'text', text: "You are Claude Code, Anthropic's official CLI for Claude." }] },
+  { role: 'user', blocks: [{ type: 'text', text: '<system-reminder>\nThe date is 2026-11-25.\n</system-reminder>', scaffolding: true }, { type: 'text', text: 'fix the failing test' }] },
+  { role: 'assistant', blocks: [
+    { type: 'reasoning', text: 'The test fails; read it first.' },
+    { type: 'text', text: "I'll read the test." },
+    { type: 'tool_call', callId: 'toolu_01', name: 'Read', arguments: { file_path: '/repo/test/a.test.ts' } }],
+    usage: { inputTokens: 9312, cachedTokens: 9000, outputTokens: 87, totalTokens: 9399 }, responseId: 'msg_01A', model: 'claude-sonnet-4-5-20250929' },
+  { role: 'tool', blocks: [{ type: 'tool_result', callId: 'toolu_01', output: 'expect(add(1, 1)).toBe(3)', name: 'Read' }] },
+  { role: 'assistant', blocks: [{ type: 'text', text: 'The expectation is wrong: 1 + 1 is 2.' }],
+    usage: { inputTokens: 9340, cachedTokens: 9300, outputTokens: 15, totalTokens: 9355 }, responseId: 'msg_01B', model: 'claude-sonnet-4-5-20250929' },
+];
+
+test('Claude Code SSE session: thinking, tool_use from input_json_delta, tool_result paired, usage; side call on another model left out', async () => {
+  await withStore(async (store) => {
+    const txs = claudeCodeSession(1_700_001_000_000);
+    for (const t of [txs[2], txs[0], txs[1]]) await feed(store, [t]); // workers finish in any order
+    const c = conv(store, `anthropic:${CC_SESSION}`);
+    assert.deepEqual(noSource(c.turns), EXPECTED_CC);
+    assert.deepEqual(c.turns.map((t) => t.source), [[txs[0].id], [txs[0].id], [txs[0].id], [txs[2].id], [txs[2].id]]);
+    assert.equal(c.client, 'claude-code');
+    assert.equal(c.provider, 'anthropic');
+    assert.equal(c.model, 'claude-sonnet-4-5');
+  });
+});
+
+test('Claude Code: a stream cut short leaves the turn aborted with its partial text, earlier turns intact', async () => {
+  await withStore(async (store) => {
+    const txs = claudeCodeSession(1_700_001_100_000, { abortSecond: true });
+    await feed(store, txs);
+    const c = conv(store, `anthropic:${CC_SESSION}`);
+    assert.deepEqual(noSource(c.turns.slice(0, 4)), EXPECTED_CC.slice(0, 4));
+    assert.deepEqual(noSource(c.turns.slice(4)), [{ role: 'assistant', blocks: [{ type: 'text', text: 'The expectation is wrong: ' }], usage: { inputTokens: 9340, cachedTokens: 9300, outputTokens: 1, totalTokens: 9341 }, responseId: 'msg_01B', model: 'claude-sonnet-4-5-20250929', incomplete: 'aborted' }]);
+    assert.equal(c.incomplete, 'aborted');
+  });
+});
+
+test('chat completions: two parallel streamed tool calls by index, results paired by tool_call_id', async () => {
+  await withStore(async (store) => {
+    const txs = chatSession(1_700_002_000_000);
+    await feed(store, txs);
+    const convs = [...allConversations(store).values()];
+    assert.equal(convs.length, 1);
+    const c = convs[0];
+    assert.match(c.key, /^openai-chat:prefix:[0-9a-f]{16}$/);
+    assert.equal(c.client, 'aider');
+    assert.deepEqual(noSource(c.turns), [
+      { role: 'system', blocks: [{ type: 'text', text: 'Act as an expert software developer.' }] },
+      { role: 'user', blocks: [{ type: 'text', text: 'What is the weather in Paris and Rome?' }] },
+      { role: 'assistant', blocks: [
+        { type: 'text', text: 'Checking both.' },
+        { type: 'tool_call', callId: 'call_p', name: 'get_weather', arguments: { city: 'Paris' }, argumentsRaw: '{"city":"Paris"}' },
+        { type: 'tool_call', callId: 'call_r', name: 'get_weather', arguments: { city: 'Rome' }, argumentsRaw: '{"city":"Rome"}' }],
+        usage: { inputTokens: 120, cachedTokens: 64, outputTokens: 40, totalTokens: 160 }, responseId: 'chatcmpl-1', model: 'qwen3-32b' },
+      { role: 'tool', blocks: [
+        { type: 'tool_result', callId: 'call_p', output: '18°C, sunny', name: 'get_weather' },
+        { type: 'tool_result', callId: 'call_r', output: '24°C, cloudy', name: 'get_weather' }] },
+      { role: 'assistant', blocks: [{ type: 'text', text: 'Paris 18°C sunny; Rome 24°C cloudy.' }], usage: { inputTokens: 200, outputTokens: 12, totalTokens: 212 }, responseId: 'chatcmpl-2', model: 'qwen3-32b' },
+    ]);
+  });
+});
+
+test('Gemini: streamed thought + functionCall, functionResponse paired by name, usage with thoughts', async () => {
+  await withStore(async (store) => {
+    const txs = geminiSession(1_700_003_000_000);
+    await feed(store, [txs[1]]);
+    await feed(store, [txs[0]]);
+    const [c] = [...allConversations(store).values()];
+    assert.equal(c.client, 'gemini-cli');
+    assert.equal(c.provider, 'gemini');
+    assert.equal(c.model, 'gemini-2.5-pro');
+    assert.deepEqual(noSource(c.turns), [
+      { role: 'system', blocks: [{ type: 'text', text: 'You are Gemini CLI.' }] },
+      { role: 'user', blocks: [{ type: 'text', text: 'How big is README.md?' }] },
+      { role: 'assistant', blocks: [{ type: 'reasoning', text: 'Checking the size' }, { type: 'tool_call', callId: 'stat_file', name: 'stat_file', arguments: { path: 'README.md' } }],
+        usage: { inputTokens: 50, cachedTokens: 32, outputTokens: 30, reasoningTokens: 20, totalTokens: 80 }, responseId: 'g1', model: 'gemini-2.5-pro' },
+      { role: 'tool', blocks: [{ type: 'tool_result', callId: 'stat_file', name: 'stat_file', output: { size: 1234 } }] },
+      { role: 'assistant', blocks: [{ type: 'text', text: 'README.md is 1234 bytes.' }], usage: { inputTokens: 90, outputTokens: 8, totalTokens: 98 }, responseId: 'g2', model: 'gemini-2.5-pro' },
+    ]);
+  });
+});
+
+test('bad data is counted, never thrown', async () => {
+  await withStore(async (store) => {
+    const l = codexSession('sess-bad', 1_700_004_000_000);
+    const junk: WsMessageRecord = { ...l.server[0], id: l.server[0].id, body: '{"type":"response.created", broken' };
+    const chat = chatSession(1_700_004_000_100)[0];
+    const badChat = { ...chat, reqBody: '{not json' };
+    await store.putTransactions([junk, badChat]);
+    const m = await assembleRecords(store, [junk, badChat]);
+    assert.equal(m.decodeErrors?.dissect_failed, 2);
+  });
+});
+
+test('rebuildConversations gives the same conversations as incremental assembly', async () => {
+  await withStore(async (store) => {
+    const a = codexSession('sess-R', 1_700_005_000_000, 'close');
+    const b = codexSession('sess-S', 1_700_005_000_003);
+    const http = [...claudeCodeSession(1_700_005_000_010), ...chatSession(1_700_005_000_020), ...geminiSession(1_700_005_000_030)];
+    await feed(store, [a.upgrade, b.upgrade]);
+    // incremental: directions and connections in an awkward order
+    for (const ch of chunks(b.server, 4)) await feed(store, ch);
+    for (const ch of chunks([...a.server, ...a.client].sort(byId), 3)) await feed(store, ch);
+    for (const t of [...http].reverse()) await feed(store, [t]);
+    await feed(store, b.client);
+    const before = allConversations(store);
+    assert.equal(before.size, 5);
+    const n = await rebuildConversations(store);
+    assert.equal(n, 5);
+    const after = allConversations(store);
+    assert.deepEqual([...after.keys()].sort(), [...before.keys()].sort());
+    for (const [k, c] of before) assert.deepEqual(publicConversation(after.get(k) as StoredConversation), publicConversation(c as StoredConversation), k);
+  });
+});

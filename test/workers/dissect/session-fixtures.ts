@@ -1,0 +1,119 @@
+// Records as the real decoders produce them (WsMessageRecord, HttpTransaction), for assembly tests,
+// and the store the tests run against: the real LMDB store on a temp dir when src/store/lmdb.ts
+// exists, else a small in-memory Store with the same read-modify-write contract.
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { nextId } from '../../../src/store/ids.js';
+import type { Conversation, Header, HttpTransaction, SseEvent, TransactionRecord, WsMessageRecord } from '../../../src/records.js';
+import type { Page, Store, TransactionQuery } from '../../../src/store/store.js';
+
+export function upgradeTx(conn: string, ts: number, headers: Header[], host = 'api.openai.com', path = '/v1/responses'): HttpTransaction {
+  return {
+    id: nextId(), ts, kind: 'HTTP', conn, host, port: 443, scheme: 'https', path, method: 'GET', status: 101, httpVersion: '1.1',
+    reqHeaders: [['Host', host], ['Upgrade', 'websocket'], ['Connection', 'Upgrade'], ...headers], respHeaders: [['Upgrade', 'websocket']],
+    reqBytes: 200, respBytes: 100, durationMs: 5, truncated: false,
+  };
+}
+
+/** One direction of one WebSocket connection: allocates seq numbers in wire order. */
+export class WsLane {
+  seq = 0;
+  constructor(readonly conn: string, readonly upgrade: string, readonly direction: 'client' | 'server', readonly path = '/v1/responses', readonly host = 'api.openai.com') {}
+  msg(ts: number, body: unknown): WsMessageRecord {
+    const text = typeof body === 'string' ? body : JSON.stringify(body);
+    return {
+      id: nextId(), ts, kind: this.direction === 'client' ? 'WS_REQ' : 'WS_RESP', conn: this.conn, host: this.host, port: 443, scheme: 'wss', path: this.path,
+      upgrade: this.upgrade, seq: this.seq++, direction: this.direction, opcode: 'text', compressed: true, frames: 1,
+      wireBytes: text.length + 6, size: Buffer.byteLength(text), truncated: false, body: text,
+    };
+  }
+  close(ts: number, code = 1000): WsMessageRecord {
+    return {
+      id: nextId(), ts, kind: 'WS_CTRL', conn: this.conn, host: this.host, port: 443, scheme: 'wss', path: this.path, upgrade: this.upgrade,
+      seq: this.seq++, direction: this.direction, opcode: 'close', compressed: false, frames: 1, wireBytes: 8, size: 2, truncated: false, closeCode: code, closeReason: '',
+    };
+  }
+}
+
+export function sse(events: Record<string, any>[], named = true): SseEvent[] {
+  return events.map((e) => (named && typeof e.type === 'string' ? { event: e.type, data: JSON.stringify(e) } : { data: typeof e === 'string' ? e : JSON.stringify(e) }));
+}
+
+export function httpTx(o: { conn?: string; ts: number; host: string; path: string; headers?: Header[]; req: unknown; resp?: unknown; events?: SseEvent[]; status?: number; error?: HttpTransaction['error'] }): HttpTransaction {
+  const reqBody = JSON.stringify(o.req);
+  const tx: HttpTransaction = {
+    id: nextId(), ts: o.ts, kind: 'HTTP', conn: o.conn ?? nextId(), host: o.host, port: 443, scheme: 'https', path: o.path, method: 'POST',
+    httpVersion: '1.1', reqHeaders: [['Host', o.host], ['Content-Type', 'application/json'], ['Authorization', '[REDACTED]'], ...(o.headers ?? [])],
+    respHeaders: [['Content-Type', o.events ? 'text/event-stream' : 'application/json']], reqBody, reqBytes: reqBody.length + 200,
+    respBytes: 100, durationMs: 50, truncated: false,
+  };
+  if (o.status !== 0) tx.status = o.status ?? 200;
+  if (o.events) { tx.respEvents = o.events; tx.respBody = o.events.map((e) => (e.event ? `event: ${e.event}\n` : '') + `data: ${e.data}\n\n`).join(''); }
+  else if (o.resp !== undefined) tx.respBody = typeof o.resp === 'string' ? o.resp : JSON.stringify(o.resp);
+  if (o.error) tx.error = o.error;
+  return tx;
+}
+
+/** The in-memory stand-in: values are cloned in and out, as a serialising store would. */
+export class MemoryStore implements Store {
+  tx = new Map<string, TransactionRecord>();
+  convs = new Map<string, Conversation>();
+  async putTransactions(records: TransactionRecord[]) { for (const r of records) this.tx.set(r.id, structuredClone(r)); }
+  async putConnection() {}
+  getTransaction(id: string) { const t = this.tx.get(id); return t && structuredClone(t); }
+  listTransactions(q: TransactionQuery): Page<TransactionRecord> {
+    const all = [...this.tx.values()].filter((t) => !q.after || t.id > q.after).sort((a, b) => (a.id < b.id ? -1 : 1));
+    const items = all.slice(0, q.limit ?? 100);
+    return { items, next: all.length > items.length ? items[items.length - 1].id : null };
+  }
+  getConnection() { return undefined; }
+  wsMessages() { return []; }
+  async updateConversation(key: string, fn: (c: Conversation | undefined) => Conversation | undefined) {
+    const old = this.convs.get(key);
+    const next = fn(old && structuredClone(old));
+    if (next === undefined) this.convs.delete(key); else this.convs.set(key, structuredClone(next));
+    return next;
+  }
+  getConversation(id: string) { for (const c of this.convs.values()) if (c.id === id) return structuredClone(c); return undefined; }
+  listConversations(q: { client?: string; limit?: number; after?: string }): Page<Conversation> {
+    const all = [...this.convs.values()].filter((c) => !c.internal && (!q.client || c.client === q.client) && (!q.after || c.id > q.after)).sort((a, b) => (a.id < b.id ? -1 : 1));
+    const items = all.slice(0, q.limit ?? 100).map((c) => structuredClone(c));
+    return { items, next: all.length > items.length ? items[items.length - 1].id : null };
+  }
+  async close() {}
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+/** The real LMDB store on a fresh temp dir when it exists, else the in-memory one. */
+export async function testStore(): Promise<{ store: Store; done: () => Promise<void>; real: boolean }> {
+  const lmdbJs = join(here, '../../../src/store/lmdb.js');
+  if (existsSync(lmdbJs)) {
+    const mod = await import(lmdbJs);
+    const dir = mkdtempSync(join(tmpdir(), 'greytap-assemble-'));
+    const store: Store = mod.openStore(dir);
+    return { store, real: true, done: async () => { await store.close(); rmSync(dir, { recursive: true, force: true }); } };
+  }
+  const store = new MemoryStore();
+  return { store, real: false, done: async () => {} };
+}
+
+/** Commits then assembles, as the worker entry does. */
+export async function commitAndAssemble(store: Store, assemble: (s: Store, r: TransactionRecord[]) => Promise<unknown>, records: TransactionRecord[]): Promise<void> {
+  await store.putTransactions(records);
+  await assemble(store, records);
+}
+
+/** All (public) conversations, by key. */
+export function allConversations(store: Store): Map<string, Conversation> {
+  const out = new Map<string, Conversation>();
+  for (let after: string | undefined; ;) {
+    const p = store.listConversations({ limit: 1000, after });
+    for (const c of p.items) if (!c.internal) out.set(c.key, c);
+    if (!p.next || !p.items.length) break;
+    after = p.next;
+  }
+  return out;
+}
