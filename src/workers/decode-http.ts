@@ -1,0 +1,211 @@
+// Worker side of an HTTP/1.1 exchange: the captured task (bodies already de-chunked on the main
+// thread) → one HttpTransaction. Undoes Content-Encoding within --max-body (a compression bomb
+// costs at most max-body of output), parses SSE, picks text or base64. No redaction here: the
+// store layer redacts.
+import zlib from 'node:zlib';
+import type { ErrorCode, Header, HttpTransaction } from '../records.js';
+import type { MetricDeltas } from '../metrics.js';
+import type { HttpCaptureTask } from './tasks.js';
+import { headerList, headerValues } from '../io/http1.js';
+import { bodyFields } from './body.js';
+import { parseSse } from './sse.js';
+
+interface Decoded {
+  bytes: Buffer;
+  /** decoded output went past the limit and was cut */
+  overflow: boolean;
+  error?: { code: ErrorCode; detail: string };
+}
+
+export function decodeHttp(task: HttpCaptureTask, id: string): { record: HttpTransaction; metrics: MetricDeltas } {
+  const o = task.origin;
+  const record: HttpTransaction = {
+    id,
+    ts: task.startTs,
+    kind: 'HTTP',
+    conn: o.conn,
+    host: o.host,
+    port: o.port,
+    scheme: o.scheme,
+    path: o.path,
+    method: task.method,
+    httpVersion: task.httpVersion,
+    reqHeaders: task.reqHeaders,
+    respHeaders: task.respHeaders,
+    reqBytes: task.reqBytes,
+    respBytes: task.respBytes,
+    durationMs: task.durationMs,
+    truncated: task.truncated,
+  };
+  if (task.status !== undefined) record.status = task.status;
+  if (task.statusText !== undefined) record.statusText = task.statusText;
+  if (task.error) record.error = task.error;
+  if (task.errorDetail !== undefined) record.errorDetail = task.errorDetail;
+
+  const metrics: MetricDeltas = {};
+  const problem = (code: ErrorCode, detail: string) => {
+    (metrics.decodeErrors ??= {})[code] = (metrics.decodeErrors[code] ?? 0) + 1;
+    if (!record.error) {
+      record.error = code;
+      record.errorDetail = detail;
+    }
+  };
+  // A body is incomplete when the capture copied fewer bytes than the wire carried, or the stream was cut.
+  const cut = task.error === 'truncated_stream';
+
+  const req = decodeBody(task.reqBody, task.reqBodyBytes, task.reqHeaders, task.maxBody, cut);
+  if (req) {
+    if (req.error) problem(req.error.code, req.error.detail);
+    if (req.fields.body !== undefined) record.reqBody = req.fields.body;
+    if (req.fields.bodyBase64 !== undefined) record.reqBodyBase64 = req.fields.bodyBase64;
+    record.reqBodySize = req.size;
+    if (req.truncated) record.truncated = true;
+  }
+  const resp = decodeBody(task.respBody, task.respBodyBytes, task.respHeaders, task.maxBody, cut);
+  if (resp) {
+    if (resp.error) problem(resp.error.code, resp.error.detail);
+    if (resp.fields.body !== undefined) record.respBody = resp.fields.body;
+    if (resp.fields.bodyBase64 !== undefined) record.respBodyBase64 = resp.fields.bodyBase64;
+    record.respBodySize = resp.size;
+    if (resp.truncated) record.truncated = true;
+    if (mediaType(task.respHeaders) === 'text/event-stream' && !resp.error) {
+      const text = resp.fields.body ?? new TextDecoder().decode(resp.decoded);
+      record.respEvents = parseSse(text);
+    }
+  }
+  // Output cut by --max-body during decoding: degraded capture, like a body cut while copying.
+  if ((req?.overflow || resp?.overflow) && !task.truncated) {
+    (metrics.dropped ??= {}).too_large = (metrics.dropped.too_large ?? 0) + 1;
+    record.error ??= 'too_large';
+  }
+  return { record, metrics };
+}
+
+function decodeBody(buf: ArrayBuffer | undefined, wireBytes: number, headers: Header[], maxBody: number, cut: boolean) {
+  if (buf === undefined && wireBytes === 0) return undefined;
+  const raw = buf ? Buffer.from(buf) : Buffer.alloc(0);
+  const partial = cut || raw.length < wireBytes;
+  const codings = headerList(headers, 'content-encoding').map((c) => c.toLowerCase()).filter((c) => c !== 'identity');
+  if (codings.length === 0 || raw.length === 0) {
+    const fields = bodyFields(raw, maxBody, { cutShort: partial });
+    // Identity: the decoded size is the payload size on the wire, even when less was copied.
+    return { fields, size: Math.max(wireBytes, raw.length), truncated: fields.truncated || partial, overflow: false, decoded: raw };
+  }
+  const d = undoCodings(raw, codings, maxBody, partial);
+  const fields = bodyFields(d.bytes, maxBody, { cutShort: partial || d.overflow });
+  return { fields, size: d.bytes.length, truncated: fields.truncated || partial || d.overflow, overflow: d.overflow, decoded: d.bytes, error: d.error };
+}
+
+/** Undoes the codings in reverse order of application (RFC 9110 §8.4). On failure: the raw bytes and an error. */
+export function undoCodings(raw: Buffer, codings: string[], maxBody: number, partial: boolean): Decoded {
+  let bytes = raw;
+  let overflow = false;
+  for (let k = codings.length - 1; k >= 0; k--) {
+    const coder = coderFor(codings[k], bytes);
+    if (!coder) return { bytes: raw, overflow: false, error: { code: 'decode_failed', detail: `unsupported content-encoding: ${codings[k]}` } };
+    try {
+      // A stage fed a cut input (capture cut, or an earlier stage over the limit) flushes what it can.
+      const r = inflateBounded(coder, bytes, maxBody, partial || overflow);
+      bytes = r.bytes;
+      overflow ||= r.overflow;
+    } catch (e) {
+      return { bytes: raw, overflow: false, error: { code: 'decode_failed', detail: `${codings[k]}: ${(e as Error).message}` } };
+    }
+  }
+  return { bytes, overflow };
+}
+
+interface Coder {
+  stream: () => zlib.Gunzip | zlib.Inflate | zlib.InflateRaw | zlib.BrotliDecompress;
+  sync: (input: Buffer, opts: zlib.ZlibOptions & zlib.BrotliOptions) => Buffer;
+  brotli: boolean;
+}
+
+const GUNZIP: Coder = { stream: () => zlib.createGunzip(), sync: zlib.gunzipSync, brotli: false };
+const INFLATE: Coder = { stream: () => zlib.createInflate(), sync: zlib.inflateSync, brotli: false };
+const INFLATE_RAW: Coder = { stream: () => zlib.createInflateRaw(), sync: zlib.inflateRawSync, brotli: false };
+const BROTLI: Coder = { stream: () => zlib.createBrotliDecompress(), sync: zlib.brotliDecompressSync, brotli: true };
+
+function coderFor(coding: string, input: Buffer): Coder | undefined {
+  switch (coding) {
+    case 'gzip':
+    case 'x-gzip':
+      return GUNZIP;
+    case 'deflate':
+      // RFC 9110 §8.4.1.2 says zlib-wrapped, but some servers send raw DEFLATE: tell by the header (RFC 1950 §2.2).
+      return input.length >= 2 && (input[0] & 0x0f) === 8 && ((input[0] << 8) | input[1]) % 31 === 0 ? INFLATE : INFLATE_RAW;
+    case 'br':
+      return BROTLI;
+    default:
+      return undefined;
+  }
+}
+
+/** The native handle under a zlib stream: what zlib's own *Sync functions drive (lib/zlib.js processChunkSync). */
+interface NativeHandle {
+  writeSync(flush: number, input: Buffer, inOff: number, inLen: number, out: Buffer, outOff: number, outLen: number): void;
+  onerror: (message: string, errno: number, code?: string) => void;
+}
+
+/**
+ * Inflates, keeping at most the first `limit` bytes of output. zlib's *Sync({ maxOutputLength })
+ * stops a bomb but throws the output away, and an input prefix cannot bound the output either
+ * (a few bytes of brotli expand to megabytes). So we drive the stream's native handle the way
+ * zlib's sync path does, with our own output bound: memory stays ≤ limit + one 64 KiB slice.
+ * Should a future Node hide the handle, the public call still bounds memory (output then empty).
+ */
+function inflateBounded(coder: Coder, input: Buffer, limit: number, partial: boolean): { bytes: Buffer; overflow: boolean } {
+  const c = zlib.constants;
+  const flush = coder.brotli ? (partial ? c.BROTLI_OPERATION_FLUSH : c.BROTLI_OPERATION_FINISH) : partial ? c.Z_SYNC_FLUSH : c.Z_FINISH;
+  const stream = coder.stream();
+  const internal = stream as unknown as { _handle?: NativeHandle; _writeState?: Uint32Array };
+  const handle = internal._handle;
+  const state = internal._writeState;
+  if (!handle || typeof handle.writeSync !== 'function' || !(state instanceof Uint32Array)) {
+    stream.close();
+    try {
+      const out = coder.sync(input, { maxOutputLength: limit + 1, finishFlush: flush });
+      return out.length > limit ? { bytes: out.subarray(0, limit), overflow: true } : { bytes: out, overflow: false };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') return { bytes: Buffer.alloc(0), overflow: true };
+      throw e;
+    }
+  }
+  let failure: Error | undefined;
+  // Called synchronously from writeSync on corrupt data; the stream's own handler would destroy it asynchronously.
+  handle.onerror = (message, errno, code) => {
+    failure = Object.assign(new Error(message), { errno, code });
+  };
+  const parts: Buffer[] = [];
+  let have = 0;
+  let inOff = 0;
+  try {
+    for (;;) {
+      const room = Math.min(64 * 1024, limit + 1 - have);
+      const out = Buffer.allocUnsafe(room);
+      const inLen = input.length - inOff;
+      handle.writeSync(flush, input, inOff, inLen, out, 0, room);
+      if (failure) throw failure;
+      const availOut = state[0];
+      const availIn = state[1];
+      inOff += inLen - availIn;
+      const produced = room - availOut;
+      if (produced > 0) {
+        parts.push(out.subarray(0, produced));
+        have += produced;
+      }
+      if (have > limit) return { bytes: Buffer.concat(parts, have).subarray(0, limit), overflow: true };
+      // Output space left over: the decoder took all it could from the input.
+      if (availOut !== 0) break;
+    }
+  } finally {
+    stream.close();
+  }
+  return { bytes: parts.length === 1 ? parts[0] : Buffer.concat(parts, have), overflow: false };
+}
+
+/** The response's media type, lower-cased, without parameters. */
+function mediaType(headers: Header[]): string {
+  const v = headerValues(headers, 'content-type')[0];
+  return v ? v.split(';')[0].trim().toLowerCase() : '';
+}
