@@ -55,14 +55,44 @@ export function unmask(bytes: Uint8Array, masks: number[] | undefined, copied: n
   }
 }
 
-/** The last `size` bytes of `prev` followed by `plain`, as a standalone ArrayBuffer (sent back to the main thread). */
-function slideWindow(prev: Uint8Array | null, plain: Uint8Array, size: number): Uint8Array {
-  if (plain.length >= size) return new Uint8Array(plain.subarray(plain.length - size)); // copies
-  const keep = Math.min(prev ? prev.length : 0, size - plain.length);
-  const out = new Uint8Array(keep + plain.length);
-  if (keep > 0) out.set(prev!.subarray(prev!.length - keep), 0);
-  out.set(plain, keep);
-  return out;
+/**
+ * The last `size` bytes of a direction's compressed-message plaintext (the inflate dictionary).
+ * Backed by a buffer of twice the size so appending a message copies only that message; the kept
+ * tail moves to the front once per `size` bytes appended.
+ */
+class SlidingWindow {
+  private buf: Uint8Array;
+  private len = 0;
+
+  constructor(private readonly size: number, initial: ArrayBuffer | null) {
+    this.buf = new Uint8Array(2 * size);
+    if (initial) this.push(new Uint8Array(initial));
+  }
+
+  push(plain: Uint8Array): void {
+    const size = this.size;
+    if (plain.length >= size) {
+      this.buf.set(plain.subarray(plain.length - size), 0);
+      this.len = size;
+      return;
+    }
+    if (this.len + plain.length > this.buf.length) {
+      const keep = Math.min(this.len, size - plain.length);
+      this.buf.copyWithin(0, this.len - keep, this.len);
+      this.len = keep;
+    }
+    this.buf.set(plain, this.len);
+    this.len += plain.length;
+  }
+
+  get bytes(): Uint8Array {
+    return this.buf.subarray(Math.max(0, this.len - this.size), this.len);
+  }
+
+  /** A standalone copy, to send back to the main thread. */
+  toArrayBuffer(): ArrayBuffer | null {
+    return this.len === 0 ? null : (this.bytes.slice().buffer as ArrayBuffer);
+  }
 }
 
 function inc(m: Record<string, number> | undefined, k: string): Record<string, number> {
@@ -95,7 +125,7 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
   // windowBits 8 to 9 (deflateInit2 docs), so peers built on zlib may reach back 512 bytes even
   // when 8 was agreed: keep at least that much.
   const windowSize = deflate ? 1 << Math.max(deflate.windowBits, 9) : 0;
-  let window: Uint8Array | null = takeover && task.window ? new Uint8Array(task.window) : null;
+  let window: SlidingWindow | null = takeover ? new SlidingWindow(windowSize, task.window) : null;
   let desynced = takeover && task.desynced;
   const cap = inflateCap(task.maxBody);
 
@@ -155,7 +185,7 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
           windowBits: 15,
           finishFlush: zlib.constants.Z_SYNC_FLUSH,
           maxOutputLength: cap,
-          dictionary: takeover && window && window.length > 0 ? window : undefined,
+          dictionary: window && window.bytes.length > 0 ? window.bytes : undefined,
         });
       } catch (e) {
         const err = e as NodeJS.ErrnoException;
@@ -169,7 +199,7 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
           window = null;
         }
       }
-      if (plain && takeover) window = slideWindow(window, plain, windowSize);
+      if (plain && window) window.push(plain);
     } else {
       plain = bytes; // uncompressed: never enters the LZ77 window (RFC 7692 §6)
     }
@@ -207,11 +237,7 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
     records.push(rec);
   }
 
-  let out: ArrayBuffer | null = null;
-  if (takeover && !desynced && window) {
-    out = window.byteOffset === 0 && window.byteLength === window.buffer.byteLength ? (window.buffer as ArrayBuffer) : (window.slice().buffer as ArrayBuffer);
-  }
-  return { records, window: out, desynced, metrics };
+  return { records, window: !desynced && window ? window.toArrayBuffer() : null, desynced, metrics };
 }
 
 /** Close payload (RFC 6455 §5.5.1): empty, or a 2-byte code then a UTF-8 reason. */
