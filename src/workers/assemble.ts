@@ -83,13 +83,16 @@ export async function assembleRecords(store: Store, records: TransactionRecord[]
 
   const wsByConn = new Map<string, WsMessageRecord[]>();
   const httpByKey = new Map<string, { ex: Exchange; tx: HttpTransaction }[]>();
+  const chained = new Map<string, string>(); // response id → key, for chains inside this batch (rebuild batches)
   for (const r of records) {
     try {
       if (r.kind === 'HTTP') {
         const d = dissectHttp(r, rules);
         if (d.bad) bad();
         if (!d.exchange) continue;
-        if (!d.exchange.key) d.exchange.key = resolveChain(store, d.exchange.previousResponseId!);
+        const ex = d.exchange;
+        if (!ex.key) ex.key = chained.get(ex.previousResponseId!) ?? resolveChain(store, ex.previousResponseId!);
+        if (ex.reply?.responseId && needsPointer(ex)) chained.set(ex.reply.responseId, ex.key);
         const list = httpByKey.get(d.exchange.key) ?? [];
         list.push({ ex: d.exchange, tx: r });
         httpByKey.set(d.exchange.key, list);
@@ -280,6 +283,11 @@ function lastAssistant(turns: Turn[]): Turn | undefined {
 // Responses over HTTP without prompt_cache_key: follow previous_response_id through pointer objects.
 function pointerKey(responseId: string): string { return 'openai-responses:resp:' + responseId; }
 
+/** Keys from prompt_cache_key need no pointers: the next request carries the same key. */
+function needsPointer(ex: Exchange): boolean {
+  return ex.provider === 'openai-responses' && (ex.key.includes(':prefix:') || ex.key.includes(':chain:'));
+}
+
 function resolveChain(store: Store, prev: string): string {
   const p = store.getConversation(conversationId(pointerKey(prev))) as StoredConversation | undefined;
   return p?._target ?? 'openai-responses:chain:' + prev;
@@ -288,8 +296,7 @@ function resolveChain(store: Store, prev: string): string {
 async function writePointers(store: Store, key: string, list: { ex: Exchange; tx: HttpTransaction }[], opts: AssembleOptions): Promise<void> {
   for (const { ex, tx } of list) {
     const rid = ex.reply?.responseId;
-    // keys from prompt_cache_key need no pointers: the next request carries the same key
-    if (ex.provider !== 'openai-responses' || !rid || !(key.includes(':prefix:') || key.includes(':chain:'))) continue;
+    if (!rid || !needsPointer(ex)) continue;
     const pk = pointerKey(rid);
     takeFresh(opts, pk);
     await store.updateConversation(pk, () => internalObject(pk, 'openai-responses', tx.ts, { _target: key }));

@@ -1,0 +1,78 @@
+// HTTP conversations that grow by re-sent history: codex over HTTP (prompt_cache_key),
+// previous_response_id chains, chat retries after an aborted reply, regenerate.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { assembleRecords, conversationId, publicConversation, rebuildConversations, type StoredConversation } from '../../../src/workers/assemble.js';
+import type { Conversation, TransactionRecord } from '../../../src/records.js';
+import type { Store } from '../../../src/store/store.js';
+import { allConversations, httpTx, sse, testStore } from './session-fixtures.js';
+
+async function feed(store: Store, records: TransactionRecord[]) {
+  await store.putTransactions(records);
+  await assembleRecords(store, records);
+}
+async function withStore(fn: (s: Store) => Promise<void>) {
+  const { store, done } = await testStore();
+  try { await fn(store); } finally { await done(); }
+}
+const texts = (c: Conversation) => c.turns.map((t) => `${t.role}:${t.blocks.map((b) => (b.type === 'text' || b.type === 'reasoning' ? b.text : b.type === 'tool_call' ? `call(${b.callId})` : `result(${b.callId}${b.name ? ' ' + b.name : ''})`)).join('|')}${t.incomplete ? ' !' + t.incomplete : ''}`);
+
+const H: [string, string][] = [['originator', 'codex_cli_rs'], ['User-Agent', 'codex_cli_rs/0.46.0']];
+const user = (text: string) => ({ type: 'message', role: 'user', content: [{ type: 'input_text', text }] });
+
+test('codex over HTTP /v1/responses: full history each time, keyed by prompt_cache_key, SSE folded', async () => {
+  await withStore(async (store) => {
+    const call = { type: 'function_call', call_id: 'c1', name: 'shell', arguments: '{"command":["pwd"]}' };
+    const rs = { type: 'reasoning', summary: [{ type: 'summary_text', text: 'Need cwd' }] };
+    const t1 = httpTx({ ts: 1000, host: 'chatgpt.com', path: '/backend-api/codex/responses', headers: H,
+      req: { model: 'gpt-5', instructions: 'sys', input: [user('where am I?')], prompt_cache_key: 'pk-1', stream: true },
+      events: sse([{ type: 'response.created', response: { id: 'r1' } }, { type: 'response.output_item.done', output_index: 0, item: rs }, { type: 'response.output_item.done', output_index: 1, item: call },
+        { type: 'response.completed', response: { id: 'r1', model: 'gpt-5', output: [rs, call], usage: { input_tokens: 10, output_tokens: 5, total_tokens: 15 } } }]) });
+    const t2 = httpTx({ ts: 1010, host: 'chatgpt.com', path: '/backend-api/codex/responses', headers: H,
+      req: { model: 'gpt-5', instructions: 'sys', input: [user('where am I?'), rs, call, { type: 'function_call_output', call_id: 'c1', output: '/repo' }], prompt_cache_key: 'pk-1', stream: true },
+      events: sse([{ type: 'response.created', response: { id: 'r2' } }, { type: 'response.output_text.delta', output_index: 0, content_index: 0, delta: 'In /repo' },
+        { type: 'response.completed', response: { id: 'r2', model: 'gpt-5', output: [{ type: 'message', role: 'assistant', content: [{ type: 'output_text', text: 'In /repo.' }] }] } }]) });
+    await feed(store, [t2]);
+    await feed(store, [t1]);
+    const c = publicConversation(store.getConversation(conversationId('openai-responses:pk-1')) as StoredConversation);
+    assert.deepEqual(texts(c), ['system:sys', 'user:where am I?', 'assistant:Need cwd|call(c1)', 'tool:result(c1 shell)', 'assistant:In /repo.']);
+    assert.equal(c.client, 'codex');
+    assert.deepEqual(c.turns.map((t) => t.source), [[t1.id], [t1.id], [t1.id], [t2.id], [t2.id]]);
+  });
+});
+
+test('previous_response_id chain without prompt_cache_key, incremental and in one rebuild batch', async () => {
+  await withStore(async (store) => {
+    const t1 = httpTx({ ts: 2000, host: 'api.openai.com', path: '/v1/responses', req: { model: 'gpt-5', input: 'hello' },
+      resp: { id: 'ra', status: 'completed', output: [{ type: 'message', role: 'assistant', content: [{ type: 'output_text', text: 'hi!' }] }] } });
+    const t2 = httpTx({ ts: 2010, host: 'api.openai.com', path: '/v1/responses', req: { model: 'gpt-5', input: 'again', previous_response_id: 'ra' },
+      resp: { id: 'rb', status: 'completed', output: [{ type: 'message', role: 'assistant', content: [{ type: 'output_text', text: 'hi again!' }] }] } });
+    const t3 = httpTx({ ts: 2020, host: 'api.openai.com', path: '/v1/responses', req: { model: 'gpt-5', input: [user('bye')], previous_response_id: 'rb' },
+      resp: { id: 'rc', status: 'failed', error: { message: 'boom' }, output: [] } });
+    for (const t of [t1, t2, t3]) await feed(store, [t]);
+    const convs = [...allConversations(store).values()];
+    assert.equal(convs.length, 1);
+    assert.deepEqual(texts(convs[0]), ['user:hello', 'assistant:hi!', 'user:again', 'assistant:hi again!', 'user:bye', 'assistant: !response.failed']);
+    assert.equal(convs[0].turns[5].error, 'boom');
+    assert.equal(convs[0].incomplete, 'response.failed');
+    await rebuildConversations(store);
+    const again = [...allConversations(store).values()];
+    assert.deepEqual(again.map((c) => publicConversation(c as StoredConversation)), convs.map((c) => publicConversation(c as StoredConversation)));
+  });
+});
+
+test('chat: an aborted reply stays (incomplete) when the client retries; a regenerate replaces the last reply; an HTTP error is a turn', async () => {
+  await withStore(async (store) => {
+    const msgs = [{ role: 'user', content: 'write a haiku' }];
+    const ok = (id: string, text: string) => ({ id, model: 'm', choices: [{ index: 0, message: { role: 'assistant', content: text }, finish_reason: 'stop' }] });
+    const cut = httpTx({ ts: 3000, host: 'localhost', path: '/v1/chat/completions', req: { model: 'm', messages: msgs, stream: true },
+      events: sse([{ id: 'x1', model: 'm', choices: [{ index: 0, delta: { content: 'Autumn' } }] }], false), error: 'truncated_stream' });
+    const retry = httpTx({ ts: 3010, host: 'localhost', path: '/v1/chat/completions', req: { model: 'm', messages: msgs }, resp: ok('x2', 'Autumn moon rises') });
+    const regen = httpTx({ ts: 3020, host: 'localhost', path: '/v1/chat/completions', req: { model: 'm', messages: msgs }, resp: ok('x3', 'Cold pond, frog jumps') });
+    const next = httpTx({ ts: 3030, host: 'localhost', path: '/v1/chat/completions', req: { model: 'm', messages: [...msgs, { role: 'assistant', content: 'Cold pond, frog jumps' }, { role: 'user', content: 'another' }] }, status: 429, resp: { error: { message: 'rate limited' } } });
+    await feed(store, [next, regen, cut, retry]);
+    const [c] = [...allConversations(store).values()];
+    assert.deepEqual(texts(c), ['user:write a haiku', 'assistant:Autumn !aborted', 'assistant:Cold pond, frog jumps', 'user:another', 'assistant: !error']);
+    assert.equal(c.turns[4].error, 'HTTP 429: rate limited');
+  });
+});

@@ -1,0 +1,102 @@
+// Endpoint table, user rules, the chat-completions fallback, client detection, and the
+// per-provider folds that need no store.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { classifyHttp, detectClient, DissectRulesError, isOpenaiWsPath, loadDissectRules } from '../../../src/workers/dissect/index.js';
+import { sessionKey } from '../../../src/workers/dissect/anthropic.js';
+import { isScaffolding } from '../../../src/workers/dissect/blocks.js';
+import { foldEvent, foldReply, newFold, responseObjectReply, sseReply } from '../../../src/workers/dissect/openai-responses.js';
+
+const tx = (method: string, host: string, path: string) => ({ method, host, path });
+
+test('endpoint table: provider by method + path', () => {
+  assert.equal(classifyHttp(tx('POST', 'api.openai.com', '/v1/responses'), {}), 'openai-responses');
+  assert.equal(classifyHttp(tx('POST', 'chatgpt.com', '/backend-api/codex/responses'), {}), 'openai-responses');
+  assert.equal(classifyHttp(tx('POST', 'api.openai.com', '/v1/chat/completions'), {}), 'openai-chat');
+  assert.equal(classifyHttp(tx('POST', 'openrouter.ai', '/api/v1/chat/completions'), {}), 'openai-chat');
+  assert.equal(classifyHttp(tx('POST', 'api.anthropic.com', '/v1/messages?beta=true'), {}), 'anthropic');
+  assert.equal(classifyHttp(tx('POST', 'api.anthropic.com', '/v1/messages/count_tokens'), {}), undefined);
+  assert.equal(classifyHttp(tx('POST', 'generativelanguage.googleapis.com', '/v1beta/models/gemini-2.5-pro:generateContent'), {}), 'gemini');
+  assert.equal(classifyHttp(tx('POST', 'generativelanguage.googleapis.com', '/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse'), {}), 'gemini');
+  assert.equal(classifyHttp(tx('GET', 'api.openai.com', '/v1/responses'), {}), undefined, 'GET is not a model call');
+  assert.equal(classifyHttp(tx('POST', 'example.com', '/upload'), { file: 1 }), undefined);
+});
+
+test('fallback: any POST with messages[] + model is chat completions', () => {
+  assert.equal(classifyHttp(tx('POST', 'localhost', '/api/chat'), { model: 'llama3', messages: [] }), 'openai-chat');
+  assert.equal(classifyHttp(tx('POST', 'localhost', '/api/chat'), { messages: [] }), undefined);
+  assert.equal(classifyHttp(tx('PUT', 'localhost', '/api/chat'), { model: 'x', messages: [] }), undefined);
+});
+
+test('user rules from a config file win over the table', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'greytap-rules-'));
+  try {
+    const f = join(dir, 'rules.json');
+    writeFileSync(f, JSON.stringify({ rules: [
+      { host: '*.openai.azure.com', path: '^/openai/deployments/[^/]+/chat', provider: 'openai-chat' },
+      { host: 'llm.corp', path: '/v2/generate', provider: 'anthropic' },
+    ] }));
+    const rules = loadDissectRules(f);
+    assert.equal(classifyHttp(tx('POST', 'eu.openai.azure.com', '/openai/deployments/gpt4/chat/x?api-version=1'), {}, rules), 'openai-chat');
+    assert.equal(classifyHttp(tx('POST', 'llm.corp', '/v2/generate/stream'), {}, rules), 'anthropic');
+    assert.equal(classifyHttp(tx('POST', 'other.corp', '/v2/generate'), {}, rules), undefined);
+    writeFileSync(f, JSON.stringify({ rules: [{ host: 'x', provider: 'nope' }] }));
+    assert.throws(() => loadDissectRules(f), (e: Error) => e instanceof DissectRulesError && /rule 0/.test(e.message));
+    writeFileSync(f, '{"rules": [{"host": "x", "path": "^(", "provider": "gemini"}]}');
+    assert.throws(() => loadDissectRules(f), DissectRulesError);
+    assert.throws(() => loadDissectRules(join(dir, 'missing.json')), DissectRulesError);
+  } finally { rmSync(dir, { recursive: true, force: true }); }
+});
+
+test('WebSocket: Responses API by path', () => {
+  assert.equal(isOpenaiWsPath('/v1/responses'), true);
+  assert.equal(isOpenaiWsPath('/backend-api/codex/responses?x=1'), true);
+  assert.equal(isOpenaiWsPath('/socket'), false);
+  assert.equal(isOpenaiWsPath('/socket', [{ host: 'ws.test', path: '/socket', provider: 'openai-ws' }], 'ws.test'), true);
+});
+
+test('client detection from headers', () => {
+  assert.equal(detectClient([['originator', 'codex_cli_rs'], ['User-Agent', 'x']]), 'codex');
+  assert.equal(detectClient([['User-Agent', 'codex_exec/0.46.0']]), 'codex');
+  assert.equal(detectClient([['x-codex-turn-metadata', '{}']]), 'codex');
+  assert.equal(detectClient([['user-agent', 'claude-cli/2.0.14 (external, cli)']]), 'claude-code');
+  assert.equal(detectClient([['User-Agent', 'GeminiCLI/0.9.0 (linux; x64)']]), 'gemini-cli');
+  assert.equal(detectClient([['User-Agent', 'opencode/0.15.0 ai-sdk/provider-utils']]), 'opencode');
+  assert.equal(detectClient([['User-Agent', 'OpenAI/Python 1.99'], ['X-Title', 'Aider']]), 'aider');
+  assert.equal(detectClient([['User-Agent', 'curl/7.88.1']]), 'generic');
+  assert.equal(detectClient(undefined), 'generic');
+});
+
+test('Claude Code session id from metadata.user_id', () => {
+  assert.equal(sessionKey('user_abc_account_0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0_session_7f1c2a9e-3b4d-4e5f-8a6b-1c2d3e4f5a6b'), '7f1c2a9e-3b4d-4e5f-8a6b-1c2d3e4f5a6b');
+  assert.equal(sessionKey('{"device_id":"d","session_id":"s-1"}'), 's-1');
+  assert.equal(sessionKey('plain-user'), 'plain-user');
+});
+
+test('scaffolding markers', () => {
+  for (const t of ['<environment_context>x', '  <system-reminder>y', '# AGENTS.md instructions for /r', '<user_instructions>', '<permissions instructions>']) assert.equal(isScaffolding(t), true, t);
+  for (const t of ['fix the bug', 'see <environment_context> above']) assert.equal(isScaffolding(t), false, t);
+});
+
+test('Responses fold: completed output wins over the deltas; deltas stand when the stream is cut', () => {
+  const f = newFold();
+  foldEvent(f, { type: 'response.created', response: { id: 'r1', model: 'm' } });
+  foldEvent(f, { type: 'response.output_item.added', output_index: 0, item: { type: 'message', role: 'assistant', content: [] } });
+  foldEvent(f, { type: 'response.output_text.delta', output_index: 0, content_index: 0, delta: 'Hel' });
+  assert.deepEqual(foldReply(f, false), { blocks: [{ type: 'text', text: 'Hel' }], responseId: 'r1', model: 'm', streaming: true });
+  assert.deepEqual(foldReply(f, true), { blocks: [{ type: 'text', text: 'Hel' }], responseId: 'r1', model: 'm', incomplete: 'aborted' });
+  foldEvent(f, { type: 'response.completed', response: { id: 'r1', output: [{ type: 'message', role: 'assistant', content: [{ type: 'output_text', text: 'Hello' }] }], usage: { input_tokens: 3, output_tokens: 1, total_tokens: 4 } } });
+  assert.deepEqual(foldReply(f, true), { blocks: [{ type: 'text', text: 'Hello' }], responseId: 'r1', model: 'm', usage: { inputTokens: 3, outputTokens: 1, totalTokens: 4 } });
+});
+
+test('Responses: incomplete / error / JSON body / SSE without a terminal event', () => {
+  assert.deepEqual(responseObjectReply({ id: 'r', status: 'incomplete', incomplete_details: { reason: 'max_output_tokens' }, output: [{ type: 'message', role: 'assistant', content: [{ type: 'output_text', text: 'par' }] }] }),
+    { blocks: [{ type: 'text', text: 'par' }], responseId: 'r', incomplete: 'response.incomplete', error: 'max_output_tokens' });
+  const f = newFold();
+  foldEvent(f, { type: 'error', error: { message: 'Rate limit reached' } });
+  assert.deepEqual(foldReply(f, false), { blocks: [], incomplete: 'error', error: 'Rate limit reached' });
+  assert.deepEqual(sseReply([{ event: 'response.created', data: '{"response":{"id":"r9"}}' }, { data: 'not json' }], true), { blocks: [], responseId: 'r9', incomplete: 'aborted' });
+});

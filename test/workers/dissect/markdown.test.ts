@@ -1,0 +1,30 @@
+// `greytap conversations --format markdown`: roles, folded scaffolding, tool calls and results
+// fenced so their content cannot break out, usage and sources.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { conversationMarkdown } from '../../../src/api/conversation-markdown.js';
+import type { Conversation } from '../../../src/records.js';
+
+test('conversation rendered as Markdown', () => {
+  const c: Conversation = {
+    id: 'abc', key: 'k', client: 'codex', provider: 'openai-ws', model: 'gpt-5-codex', startedTs: 0, updatedTs: 1000, incomplete: 'aborted',
+    turns: [
+      { role: 'user', blocks: [{ type: 'text', text: '<environment_context>\n<cwd>/r</cwd>\n</environment_context>', scaffolding: true }, { type: 'text', text: 'list files' }], source: ['01'] },
+      { role: 'assistant', blocks: [{ type: 'reasoning', text: 'Plan\nthen act' }, { type: 'tool_call', callId: 'c1', name: 'shell', arguments: { command: ['ls'] } }], usage: { inputTokens: 10, cachedTokens: 4, outputTokens: 3, reasoningTokens: 1, totalTokens: 13 }, source: ['02', '09'] },
+      { role: 'tool', blocks: [{ type: 'tool_result', callId: 'c1', name: 'shell', output: 'a\n```\nb' }], source: ['10'] },
+      { role: 'assistant', blocks: [{ type: 'text', text: 'Par' }], incomplete: 'aborted', source: ['11'] },
+    ],
+  };
+  const md = conversationMarkdown(c);
+  assert.match(md, /^# Conversation abc\n/);
+  assert.match(md, /- client: codex\n- provider: openai-ws\n- model: gpt-5-codex\n/);
+  assert.match(md, /- incomplete: aborted/);
+  assert.match(md, /## 1\. User\n\n<details><summary>scaffolding: &lt;environment_context><\/summary>/);
+  assert.match(md, /\nlist files\n/);
+  assert.match(md, /> Plan\n> then act/);
+  assert.match(md, /\*\*tool call\*\* `shell` \(c1\)\n\n```json\n\{\n  "command": \[\n    "ls"\n  \]\n\}\n```/);
+  assert.match(md, /_usage: input 10 \(cached 4\), output 3 \(reasoning 1\), total 13_/);
+  assert.match(md, /\*\*tool result\*\* `shell` \(c1\)\n\n````\na\n```\nb\n````/, 'fence longer than the content\'s backticks');
+  assert.match(md, /## 4\. Assistant \(incomplete: aborted\)/);
+  assert.match(md, /<sub>source: 02, 09<\/sub>/);
+});
