@@ -141,6 +141,8 @@ export class HttpTap implements Tap {
 
   private onResponseHead(h: ResponseHead): void {
     if (h.informational) return; // 100 Continue / 103: the final response follows for the same request
+    // An Upgrade/CONNECT request the origin refused: the request side goes back to parsing HTTP.
+    if (h.status !== 101 && this.reqParser.state === 'held') this.reqParser.resume();
     const ex = this.exchanges.find((e) => !e.resp);
     if (!ex) return this.fail(undefined, `response ${h.status} without a request`);
     ex.resp = h;
@@ -175,15 +177,17 @@ export class HttpTap implements Tap {
     if (rest.length) this.ws.fromServer(rest);
   }
 
-  /** Malformed HTTP: record it and stop watching; the pipe keeps forwarding raw. */
+  /** Malformed or cut-short HTTP: record it and stop watching; the pipe keeps forwarding raw. */
   private fail(ex: Exchange | undefined, detail: string): void {
-    decodeErrors.inc({ kind: 'bad_http' });
+    // the parser reports a message cut by the close as bad_http with a "truncated…" detail
+    const code: ErrorCode = detail.startsWith('truncated') ? 'truncated_stream' : 'bad_http';
+    decodeErrors.inc({ kind: code });
     const target = ex ?? this.exchanges[0];
-    if (target) { target.error = 'bad_http'; target.errorDetail = detail; }
+    if (target) { target.error = code; target.errorDetail = detail; }
     for (const e of this.exchanges.splice(0)) this.submit(e);
     if (!target) {
       // nothing to attach it to: record a transaction that only says what went wrong
-      this.o.pool.http({ ...this.emptyTask(), error: 'bad_http', errorDetail: detail }, this.o.conn.id);
+      this.o.pool.http({ ...this.emptyTask(), error: code, errorDetail: detail }, this.o.conn.id);
     }
     this.mode = 'raw';
   }
