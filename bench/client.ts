@@ -1,0 +1,258 @@
+// The load client, in a process of its own (forked by the runner once per workload × contender).
+// Receives one ClientJob over IPC, opens its connections (not timed), runs a closed loop for
+// warm-up + the measured window, lets in-flight operations finish (bounded), and sends back a
+// ClientResult. Only operations that complete inside the window count towards rates and
+// latencies; `wire` counts everything, for the capture-completeness check.
+import http from 'node:http';
+import type tls from 'node:tls';
+import { WebSocket } from 'ws';
+import { dialTls, target } from './dial.js';
+import { LatencyRecorder } from './latency.js';
+import { messagePool, jsonMessage } from './payload.js';
+import type { ClientJob, ClientResult, Route, Workload } from './protocol.js';
+
+const now = () => performance.now();
+
+class Run {
+  readonly lat = new LatencyRecorder();
+  ops = 0;
+  bytes = 0;
+  errors = 0;
+  firstError?: string;
+  wire = { wsClient: 0, wsServer: 0, httpExchanges: 0 };
+  start = 0;
+  warmEnd = 0;
+  end = 0;
+
+  constructor(readonly job: ClientJob) {}
+  begin(): void {
+    this.start = now();
+    this.warmEnd = this.start + this.job.warmupMs;
+    this.end = this.warmEnd + this.job.durationMs;
+  }
+  running(): boolean { return now() < this.end; }
+  inWindow(t: number): boolean { return t >= this.warmEnd && t < this.end; }
+  /** One completed operation at time t that started at t0 and moved `bytes` payload bytes. */
+  done(t0: number, t: number, bytes: number): void {
+    if (!this.inWindow(t)) return;
+    this.ops++;
+    this.bytes += bytes;
+    this.lat.add(t - t0);
+  }
+  fail(e: unknown): void {
+    this.errors++;
+    this.firstError ??= e instanceof Error ? e.message : String(e);
+  }
+  result(): ClientResult {
+    return {
+      ok: this.ops > 0,
+      ops: this.ops,
+      bytes: this.bytes,
+      elapsedMs: this.job.durationMs,
+      latency: this.lat.summary(),
+      errors: this.errors,
+      firstError: this.firstError,
+      wire: this.wire,
+    };
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const hostHeader = (route: Route, hostIdx: number | null) => { const t = target(route, hostIdx); return `${t.host}:${t.port}`; };
+
+// ── WebSocket echo (workloads a, b, c) ────────────────────────────────────────────────────────────
+
+function openWs(route: Route, deflate: boolean, maxPayload: number): Promise<WebSocket> {
+  return dialTls(route, null).then((sock) => new Promise<WebSocket>((resolve, reject) => {
+    // The TLS socket is already through the proxy; ws writes its upgrade request on it.
+    const ws = new WebSocket(`ws://${hostHeader(route, null)}/ws?deflate=${deflate ? 1 : 0}`, {
+      createConnection: () => sock,
+      perMessageDeflate: deflate ? { threshold: 0 } : false,
+      maxPayload,
+      handshakeTimeout: 15_000,
+    });
+    ws.once('open', () => { ws.removeListener('error', reject); resolve(ws); });
+    ws.once('error', reject);
+  }));
+}
+
+async function wsEcho(run: Run, w: Workload): Promise<void> {
+  const pool = messagePool(w.msgBytes ?? 1024);
+  const size = pool[0].length;
+  const conns = await Promise.all(Array.from({ length: w.concurrency }, () => openWs(run.job.route, !!w.deflate, size * 2)));
+  run.begin();
+  await Promise.all(conns.map((ws, k) => new Promise<void>((resolve) => {
+    let i = k * 31;
+    let sentAt = 0;
+    let finished = false;
+    const finish = () => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(drainTimer);
+      ws.close(1000);
+      const t = setTimeout(() => { ws.terminate(); resolve(); }, 2000);
+      ws.once('close', () => { clearTimeout(t); resolve(); });
+    };
+    const drainTimer = setTimeout(() => { run.fail(new Error('echo not back before drain deadline')); finish(); }, run.end - now() + run.job.drainMs);
+    const sendNext = () => {
+      if (!run.running()) { finish(); return; }
+      sentAt = now();
+      ws.send(pool[i++ % pool.length], { binary: false });
+      run.wire.wsClient++;
+    };
+    ws.on('message', (data: Buffer) => {
+      const t = now();
+      run.wire.wsServer++;
+      if (data.length !== size) run.fail(new Error(`echo of ${data.length} bytes, sent ${size}`));
+      run.done(sentAt, t, 2 * size);
+      sendNext();
+    });
+    ws.on('error', (e) => { run.fail(e); finish(); });
+    ws.on('close', (code) => { if (!finished) { run.fail(new Error(`closed by peer (${code})`)); finished = true; clearTimeout(drainTimer); resolve(); } });
+    sendNext();
+  })));
+}
+
+// ── HTTP over a keep-alive agent whose connections go through the route (workloads d, e, bulk) ────
+
+function tunnelAgent(route: Route, sockets: number): http.Agent {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: sockets, maxFreeSockets: sockets });
+  // Agent#createConnection may answer through its callback (Node's agent supports the async form).
+  Object.assign(agent, {
+    createConnection: (_o: unknown, cb: (e: Error | null, s?: tls.TLSSocket) => void) => {
+      dialTls(route, null).then((s) => cb(null, s), (e: Error) => cb(e));
+      return undefined;
+    },
+  });
+  return agent;
+}
+
+interface Exchange { method: string; path: string; body?: Buffer; onData?: (chunk: Buffer) => void }
+
+function request(run: Run, agent: http.Agent, x: Exchange): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = { host: hostHeader(run.job.route, null) };
+    if (x.body) { headers['content-type'] = 'application/json'; headers['content-length'] = String(x.body.length); }
+    const req = http.request({ agent, method: x.method, path: x.path, headers });
+    const deadline = setTimeout(() => req.destroy(new Error('request timed out')), Math.max(1000, run.end - now()) + run.job.drainMs);
+    req.on('response', (res) => {
+      let n = 0;
+      if (res.statusCode !== 200) reject(new Error(`status ${res.statusCode}`));
+      res.on('data', (c: Buffer) => { n += c.length; x.onData?.(c); });
+      res.on('end', () => { clearTimeout(deadline); run.wire.httpExchanges++; resolve(n); });
+      res.on('error', (e) => { clearTimeout(deadline); reject(e); });
+    });
+    req.on('error', (e) => { clearTimeout(deadline); reject(e); });
+    req.end(x.body);
+  });
+}
+
+/** Runs `op` in `concurrency` closed loops until the window ends; the first op of each loop opens its connection before timing starts. */
+async function loops(run: Run, concurrency: number, op: () => Promise<void>, warm?: () => Promise<void>): Promise<void> {
+  if (warm) await Promise.all(Array.from({ length: concurrency }, warm));
+  run.begin();
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (run.running()) {
+      try { await op(); } catch (e) { run.fail(e); await sleep(50); }
+    }
+  }));
+}
+
+async function httpReqResp(run: Run, w: Workload): Promise<void> {
+  const agent = tunnelAgent(run.job.route, w.concurrency);
+  const body = w.msgBytes ? jsonMessage(w.msgBytes, 7) : undefined;
+  const path = `/http?resp=${w.respBytes ?? 1024}`;
+  const x: Exchange = { method: body ? 'POST' : 'GET', path, body };
+  const op = async () => {
+    const t0 = now();
+    const n = await request(run, agent, x);
+    run.done(t0, now(), n + (body?.length ?? 0));
+  };
+  await loops(run, w.concurrency, op, async () => { await request(run, agent, x); });
+  agent.destroy();
+}
+
+async function sseStreams(run: Run, w: Workload): Promise<void> {
+  const agent = tunnelAgent(run.job.route, w.concurrency);
+  const path = `/sse?n=${w.events ?? 1000}`;
+  const op = async () => {
+    let tail = '';
+    await request(run, agent, {
+      method: 'GET', path,
+      onData: (c) => {
+        const t = now();
+        const tNs = process.hrtime.bigint();
+        const text = tail + c.toString('latin1');
+        const parts = text.split('\n\n');
+        tail = parts.pop() ?? '';
+        for (const ev of parts) {
+          // Server clock in the event: process.hrtime is CLOCK_MONOTONIC, shared by processes on a host.
+          const m = /"t":"(\d+)"/.exec(ev);
+          if (!m) continue;
+          run.done(t - Number(tNs - BigInt(m[1])) / 1e6, t, ev.length + 2);
+        }
+      },
+    });
+  };
+  await loops(run, w.concurrency, op, async () => { await request(run, agent, { method: 'GET', path: '/sse?n=1' }); });
+  agent.destroy();
+}
+
+async function bulkDownload(run: Run, w: Workload): Promise<void> {
+  const agent = tunnelAgent(run.job.route, 1);
+  const path = `/bulk?bytes=${w.bulkBytes ?? 64 << 20}`;
+  const op = async () => {
+    const t0 = now();
+    // Bytes count when they arrive inside the window, so a download cut by the window still counts.
+    await request(run, agent, { method: 'GET', path, onData: (c) => { if (run.inWindow(now())) run.bytes += c.length; } });
+    const t = now();
+    if (run.inWindow(t)) { run.ops++; run.lat.add(t - t0); }
+  };
+  await loops(run, 1, op, async () => { await request(run, agent, { method: 'GET', path: '/bulk?bytes=1024' }); });
+  agent.destroy();
+  if (run.bytes > 0 && run.ops === 0) run.ops = 1; // one download longer than the window: the byte rate is the result
+}
+
+// ── Connection churn (workload f): a new TLS connection per request, cycling host names ──────────
+
+async function churn(run: Run, w: Workload): Promise<void> {
+  const hosts = w.hosts ?? 100;
+  let next = 0;
+  const op = async () => {
+    const idx = (next++ % hosts) + 1;
+    const t0 = now();
+    const s = await dialTls(run.job.route, idx);
+    const reply = await new Promise<Buffer>((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      const timer = setTimeout(() => s.destroy(new Error('response timed out')), 15_000);
+      s.on('data', (c: Buffer) => chunks.push(c));
+      s.once('end', () => { clearTimeout(timer); s.destroy(); resolve(Buffer.concat(chunks)); });
+      s.once('error', (e) => { clearTimeout(timer); reject(e); });
+      s.write(`GET /http?resp=256 HTTP/1.1\r\nHost: ${hostHeader(run.job.route, idx)}\r\nConnection: close\r\n\r\n`);
+    });
+    if (!reply.subarray(0, 12).toString('latin1').startsWith('HTTP/1.1 200')) throw new Error(`churn: bad reply ${reply.subarray(0, 40).toString('latin1')}`);
+    run.wire.httpExchanges++;
+    run.done(t0, now(), reply.length);
+  };
+  await loops(run, w.concurrency, op);
+}
+
+const KINDS = { ws: wsEcho, http: httpReqResp, sse: sseStreams, bulk: bulkDownload, churn };
+
+async function main(job: ClientJob): Promise<ClientResult> {
+  const run = new Run(job);
+  try {
+    await KINDS[job.workload.kind](run, job.workload);
+  } catch (e) {
+    run.fail(e);
+  }
+  return run.result();
+}
+
+process.once('message', (job: ClientJob) => {
+  // Every loop is bounded by the window; this is the backstop if something hangs anyway.
+  const hard = setTimeout(() => process.exit(3), job.warmupMs + job.durationMs + job.drainMs + 30_000);
+  hard.unref();
+  void main(job).then((r) => process.send?.(r, () => process.exit(0)));
+});
+process.on('disconnect', () => process.exit(0));

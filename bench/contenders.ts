@@ -1,0 +1,198 @@
+// The contenders: how each is started on 127.0.0.1 in a process of its own, how the client
+// reaches the upstream through it (Route), and what it is told to trust. `sees` documents exactly
+// what each one is asked to do, so the table compares like with like.
+import net from 'node:net';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { forkChild, lastLines, spawnChild, stopChild, waitReady, type Child } from './children.js';
+import { BENCH_DOMAIN, type BenchPki } from './certs.js';
+import type { Route } from './protocol.js';
+
+export interface StartCtx {
+  tmp: string;
+  pki: BenchPki;
+  upstreamPort: number;
+  /** churn host names h1..hN.bench.test that a name-addressed proxy must be able to map */
+  hosts: number;
+  /** greytap --workers */
+  workers: number;
+  /** directory for greytap's --cpu-prof output, or undefined */
+  cpuProfDir?: string;
+  repoRoot: string;
+  benchDir: string; // compiled bench modules (dist/bench)
+}
+
+export interface Running {
+  /** the proxy's process, for CPU and RSS; null for direct */
+  pid: number | null;
+  route: Route;
+  /** greytap only: its Prometheus endpoint */
+  metricsUrl?: string;
+  alive(): boolean;
+  tail(): string;
+  stop(): Promise<void>;
+}
+
+export interface Contender {
+  name: string;
+  /** only with --full */
+  fullOnly?: boolean;
+  what: string;
+  sees: string;
+  start(ctx: StartCtx): Promise<Running>;
+}
+
+/** The contender cannot run here at all (not installed): reported as "unavailable". */
+export class Unavailable extends Error {}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Polls `probe` every 200 ms until it is true; fails early when the child has exited. */
+async function until(c: Child, what: string, timeoutMs: number, probe: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (c.exited()) throw new Error(`exited before ${what}: ${lastLines(c.tail(), 3) || '(no output)'}`);
+    if (await probe().catch(() => false)) return;
+    await sleep(200);
+  }
+  throw new Error(`no ${what} after ${timeoutMs / 1000} s: ${lastLines(c.tail(), 2)}`);
+}
+
+function tcpOpen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port }, () => { s.destroy(); resolve(true); });
+    s.once('error', () => resolve(false));
+    s.setTimeout(1000, () => { s.destroy(); resolve(false); });
+  });
+}
+
+function running(c: Child | null, route: Route, stop: () => Promise<void>, metricsUrl?: string): Running {
+  return {
+    pid: c?.proc.pid ?? null,
+    route,
+    metricsUrl,
+    alive: () => (c ? !c.exited() : true),
+    tail: () => c?.tail() ?? '',
+    stop,
+  };
+}
+
+function hasCommand(cmd: string): boolean {
+  try { execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }); return true; } catch { return false; }
+}
+
+const direct: Contender = {
+  name: 'direct',
+  what: 'no proxy: client → upstream TLS (the ceiling)',
+  sees: 'nothing; the client dials 127.0.0.1:PORT with SNI bench.test and trusts the bench CA',
+  async start(ctx) {
+    return running(null, { proxy: null, addressing: 'ip', upstreamPort: ctx.upstreamPort, caFile: ctx.pki.upstreamCaFile }, async () => {});
+  },
+};
+
+const pipe: Contender = {
+  name: 'tls-pipe',
+  what: 'minimal Node TLS-terminating pipe in the bench: decrypt, write, encrypt; no parsing, no capture',
+  sees: 'CONNECT 127.0.0.1:PORT; terminates TLS with one pre-made leaf (bench.test, *.bench.test); dials the CONNECT target with the client SNI',
+  async start(ctx) {
+    const cfg = join(ctx.tmp, 'pipe.json');
+    writeFileSync(cfg, JSON.stringify({ key: ctx.pki.pipeLeaf.key, cert: ctx.pki.pipeLeaf.cert, upstreamCa: ctx.pki.upstreamCaPem }));
+    const c = forkChild(join(ctx.benchDir, 'pipe.js'), [cfg]);
+    const r = await waitReady(c, 15_000);
+    return running(c, { proxy: { type: 'http', host: '127.0.0.1', port: r.port }, addressing: 'ip', upstreamPort: ctx.upstreamPort, caFile: ctx.pki.pipeCaFile }, () => stopChild(c));
+  },
+};
+
+function greytap(socks: boolean): Contender {
+  return {
+    name: socks ? 'greytap-socks5' : 'greytap',
+    fullOnly: socks,
+    what: `greytap serve (capture on, --workers N) via its ${socks ? 'SOCKS5' : 'HTTP CONNECT'} listener`,
+    sees: `${socks ? 'SOCKS5 CONNECT (domain name)' : 'CONNECT'} bench.test:PORT / hN.bench.test:PORT, with --map for each name to 127.0.0.1:PORT and --upstream-ca bench CA; mints its own leaf per SNI`,
+    async start(ctx) {
+      const bin = join(ctx.repoRoot, 'bin', 'greytap.js');
+      const cli = join(ctx.repoRoot, 'dist', 'src', 'cli.js');
+      if (!existsSync(bin) || !existsSync(cli)) throw new Error(`${existsSync(bin) ? 'dist/src/cli.js' : 'bin/greytap.js'} missing (greytap not built yet)`);
+      const [http, socksPort, api] = [await freePort(), await freePort(), await freePort()];
+      const dataDir = join(ctx.tmp, socks ? 'greytap-socks-data' : 'greytap-data');
+      const maps = [BENCH_DOMAIN, ...Array.from({ length: ctx.hosts }, (_, i) => `h${i + 1}.${BENCH_DOMAIN}`)]
+        .flatMap((h) => ['--map', `${h}:${ctx.upstreamPort}=127.0.0.1:${ctx.upstreamPort}`]);
+      const nodeArgs = ctx.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', ctx.cpuProfDir] : [];
+      const args = [...nodeArgs, bin, 'serve', '--data-dir', dataDir, '--http-proxy', `127.0.0.1:${http}`, '--socks', `127.0.0.1:${socksPort}`,
+        '--api', `127.0.0.1:${api}`, '--upstream-ca', ctx.pki.upstreamCaFile, '--workers', String(ctx.workers), ...maps];
+      const c = spawnChild(process.execPath, args, { cwd: ctx.repoRoot });
+      const stop = () => stopChild(c, 'SIGINT', 15_000); // SIGINT: flush captured records (and write the CPU profile)
+      try {
+        const base = `http://127.0.0.1:${api}`;
+        await until(c, '/healthz 200', 30_000, async () => (await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(1000) })).status === 200);
+        let caFile = join(dataDir, 'ca', 'greytap-ca.pem');
+        if (!existsSync(caFile)) {
+          const r = await fetch(`${base}/ca.pem`, { signal: AbortSignal.timeout(5000) });
+          if (!r.ok) throw new Error(`GET /ca.pem: ${r.status}`);
+          caFile = join(ctx.tmp, `${socks ? 'greytap-socks' : 'greytap'}-ca.pem`);
+          writeFileSync(caFile, await r.text());
+        }
+        const proxy = socks ? { type: 'socks5' as const, host: '127.0.0.1', port: socksPort } : { type: 'http' as const, host: '127.0.0.1', port: http };
+        return running(c, { proxy, addressing: 'name', upstreamPort: ctx.upstreamPort, caFile }, stop, `${base}/metrics`);
+      } catch (e) {
+        await stop();
+        throw e;
+      }
+    },
+  };
+}
+
+function mitmdump(mode: 'regular' | 'socks5'): Contender {
+  return {
+    name: mode === 'regular' ? 'mitmdump' : 'mitmdump-socks5',
+    fullOnly: mode === 'socks5',
+    what: `mitmproxy's mitmdump --mode ${mode} (Debian package, defaults)`,
+    sees: `${mode === 'regular' ? 'CONNECT' : 'SOCKS5 CONNECT (IPv4)'} 127.0.0.1:PORT (it cannot map names); SNI bench.test / hN.bench.test, which it uses for its leaf and for upstream SNI/verification against --set ssl_verify_upstream_trusted_ca`,
+    async start(ctx) {
+      if (!hasCommand('mitmdump')) throw new Unavailable('mitmdump not installed (bench/install-peers.sh installs Debian mitmproxy)');
+      const port = await freePort();
+      const confdir = join(ctx.tmp, `mitmproxy-${mode}`);
+      mkdirSync(confdir, { recursive: true });
+      const c = spawnChild('mitmdump', ['--mode', mode, '--listen-host', '127.0.0.1', '--listen-port', String(port),
+        '--set', `confdir=${confdir}`, '--set', `ssl_verify_upstream_trusted_ca=${ctx.pki.upstreamCaFile}`, '-q']);
+      const caFile = join(confdir, 'mitmproxy-ca-cert.pem');
+      try {
+        await until(c, 'listening port', 30_000, async () => existsSync(caFile) && (await tcpOpen(port)));
+      } catch (e) {
+        await stopChild(c);
+        throw e;
+      }
+      const proxy = { type: mode === 'regular' ? 'http' as const : 'socks5' as const, host: '127.0.0.1', port };
+      return running(c, { proxy, addressing: 'ip', upstreamPort: ctx.upstreamPort, caFile }, () => stopChild(c));
+    },
+  };
+}
+
+const httpMitmProxy: Contender = {
+  name: 'http-mitm-proxy',
+  what: 'http-mitm-proxy 1.1 (npm), keepAlive on, no handlers but a host-mapping hook',
+  sees: 'CONNECT bench.test:PORT / hN.bench.test:PORT (its leaf is per CONNECT host); a hook dials 127.0.0.1 keeping the name as SNI; bench CA via NODE_EXTRA_CA_CERTS',
+  async start(ctx) {
+    const sslCaDir = join(ctx.tmp, 'http-mitm-proxy');
+    const cfg = join(ctx.tmp, 'hmp.json');
+    writeFileSync(cfg, JSON.stringify({ sslCaDir }));
+    const c = forkChild(join(ctx.benchDir, 'hmp.js'), [cfg], { ...process.env, NODE_EXTRA_CA_CERTS: ctx.pki.upstreamCaFile });
+    let r;
+    try { r = await waitReady(c, 60_000); } catch (e) { await stopChild(c); throw new Error(`${(e as Error).message}: ${lastLines(c.tail(), 2)}`); }
+    return running(c, { proxy: { type: 'http', host: '127.0.0.1', port: r.port }, addressing: 'name', upstreamPort: ctx.upstreamPort, caFile: r.caFile! }, () => stopChild(c));
+  },
+};
+
+export const CONTENDERS: Contender[] = [direct, pipe, greytap(false), greytap(true), mitmdump('regular'), mitmdump('socks5'), httpMitmProxy];

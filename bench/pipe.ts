@@ -1,0 +1,43 @@
+// The "TLS pipe" contender: the physical ceiling of a Node MITM on this box. An HTTP CONNECT
+// listener that terminates TLS with one pre-generated leaf (bench.test, *.bench.test), dials the
+// CONNECT target over TLS with the client's SNI, and pipes both ways. No parsing, no capture, no
+// per-host certificates. argv[2]: JSON file { key, cert, upstreamCa } (PEM).
+import net from 'node:net';
+import tls from 'node:tls';
+import { readFileSync } from 'node:fs';
+import type { ReadyMessage } from './protocol.js';
+
+const { key, cert, upstreamCa } = JSON.parse(readFileSync(process.argv[2], 'utf8')) as { key: string; cert: string; upstreamCa: string };
+const ctx = tls.createSecureContext({ key, cert });
+
+const server = net.createServer({ noDelay: true }, (client) => {
+  client.on('error', () => client.destroy());
+  let head = Buffer.alloc(0);
+  const onHead = (c: Buffer) => {
+    head = Buffer.concat([head, c]);
+    const end = head.indexOf('\r\n\r\n');
+    if (end < 0) { if (head.length > 8192) client.destroy(); return; }
+    client.removeListener('data', onHead);
+    const m = /^CONNECT ([^\s:]+):(\d+) /.exec(head.toString('latin1'));
+    if (!m) { client.end('HTTP/1.1 400 Bad Request\r\n\r\n'); return; }
+    client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+    const down = new tls.TLSSocket(client, { isServer: true, secureContext: ctx, ALPNProtocols: ['http/1.1'] });
+    down.on('error', () => down.destroy());
+    down.once('secure', () => {
+      const sni = (down as tls.TLSSocket & { servername?: string | false }).servername || m[1];
+      const up = tls.connect({ host: m[1], port: Number(m[2]), servername: sni, ca: upstreamCa, ALPNProtocols: ['http/1.1'] });
+      up.setNoDelay(true);
+      up.on('error', () => { up.destroy(); down.destroy(); });
+      down.on('close', () => up.destroy());
+      up.on('close', () => down.destroy());
+      down.pipe(up);
+      up.pipe(down);
+    });
+  };
+  client.on('data', onHead);
+});
+server.listen(0, '127.0.0.1', () => {
+  const msg: ReadyMessage = { ready: true, port: (server.address() as net.AddressInfo).port };
+  process.send?.(msg);
+});
+process.on('disconnect', () => process.exit(0));

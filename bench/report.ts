@@ -1,0 +1,152 @@
+// Results: the JSON shape, ratios against direct (and the TLS pipe), and the two renderings —
+// a Markdown table per workload and a hand-written SVG bar chart (no dependencies).
+import type { LatencySummary, Workload } from './protocol.js';
+
+export type RowStatus = 'ok' | 'failed to start' | 'unavailable' | 'crashed' | 'error' | 'skipped';
+
+export interface CaptureCheck {
+  /** messages (WS, both directions) or HTTP exchanges the client completed, warm-up and drain included */
+  expected: number;
+  /** records greytap committed meanwhile (store_records_total delta of the matching kinds) */
+  committed: number;
+  completeness: number;
+  dropped: number;
+  droppedByReason: Record<string, number>;
+}
+
+export interface Row {
+  workload: string;
+  contender: string;
+  status: RowStatus;
+  reason?: string;
+  opsPerSec?: number;
+  mbPerSec?: number;
+  latencyMs?: LatencySummary | null;
+  /** contender percentile minus direct's, same workload, same run */
+  addedLatencyMs?: { p50: number; p99: number; p999: number } | null;
+  ratioVsDirect?: number | null;
+  ratioVsPipe?: number | null;
+  proxyCpuSeconds?: number | null;
+  /** proxy CPU seconds per second of wall time in the window (1.0 = one core busy) */
+  proxyCores?: number | null;
+  proxyPeakRssMiB?: number | null;
+  capture?: CaptureCheck | null;
+  errors?: number;
+  firstError?: string;
+  /** throughput of every round (null = that round failed); the row holds the best one */
+  rounds?: (number | null)[];
+}
+
+export interface ContenderInfo { name: string; what: string; sees: string; status: 'ok' | 'failed to start' | 'unavailable' | 'crashed'; reason?: string }
+
+export interface BenchResult {
+  version: 1;
+  profile: string;
+  startedAt: string;
+  wallSeconds: number;
+  machine: { cpus: number; cpuModel: string; node: string; kernel: string; mitmproxy: string | null; greytapCommit: string | null };
+  settings: { warmupMs: number; durationMs: number; rounds: number; greytapWorkers: number };
+  contenders: ContenderInfo[];
+  workloads: Workload[];
+  rows: Row[];
+}
+
+/** Throughput used for ratios: MB/s for bulk, operations/s otherwise. */
+const rate = (r: Row, w: Workload) => (w.kind === 'bulk' ? r.mbPerSec : r.opsPerSec);
+
+/** Fills ratios and added latency from the direct (and tls-pipe) rows of the same workload. */
+export function addRatios(rows: Row[], workloads: Workload[]): void {
+  for (const w of workloads) {
+    const mine = rows.filter((r) => r.workload === w.id);
+    const base = mine.find((r) => r.contender === 'direct' && r.status === 'ok');
+    const pipe = mine.find((r) => r.contender === 'tls-pipe' && r.status === 'ok');
+    for (const r of mine) {
+      if (r.status !== 'ok') continue;
+      const v = rate(r, w) ?? 0;
+      r.ratioVsDirect = base && rate(base, w) ? v / rate(base, w)! : null;
+      r.ratioVsPipe = pipe && rate(pipe, w) ? v / rate(pipe, w)! : null;
+      const bl = base?.latencyMs;
+      r.addedLatencyMs = bl && r.latencyMs ? { p50: r.latencyMs.p50 - bl.p50, p99: r.latencyMs.p99 - bl.p99, p999: r.latencyMs.p999 - bl.p999 } : null;
+    }
+  }
+}
+
+const f = (v: number | null | undefined, digits = 0) => (v === null || v === undefined || !Number.isFinite(v) ? '–' : v.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
+const x = (v: number | null | undefined) => (v === null || v === undefined ? '–' : `${v.toFixed(2)}×`);
+const ms = (v: number | undefined) => (v === undefined ? '–' : `${v >= 0 ? '+' : ''}${v < 10 && v > -10 ? v.toFixed(2) : v.toFixed(0)}`);
+
+export function toMarkdown(res: BenchResult): string {
+  const out: string[] = [];
+  const m = res.machine;
+  out.push(`# greytap bench — ${res.profile} run, ${res.startedAt}`, '');
+  out.push(`${m.cpus} × ${m.cpuModel}, Node ${m.node}, Linux ${m.kernel}${m.mitmproxy ? `, mitmproxy ${m.mitmproxy}` : ''}${m.greytapCommit ? `, greytap @ ${m.greytapCommit}` : ''}. ` +
+    `Warm-up ${res.settings.warmupMs / 1000} s, window ${res.settings.durationMs / 1000} s per run, best of ${res.settings.rounds} interleaved round(s); greytap --workers ${res.settings.greytapWorkers}; client, upstream and proxy are separate processes on the same cores. ` +
+    `Ratios are against **direct** (and the **TLS pipe** for bulk) measured in this same run; added latency is the contender's percentile minus direct's.`, '');
+  out.push('| contender | status | what it is |', '|---|---|---|');
+  for (const c of res.contenders) out.push(`| ${c.name} | ${c.status}${c.reason ? `: ${c.reason.replace(/\|/g, '/').slice(0, 160)}` : ''} | ${c.what} |`);
+  out.push('');
+  for (const w of res.workloads) {
+    out.push(`## ${w.label}`, '');
+    const unit = w.kind === 'bulk' ? 'downloads' : `${w.unit}`;
+    out.push(`| contender | ${unit}/s | MB/s | × direct | × pipe | +p50 ms | +p99 ms | +p99.9 ms | p50 / p99 ms | proxy CPU s (cores) | peak RSS MiB | capture | drops | errors |`);
+    out.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
+    for (const r of res.rows.filter((r) => r.workload === w.id)) {
+      if (r.status !== 'ok') {
+        out.push(`| ${r.contender} | ${r.status}${r.reason ? `: ${r.reason.replace(/\|/g, '/').slice(0, 120)}` : ''} | | | | | | | | | | | | |`);
+        continue;
+      }
+      const cap = r.capture ? `${(r.capture.completeness * 100).toFixed(1)} % (${r.capture.committed}/${r.capture.expected})` : '';
+      const drops = r.capture ? String(r.capture.dropped) : '';
+      const l = r.latencyMs;
+      out.push(`| ${r.contender} | ${f(r.opsPerSec, w.kind === 'bulk' ? 2 : 0)} | ${f(r.mbPerSec, 1)} | ${x(r.ratioVsDirect)} | ${x(r.ratioVsPipe)} | ` +
+        `${ms(r.addedLatencyMs?.p50)} | ${ms(r.addedLatencyMs?.p99)} | ${ms(r.addedLatencyMs?.p999)} | ${l ? `${f(l.p50, 2)} / ${f(l.p99, 2)}` : '–'} | ` +
+        `${r.proxyCpuSeconds == null ? '–' : `${r.proxyCpuSeconds.toFixed(2)} (${f(r.proxyCores, 2)})`} | ${f(r.proxyPeakRssMiB)} | ${cap} | ${drops} | ${r.errors ?? 0}${r.firstError ? ` (${r.firstError.replace(/\|/g, '/').slice(0, 60)})` : ''} |`);
+    }
+    out.push('');
+  }
+  return out.join('\n');
+}
+
+const COLORS: Record<string, string> = {
+  direct: '#7f7f7f', 'tls-pipe': '#bcbd22', greytap: '#1f77b4', 'greytap-socks5': '#6baed6',
+  mitmdump: '#d62728', 'mitmdump-socks5': '#ff9896', 'http-mitm-proxy': '#9467bd',
+};
+const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+
+/** Horizontal grouped bars: throughput as a fraction of direct, one group per workload. */
+export function toSvg(res: BenchResult): string {
+  const names = res.contenders.map((c) => c.name);
+  const barH = 12, gap = 3, groupGap = 26, left = 250, width = 900, plotW = width - left - 90;
+  const maxRatio = Math.max(1, ...res.rows.map((r) => r.ratioVsDirect ?? 0));
+  const scale = plotW / Math.min(maxRatio, 3);
+  let y = 60;
+  const parts: string[] = [];
+  for (const w of res.workloads) {
+    parts.push(`<text x="10" y="${y - 6}" font-size="12" font-weight="bold">${esc(w.label)}</text>`);
+    for (const n of names) {
+      const r = res.rows.find((r) => r.workload === w.id && r.contender === n);
+      parts.push(`<text x="${left - 6}" y="${y + barH - 2}" font-size="11" text-anchor="end">${esc(n)}</text>`);
+      if (r && r.status === 'ok' && r.ratioVsDirect != null) {
+        const len = Math.max(1, Math.min(r.ratioVsDirect, 3) * scale);
+        parts.push(`<rect x="${left}" y="${y}" width="${len.toFixed(1)}" height="${barH}" fill="${COLORS[n] ?? '#444'}"/>`);
+        parts.push(`<text x="${(left + len + 4).toFixed(1)}" y="${y + barH - 2}" font-size="11">${r.ratioVsDirect.toFixed(2)}×</text>`);
+      } else {
+        parts.push(`<text x="${left + 4}" y="${y + barH - 2}" font-size="11" fill="#999">${esc(r ? r.status : 'not run')}</text>`);
+      }
+      y += barH + gap;
+    }
+    y += groupGap;
+  }
+  const h = y + 10;
+  const x1 = left + scale;
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${h}" viewBox="0 0 ${width} ${h}" font-family="sans-serif">`,
+    `<rect width="100%" height="100%" fill="white"/>`,
+    `<text x="10" y="22" font-size="15" font-weight="bold">greytap bench (${esc(res.profile)}, ${esc(res.startedAt)}): throughput relative to direct (1.0× = no proxy)</text>`,
+    `<line x1="${x1}" y1="34" x2="${x1}" y2="${h - 10}" stroke="#aaa" stroke-dasharray="4 3"/>`,
+    `<text x="${x1}" y="46" font-size="11" text-anchor="middle">1.0× direct</text>`,
+    ...parts,
+    '</svg>',
+    '',
+  ].join('\n');
+}
