@@ -42,6 +42,8 @@ class DirectionTap implements FrameSink {
   private cur: Capture | null = null; // the capture the current frame's payload goes to
   private curFin = false;
   private stopped = false;
+  /** ws_messages_total children per opcode, looked up once (label hashing costs more than the copy of a small frame) */
+  private readonly counters = new Map<number, { inc(): void }>();
 
   constructor(
     private readonly direction: 'client' | 'server',
@@ -191,7 +193,9 @@ class DirectionTap implements FrameSink {
     };
     if (error) m.error = error;
     if (c.errorDetail && error === c.error) m.errorDetail = c.errorDetail;
-    wsMessages.inc({ direction: this.direction, opcode: OPCODE_NAMES[c.opcode] ?? 'binary' });
+    let counter = this.counters.get(c.opcode);
+    if (!counter) this.counters.set(c.opcode, (counter = wsMessages.labels(this.direction, OPCODE_NAMES[c.opcode] ?? 'binary')));
+    counter.inc();
     this.stream.push(m);
   }
 }
