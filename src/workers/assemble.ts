@@ -31,7 +31,7 @@ interface StoredExchange {
 
 interface HttpState {
   /** message content by signature, from the earliest exchange that carried it */
-  msgs: Record<string, { from: string; msg: Msg }>;
+  msgs: Record<string, { from: string; ts: number; msg: Msg }>;
   exchanges: StoredExchange[]; // sorted by (ts, id)
 }
 
@@ -178,7 +178,7 @@ function foldHttp(old: StoredConversation | undefined, key: string, list: { ex: 
       e.hist.push(sig);
       const have = st.msgs[sig];
       // the content of the earliest exchange wins, whatever order the workers ran in
-      if (!have || before(e, st.exchanges.find((x) => x.id === have.from) ?? { ts: Infinity, id: '' })) st.msgs[sig] = { from: e.id, msg };
+      if (!have || before(e, { ts: have.ts, id: have.from })) st.msgs[sig] = { from: e.id, ts: e.ts, msg };
     }
     if (ex.previousResponseId) e.prev = ex.previousResponseId;
     if (ex.model) e.model = ex.model;

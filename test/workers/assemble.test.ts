@@ -300,3 +300,27 @@ test('rebuildConversations gives the same conversations as incremental assembly'
     for (const [k, c] of before) assert.deepEqual(publicConversation(after.get(k) as StoredConversation), publicConversation(c as StoredConversation), k);
   });
 });
+
+test('a long streamed answer: 3000 deltas in small batches fold to exactly the completed text; a 100 KiB prompt is kept whole', async () => {
+  await withStore(async (store) => {
+    const { WsLane, upgradeTx } = await import('./dissect/session-fixtures.js');
+    const { codexCreate } = await import('./dissect/sessions.js');
+    const up = upgradeTx('conn-long', 1_700_006_000_000, [['originator', 'codex_cli_rs']]);
+    const c = new WsLane(up.conn, up.id, 'client'), s = new WsLane(up.conn, up.id, 'server');
+    const prompt = 'x'.repeat(100 * 1024 - 3) + 'end';
+    const pieces = Array.from({ length: 3000 }, (_, i) => `w${i} `);
+    const full = pieces.join('');
+    let ts = 1_700_006_000_001;
+    await feed(store, [up, c.msg(ts++, codexCreate('long', [{ type: 'message', role: 'user', content: [{ type: 'input_text', text: prompt }] }]))]);
+    const server = [s.msg(ts++, { type: 'response.created', response: { id: 'rl' } }), s.msg(ts++, { type: 'response.output_item.added', output_index: 0, item: { type: 'message', role: 'assistant', content: [] } })];
+    for (const d of pieces) server.push(s.msg(ts, { type: 'response.output_text.delta', output_index: 0, content_index: 0, delta: d }));
+    for (const b of chunks(server, 16)) await feed(store, b);
+    const key = `openai-ws:${up.conn}:long`;
+    assert.deepEqual(conv(store, key).turns[2].blocks, [{ type: 'text', text: full }], 'live view: the deltas so far');
+    await feed(store, [s.msg(ts++, { type: 'response.completed', response: { id: 'rl', output: [{ type: 'message', role: 'assistant', content: [{ type: 'output_text', text: full }] }], usage: { input_tokens: 25000, output_tokens: 6000, total_tokens: 31000 } } })]);
+    const done = conv(store, key);
+    assert.deepEqual(done.turns[1].blocks, [{ type: 'text', text: prompt }]);
+    assert.deepEqual(done.turns[2].blocks, [{ type: 'text', text: full }]);
+    assert.deepEqual(done.turns[2].usage, { inputTokens: 25000, outputTokens: 6000, totalTokens: 31000 });
+  });
+});

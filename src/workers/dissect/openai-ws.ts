@@ -9,7 +9,7 @@ import { isObj, msgSig, parseJson, str, type Msg } from './blocks.js';
 import { foldEvent, foldReply, inputMessages, newFold, type ResponseFold } from './openai-responses.js';
 
 export interface WsRequest { seq: number; ts: number; id: string; pck: string; model?: string; msgs: Msg[]; prewarm?: boolean }
-export interface WsResponse { seq: number; ts: number; firstId: string; lastId: string; fold: ResponseFold }
+export interface WsResponse { seq: number; ts: number; lastTs: number; firstId: string; lastId: string; fold: ResponseFold }
 
 /** Everything assembled so far about one codex WebSocket connection. */
 export interface WsConnState {
@@ -60,11 +60,12 @@ export function foldWsRecord(s: WsConnState, r: WsMessageRecord): 'used' | 'igno
   // A new response (or a failure/stray event with no response open) starts a new entry; a response
   // that was still open is then known to have been abandoned (foldReply marks it 'aborted').
   if (type === 'response.created' || (!open && (type === 'error' || type.startsWith('response.')))) {
-    cur = { seq: r.seq, ts: r.ts, firstId: r.id, lastId: r.id, fold: newFold() };
+    cur = { seq: r.seq, ts: r.ts, lastTs: r.ts, firstId: r.id, lastId: r.id, fold: newFold() };
     s.responses.push(cur);
   } else if (!open) return 'ignored';
   foldEvent(cur.fold, msg);
   cur.lastId = r.id;
+  cur.lastTs = r.ts;
   return 'used';
 }
 
@@ -103,7 +104,7 @@ export function deriveWs(s: WsConnState): WsConversation[] {
       if (reply.incomplete) t.incomplete = reply.incomplete;
       if (reply.error) t.error = reply.error;
       cur.turns.push(t);
-      cur.updatedTs = Math.max(cur.updatedTs, resp.ts);
+      cur.updatedTs = Math.max(cur.updatedTs, resp.lastTs ?? resp.ts);
     }
     // a response before any request of this connection is known stays in the state until it is
   }
