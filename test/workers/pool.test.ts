@@ -1,0 +1,300 @@
+// The capture pool with real parts: a Piscina pool running the real worker, real LMDB in a temp
+// dir, and (for the tap) a real `ws` client and server whose bytes pass through a TCP relay that
+// feeds WsConnectionTap exactly as the tunnel does. Proves ordering per stream under concurrency,
+// the memory bound (queue_full) with recovery, and recovery from a worker crash.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import zlib from 'node:zlib';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes, randomInt } from 'node:crypto';
+import WebSocket, { WebSocketServer } from 'ws';
+import { CapturePool, type CapturePoolOptions } from '../../src/workers/pool.js';
+import { WsConnectionTap } from '../../src/io/ws-tap.js';
+import { openStore } from '../../src/store/lmdb.js';
+import { nextId } from '../../src/store/ids.js';
+import { registry } from '../../src/metrics.js';
+import type { Header, WsMessageRecord } from '../../src/records.js';
+import type { StreamOrigin, WsCapturedMessage } from '../../src/workers/tasks.js';
+
+const dirs: string[] = [];
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+function newPool(over: Partial<CapturePoolOptions> = {}): { pool: CapturePool; dir: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'greytap-pool-'));
+  dirs.push(dir);
+  const pool = new CapturePool({ workers: 2, dataDir: dir, maxBody: 1 << 20, maxCaptureMemory: 64 << 20, maxConnCaptureMemory: 16 << 20, redactHeaders: [], ...over });
+  return { pool, dir };
+}
+
+function records(dir: string, conn: string, direction: 'client' | 'server'): WsMessageRecord[] {
+  const store = openStore(dir, { readOnly: true });
+  try {
+    return store.wsMessages(conn).filter((m: WsMessageRecord) => m.direction === direction).sort((a: WsMessageRecord, b: WsMessageRecord) => a.seq - b.seq);
+  } finally {
+    void store.close();
+  }
+}
+
+function text(r: WsMessageRecord): Buffer {
+  return r.body !== undefined ? Buffer.from(r.body) : Buffer.from(r.bodyBase64 ?? '', 'base64');
+}
+
+async function metricValue(name: string, labels: Record<string, string> = {}): Promise<number> {
+  const m = (await registry.getMetricsAsJSON()).find((x) => x.name === name);
+  const v = (m?.values as { labels: Record<string, string>; value: number }[] | undefined)?.find((x) => Object.entries(labels).every(([k, l]) => x.labels[k] === l));
+  return v?.value ?? 0;
+}
+
+function origin(conn: string): StreamOrigin {
+  return { conn, host: 'example.test', port: 80, scheme: 'ws', path: '/ws' };
+}
+
+/** A persistent raw deflater (context takeover): compressed message without the 00 00 ff ff tail. */
+function compressor(): (b: Buffer) => Promise<Buffer> {
+  const d = zlib.createDeflateRaw();
+  return async (b) => {
+    const chunks: Buffer[] = [];
+    const on = (c: Buffer) => chunks.push(c);
+    d.on('data', on);
+    d.write(b);
+    await new Promise<void>((r) => d.flush(zlib.constants.Z_SYNC_FLUSH, () => r()));
+    d.off('data', on);
+    const out = Buffer.concat(chunks);
+    return out.subarray(0, out.length - 4);
+  };
+}
+
+function message(seq: number, payload: Buffer, rsv1: boolean): WsCapturedMessage {
+  const ab = new Uint8Array(payload).buffer;
+  return {
+    seq, opcode: 1, rsv1, frames: 1, wireBytes: payload.length + 4, payloadBytes: payload.length,
+    payload: payload.length ? ab : undefined, copiedBytes: payload.length, ts: Date.now(), lastByteAt: performance.timeOrigin + performance.now(),
+  };
+}
+
+/**
+ * A real ws server and client with a relay between them that forwards every chunk untouched and
+ * hands the same chunk to the tap (what src/io does). The 101 response headers are parsed from the
+ * relayed bytes, so the tap sees exactly what the client saw.
+ */
+async function relayedSession(pool: CapturePool, conn: string, perMessageDeflate: object | false, run: (ws: WebSocket) => Promise<void>) {
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1', perMessageDeflate });
+  await new Promise((r) => wss.once('listening', r));
+  const got: (string | Buffer)[] = [];
+  wss.on('connection', (s) => s.on('message', (d, bin) => {
+    const m = bin ? Buffer.from(d as Buffer) : d.toString();
+    got.push(m);
+    s.send(m);
+  }));
+  let tap: WsConnectionTap | undefined;
+  const relay = net.createServer((c) => {
+    const u = net.connect((wss.address() as net.AddressInfo).port, '127.0.0.1');
+    let head = Buffer.alloc(0);
+    let clientHeadDone = false;
+    c.on('data', (d) => {
+      u.write(d);
+      if (!clientHeadDone) {
+        const i = d.indexOf('\r\n\r\n');
+        if (i < 0) return;
+        clientHeadDone = true;
+        d = d.subarray(i + 4);
+      }
+      if (tap && d.length) tap.fromClient(d);
+    });
+    u.on('data', (d) => {
+      c.write(d);
+      if (!tap) {
+        head = Buffer.concat([head, d]);
+        const i = head.indexOf('\r\n\r\n');
+        if (i < 0) return;
+        const lines = head.subarray(0, i).toString('latin1').split('\r\n').slice(1);
+        const headers = lines.map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1).trim()] as Header);
+        tap = new WsConnectionTap({ origin: origin(conn), upgrade: nextId(), responseHeaders: headers, pool, maxBody: 1 << 20 });
+        d = head.subarray(i + 4);
+      }
+      if (d.length) tap.fromServer(d);
+    });
+    c.on('close', () => { u.destroy(); tap?.close(); });
+    u.on('close', () => { c.destroy(); tap?.close(); });
+  });
+  await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+  const ws = new WebSocket(`ws://127.0.0.1:${(relay.address() as net.AddressInfo).port}/ws`, { perMessageDeflate: perMessageDeflate ? {} : false });
+  await new Promise((r, j) => { ws.once('open', r); ws.once('error', j); });
+  await run(ws);
+  await new Promise((r) => { ws.once('close', r); ws.close(1000, 'done'); });
+  await new Promise((r) => setTimeout(r, 20));
+  relay.close();
+  wss.close();
+  await pool.drain();
+  return got;
+}
+
+test('tap → pool → worker → LMDB: real ws peers, context takeover, fragments and pings, byte-exact in order', async () => {
+  const { pool, dir } = newPool();
+  const sent: (string | Buffer)[] = [];
+  const got = await relayedSession(pool, 'conn-tap', { threshold: 0 }, async (ws) => {
+    let echoes = 0;
+    ws.on('message', () => echoes++);
+    for (let i = 0; i < 300; i++) {
+      const m = i % 4 === 3 ? randomBytes(50 + i) : JSON.stringify({ type: 'response.create', i, input: 'fix the failing test '.repeat(1 + (i % 9)) });
+      sent.push(m);
+      if (i % 10 === 5) {
+        // fragmented: three frames, a ping between them
+        const s = typeof m === 'string' ? Buffer.from(m) : m;
+        const bin = typeof m !== 'string';
+        ws.send(s.subarray(0, 10), { fin: false, binary: bin });
+        ws.ping('between');
+        ws.send(s.subarray(10, 20), { fin: false, binary: bin });
+        ws.send(s.subarray(20), { fin: true, binary: bin });
+      } else ws.send(m);
+    }
+    while (echoes < sent.length) await new Promise((r) => setTimeout(r, 10));
+  });
+  assert.deepEqual(got, sent);
+  const client = records(dir, 'conn-tap', 'client');
+  const data = client.filter((r) => r.kind === 'WS_REQ');
+  assert.equal(data.length, sent.length);
+  data.forEach((r, i) => {
+    assert.equal(r.error, undefined, `client #${i}: ${r.error} ${r.errorDetail ?? ''}`);
+    assert.deepEqual(text(r), Buffer.from(sent[i] as string), `client #${i}`);
+    assert.equal(r.opcode, typeof sent[i] === 'string' ? 'text' : 'binary');
+    assert.equal(r.compressed, true);
+    assert.equal(r.frames, i % 10 === 5 ? 3 : 1);
+  });
+  assert.deepEqual(client.map((r) => r.seq), client.map((_, i) => i), 'seq from 0, control frames included');
+  const pings = client.filter((r) => r.opcode === 'ping');
+  assert.equal(pings.length, 30);
+  assert.ok(pings.every((p) => p.body === 'between' && p.kind === 'WS_CTRL'));
+  const server = records(dir, 'conn-tap', 'server').filter((r) => r.kind === 'WS_RESP');
+  assert.equal(server.length, sent.length);
+  server.forEach((r, i) => assert.deepEqual(text(r), Buffer.from(sent[i] as string), `server #${i}`));
+  const closes = [...client, ...records(dir, 'conn-tap', 'server')].filter((r) => r.opcode === 'close');
+  assert.deepEqual(closes.map((c) => [c.closeCode, c.closeReason]), [[1000, 'done'], [1000, 'done']]);
+  await pool.close();
+});
+
+test('ordering per stream survives concurrency: 24 context-takeover streams interleaved on 2 workers', async () => {
+  const { pool, dir } = newPool();
+  const streams = Array.from({ length: 24 }, (_, s) => ({
+    conn: `conn-order-${s}`, compress: compressor(), plains: [] as Buffer[],
+    stream: pool.wsStream(origin(`conn-order-${s}`), 'u', 'server', { contextTakeover: true, windowBits: 15 }, `conn-order-${s}`),
+  }));
+  for (let i = 0; i < 150; i++) {
+    for (const s of streams) {
+      const plain = Buffer.from(JSON.stringify({ seq: i, delta: 'token '.repeat(randomInt(1, 60)), s: s.conn }));
+      s.plains.push(plain);
+      s.stream.push(message(i, await s.compress(plain), true));
+    }
+    if (i % 7 === 0) await new Promise((r) => setImmediate(r)); // let batches form and run
+  }
+  await pool.drain();
+  for (const s of streams) {
+    const recs = records(dir, s.conn, 'server');
+    assert.equal(recs.length, 150);
+    recs.forEach((r, i) => {
+      assert.equal(r.error, undefined, `${s.conn} #${i}: ${r.error} ${r.errorDetail ?? ''}`);
+      assert.deepEqual(text(r), s.plains[i]);
+    });
+    const ids = recs.map((r) => r.id);
+    assert.deepEqual([...ids].sort(), ids, 'ids follow commit order = wire order');
+  }
+  assert.equal(pool.queueDepth, 0);
+  await pool.close();
+});
+
+test('over the memory bound: messages recorded without payload as queue_full, counted; capture recovers', async () => {
+  const { pool, dir } = newPool({ maxCaptureMemory: 256 << 10, maxConnCaptureMemory: 256 << 10, workers: 1 });
+  const compress = compressor();
+  const s = pool.wsStream(origin('conn-full'), 'u', 'client', { contextTakeover: true, windowBits: 15 }, 'conn-full');
+  // What the tap does: reserve before copying, hand over. 64 messages of 16 KiB in one tick = 1 MiB > 256 KiB.
+  const plains: Buffer[] = [];
+  for (let i = 0; i < 64; i++) {
+    const plain = randomBytes(16 << 10); // incompressible: compressed ≈ 16 KiB
+    plains.push(plain);
+    const comp = await compress(plain);
+    const m = message(i, comp, true);
+    if (!s.reserve(comp.length)) Object.assign(m, { payload: undefined, copiedBytes: 0, error: 'queue_full' });
+    else s.release(comp.length); // the copy is handed over: the pool holds it from here
+    s.push(m);
+  }
+  await pool.drain();
+  assert.equal(pool.memoryBytes, 0, 'every byte released after commit');
+  const recs = records(dir, 'conn-full', 'client');
+  assert.equal(recs.length, 64, 'every message has a record');
+  const firstDrop = recs.findIndex((r) => r.error === 'queue_full');
+  assert.ok(firstDrop > 0 && firstDrop < 20, `dropped from #${firstDrop}`);
+  recs.slice(0, firstDrop).forEach((r, i) => assert.deepEqual(text(r), plains[i]));
+  assert.ok(recs.slice(firstDrop + 1).every((r) => r.error === 'queue_full' || r.error === 'desynced'), 'a gap in a takeover stream desyncs the rest');
+
+  // Recovery: a new connection after the pressure is gone is captured whole.
+  const s2 = pool.wsStream(origin('conn-after'), 'u', 'client', null, 'conn-after');
+  for (let i = 0; i < 10; i++) {
+    assert.equal(s2.reserve(16 << 10), true);
+    s2.release(16 << 10);
+    s2.push(message(i, Buffer.from(`after ${i}`), false));
+  }
+  await pool.drain();
+  assert.deepEqual(records(dir, 'conn-after', 'client').map((r) => r.body), Array.from({ length: 10 }, (_, i) => `after ${i}`));
+  await pool.close();
+});
+
+test('the tap under a tiny budget: every message still gets a record (with its sizes); drops counted once', async () => {
+  const { pool, dir } = newPool({ maxCaptureMemory: 8 << 10, maxConnCaptureMemory: 8 << 10, workers: 1 });
+  const before = await metricValue('greytap_capture_dropped_total', { reason: 'queue_full' });
+  const tap = new WsConnectionTap({ origin: origin('conn-tiny'), upgrade: 'u', responseHeaders: [], pool, maxBody: 1 << 20 });
+  // 20 unmasked server frames of 4 KiB in one read: the budget holds two.
+  const frames = Array.from({ length: 20 }, (_, i) => Buffer.concat([Buffer.from([0x82, 126, 0x10, 0x00]), Buffer.alloc(4096, i)]));
+  tap.fromServer(Buffer.concat(frames));
+  tap.close();
+  await pool.drain();
+  const recs = records(dir, 'conn-tiny', 'server');
+  assert.equal(recs.length, 20);
+  const dropped = recs.filter((r) => r.error === 'queue_full').length;
+  assert.ok(dropped >= 15, `${dropped} dropped`);
+  assert.equal(await metricValue('greytap_capture_dropped_total', { reason: 'queue_full' }), before + dropped);
+  assert.ok(recs.every((r) => r.wireBytes === 4100 && r.size === 4096));
+  await pool.close();
+});
+
+test('a worker crash: its batch is recorded as worker_error from a fresh task, later items keep their order', async () => {
+  const real = new URL('../../src/workers/worker.js', import.meta.url).href;
+  const dir0 = mkdtempSync(join(tmpdir(), 'greytap-crash-'));
+  dirs.push(dir0);
+  const crashWorker = join(dir0, 'crash-worker.mjs');
+  writeFileSync(crashWorker, `import run from ${JSON.stringify(real)};
+export default async function (task) {
+  if (task.type === 'ws' && task.messages.some((m) => m.errorDetail === 'crash this worker')) process.exit(1);
+  return run(task);
+}
+`);
+  const { pool, dir } = newPool({ workers: 1, workerFile: crashWorker });
+  const before = await metricValue('greytap_capture_dropped_total', { reason: 'worker_error' });
+  const compress = compressor();
+  const s = pool.wsStream(origin('conn-crash'), 'u', 'server', { contextTakeover: true, windowBits: 15 }, 'conn-crash');
+  const plains = Array.from({ length: 12 }, (_, i) => Buffer.from(`message ${i} `.repeat(20)));
+  for (let i = 0; i < 4; i++) s.push(message(i, await compress(plains[i]), true));
+  await pool.drain();
+  const bomb = message(4, await compress(plains[4]), true);
+  bomb.errorDetail = 'crash this worker';
+  s.push(bomb);
+  s.push(message(5, plains[5], false)); // same batch, uncompressed
+  await pool.drain();
+  for (let i = 6; i < 12; i++) s.push(i % 2 ? message(i, plains[i], false) : message(i, await compress(plains[i]), true));
+  await pool.drain();
+  const recs = records(dir, 'conn-crash', 'server');
+  assert.deepEqual(recs.map((r) => r.seq), Array.from({ length: 12 }, (_, i) => i));
+  recs.slice(0, 4).forEach((r, i) => assert.deepEqual(text(r), plains[i]));
+  assert.equal(recs[4].error, 'worker_error');
+  assert.equal(recs[5].error, 'worker_error');
+  for (let i = 6; i < 12; i++) {
+    if (i % 2) assert.deepEqual(text(recs[i]), plains[i], 'uncompressed messages still decode');
+    else assert.equal(recs[i].error, 'desynced', 'the lost compressed message desynced the direction');
+  }
+  assert.equal(await metricValue('greytap_capture_dropped_total', { reason: 'worker_error' }), before + 2);
+  await pool.close();
+});
