@@ -21,69 +21,86 @@ const msg = (role: string, text: string) => ({ type: 'message', role, content: [
 
 export interface CodexLanes { client: WsMessageRecord[]; server: WsMessageRecord[]; upgrade: HttpTransaction }
 
+/** One client message and the server events that answer it (what a fake upstream replays end to end). */
+export interface CodexStep { request: Record<string, unknown>; events: Record<string, unknown>[]; closeAfter?: boolean }
+
 /**
- * codex over one WebSocket: a pre-warm (generate:false), a prompt answered with reasoning + a
- * function_call, the function_call_output answered with text, then a follow-up answered with text.
- * `end`: how the last response ends — 'completed', 'failed', 'close' (socket closed mid-stream).
+ * codex over one WebSocket, as wire JSON: a pre-warm (generate:false), a prompt answered with
+ * reasoning + a function_call, the function_call_output answered with text, then a follow-up
+ * answered with text. `end`: how the last response ends — 'completed', 'failed', 'close' (the
+ * client closes the socket mid-stream).
  */
+export function codexScript(pck: string, end: 'completed' | 'failed' | 'close' = 'completed'): CodexStep[] {
+  let sn = 0;
+  const evs = (list: Record<string, unknown>[]) => list.map((e) => ({ ...e, sequence_number: sn++ }));
+  const steps: CodexStep[] = [];
+  steps.push({ request: codexCreate(pck, [], { generate: false }), events: evs([
+    { type: 'response.created', response: { id: 'resp_0', model: 'gpt-5-codex', status: 'in_progress' } },
+    { type: 'response.completed', response: { id: 'resp_0', model: 'gpt-5-codex', status: 'completed', output: [], usage: USAGE(0, 0, 0, 0) } },
+  ]) });
+
+  const reasoning = { type: 'reasoning', id: 'rs_1', summary: [{ type: 'summary_text', text: '**Listing files** with ls' }], encrypted_content: 'gAAAA' };
+  const call = { type: 'function_call', id: 'fc_1', call_id: 'call_1', name: 'shell', arguments: '{"command":["ls","-a"]}' };
+  steps.push({ request: codexCreate(pck, [
+    msg('developer', '<permissions instructions>\nsandbox: workspace-write\n</permissions instructions>'),
+    msg('user', '# AGENTS.md instructions for /repo\n\n<INSTRUCTIONS>be brief</INSTRUCTIONS>'),
+    msg('user', '<environment_context>\n  <cwd>/repo</cwd>\n</environment_context>'),
+    msg('user', 'list the files'),
+  ], { previous_response_id: 'resp_0' }), events: evs([
+    { type: 'response.created', response: { id: 'resp_1', model: 'gpt-5-codex', status: 'in_progress' } },
+    { type: 'response.in_progress', response: { id: 'resp_1', model: 'gpt-5-codex', status: 'in_progress' } },
+    { type: 'response.output_item.added', output_index: 0, item: { type: 'reasoning', id: 'rs_1', summary: [] } },
+    { type: 'response.reasoning_summary_part.added', output_index: 0, summary_index: 0, item_id: 'rs_1' },
+    { type: 'response.reasoning_summary_text.delta', output_index: 0, summary_index: 0, item_id: 'rs_1', delta: '**Listing files**' },
+    { type: 'response.reasoning_summary_text.delta', output_index: 0, summary_index: 0, item_id: 'rs_1', delta: ' with ls' },
+    { type: 'response.reasoning_summary_text.done', output_index: 0, summary_index: 0, item_id: 'rs_1', text: '**Listing files** with ls' },
+    { type: 'response.output_item.done', output_index: 0, item: reasoning },
+    { type: 'response.output_item.added', output_index: 1, item: { ...call, arguments: '' } },
+    { type: 'response.function_call_arguments.delta', output_index: 1, item_id: 'fc_1', delta: '{"command":' },
+    { type: 'response.function_call_arguments.delta', output_index: 1, item_id: 'fc_1', delta: '["ls","-a"]}' },
+    { type: 'response.function_call_arguments.done', output_index: 1, item_id: 'fc_1', arguments: '{"command":["ls","-a"]}' },
+    { type: 'response.output_item.done', output_index: 1, item: call },
+    { type: 'response.completed', response: { id: 'resp_1', model: 'gpt-5-codex', status: 'completed', output: [reasoning, call], usage: USAGE(5000, 4096, 120, 64) } },
+  ]) });
+
+  const answer = { type: 'message', id: 'msg_2', role: 'assistant', status: 'completed', content: [{ type: 'output_text', text: 'Two entries: README.md and src.', annotations: [] }] };
+  steps.push({ request: codexCreate(pck, [{ type: 'function_call_output', call_id: 'call_1', output: '.\n..\nREADME.md\nsrc' }], { previous_response_id: 'resp_1' }), events: evs([
+    { type: 'response.created', response: { id: 'resp_2', model: 'gpt-5-codex', status: 'in_progress' } },
+    { type: 'response.output_item.added', output_index: 0, item: { ...answer, content: [], status: 'in_progress' } },
+    { type: 'response.content_part.added', output_index: 0, content_index: 0, item_id: 'msg_2', part: { type: 'output_text', text: '' } },
+    ...['Two entries: ', 'README.md', ' and src.'].map((d) => ({ type: 'response.output_text.delta', output_index: 0, content_index: 0, item_id: 'msg_2', delta: d })),
+    { type: 'response.output_text.done', output_index: 0, content_index: 0, item_id: 'msg_2', text: 'Two entries: README.md and src.' },
+    { type: 'response.output_item.done', output_index: 0, item: answer },
+    { type: 'response.completed', response: { id: 'resp_2', model: 'gpt-5-codex', status: 'completed', output: [answer], usage: USAGE(5200, 4992, 30, 0) } },
+  ]) });
+
+  const last: Record<string, unknown>[] = [
+    { type: 'response.created', response: { id: 'resp_3', model: 'gpt-5-codex', status: 'in_progress' } },
+    { type: 'response.output_item.added', output_index: 0, item: { type: 'message', id: 'msg_3', role: 'assistant', content: [] } },
+    { type: 'response.output_text.delta', output_index: 0, content_index: 0, item_id: 'msg_3', delta: 'Only ' },
+    { type: 'response.output_text.delta', output_index: 0, content_index: 0, item_id: 'msg_3', delta: '. and ..' },
+  ];
+  if (end === 'completed') {
+    const m3 = { type: 'message', id: 'msg_3', role: 'assistant', content: [{ type: 'output_text', text: 'Only . and ..' }] };
+    last.push({ type: 'response.completed', response: { id: 'resp_3', model: 'gpt-5-codex', status: 'completed', output: [m3], usage: USAGE(5300, 5120, 10, 0) } });
+  } else if (end === 'failed') {
+    last.push({ type: 'response.failed', response: { id: 'resp_3', model: 'gpt-5-codex', status: 'failed', output: [], error: { code: 'server_error', message: 'The server had an error' }, usage: USAGE(5300, 0, 2, 0) } });
+  }
+  steps.push({ request: codexCreate(pck, [msg('user', 'and the hidden ones?')], { previous_response_id: 'resp_2' }), events: evs(last), closeAfter: end !== 'failed' });
+  return steps;
+}
+
+/** codexScript as the records the decoders commit: each request, then its events, 1 ms apart; the client closes at the end. */
 export function codexSession(pck: string, t0: number, end: 'completed' | 'failed' | 'close' = 'completed', conn = nextId()): CodexLanes {
   const upgrade = upgradeTx(conn, t0, [['originator', 'codex_cli_rs'], ['User-Agent', 'codex_cli_rs/0.46.0 (Debian 12; x86_64)']]);
   const c = new WsLane(conn, upgrade.id, 'client');
   const s = new WsLane(conn, upgrade.id, 'server');
   const client: WsMessageRecord[] = [], server: WsMessageRecord[] = [];
-  let ts = t0 + 1, sn = 0;
-  const ev = (e: Record<string, unknown>) => server.push(s.msg(ts++, { ...e, sequence_number: sn++ }));
-
-  client.push(c.msg(ts++, codexCreate(pck, [], { generate: false })));
-  ev({ type: 'response.created', response: { id: 'resp_0', model: 'gpt-5-codex', status: 'in_progress' } });
-  ev({ type: 'response.completed', response: { id: 'resp_0', model: 'gpt-5-codex', status: 'completed', output: [], usage: USAGE(0, 0, 0, 0) } });
-
-  client.push(c.msg(ts++, codexCreate(pck, [
-    msg('developer', '<permissions instructions>\nsandbox: workspace-write\n</permissions instructions>'),
-    msg('user', '# AGENTS.md instructions for /repo\n\n<INSTRUCTIONS>be brief</INSTRUCTIONS>'),
-    msg('user', '<environment_context>\n  <cwd>/repo</cwd>\n</environment_context>'),
-    msg('user', 'list the files'),
-  ], { previous_response_id: 'resp_0' })));
-  const reasoning = { type: 'reasoning', id: 'rs_1', summary: [{ type: 'summary_text', text: '**Listing files** with ls' }], encrypted_content: 'gAAAA' };
-  const call = { type: 'function_call', id: 'fc_1', call_id: 'call_1', name: 'shell', arguments: '{"command":["ls","-a"]}' };
-  ev({ type: 'response.created', response: { id: 'resp_1', model: 'gpt-5-codex', status: 'in_progress' } });
-  ev({ type: 'response.in_progress', response: { id: 'resp_1', model: 'gpt-5-codex', status: 'in_progress' } });
-  ev({ type: 'response.output_item.added', output_index: 0, item: { type: 'reasoning', id: 'rs_1', summary: [] } });
-  ev({ type: 'response.reasoning_summary_part.added', output_index: 0, summary_index: 0, item_id: 'rs_1' });
-  ev({ type: 'response.reasoning_summary_text.delta', output_index: 0, summary_index: 0, item_id: 'rs_1', delta: '**Listing files**' });
-  ev({ type: 'response.reasoning_summary_text.delta', output_index: 0, summary_index: 0, item_id: 'rs_1', delta: ' with ls' });
-  ev({ type: 'response.reasoning_summary_text.done', output_index: 0, summary_index: 0, item_id: 'rs_1', text: '**Listing files** with ls' });
-  ev({ type: 'response.output_item.done', output_index: 0, item: reasoning });
-  ev({ type: 'response.output_item.added', output_index: 1, item: { ...call, arguments: '' } });
-  ev({ type: 'response.function_call_arguments.delta', output_index: 1, item_id: 'fc_1', delta: '{"command":' });
-  ev({ type: 'response.function_call_arguments.delta', output_index: 1, item_id: 'fc_1', delta: '["ls","-a"]}' });
-  ev({ type: 'response.function_call_arguments.done', output_index: 1, item_id: 'fc_1', arguments: '{"command":["ls","-a"]}' });
-  ev({ type: 'response.output_item.done', output_index: 1, item: call });
-  ev({ type: 'response.completed', response: { id: 'resp_1', model: 'gpt-5-codex', status: 'completed', output: [reasoning, call], usage: USAGE(5000, 4096, 120, 64) } });
-
-  client.push(c.msg(ts++, codexCreate(pck, [{ type: 'function_call_output', call_id: 'call_1', output: '.\n..\nREADME.md\nsrc' }], { previous_response_id: 'resp_1' })));
-  const answer = { type: 'message', id: 'msg_2', role: 'assistant', status: 'completed', content: [{ type: 'output_text', text: 'Two entries: README.md and src.', annotations: [] }] };
-  ev({ type: 'response.created', response: { id: 'resp_2', model: 'gpt-5-codex', status: 'in_progress' } });
-  ev({ type: 'response.output_item.added', output_index: 0, item: { ...answer, content: [], status: 'in_progress' } });
-  ev({ type: 'response.content_part.added', output_index: 0, content_index: 0, item_id: 'msg_2', part: { type: 'output_text', text: '' } });
-  for (const d of ['Two entries: ', 'README.md', ' and src.']) ev({ type: 'response.output_text.delta', output_index: 0, content_index: 0, item_id: 'msg_2', delta: d });
-  ev({ type: 'response.output_text.done', output_index: 0, content_index: 0, item_id: 'msg_2', text: 'Two entries: README.md and src.' });
-  ev({ type: 'response.output_item.done', output_index: 0, item: answer });
-  ev({ type: 'response.completed', response: { id: 'resp_2', model: 'gpt-5-codex', status: 'completed', output: [answer], usage: USAGE(5200, 4992, 30, 0) } });
-
-  client.push(c.msg(ts++, codexCreate(pck, [msg('user', 'and the hidden ones?')], { previous_response_id: 'resp_2' })));
-  ev({ type: 'response.created', response: { id: 'resp_3', model: 'gpt-5-codex', status: 'in_progress' } });
-  ev({ type: 'response.output_item.added', output_index: 0, item: { type: 'message', id: 'msg_3', role: 'assistant', content: [] } });
-  ev({ type: 'response.output_text.delta', output_index: 0, content_index: 0, item_id: 'msg_3', delta: 'Only ' });
-  ev({ type: 'response.output_text.delta', output_index: 0, content_index: 0, item_id: 'msg_3', delta: '. and ..' });
-  if (end === 'completed') {
-    const m3 = { type: 'message', id: 'msg_3', role: 'assistant', content: [{ type: 'output_text', text: 'Only . and ..' }] };
-    ev({ type: 'response.completed', response: { id: 'resp_3', model: 'gpt-5-codex', status: 'completed', output: [m3], usage: USAGE(5300, 5120, 10, 0) } });
-    client.push(c.close(ts++));
-  } else if (end === 'failed') {
-    ev({ type: 'response.failed', response: { id: 'resp_3', model: 'gpt-5-codex', status: 'failed', output: [], error: { code: 'server_error', message: 'The server had an error' }, usage: USAGE(5300, 0, 2, 0) } });
-  } else {
-    client.push(c.close(ts++, 1001));
+  let ts = t0 + 1;
+  for (const step of codexScript(pck, end)) {
+    client.push(c.msg(ts++, step.request));
+    for (const e of step.events) server.push(s.msg(ts++, e));
+    if (step.closeAfter) client.push(c.close(ts++, end === 'close' ? 1001 : 1000));
   }
   return { client, server, upgrade };
 }
