@@ -1,0 +1,120 @@
+// The bench is not a test, but it must start and produce a result: run the runner's --smoke
+// profile (one WebSocket workload; direct, TLS pipe and greytap; ~10 s) into a temp dir and check
+// the JSON carries real numbers, and that SIGINT leaves no child process behind.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { BenchResult } from '../../bench/report.js';
+import { parsePromText, sumSeries } from '../../bench/prom.js';
+
+const RUNNER = 'dist/bench/run.js';
+
+function runBench(args: string[], onStderr?: (s: string, pid: number) => void): Promise<{ code: number | null; signal: string | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [RUNNER, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    p.stderr.on('data', (b: Buffer) => { stderr += b; onStderr?.(stderr, p.pid!); });
+    const t = setTimeout(() => p.kill('SIGKILL'), 150_000);
+    p.on('exit', (code, signal) => { clearTimeout(t); resolve({ code, signal, stderr }); });
+  });
+}
+
+function childrenOf(pid: number): number[] {
+  return readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number).filter((p) => {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid;
+    } catch { return false; }
+  });
+}
+
+/** Running (a zombie awaiting its reaper counts as gone). */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch { return false; }
+}
+
+test('bench --smoke writes latest.json/md/svg with measured numbers for direct and the TLS pipe, and a status for greytap', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'bench-smoke-'));
+  try {
+    const r = await runBench(['--smoke', '--out', out]);
+    assert.equal(r.code, 0, `runner failed: ${r.stderr.slice(-2000)}`);
+    const res = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as BenchResult;
+    assert.equal(res.profile, 'smoke');
+    assert.deepEqual(res.workloads.map((w) => w.id), ['ws-plain-1k-c8']);
+    assert.deepEqual(res.rows.map((x) => x.contender), ['direct', 'tls-pipe', 'greytap']);
+    const [direct, pipe, greytap] = res.rows;
+    for (const row of [direct, pipe]) {
+      assert.equal(row.status, 'ok', `${row.contender}: ${row.reason}`);
+      assert.ok(row.opsPerSec! > 0 && row.mbPerSec! > 0, `${row.contender} moved messages`);
+      assert.ok(row.latencyMs && row.latencyMs.n > 0 && row.latencyMs.p50 > 0 && row.latencyMs.p999 >= row.latencyMs.p50);
+      assert.equal(row.errors, 0, `${row.contender}: ${row.firstError}`);
+    }
+    assert.equal(direct.ratioVsDirect, 1);
+    assert.equal(direct.proxyCpuSeconds, null, 'direct has no proxy process');
+    assert.ok(pipe.ratioVsDirect! > 0, 'ratio against direct of the same run');
+    assert.ok(pipe.proxyCpuSeconds! > 0 && pipe.proxyPeakRssMiB! > 0, 'proxy CPU and peak RSS read from /proc');
+    assert.ok(pipe.addedLatencyMs && Number.isFinite(pipe.addedLatencyMs.p50));
+    // greytap is either measured (then its capture is checked) or reported with a reason.
+    const gInfo = res.contenders.find((c) => c.name === 'greytap')!;
+    if (greytap.status === 'ok') {
+      assert.ok(greytap.opsPerSec! > 0);
+      assert.ok(greytap.capture && greytap.capture.expected > 0 && greytap.capture.committed >= 0, 'capture completeness measured from /metrics');
+    } else {
+      assert.ok(['failed to start', 'crashed', 'error'].includes(greytap.status), greytap.status);
+      assert.ok((greytap.reason ?? gInfo.reason ?? '').length > 0, 'a failure says why');
+    }
+    const md = readFileSync(join(out, 'latest.md'), 'utf8');
+    assert.match(md, /\| contender \| msg\/s \| MB\/s \| × direct \|/);
+    assert.match(md, /\| tls-pipe \| [\d,]+ \|/);
+    const svg = readFileSync(join(out, 'latest.svg'), 'utf8');
+    assert.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+    assert.equal((svg.match(/<rect /g) ?? []).length - 1, res.rows.filter((x) => x.status === 'ok').length, 'one bar per measured contender');
+    assert.match(svg, /<\/svg>\n$/);
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test('SIGINT during a bench run kills every child process it started', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'bench-sigint-'));
+  const seen = new Set<number>();
+  let sent = false;
+  try {
+    const r = await runBench(['--smoke', '--out', out, '--contenders', 'direct,tls-pipe', '--duration', '20000'], (s, pid) => {
+      if (sent || !s.includes('tls-pipe: started')) return;
+      // Next the direct run starts: server, pipe and a client are all children then.
+      sent = true;
+      setTimeout(() => {
+        for (const c of childrenOf(pid)) seen.add(c);
+        process.kill(pid, 'SIGINT');
+      }, 1500);
+    });
+    assert.ok(sent, `the pipe never started: ${r.stderr.slice(-1000)}`);
+    assert.equal(r.code, 130, 'exit code of an interrupted run');
+    assert.ok(seen.size >= 3, `server, pipe and client were running (saw ${seen.size})`);
+    // SIGKILL is delivered at once, but the kernel takes a moment to tear a process down.
+    for (let i = 0; i < 50 && [...seen].some(alive); i++) await new Promise((res) => setTimeout(res, 100));
+    assert.deepEqual([...seen].filter(alive), [], 'no child survives the runner');
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test('Prometheus text is summed by name and label subset (greytap /metrics before/after)', () => {
+  const s = parsePromText([
+    '# HELP greytap_store_records_total x',
+    'greytap_store_records_total{kind="WS_REQ"} 10',
+    'greytap_store_records_total{kind="WS_RESP"} 12',
+    'greytap_store_records_total_other 99',
+    'greytap_capture_dropped_total{reason="queue_full"} 3',
+  ].join('\n'));
+  assert.equal(sumSeries(s, 'greytap_store_records_total'), 22);
+  assert.equal(sumSeries(s, 'greytap_store_records_total', { kind: 'WS_RESP' }), 12);
+  assert.equal(sumSeries(s, 'greytap_capture_dropped_total'), 3);
+});
