@@ -78,6 +78,7 @@ const betterClient = (a: ClientName | undefined, b: ClientName | undefined): Cli
 export async function assembleRecords(store: Store, records: TransactionRecord[], opts: AssembleOptions = {}): Promise<MetricDeltas> {
   const m: MetricDeltas = { decodeErrors: {}, storeRecords: {} };
   const bad = (n = 1) => { m.decodeErrors!.dissect_failed = (m.decodeErrors!.dissect_failed ?? 0) + n; };
+  const failed = () => { m.decodeErrors!.assemble_failed = (m.decodeErrors!.assemble_failed ?? 0) + 1; };
   const wrote = (n = 1) => { m.storeRecords!.CONVERSATION = (m.storeRecords!.CONVERSATION ?? 0) + n; };
   const rules = opts.rules ?? defaultRules;
 
@@ -106,16 +107,14 @@ export async function assembleRecords(store: Store, records: TransactionRecord[]
 
   for (const [key, list] of httpByKey) {
     try {
-      await store.updateConversation(key, (old) => {
-        const prev = takeFresh(opts, key) ? undefined : (old as StoredConversation | undefined);
-        return foldHttp(prev, key, list);
-      });
+      const fresh = takeFresh(opts, key); // decided outside the callback: a store may run it more than once
+      await store.updateConversation(key, (old) => foldHttp(fresh ? undefined : (old as StoredConversation | undefined), key, list));
       wrote();
       await writePointers(store, key, list, opts);
-    } catch { bad(); }
+    } catch { failed(); }
   }
   for (const [conn, list] of wsByConn) {
-    try { wrote(await assembleWs(store, conn, list, opts, bad)); } catch { bad(); }
+    try { wrote(await assembleWs(store, conn, list, opts, bad)); } catch { failed(); }
   }
   if (!Object.keys(m.decodeErrors!).length) delete m.decodeErrors;
   return m;
@@ -324,8 +323,9 @@ async function assembleWs(store: Store, conn: string, records: WsMessageRecord[]
   const up = records[0].upgrade ? store.getTransaction(records[0].upgrade) : undefined;
   const headersClient: ClientName = up && up.kind === 'HTTP' ? detectClient(up.reqHeaders) : 'generic';
   let bads = 0;
+  const freshConn = takeFresh(opts, key);
   const stored = (await store.updateConversation(key, (old) => {
-    const prev = takeFresh(opts, key) ? undefined : (old as StoredConversation | undefined);
+    const prev = freshConn ? undefined : (old as StoredConversation | undefined);
     const s: WsConnState = prev?._ws ? prev._ws : newConnState(conn);
     bads = 0;
     for (const r of records) if (foldWsRecord(s, r) === 'bad') bads++;
