@@ -6,7 +6,7 @@ import { endianness } from 'node:os';
 import type { WsBatchTask } from './tasks.js';
 import type { ErrorCode, WsMessageRecord, WsOpcodeName } from '../records.js';
 import type { MetricDeltas } from '../metrics.js';
-import { bodyFields } from './body.js';
+import { bodyFields, toBase64, type BodyFields } from './body.js';
 
 const TAIL = Buffer.from([0x00, 0x00, 0xff, 0xff]);
 const LITTLE_ENDIAN = endianness() === 'LE';
@@ -208,7 +208,7 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
       rec.size = plain.length;
       if (m.opcode === 8) decodeClose(rec, plain, metrics);
       else {
-        const b = bodyFields(plain, task.maxBody);
+        const b = messageBody(m.opcode, plain, task.maxBody);
         if (b.body !== undefined) rec.body = b.body;
         if (b.bodyBase64 !== undefined) rec.bodyBase64 = b.bodyBase64;
         rec.truncated = b.truncated;
@@ -224,7 +224,7 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
       // Stored raw: what was captured, unmasked; compressed bytes stay compressed.
       if (compressed) rec.bodyBase64 = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('base64');
       else {
-        const b = bodyFields(bytes, task.maxBody);
+        const b = messageBody(m.opcode, bytes, task.maxBody);
         if (b.body !== undefined) rec.body = b.body;
         if (b.bodyBase64 !== undefined) rec.bodyBase64 = b.bodyBase64;
         rec.truncated ||= b.truncated;
@@ -238,6 +238,16 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
   }
 
   return { records, window: !desynced && window ? window.toArrayBuffer() : null, desynced, metrics };
+}
+
+/**
+ * Text (and ping/pong application data) as `body` when valid UTF-8; binary messages always as
+ * `bodyBase64` — a binary message that happens to be valid UTF-8 is still bytes to its peers.
+ */
+function messageBody(opcode: number, bytes: Uint8Array, maxBody: number): BodyFields {
+  if (opcode !== 2) return bodyFields(bytes, maxBody);
+  const keep = Math.min(bytes.length, Math.max(0, Math.floor(maxBody)));
+  return { bodyBase64: toBase64(bytes.subarray(0, keep)), size: bytes.length, truncated: keep < bytes.length, invalidUtf8: false };
 }
 
 /** Close payload (RFC 6455 §5.5.1): empty, or a 2-byte code then a UTF-8 reason. */

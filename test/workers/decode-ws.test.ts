@@ -256,13 +256,18 @@ test('invalid deflate data → inflate_failed, stored raw; the takeover directio
   assertBody(r3[1], plains[2], 'independent');
 });
 
-test('invalid UTF-8 in a text message → invalid_utf8 with bodyBase64; binary is not judged', () => {
+test('invalid UTF-8 in a text message → invalid_utf8 with bodyBase64; binary is always bodyBase64, never judged', () => {
   const bad = Buffer.from([0x61, 0xc3, 0x28, 0x62]);
   const recs = decodeAll([capture(0, { plain: bad, opcode: 1 }, true), capture(1, { plain: bad, opcode: 2 }, true)], null);
   assert.equal(recs[0].error, 'invalid_utf8');
   assert.deepEqual(Buffer.from(recs[0].bodyBase64!, 'base64'), bad);
   assert.equal(recs[1].error, undefined);
   assert.deepEqual(Buffer.from(recs[1].bodyBase64!, 'base64'), bad);
+  // binary stays bytes even when it happens to be valid UTF-8; text is a string
+  const [bin, txt] = decodeAll([capture(0, { plain: Buffer.from('{"a":1}'), opcode: 2 }, true), capture(1, { plain: Buffer.from('{"a":1}'), opcode: 1 }, true)], null);
+  assert.equal(bin.body, undefined);
+  assert.equal(Buffer.from(bin.bodyBase64!, 'base64').toString(), '{"a":1}');
+  assert.equal(txt.body, '{"a":1}');
 });
 
 test('close frames: code and reason parsed; invalid code, 1-byte payload and bad UTF-8 are errors', () => {
