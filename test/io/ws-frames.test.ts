@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import * as wsLib from 'ws';
 import { FrameParser, type FrameHeader, type FrameSink, type FrameParserOptions } from '../../src/io/ws-frames.js';
+import { negotiatedExtensions, parseExtensionList } from '../../src/io/ws-extensions.js';
 
 type Ev = ['start', Omit<FrameHeader, 'rsv2' | 'rsv3'>] | ['payload', string] | ['end'] | ['error', string, boolean];
 
@@ -195,4 +196,31 @@ test('partial header and open message are visible for truncated-stream reports',
   const p2 = parseAll(server, [frame({ opcode: 2, payload: Buffer.alloc(10) }).subarray(0, 5)]).parser;
   assert.equal(p2.inPayload, true);
   assert.equal(p2.partialHeader(), null);
+});
+
+// ── Sec-WebSocket-Extensions of the 101 response (src/io/ws-extensions.ts) ──────────────────────
+
+test('negotiated permessage-deflate parameters map to the two directions', () => {
+  assert.deepEqual(negotiatedExtensions([['Sec-WebSocket-Extensions', 'permessage-deflate']]), {
+    client: { contextTakeover: true, windowBits: 15 }, server: { contextTakeover: true, windowBits: 15 }, others: [], problems: [],
+  });
+  const r = negotiatedExtensions([
+    ['Content-Type', 'x'],
+    ['sec-websocket-extensions', 'permessage-deflate; client_no_context_takeover; server_max_window_bits="10"; client_max_window_bits=9'],
+  ]);
+  assert.deepEqual([r.client, r.server], [{ contextTakeover: false, windowBits: 9 }, { contextTakeover: true, windowBits: 10 }]);
+  const s = negotiatedExtensions([['Sec-WebSocket-Extensions', 'permessage-deflate;server_no_context_takeover']]);
+  assert.deepEqual([s.client, s.server], [{ contextTakeover: true, windowBits: 15 }, { contextTakeover: false, windowBits: 15 }]);
+  assert.deepEqual(negotiatedExtensions([]), { client: null, server: null, others: [], problems: [] });
+});
+
+test('several extensions, several headers, and lenient handling of invalid parameters', () => {
+  const r = negotiatedExtensions([
+    ['Sec-WebSocket-Extensions', 'x-webkit-foo; a="q\\"x, y"'],
+    ['Sec-WebSocket-Extensions', 'permessage-deflate; client_max_window_bits; server_max_window_bits=16; bogus, permessage-deflate; server_no_context_takeover'],
+  ]);
+  assert.deepEqual(r.others, ['x-webkit-foo']);
+  assert.deepEqual([r.client, r.server], [{ contextTakeover: true, windowBits: 15 }, { contextTakeover: true, windowBits: 15 }], 'the first permessage-deflate counts');
+  assert.deepEqual(r.problems, ['client_max_window_bits without a value', 'server_max_window_bits=16 is not 8..15', 'unknown parameter bogus', 'permessage-deflate accepted twice; the first one counts']);
+  assert.deepEqual(parseExtensionList('a; b = "c;d" ; e,  f'), [{ name: 'a', params: [['b', 'c;d'], ['e', true]] }, { name: 'f', params: [] }]);
 });
