@@ -24,7 +24,12 @@ export interface Greytap {
   stop(): Promise<void>;
 }
 
-export async function startGreytap(args: string[] = []): Promise<Greytap> {
+export interface StartOptions {
+  /** stop() leaves the data dir in place (the caller removes it), e.g. to reopen the store afterwards */
+  keepData?: boolean;
+}
+
+export async function startGreytap(args: string[] = [], opts: StartOptions = {}): Promise<Greytap> {
   const dataDir = tmpDir();
   const cfg = loadConfig(['--data-dir', dataDir, '--http-proxy', '127.0.0.1:0', '--socks', '127.0.0.1:0', '--api', '127.0.0.1:0', '--workers', '1', ...args], {});
   const running = await serve(cfg);
@@ -42,7 +47,7 @@ export async function startGreytap(args: string[] = []): Promise<Greytap> {
       if (stopped) return;
       stopped = true;
       await running.stop();
-      rmSync(dataDir, { recursive: true, force: true });
+      if (!opts.keepData) rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }
