@@ -169,7 +169,8 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
         desynced = true;
         window = null;
       }
-      rec.truncated = copied < m.payloadBytes;
+      // a message cut by the connection's end is incomplete even when every byte seen was copied
+      rec.truncated = copied < m.payloadBytes || m.error === 'truncated_stream';
     } else if (compressed && desynced) {
       rec.error ??= 'desynced';
     } else if (compressed) {

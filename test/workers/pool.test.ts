@@ -298,3 +298,35 @@ export default async function (task) {
   assert.equal(await metricValue('greytap_capture_dropped_total', { reason: 'worker_error' }), before + 2);
   await pool.close();
 });
+
+test('the tap records bad input: violations, a mask error, a cut message, a partial header', async () => {
+  const { pool, dir } = newPool({ workers: 1 });
+  const tap = (conn: string, ext = '') => new WsConnectionTap({ origin: origin(conn), upgrade: 'u', responseHeaders: ext ? [['Sec-WebSocket-Extensions', ext]] : [], pool, maxBody: 1 << 20 });
+  const key = Buffer.from([1, 2, 3, 4]);
+  const masked = (b0: number, p: Buffer) => Buffer.concat([Buffer.from([b0, 0x80 | p.length]), key, Buffer.from(p.map((x, i) => x ^ key[i & 3]))]);
+  // 1: a good message, then a reserved opcode: recorded, then nothing more is parsed
+  const t1 = tap('conn-bad-1');
+  t1.fromClient(Buffer.concat([masked(0x81, Buffer.from('ok')), masked(0x83, Buffer.from('x')), masked(0x81, Buffer.from('never'))]));
+  // 2: RSV1 on a continuation frame (deflate negotiated): the open message ends as bad_frame
+  const t2 = tap('conn-bad-2', 'permessage-deflate');
+  t2.fromClient(Buffer.concat([masked(0x01, Buffer.from('part')), masked(0xc0, Buffer.from('x'))]));
+  // 3: server sends a masked frame (flagged, still decoded), then a message cut mid-payload
+  const t3 = tap('conn-bad-3');
+  t3.fromServer(Buffer.concat([masked(0x81, Buffer.from('masked!')), Buffer.from([0x81, 10]), Buffer.from('hello')]));
+  t3.close();
+  t3.close(); // idempotent
+  // 4: a connection closed inside a frame header
+  const t4 = tap('conn-bad-4');
+  t4.fromClient(Buffer.from([0x82]));
+  t4.close();
+  await pool.drain();
+  const c1 = records(dir, 'conn-bad-1', 'client');
+  assert.deepEqual(c1.map((r) => [r.body ?? null, r.error ?? null, r.errorDetail ?? null]), [['ok', null, null], ['', 'bad_frame', 'reserved opcode 3']]);
+  const c2 = records(dir, 'conn-bad-2', 'client');
+  assert.deepEqual(c2.map((r) => [r.body, r.error, r.errorDetail]), [['part', 'bad_frame', 'RSV1 set on a continuation frame']]);
+  const s3 = records(dir, 'conn-bad-3', 'server');
+  assert.deepEqual(s3.map((r) => [r.body, r.error, r.truncated, r.size, r.wireBytes]), [['masked!', 'bad_frame', false, 7, 13], ['hello', 'truncated_stream', true, 5, 7]]);
+  const c4 = records(dir, 'conn-bad-4', 'client');
+  assert.deepEqual(c4.map((r) => [r.opcode, r.error, r.wireBytes]), [['binary', 'truncated_stream', 1]]);
+  await pool.close();
+});
