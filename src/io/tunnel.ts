@@ -94,6 +94,9 @@ function peek(client: net.Socket, upstream: net.Socket): Promise<Buffer[] | null
     client.on('data', onData);
     client.once('end', onEnd);
     upstream.once('readable', onServerFirst);
+    // The listener paused the client while it read the CONNECT / SOCKS request, and a 'data'
+    // listener does not undo an explicit pause(): without this the peek only ever times out.
+    client.resume();
   });
 }
 
