@@ -8,6 +8,7 @@ export interface TransactionQuery {
   host?: string;
   conn?: string;
   after?: string; // cursor: an id; returns records with larger ids
+  before?: string; // cursor: an id; returns the newest `limit` records with smaller ids (still oldest first); `next` then pages further back
   since?: number; // ms since epoch
   limit?: number; // default 100, max 1000
 }
@@ -26,5 +27,7 @@ export interface Store {
   updateConversation(key: string, fn: (c: Conversation | undefined) => Conversation | undefined): Promise<Conversation | undefined>;
   getConversation(id: string): Conversation | undefined;
   listConversations(q: { client?: string; limit?: number; after?: string }): Page<Conversation>;
+  /** Size of the LMDB data file on disk (the store_bytes gauge). */
+  sizeBytes(): number;
   close(): Promise<void>;
 }

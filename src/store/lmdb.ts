@@ -1,0 +1,454 @@
+// The Store over one LMDB environment at <dataDir>/db (lmdb-js, msgpackr values, ordered-binary keys).
+//
+// Layout (sub-databases):
+//   transactions  id → metadata (small bodies inline; big ones moved to `bodies`)
+//   bodies        [id, field] → string | SseEvent[]      (listing never reads these)
+//   connections   id → ConnectionRecord
+//   conversations id → Conversation;  convKeys  key → id;  convByClient [client, id] → 1
+//   byHost / byConn / byKind   [value, id] → 1            (filter + page by id cursor)
+//
+// Writes are un-awaited puts issued in ONE event turn: lmdb-js commits everything queued in a turn
+// in a single write transaction, so a record and its index entries appear (and survive kill -9)
+// together, and a batch costs one await. Async `transaction(cb)` is deliberately not used: on this
+// platform its callback was never invoked (lmdb 3.5.6, Node 20.20), so read-modify-write uses
+// `transactionSync`, which holds LMDB's single writer lock across threads and processes.
+import { statSync } from 'node:fs';
+import { resolve, join } from 'node:path';
+import { open, type Database, type RootDatabase } from 'lmdb';
+import type { Conversation, ConnectionRecord, TransactionRecord, WsMessageRecord } from '../records.js';
+import type { Page, Store, TransactionQuery } from './store.js';
+import { nextId } from './ids.js';
+import { redactHeaders } from './redact.js';
+
+export interface StoreOptions {
+  readOnly?: boolean;
+  /** Kept for the caller's convenience (serve passes it on to startRetention); the store itself does not sweep. */
+  retention?: { maxAgeMs: number | null; maxBytes: number | null };
+  /** Extra header-name substrings to redact (config `redactHeaders`). */
+  redact?: string[];
+}
+
+/** A rejected write: map or disk full, closed store, read-only store. Callers count it as `store_error`. */
+export class StoreError extends Error {
+  readonly code = 'store_error' as const;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StoreError';
+  }
+}
+
+/** What retention needs beyond the Store contract. */
+export interface PurgeResult { transactions: number; connections: number; conversations: number }
+
+export interface LmdbStore extends Store {
+  readonly path: string;
+  /** Bytes held by live pages of every sub-database (what `--retention SIZE` bounds). */
+  dataBytes(): number;
+  /** Removes up to `max` transactions with id < beforeId (oldest first), with bodies and index entries. */
+  purgeTransactions(beforeId: string, max: number): Promise<number>;
+  /** Removes connections with id < beforeId that no stored transaction references and that ended before `beforeTs`. */
+  purgeConnections(beforeId: string, beforeTs: number, max: number): Promise<number>;
+  /** Removes conversations with id < beforeId not updated since `beforeTs`. */
+  purgeConversations(beforeId: string, beforeTs: number, max: number): Promise<number>;
+  /** The oldest stored transaction id, if any. */
+  oldestTransactionId(): string | undefined;
+  /** The newest stored transaction id, if any. */
+  newestTransactionId(): string | undefined;
+}
+
+/** Bodies bigger than this (UTF-16 units / serialized chars) go to `bodies`, keeping metadata pages dense. */
+export const BODY_APART_THRESHOLD = 4096;
+const BODY_FIELDS = ['body', 'bodyBase64', 'reqBody', 'reqBodyBase64', 'respBody', 'respBodyBase64', 'respEvents'] as const;
+type BodyField = (typeof BODY_FIELDS)[number];
+/** Index values are clipped so a hostile Host header can never exceed LMDB's key size (4026 bytes at 8 KiB pages). */
+const MAX_INDEX_VALUE = 512;
+const END = '\uffff';
+export const DEFAULT_LIMIT = 100;
+export const MAX_LIMIT = 1000;
+
+interface Dbs {
+  root: RootDatabase;
+  tx: Database;
+  bodies: Database;
+  conns: Database;
+  convs: Database;
+  convKeys: Database;
+  convByClient: Database;
+  byHost: Database;
+  byConn: Database;
+  byKind: Database;
+}
+
+// One open environment per path per thread: lmdb-js shares the native env across threads, and a
+// second open() in the same thread would only duplicate handles. Reference-counted for close().
+const cache = new Map<string, { store: LmdbStoreImpl; refs: number }>();
+
+export function openStore(dataDir: string, opts: StoreOptions = {}): LmdbStore {
+  const path = resolve(dataDir, 'db');
+  const hit = cache.get(path);
+  // A read-write handle serves read-only callers too; a read-only one cannot serve writers.
+  if (hit && (opts.readOnly || !hit.store.readOnly)) {
+    hit.refs++;
+    return handle(hit.store, path);
+  }
+  const store = new LmdbStoreImpl(path, opts);
+  if (!hit) cache.set(path, { store, refs: 1 });
+  else return store; // a writer next to a cached reader: not cached, closes on its own
+  return handle(store, path);
+}
+
+/** A handle whose close() releases one reference; the env closes with the last one. */
+function handle(store: LmdbStoreImpl, path: string): LmdbStore {
+  let closed = false;
+  return Object.assign(Object.create(store) as LmdbStore, {
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      const c = cache.get(path);
+      if (c && c.store === store && --c.refs === 0) {
+        cache.delete(path);
+        await store.close();
+      }
+    },
+  });
+}
+
+function clip(v: string): string {
+  return v.length > MAX_INDEX_VALUE ? v.slice(0, MAX_INDEX_VALUE) : v;
+}
+
+function bodyLength(v: unknown): number {
+  if (typeof v === 'string') return v.length;
+  if (Array.isArray(v)) return v.reduce((n: number, e: { data?: string }) => n + (e?.data?.length ?? 0) + 16, 0);
+  return 0;
+}
+
+function idFloor(ms: number): string {
+  return (BigInt(Math.max(0, Math.floor(ms))) << 12n).toString(16).padStart(16, '0');
+}
+
+class LmdbStoreImpl implements LmdbStore {
+  readonly path: string;
+  readonly readOnly: boolean;
+  private readonly d: Dbs;
+  private readonly redact: string[];
+
+  constructor(path: string, opts: StoreOptions) {
+    this.path = path;
+    this.readOnly = !!opts.readOnly;
+    this.redact = opts.redact ?? [];
+    if (this.readOnly) {
+      try { statSync(join(path, 'data.mdb')); } catch { throw new StoreError(`no store at ${path} (has greytap serve run with this --data-dir?)`); }
+    }
+    // pageSize 8192 and LZ4 compression: FIELD-NOTES measured 411 MB → 274 MB → 205 MB for 200 MB
+    // of records. Every opener must use the same compression setting, hence one place.
+    const root = open(path, { pageSize: 8192, compression: true, maxDbs: 16, readOnly: this.readOnly });
+    const sub = (name: string) => root.openDB({ name });
+    this.d = {
+      root,
+      tx: sub('transactions'),
+      bodies: sub('bodies'),
+      conns: sub('connections'),
+      convs: sub('conversations'),
+      convKeys: sub('convKeys'),
+      convByClient: sub('convByClient'),
+      byHost: sub('byHost'),
+      byConn: sub('byConn'),
+      byKind: sub('byKind'),
+    };
+  }
+
+  // ── writes ─────────────────────────────────────────────────────────────────────────────────
+
+  private writable(): void {
+    if (this.readOnly) throw new StoreError('store opened read-only');
+  }
+
+  /**
+   * Runs `queue` (synchronous puts/removes: one event turn = one LMDB transaction) and awaits the
+   * commit. Unconditional writes of one batch share one promise; a Set keeps the await to one per
+   * distinct promise, so none can reject unobserved if lmdb-js splits the batch.
+   */
+  private async commit(queue: (w: (p: Promise<unknown>) => void) => void): Promise<void> {
+    const pending = new Set<Promise<unknown>>();
+    try {
+      this.writable();
+      queue((p) => { pending.add(p); });
+    } catch (e) {
+      for (const p of pending) p.catch(() => {});
+      throw this.wrap(e);
+    }
+    try {
+      await Promise.all(pending);
+    } catch (e) {
+      throw this.wrap(e);
+    }
+  }
+
+  private wrap(e: unknown): StoreError {
+    return e instanceof StoreError ? e : new StoreError(`store write failed: ${(e as Error)?.message ?? e}`, { cause: e });
+  }
+
+  putTransactions(records: TransactionRecord[]): Promise<void> {
+    if (records.length === 0) return Promise.resolve();
+    // Everything that can throw (redaction, body split) happens before the first put, so a batch
+    // is either queued whole or not at all.
+    const prepared = records.map((r) => this.prepare(r));
+    const { tx, bodies, byHost, byConn, byKind } = this.d;
+    return this.commit((w) => {
+      for (const { meta, apart } of prepared) {
+        const id = meta.id;
+        for (const [f, v] of apart) w(bodies.put([id, f], v));
+        w(tx.put(id, meta));
+        w(byHost.put([clip(meta.host), id], 1));
+        w(byConn.put([meta.conn, id], 1));
+        w(byKind.put([meta.kind, id], 1));
+      }
+    });
+  }
+
+  private prepare(r: TransactionRecord): { meta: TransactionRecord; apart: [BodyField, unknown][] } {
+    if (typeof r?.id !== 'string' || !r.id) throw new StoreError('record without id');
+    const meta = { ...r } as TransactionRecord & Record<string, unknown>;
+    if (meta.kind === 'HTTP') {
+      meta.reqHeaders = redactHeaders(meta.reqHeaders ?? [], this.redact);
+      meta.respHeaders = redactHeaders(meta.respHeaders ?? [], this.redact);
+    }
+    // msgpack keeps `undefined` members; JSON (the API) would drop them — store what the API shows.
+    for (const k of Object.keys(meta)) if (meta[k] === undefined) delete meta[k];
+    const apart: [BodyField, unknown][] = [];
+    for (const f of BODY_FIELDS) {
+      const v = meta[f];
+      if (v !== undefined && bodyLength(v) > BODY_APART_THRESHOLD) {
+        apart.push([f, v]);
+        delete meta[f];
+      }
+    }
+    return { meta, apart };
+  }
+
+  putConnection(record: ConnectionRecord): Promise<void> {
+    return this.commit((w) => w(this.d.conns.put(record.id, record)));
+  }
+
+  updateConversation(key: string, fn: (c: Conversation | undefined) => Conversation | undefined): Promise<Conversation | undefined> {
+    try {
+      this.writable();
+      const { root, convs, convKeys, convByClient } = this.d;
+      // transactionSync holds LMDB's writer lock from the read to the write: updates from other
+      // threads/processes serialise, so none is lost.
+      const result = root.transactionSync(() => {
+        const id = convKeys.get(key) as string | undefined;
+        const cur = id === undefined ? undefined : (convs.get(id) as Conversation | undefined);
+        const next = fn(cur);
+        if (next === undefined) return undefined;
+        const c: Conversation = { ...next, id: cur?.id ?? id ?? nextId(), key };
+        if (cur && cur.client !== c.client) convByClient.remove([clip(cur.client), c.id]);
+        convs.put(c.id, c);
+        if (id !== c.id) convKeys.put(key, c.id);
+        convByClient.put([clip(c.client), c.id], 1);
+        return c;
+      });
+      return Promise.resolve(result);
+    } catch (e) {
+      if (e instanceof StoreError) return Promise.reject(e);
+      // fn's own exceptions are the caller's bug, not a store failure: pass them through.
+      if (!(e as { code?: unknown })?.code && !/MDB_|mdb|No space|map/i.test(String((e as Error)?.message))) return Promise.reject(e);
+      return Promise.reject(new StoreError(`conversation update failed: ${(e as Error)?.message}`, { cause: e }));
+    }
+  }
+
+  // ── reads ──────────────────────────────────────────────────────────────────────────────────
+
+  getTransaction(id: string): TransactionRecord | undefined {
+    const meta = this.d.tx.get(id) as (TransactionRecord & Record<string, unknown>) | undefined;
+    if (!meta) return undefined;
+    for (const { key, value } of this.d.bodies.getRange({ start: [id], end: [id, END] })) {
+      meta[(key as [string, string])[1]] = value;
+    }
+    return meta;
+  }
+
+  /** Metadata only: inline small bodies are stripped too, so every listed record has the same shape. */
+  getTransactionMeta(id: string): TransactionRecord | undefined {
+    const meta = this.d.tx.get(id) as (TransactionRecord & Record<string, unknown>) | undefined;
+    if (!meta) return undefined;
+    for (const f of BODY_FIELDS) delete meta[f];
+    return meta;
+  }
+
+  listTransactions(q: TransactionQuery): Page<TransactionRecord> {
+    const limit = Math.min(Math.max(1, Math.floor(q.limit ?? DEFAULT_LIMIT)), MAX_LIMIT);
+    const backward = q.before !== undefined;
+    // Ids are allocated no earlier than their record's ts (ids.ts), so `since` bounds the id range.
+    const floor = q.since !== undefined ? idFloor(q.since) : '';
+    const lo = q.after !== undefined && q.after > floor ? q.after : floor;
+    const hi = q.before;
+    // The most selective index drives the scan; other filters are checked on the metadata.
+    const [idx, val] =
+      q.conn !== undefined ? [this.d.byConn, q.conn] :
+      q.host !== undefined ? [this.d.byHost, clip(q.host)] :
+      q.kind !== undefined ? [this.d.byKind, q.kind] : [null, null];
+    const ids = idx
+      ? (backward
+        ? idx.getKeys({ start: [val, hi!], end: [val, lo], reverse: true })
+        : idx.getKeys({ start: [val, lo], end: [val, END] })).map((k) => (k as [string, string])[1])
+      : (backward
+        ? this.d.tx.getKeys({ start: hi!, end: lo || undefined, reverse: true })
+        : this.d.tx.getKeys({ start: lo || undefined })).map((k) => k as string);
+    const items: TransactionRecord[] = [];
+    let more = false;
+    for (const id of ids) {
+      if (id === q.after || id === q.before) continue; // cursors are exclusive
+      const r = this.getTransactionMeta(id);
+      if (!r) continue; // index entry whose record retention just removed
+      if (q.kind !== undefined && r.kind !== q.kind) continue;
+      if (q.host !== undefined && r.host !== q.host) continue;
+      if (q.conn !== undefined && r.conn !== q.conn) continue;
+      if (q.since !== undefined && r.ts < q.since) continue;
+      if (items.length === limit) { more = true; break; }
+      items.push(r);
+    }
+    if (backward) items.reverse();
+    const edge = backward ? items[0] : items[items.length - 1];
+    return { items, next: more && edge ? edge.id : null };
+  }
+
+  getConnection(id: string): ConnectionRecord | undefined {
+    return this.d.conns.get(id) as ConnectionRecord | undefined;
+  }
+
+  wsMessages(connId: string, opts: { limit?: number; bodies?: boolean } = {}): WsMessageRecord[] {
+    const limit = opts.limit ?? Infinity;
+    const byDir: Record<'client' | 'server', WsMessageRecord[]> = { client: [], server: [] };
+    let n = 0;
+    for (const k of this.d.byConn.getKeys({ start: [connId, ''], end: [connId, END] })) {
+      if (n >= limit) break;
+      const id = (k as [string, string])[1];
+      const meta = this.d.tx.get(id) as TransactionRecord | undefined;
+      if (!meta || meta.kind === 'HTTP') continue;
+      const m = (opts.bodies === false ? this.getTransactionMeta(id) : this.getTransaction(id)) as WsMessageRecord;
+      (byDir[m.direction] ?? byDir.client).push(m);
+      n++;
+    }
+    // Wire order: each direction by its seq, the two directions interleaved by ts (the time the
+    // message's last byte was read); a merge keeps each direction's seq order even if ts ties.
+    const c = byDir.client.sort((a, b) => a.seq - b.seq);
+    const s = byDir.server.sort((a, b) => a.seq - b.seq);
+    const out: WsMessageRecord[] = [];
+    let i = 0, j = 0;
+    while (i < c.length || j < s.length) {
+      if (j >= s.length || (i < c.length && (c[i].ts < s[j].ts || (c[i].ts === s[j].ts && c[i].id < s[j].id)))) out.push(c[i++]);
+      else out.push(s[j++]);
+    }
+    return out;
+  }
+
+  getConversation(id: string): Conversation | undefined {
+    return this.d.convs.get(id) as Conversation | undefined;
+  }
+
+  getConversationByKey(key: string): Conversation | undefined {
+    const id = this.d.convKeys.get(key) as string | undefined;
+    return id === undefined ? undefined : this.getConversation(id);
+  }
+
+  listConversations(q: { client?: string; limit?: number; after?: string }): Page<Conversation> {
+    const limit = Math.min(Math.max(1, Math.floor(q.limit ?? DEFAULT_LIMIT)), MAX_LIMIT);
+    const after = q.after ?? '';
+    const ids = q.client !== undefined
+      ? this.d.convByClient.getKeys({ start: [clip(q.client), after], end: [clip(q.client), END] }).map((k) => (k as [string, string])[1])
+      : this.d.convs.getKeys({ start: after || undefined }).map((k) => k as string);
+    const items: Conversation[] = [];
+    let more = false;
+    for (const id of ids) {
+      if (id === q.after) continue;
+      const c = this.getConversation(id);
+      if (!c || (q.client !== undefined && c.client !== q.client)) continue;
+      if (items.length === limit) { more = true; break; }
+      items.push(c);
+    }
+    return { items, next: more && items.length ? items[items.length - 1].id : null };
+  }
+
+  oldestTransactionId(): string | undefined {
+    for (const k of this.d.tx.getKeys({ limit: 1 })) return k as string;
+    return undefined;
+  }
+
+  newestTransactionId(): string | undefined {
+    for (const k of this.d.tx.getKeys({ limit: 1, reverse: true })) return k as string;
+    return undefined;
+  }
+
+  // ── size and retention ─────────────────────────────────────────────────────────────────────
+
+  sizeBytes(): number {
+    try { return statSync(join(this.path, 'data.mdb')).size; } catch { return 0; }
+  }
+
+  dataBytes(): number {
+    let pages = 0;
+    for (const db of [this.d.root, this.d.tx, this.d.bodies, this.d.conns, this.d.convs, this.d.convKeys, this.d.convByClient, this.d.byHost, this.d.byConn, this.d.byKind]) {
+      const s = db.getStats() as { treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number; pageSize: number };
+      pages += s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages;
+    }
+    return pages * 8192;
+  }
+
+  async purgeTransactions(beforeId: string, max: number): Promise<number> {
+    const { tx, bodies, byHost, byConn, byKind } = this.d;
+    const victims = Array.from(tx.getRange({ end: beforeId, limit: max }), ({ key, value }) => ({ id: key as string, r: value as TransactionRecord }));
+    const bodyKeys = victims.flatMap(({ id }) => Array.from(bodies.getKeys({ start: [id], end: [id, END] })));
+    if (victims.length === 0) return 0;
+    await this.commit((w) => {
+      for (const k of bodyKeys) w(bodies.remove(k));
+      for (const { id, r } of victims) {
+        w(byHost.remove([clip(r.host), id]));
+        w(byConn.remove([r.conn, id]));
+        w(byKind.remove([r.kind, id]));
+        w(tx.remove(id));
+      }
+    });
+    return victims.length;
+  }
+
+  async purgeConnections(beforeId: string, beforeTs: number, max: number): Promise<number> {
+    const { conns, byConn } = this.d;
+    const victims: string[] = [];
+    for (const { key, value } of conns.getRange({ end: beforeId, limit: max * 4 })) {
+      const c = value as ConnectionRecord;
+      const referenced = !byConn.getKeys({ start: [key as string, ''], end: [key as string, END], limit: 1 })[Symbol.iterator]().next().done;
+      // An open connection (no endTs) older than the cutoff is dropped too: after a crash it never
+      // gets its close record, and if it is still open its close rewrites it.
+      if (!referenced && (c.endTs ?? c.startTs ?? c.ts) < beforeTs) victims.push(key as string);
+      if (victims.length >= max) break;
+    }
+    if (victims.length) await this.commit((w) => { for (const id of victims) w(conns.remove(id)); });
+    return victims.length;
+  }
+
+  async purgeConversations(beforeId: string, beforeTs: number, max: number): Promise<number> {
+    const { convs, convKeys, convByClient } = this.d;
+    const victims: Conversation[] = [];
+    for (const { value } of convs.getRange({ end: beforeId, limit: max * 4 })) {
+      const c = value as Conversation;
+      if (c.updatedTs < beforeTs) victims.push(c);
+      if (victims.length >= max) break;
+    }
+    if (victims.length) {
+      await this.commit((w) => {
+        for (const c of victims) {
+          if (convKeys.get(c.key) === c.id) w(convKeys.remove(c.key));
+          w(convByClient.remove([clip(c.client), c.id]));
+          w(convs.remove(c.id));
+        }
+      });
+    }
+    return victims.length;
+  }
+
+  async close(): Promise<void> {
+    await this.d.root.close();
+  }
+}

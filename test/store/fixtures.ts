@@ -1,0 +1,39 @@
+// Records for store/API/export tests: one builder per kind, realistic field values.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ConnectionRecord, HttpTransaction, WsMessageRecord } from '../../src/records.js';
+import { nextId } from '../../src/store/ids.js';
+
+export function tempDir(t: { after(fn: () => unknown): void }): string {
+  const dir = mkdtempSync(join(tmpdir(), 'greytap-store-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export function conn(over: Partial<ConnectionRecord> = {}): ConnectionRecord {
+  const ts = Date.now();
+  return {
+    id: nextId(), ts, listener: 'http', clientAddr: '127.0.0.1:50000', host: 'api.openai.com', port: 443,
+    intercepted: true, mode: 'intercept', bytesUp: 10, bytesDown: 20, startTs: ts, ...over,
+  };
+}
+
+export function http(connId: string, over: Partial<HttpTransaction> = {}): HttpTransaction {
+  return {
+    id: nextId(), ts: Date.now(), kind: 'HTTP', conn: connId, host: 'api.openai.com', port: 443, scheme: 'https',
+    path: '/v1/responses?stream=true&x=a%20b', method: 'POST', status: 200, statusText: 'OK', httpVersion: 'HTTP/1.1',
+    reqHeaders: [['Host', 'api.openai.com'], ['Authorization', 'Bearer sk-secret'], ['Content-Type', 'application/json']],
+    respHeaders: [['Content-Type', 'application/json'], ['Set-Cookie', 'sid=abc']],
+    reqBody: '{"model":"gpt-5"}', respBody: '{"ok":true}', reqBytes: 120, respBytes: 80, durationMs: 42, truncated: false,
+    reqBodySize: 17, respBodySize: 11, ...over,
+  };
+}
+
+export function ws(connId: string, upgrade: string, direction: 'client' | 'server', seq: number, over: Partial<WsMessageRecord> = {}): WsMessageRecord {
+  return {
+    id: nextId(), ts: Date.now(), kind: direction === 'client' ? 'WS_REQ' : 'WS_RESP', conn: connId, host: 'api.openai.com', port: 443,
+    scheme: 'wss', path: '/v1/responses', upgrade, seq, direction, opcode: 'text', compressed: true, frames: 1,
+    wireBytes: 30, size: 20, body: `{"seq":${seq},"dir":"${direction}"}`, truncated: false, ...over,
+  };
+}

@@ -1,0 +1,255 @@
+// The LMDB store with real environments in temp dirs: every record kind round-trips (big bodies
+// stored apart), listing filters and cursor paging, cross-thread writers, atomic conversation
+// updates across threads, and a kill -9 mid-capture leaving a consistent store.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { Worker } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+import { openStore, StoreError, BODY_APART_THRESHOLD } from '../../src/store/lmdb.js';
+import { idSharedBuffer, nextId } from '../../src/store/ids.js';
+import type { HttpTransaction, TransactionRecord, WsMessageRecord } from '../../src/records.js';
+import { conn, http, tempDir, ws } from './fixtures.js';
+
+const child = fileURLToPath(new URL('./store-child.js', import.meta.url));
+const BODY_FIELDS = ['body', 'bodyBase64', 'reqBody', 'reqBodyBase64', 'respBody', 'respBodyBase64', 'respEvents'];
+
+test('every record kind round-trips; big bodies are stored apart and listing omits bodies', async (t) => {
+  const store = openStore(tempDir(t));
+  t.after(() => store.close());
+  const c = conn({ sni: 'api.openai.com', alpn: 'http/1.1', clientUser: 'agent-1' });
+  await store.putConnection(c);
+  const big = 'é'.repeat(BODY_APART_THRESHOLD * 3);
+  const small = http(c.id);
+  const bigHttp = http(c.id, {
+    reqBody: big, respBody: undefined, respBodyBase64: Buffer.alloc(20000, 7).toString('base64'),
+    respEvents: Array.from({ length: 300 }, (_, i) => ({ event: 'response.output_text.delta', data: `{"delta":"${i}"}` })),
+  });
+  const up = http(c.id, { status: 101, statusText: 'Switching Protocols', reqBody: undefined, respBody: undefined });
+  const msgs: WsMessageRecord[] = [
+    ws(c.id, up.id, 'client', 0),
+    ws(c.id, up.id, 'server', 0, { body: big }),
+    ws(c.id, up.id, 'server', 1, { kind: 'WS_RESP', opcode: 'binary', body: undefined, bodyBase64: 'AAEC' }),
+    ws(c.id, up.id, 'client', 1, { kind: 'WS_CTRL', opcode: 'close', body: undefined, closeCode: 1000, closeReason: 'bye', error: 'invalid_utf8' }),
+  ];
+  await store.putTransactions([small, bigHttp, up, ...msgs]);
+
+  assert.deepEqual(store.getConnection(c.id), c);
+  const redacted = (r: HttpTransaction): HttpTransaction => ({
+    ...r,
+    reqHeaders: r.reqHeaders.map(([n, v]) => [n, n === 'Authorization' ? 'Bearer [REDACTED]' : v]),
+    respHeaders: r.respHeaders.map(([n, v]) => [n, n === 'Set-Cookie' ? '[REDACTED]' : v]),
+  });
+  for (const r of [small, bigHttp, up]) assert.deepEqual(store.getTransaction(r.id), JSON.parse(JSON.stringify(redacted(r))));
+  for (const m of msgs) assert.deepEqual(store.getTransaction(m.id), JSON.parse(JSON.stringify(m)));
+  assert.equal(store.getTransaction('ffffffffffffffff'), undefined);
+
+  const listed = store.listTransactions({});
+  assert.deepEqual(listed.items.map((r) => r.id), [small, bigHttp, up, ...msgs].map((r) => r.id));
+  for (const r of listed.items) for (const f of BODY_FIELDS) assert.equal(f in r, false, `${f} listed`);
+  assert.equal(listed.next, null);
+  assert.equal((listed.items[0] as HttpTransaction).reqHeaders[1][1], 'Bearer [REDACTED]');
+  assert.ok(store.sizeBytes() > 0);
+});
+
+test('listing filters by kind, host, conn and since, and pages with after/before cursors', async (t) => {
+  const store = openStore(tempDir(t));
+  t.after(() => store.close());
+  const a = conn(), b = conn();
+  const all: TransactionRecord[] = [];
+  for (let i = 0; i < 30; i++) {
+    const c = i % 2 ? a : b;
+    const host = i % 3 ? 'api.openai.com' : 'api.anthropic.com';
+    all.push(i % 5 === 0 ? ws(c.id, 'u', 'client', i, { host }) : http(c.id, { host, ts: 1_000 + i }));
+  }
+  await store.putTransactions(all.slice(0, 10));
+  await store.putTransactions(all.slice(10));
+
+  const pageAll = (q: Parameters<typeof store.listTransactions>[0]): string[] => {
+    const ids: string[] = [];
+    let after: string | undefined;
+    for (let n = 0; n < 100; n++) {
+      const p = store.listTransactions({ ...q, after, limit: 4 });
+      assert.ok(p.items.length <= 4);
+      ids.push(...p.items.map((r) => r.id));
+      if (!p.next) return ids;
+      after = p.next;
+    }
+    throw new Error('paging did not end');
+  };
+  const want = (f: (r: TransactionRecord) => boolean) => all.filter(f).map((r) => r.id);
+  assert.deepEqual(pageAll({}), want(() => true));
+  assert.deepEqual(pageAll({ kind: 'WS_REQ' }), want((r) => r.kind === 'WS_REQ'));
+  assert.deepEqual(pageAll({ host: 'api.anthropic.com' }), want((r) => r.host === 'api.anthropic.com'));
+  assert.deepEqual(pageAll({ conn: a.id }), want((r) => r.conn === a.id));
+  assert.deepEqual(pageAll({ conn: a.id, host: 'api.openai.com', kind: 'HTTP' }), want((r) => r.conn === a.id && r.host === 'api.openai.com' && r.kind === 'HTTP'));
+  assert.deepEqual(pageAll({ since: 1_020 }), want((r) => r.ts >= 1_020));
+  assert.deepEqual(pageAll({ host: 'nowhere' }), []);
+  // after a cursor: strictly larger ids
+  assert.deepEqual(store.listTransactions({ after: all[27].id }).items.map((r) => r.id), [all[28].id, all[29].id]);
+
+  // before: the newest page first, oldest-first inside a page, next pages further back
+  const last = store.listTransactions({ before: 'ffffffffffffffff', limit: 4 });
+  assert.deepEqual(last.items.map((r) => r.id), all.slice(26).map((r) => r.id));
+  assert.equal(last.next, all[26].id);
+  const back: string[] = [];
+  for (let before: string | null = 'ffffffffffffffff'; before;) {
+    const p = store.listTransactions({ before, kind: 'HTTP', limit: 5 });
+    back.unshift(...p.items.map((r) => r.id));
+    before = p.next;
+  }
+  assert.deepEqual(back, want((r) => r.kind === 'HTTP'));
+  // limit is clamped to 1..1000
+  assert.equal(store.listTransactions({ limit: 0 }).items.length, 1);
+});
+
+test('wsMessages returns a connection\'s messages in wire order', async (t) => {
+  const store = openStore(tempDir(t));
+  t.after(() => store.close());
+  const c = conn();
+  const up = http(c.id, { status: 101 });
+  const s0 = ws(c.id, up.id, 'server', 0, { ts: 100 });
+  const c0 = ws(c.id, up.id, 'client', 0, { ts: 50 });
+  const c1 = ws(c.id, up.id, 'client', 1, { ts: 150 });
+  const s1 = ws(c.id, up.id, 'server', 1, { ts: 150 });
+  // committed out of wire order across directions (two workers)
+  await store.putTransactions([s0, s1]);
+  await store.putTransactions([c0, c1, up]);
+  const got = store.wsMessages(c.id);
+  // by ts; client1 and server1 tie at 150 and fall back to id (commit) order
+  assert.deepEqual(got.map((m) => `${m.direction}${m.seq}`), ['client0', 'server0', 'client1', 'server1']);
+  assert.equal(got[0].body, c0.body);
+  assert.deepEqual(store.wsMessages('nope'), []);
+});
+
+test('conversations: created by key with an id, updated in place, listed by client with paging', async (t) => {
+  const store = openStore(tempDir(t));
+  t.after(() => store.close());
+  const made = [];
+  for (let i = 0; i < 5; i++) {
+    made.push(await store.updateConversation(`k${i}`, (c) => {
+      assert.equal(c, undefined);
+      return { id: '', key: `k${i}`, client: i % 2 ? 'codex' : 'claude-code', provider: 'openai-ws', startedTs: i, updatedTs: i, turns: [] };
+    }));
+  }
+  const first = made[0]!;
+  assert.match(first.id, /^[0-9a-f]{16}$/);
+  const upd = await store.updateConversation('k0', (c) => ({ ...c!, model: 'gpt-5', updatedTs: 99 }));
+  assert.equal(upd!.id, first.id);
+  assert.equal(store.getConversation(first.id)!.model, 'gpt-5');
+  assert.equal(await store.updateConversation('k0', () => undefined), undefined);
+  assert.equal(store.getConversation(first.id)!.model, 'gpt-5', 'undefined from fn leaves it unchanged');
+  assert.deepEqual(store.listConversations({ client: 'codex' }).items.map((c) => c.key), ['k1', 'k3']);
+  const p1 = store.listConversations({ limit: 3 });
+  assert.deepEqual(p1.items.map((c) => c.key), ['k0', 'k1', 'k2']);
+  const p2 = store.listConversations({ limit: 3, after: p1.next! });
+  assert.deepEqual(p2.items.map((c) => c.key), ['k3', 'k4']);
+  assert.equal(p2.next, null);
+  // a client change moves the conversation between client indexes
+  await store.updateConversation('k1', (c) => ({ ...c!, client: 'aider' }));
+  assert.deepEqual(store.listConversations({ client: 'codex' }).items.map((c) => c.key), ['k3']);
+  assert.deepEqual(store.listConversations({ client: 'aider' }).items.map((c) => c.key), ['k1']);
+  // fn's own errors propagate and change nothing
+  await assert.rejects(store.updateConversation('k2', () => { throw new Error('boom'); }), /boom/);
+});
+
+test('opening a path twice in one thread shares the environment; read-only handles refuse writes with store_error', async (t) => {
+  const dir = tempDir(t);
+  const a = openStore(dir);
+  const b = openStore(dir);
+  const r = http(conn().id);
+  await a.putTransactions([r]);
+  assert.equal(b.getTransaction(r.id)!.id, r.id);
+  await b.close();
+  assert.equal(a.getTransaction(r.id)!.id, r.id, 'closing one handle keeps the other usable');
+  await a.close();
+  const ro = openStore(dir, { readOnly: true });
+  assert.equal(ro.getTransaction(r.id)!.id, r.id);
+  await assert.rejects(ro.putTransactions([http('c')]), (e: unknown) => e instanceof StoreError && e.code === 'store_error');
+  await ro.close();
+  assert.throws(() => openStore(dir + '-missing', { readOnly: true }), StoreError);
+});
+
+test('two worker threads write concurrently and the main thread sees every record, ids sorted; conversation updates are never lost', async (t) => {
+  const dir = tempDir(t);
+  const store = openStore(dir);
+  t.after(() => store.close());
+  const c = conn();
+  await store.putConnection(c);
+  const run = () => new Promise<string[]>((resolve, reject) => {
+    const w = new Worker(child, { workerData: { dir, ids: idSharedBuffer(), connId: c.id, batches: 20, size: 50, convKey: 'shared', increments: 40 } });
+    w.once('message', resolve);
+    w.once('error', reject);
+  });
+  nextId(); // the shared sequence is live in this thread too
+  const [w1, w2] = await Promise.all([run(), run()]);
+  assert.equal(w1.length + w2.length, 2000);
+  const seen: string[] = [];
+  for (let after: string | undefined; ;) {
+    const p = store.listTransactions({ conn: c.id, after, limit: 1000 });
+    seen.push(...p.items.map((r) => r.id));
+    if (!p.next) break;
+    after = p.next;
+  }
+  assert.deepEqual(seen, [...w1, ...w2].sort());
+  assert.equal(new Set(seen).size, 2000, 'ids unique across threads');
+  const big = store.getTransaction(w1[0]) as HttpTransaction;
+  assert.equal(big.respBody, 'x'.repeat(6000));
+  const conv = store.listConversations({}).items;
+  assert.equal(conv.length, 1);
+  assert.equal(conv[0].turns.length, 80, 'every increment from both threads kept');
+});
+
+test('kill -9 during heavy capture: the store reopens consistent with every acknowledged record', async (t) => {
+  const dir = tempDir(t);
+  const acked: string[] = [];
+  const proc = spawn(process.execPath, [child, dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let buf = '';
+  await new Promise<void>((resolve, reject) => {
+    proc.once('error', reject);
+    proc.once('exit', (code) => reject(new Error(`child exited early (${code})`)));
+    proc.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const lines = buf.split('\n');
+      buf = lines.pop()!;
+      acked.push(...lines.filter(Boolean));
+      if (acked.length >= 3000) {
+        proc.removeAllListeners('exit');
+        proc.kill('SIGKILL');
+        proc.once('exit', () => resolve());
+      }
+    });
+  });
+  const store = openStore(dir);
+  t.after(() => store.close());
+  for (const id of acked) assert.ok(store.getTransaction(id), `acknowledged ${id} lost`);
+  // consistency: every record is reachable through its indexes and every index entry has its record
+  const all: TransactionRecord[] = [];
+  for (let after: string | undefined; ;) {
+    const p = store.listTransactions({ after, limit: 1000 });
+    all.push(...p.items);
+    if (!p.next) break;
+    after = p.next;
+  }
+  assert.ok(all.length >= acked.length);
+  const conns = new Set(all.map((r) => r.conn));
+  let viaConn = 0;
+  for (const cid of conns) {
+    assert.ok(store.getConnection(cid));
+    for (let after: string | undefined; ;) {
+      const p = store.listTransactions({ conn: cid, after, limit: 1000 });
+      viaConn += p.items.length;
+      if (!p.next) break;
+      after = p.next;
+    }
+  }
+  assert.equal(viaConn, all.length);
+  let bigSeen = 0;
+  for (const r of all) if (r.kind === 'WS_RESP' && (r as WsMessageRecord).seq === 3) {
+    assert.ok((store.getTransaction(r.id) as WsMessageRecord).body === 'y'.repeat(9000), 'big body stored apart survives with its record');
+    bigSeen++;
+  }
+  assert.ok(bigSeen > 0);
+  // and the store takes writes again
+  await store.putTransactions([http(all[0].conn)]);
+});
