@@ -242,7 +242,8 @@ class LmdbStoreImpl implements LmdbStore {
         const cur = id === undefined ? undefined : (convs.get(id) as Conversation | undefined);
         const next = fn(cur);
         if (next === undefined) return undefined;
-        const c: Conversation = { ...next, id: cur?.id ?? id ?? nextId(), key };
+        // A new conversation gets nextId() unless fn chose an id (imports, tests).
+        const c: Conversation = { ...next, id: cur?.id ?? id ?? (next.id || nextId()), key };
         if (cur && cur.client !== c.client) convByClient.remove([clip(cur.client), c.id]);
         convs.put(c.id, c);
         if (id !== c.id) convKeys.put(key, c.id);

@@ -1,0 +1,77 @@
+// Background retention (`--retention 7d` and/or `--retention 2GiB`): deletes the oldest records in
+// small batches, each its own LMDB write transaction, yielding to the event loop between batches so
+// the main thread never stalls. Freed pages are reused by LMDB; the file itself does not shrink, so
+// the size limit applies to live data (dataBytes), not the file size.
+import type { LmdbStore } from './lmdb.js';
+
+export interface RetentionOptions {
+  maxAgeMs: number | null;
+  maxBytes: number | null;
+  /** How often to sweep (default 60 s). */
+  intervalMs?: number;
+  /** Records per delete transaction (default 500). */
+  batch?: number;
+  /** Called with a failed sweep's error (default: ignored; the next sweep retries). */
+  onError?: (e: unknown) => void;
+}
+
+export interface Retention {
+  stop(): void;
+  /** Runs one sweep now (also what the timer runs); resolves with the number of transactions removed. */
+  sweep(): Promise<number>;
+}
+
+function idFloor(ms: number): string {
+  return (BigInt(Math.max(0, Math.floor(ms))) << 12n).toString(16).padStart(16, '0');
+}
+
+const tick = () => new Promise<void>((r) => setImmediate(r));
+
+export function startRetention(store: LmdbStore, opts: RetentionOptions): Retention {
+  const batch = opts.batch ?? 500;
+  let running: Promise<number> | null = null;
+  let stopped = false;
+
+  async function sweepOnce(): Promise<number> {
+    let removed = 0;
+    if (opts.maxAgeMs !== null && opts.maxAgeMs !== undefined) {
+      const cutoffTs = Date.now() - opts.maxAgeMs;
+      const cutoff = idFloor(cutoffTs);
+      for (let n; !stopped && (n = await store.purgeTransactions(cutoff, batch)) > 0; await tick()) removed += n;
+      while (!stopped && (await store.purgeConnections(cutoff, cutoffTs, batch)) === batch) await tick();
+      while (!stopped && (await store.purgeConversations(cutoff, cutoffTs, batch)) === batch) await tick();
+    }
+    if (opts.maxBytes !== null && opts.maxBytes !== undefined) {
+      // Oldest first until live data fits; then drop connections/conversations older than what is left.
+      while (!stopped && store.dataBytes() > opts.maxBytes) {
+        const n = await store.purgeTransactions('ffffffffffffffff', batch);
+        if (n === 0) break;
+        removed += n;
+        await tick();
+      }
+      const oldest = store.oldestTransactionId();
+      if (removed > 0 && !stopped) {
+        const cutoff = oldest ?? 'ffffffffffffffff';
+        const cutoffTs = oldest ? Number(BigInt('0x' + oldest) >> 12n) : Date.now();
+        while (!stopped && (await store.purgeConnections(cutoff, cutoffTs, batch)) === batch) await tick();
+        while (!stopped && (await store.purgeConversations(cutoff, cutoffTs, batch)) === batch) await tick();
+      }
+    }
+    return removed;
+  }
+
+  function sweep(): Promise<number> {
+    // One sweep at a time: a timer tick during a long sweep joins it instead of racing it.
+    running ??= sweepOnce().finally(() => { running = null; });
+    return running;
+  }
+
+  const timer = setInterval(() => {
+    sweep().catch((e) => opts.onError?.(e));
+  }, opts.intervalMs ?? 60_000);
+  timer.unref();
+  return {
+    stop() { stopped = true; clearInterval(timer); },
+    sweep,
+  };
+}

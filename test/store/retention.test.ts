@@ -1,0 +1,76 @@
+// Retention over a real LMDB: by age and by size the oldest records go, with their bodies and index
+// entries; newer records, and connections/conversations still referenced or recent, stay.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { open } from 'lmdb';
+import { openStore } from '../../src/store/lmdb.js';
+import { startRetention } from '../../src/store/retention.js';
+import type { TransactionRecord } from '../../src/records.js';
+import { conn, http, tempDir, ws } from './fixtures.js';
+
+const DAY = 86_400_000;
+let seq = 0;
+/** An id allocated `ms` ago (ids are caller-assigned; retention reads their time). */
+const oldId = (msAgo: number) => ((BigInt(Date.now() - msAgo) << 12n) + BigInt(seq++)).toString(16).padStart(16, '0');
+
+function counts(dir: string) {
+  const root = open(join(dir, 'db'), { pageSize: 8192, compression: true, maxDbs: 16 });
+  const n = (name: string) => root.openDB({ name }).getKeysCount();
+  return { tx: n('transactions'), bodies: n('bodies'), byHost: n('byHost'), byConn: n('byConn'), byKind: n('byKind'), conns: n('connections'), convs: n('conversations'), convKeys: n('convKeys'), convByClient: n('convByClient') };
+}
+
+test('retention by age removes old transactions, their bodies, index entries, ended connections and stale conversations', async (t) => {
+  const dir = tempDir(t);
+  const store = openStore(dir);
+  t.after(() => store.close());
+  const oldConn = conn({ id: oldId(10 * DAY), startTs: Date.now() - 10 * DAY, endTs: Date.now() - 10 * DAY });
+  const newConn = conn();
+  await store.putConnection(oldConn);
+  await store.putConnection(newConn);
+  const old: TransactionRecord[] = [];
+  for (let i = 0; i < 120; i++) old.push(http(oldConn.id, { id: oldId(10 * DAY), ts: Date.now() - 10 * DAY, host: `h${i % 3}`, respBody: 'z'.repeat(i % 10 === 0 ? 9000 : 10) }));
+  const fresh = [http(newConn.id, { host: 'h0', respBody: 'q'.repeat(9000) }), ws(newConn.id, 'u', 'client', 0)];
+  await store.putTransactions(old);
+  await store.putTransactions(fresh);
+  await store.updateConversation('stale', () => ({ id: oldId(10 * DAY), key: 'stale', client: 'codex', provider: 'openai-ws', startedTs: 0, updatedTs: Date.now() - 9 * DAY, turns: [] }));
+  await store.updateConversation('live', () => ({ id: '', key: 'live', client: 'codex', provider: 'openai-ws', startedTs: 0, updatedTs: Date.now(), turns: [] }));
+
+  const r = startRetention(store, { maxAgeMs: 7 * DAY, maxBytes: null, batch: 50, intervalMs: 3_600_000 });
+  t.after(() => r.stop());
+  assert.equal(await r.sweep(), 120);
+  assert.deepEqual(store.listTransactions({}).items.map((x) => x.id), fresh.map((x) => x.id));
+  assert.equal(store.getTransaction(old[0].id), undefined);
+  assert.equal(store.getConnection(oldConn.id), undefined);
+  assert.ok(store.getConnection(newConn.id));
+  assert.deepEqual(store.listConversations({}).items.map((c) => c.key), ['live']);
+  assert.deepEqual(counts(dir), { tx: 2, bodies: 1, byHost: 2, byConn: 2, byKind: 2, conns: 1, convs: 1, convKeys: 1, convByClient: 1 });
+  assert.equal(await r.sweep(), 0, 'a second sweep finds nothing');
+});
+
+test('retention by size removes the oldest until live data fits, keeping the newest', async (t) => {
+  const dir = tempDir(t);
+  const store = openStore(dir);
+  t.after(() => store.close());
+  const c = conn();
+  await store.putConnection(c);
+  const all: TransactionRecord[] = [];
+  for (let b = 0; b < 10; b++) {
+    const batch = Array.from({ length: 100 }, (_, i) => http(c.id, { host: `h${i % 4}`, respBody: `${b}:${i}:` + 'r'.repeat(6000) }));
+    await store.putTransactions(batch);
+    all.push(...batch);
+  }
+  const before = store.dataBytes();
+  const maxBytes = Math.floor(before / 3);
+  const r = startRetention(store, { maxAgeMs: null, maxBytes, batch: 100, intervalMs: 3_600_000 });
+  t.after(() => r.stop());
+  const removed = await r.sweep();
+  assert.ok(removed > 0 && removed < 1000, `removed ${removed}`);
+  assert.ok(store.dataBytes() <= maxBytes, `${store.dataBytes()} > ${maxBytes}`);
+  const left = store.listTransactions({ limit: 1000 }).items.map((x) => x.id);
+  assert.deepEqual(left, all.slice(removed).map((x) => x.id), 'exactly the oldest went');
+  const n = counts(dir);
+  assert.deepEqual([n.tx, n.bodies, n.byHost, n.byConn, n.byKind], [left.length, left.length, left.length, left.length, left.length]);
+  assert.ok(store.getConnection(c.id), 'a connection still referenced by records stays');
+  assert.ok((store.getTransaction(left[left.length - 1]) as { respBody: string }).respBody.startsWith('9:99:'));
+});
