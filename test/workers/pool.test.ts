@@ -330,3 +330,44 @@ test('the tap records bad input: violations, a mask error, a cut message, a part
   assert.deepEqual(c4.map((r) => [r.opcode, r.error, r.wireBytes]), [['binary', 'truncated_stream', 1]]);
   await pool.close();
 });
+
+test('HTTP exchanges and connection records of one connection commit in order, bodies moved, memory released', async () => {
+  const { pool, dir } = newPool({ redactHeaders: ['x-secret'] });
+  const conn = 'conn-http';
+  const now = Date.now();
+  const rec = { id: conn, ts: now, listener: 'http' as const, clientAddr: '127.0.0.1:1', host: 'api.test', port: 443, intercepted: true, mode: 'intercept' as const, bytesUp: 0, bytesDown: 0, startTs: now };
+  pool.connection(rec);
+  const ids: string[] = [];
+  const bodies: Uint8Array[] = [];
+  for (let i = 0; i < 20; i++) {
+    const id = nextId();
+    ids.push(id);
+    const body = new TextEncoder().encode(JSON.stringify({ i, text: 'x'.repeat(i * 100) }));
+    pool.http({
+      type: 'http', id, origin: { conn, host: 'api.test', port: 443, scheme: 'https', path: `/v1/${i}` }, method: 'POST', target: `/v1/${i}`, httpVersion: '1.1',
+      reqHeaders: [['Content-Type', 'application/json'], ['X-Secret-Token', 'hunter2']], reqBody: body.buffer as ArrayBuffer, reqBytes: body.length + 50, reqBodyBytes: body.length,
+      status: 200, statusText: 'OK', respHeaders: [['Content-Type', 'text/plain']], respBody: new TextEncoder().encode(`answer ${i}`).buffer as ArrayBuffer, respBytes: 60, respBodyBytes: 8,
+      truncated: false, startTs: now + i, durationMs: 1, lastByteAt: performance.timeOrigin + performance.now(), maxBody: 1 << 20,
+    }, conn);
+    bodies.push(body);
+  }
+  pool.connection({ ...rec, endTs: now + 100, closeReason: 'client_end', bytesUp: 123 });
+  assert.ok(pool.memoryBytes > 0, 'queued bodies count against the capture memory bound');
+  await pool.drain();
+  assert.equal(pool.memoryBytes, 0);
+  assert.ok(bodies.every((b) => b.byteLength === 0), 'body buffers were transferred to the worker, not copied');
+  const store = openStore(dir, { readOnly: true });
+  try {
+    assert.equal(store.getConnection(conn)?.closeReason, 'client_end', 'the close record landed after the open one');
+    const page = store.listTransactions({ conn, limit: 100 });
+    assert.deepEqual(page.items.map((t) => t.id), ids, 'committed in submission order');
+    const t5 = store.getTransaction(ids[5]);
+    assert.ok(t5 && t5.kind === 'HTTP');
+    assert.equal(JSON.parse(t5.reqBody!).i, 5);
+    assert.equal(t5.respBody, 'answer 5');
+    assert.notEqual(t5.reqHeaders.find(([n]) => n === 'X-Secret-Token')?.[1], 'hunter2', 'configured header redacted');
+  } finally {
+    await store.close();
+  }
+  await pool.close();
+});
