@@ -55,9 +55,22 @@ let defaultRules: DissectRule[] = [];
 /** The worker entry sets the user's endpoint rules once (from workerData). */
 export function setDissectRules(rules: DissectRule[]): void { defaultRules = rules; }
 
-/** Conversation ids are derived from the assembly key, so a rebuild gives the same ids. */
+/**
+ * Conversation ids are derived from the assembly key, so a rebuild (or another worker) gives the
+ * same id; the store keeps the id a conversation was created with.
+ */
 export function conversationId(key: string): string {
   return hash('conversation:' + key);
+}
+
+/**
+ * A conversation by its assembly key. Uses the store's key index when it has one (LmdbStore),
+ * else an identity read-modify-write.
+ */
+export async function conversationByKey(store: Store, key: string): Promise<StoredConversation | undefined> {
+  const byKey = (store as Store & { getConversationByKey?: (k: string) => Conversation | undefined }).getConversationByKey;
+  if (typeof byKey === 'function') return byKey.call(store, key) as StoredConversation | undefined;
+  return (await store.updateConversation(key, (c) => c)) as StoredConversation | undefined;
 }
 
 /** The API / export shape: private assembly state removed. */
@@ -92,7 +105,7 @@ export async function assembleRecords(store: Store, records: TransactionRecord[]
         if (d.bad) bad();
         if (!d.exchange) continue;
         const ex = d.exchange;
-        if (!ex.key) ex.key = chained.get(ex.previousResponseId!) ?? resolveChain(store, ex.previousResponseId!);
+        if (!ex.key) ex.key = chained.get(ex.previousResponseId!) ?? (await resolveChain(store, ex.previousResponseId!));
         if (ex.reply?.responseId && needsPointer(ex)) chained.set(ex.reply.responseId, ex.key);
         const list = httpByKey.get(d.exchange.key) ?? [];
         list.push({ ex: d.exchange, tx: r });
@@ -287,8 +300,8 @@ function needsPointer(ex: Exchange): boolean {
   return ex.provider === 'openai-responses' && (ex.key.includes(':prefix:') || ex.key.includes(':chain:'));
 }
 
-function resolveChain(store: Store, prev: string): string {
-  const p = store.getConversation(conversationId(pointerKey(prev))) as StoredConversation | undefined;
+async function resolveChain(store: Store, prev: string): Promise<string> {
+  const p = await conversationByKey(store, pointerKey(prev));
   return p?._target ?? 'openai-responses:chain:' + prev;
 }
 

@@ -4,7 +4,7 @@
 // rebuild == incremental.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { assembleRecords, conversationId, publicConversation, rebuildConversations, type StoredConversation } from '../../src/workers/assemble.js';
+import { assembleRecords, conversationByKey, conversationId, publicConversation, rebuildConversations, type StoredConversation } from '../../src/workers/assemble.js';
 import type { Conversation, TransactionRecord, Turn, WsMessageRecord } from '../../src/records.js';
 import type { Store } from '../../src/store/store.js';
 import { allConversations, testStore } from './dissect/session-fixtures.js';
@@ -24,8 +24,8 @@ function chunks<T>(a: T[], n: number): T[][] {
 
 const byId = (a: { id: string }, b: { id: string }) => (a.id < b.id ? -1 : 1);
 
-function conv(store: Store, key: string): Conversation {
-  const c = store.getConversation(conversationId(key));
+async function conv(store: Store, key: string): Promise<Conversation> {
+  const c = await conversationByKey(store, key);
   assert.ok(c, `conversation ${key} exists`);
   return publicConversation(c as StoredConversation);
 }
@@ -83,14 +83,15 @@ test('codex over WebSocket: pre-warm, reasoning, tool call paired with its outpu
     await feed(store, [l.upgrade]);
     const all = [...l.client, ...l.server].sort(byId); // wire/commit order
     for (const b of chunks(all, 5)) await feed(store, b);
-    const c = conv(store, `openai-ws:${l.upgrade.conn}:sess-A`);
+    const c = await conv(store, `openai-ws:${l.upgrade.conn}:sess-A`);
     assert.deepEqual(noSource(c.turns), expectedCodexTurns('completed'));
     assert.deepEqual(c.turns.map((t) => t.source), expectedCodexSources(l));
     assert.equal(c.client, 'codex');
     assert.equal(c.provider, 'openai-ws');
     assert.equal(c.model, 'gpt-5-codex');
     assert.equal(c.incomplete, undefined);
-    assert.equal(c.id, conversationId(`openai-ws:${l.upgrade.conn}:sess-A`));
+    assert.deepEqual(publicConversation(store.getConversation(c.id) as StoredConversation), c, 'readable by its id');
+    assert.equal(c.id, conversationId(`openai-ws:${l.upgrade.conn}:sess-A`), 'the id derives from the key (the store keeps a given id)');
     assert.deepEqual([...allConversations(store).keys()], [`openai-ws:${l.upgrade.conn}:sess-A`], 'one visible conversation; the connection state stays internal');
   });
 });
@@ -112,13 +113,14 @@ test('codex over WebSocket: the result does not depend on which direction is ass
     await withStore(async (store) => {
       await feed(store, [l.upgrade]);
       await run(store);
-      const c = conv(store, key);
+      const c = await conv(store, key);
       assert.deepEqual(noSource(c.turns), expectedCodexTurns('completed'), name);
       assert.deepEqual(c.turns.map((t) => t.source), expectedCodexSources(l), name);
       results.push(c);
     });
   }
-  for (const r of results.slice(1)) assert.deepEqual(r, results[0]);
+  const noId = ({ id: _i, ...c }: Conversation) => c; // each run has its own store
+  for (const r of results.slice(1)) assert.deepEqual(noId(r), noId(results[0]));
 });
 
 test('codex: server events assembled before the upgrade and the request still end up in the right conversation (client from x-codex-turn-metadata)', async () => {
@@ -127,7 +129,7 @@ test('codex: server events assembled before the upgrade and the request still en
     for (const b of chunks(l.server, 6)) await feed(store, b);
     assert.equal(allConversations(store).size, 0, 'responses with no request known yet are held in the connection state');
     await feed(store, l.client); // the 101 transaction was never committed
-    const c = conv(store, `openai-ws:${l.upgrade.conn}:sess-C`);
+    const c = await conv(store, `openai-ws:${l.upgrade.conn}:sess-C`);
     assert.deepEqual(noSource(c.turns), expectedCodexTurns('completed'));
     assert.equal(c.client, 'codex');
   });
@@ -141,8 +143,8 @@ test('two concurrent codex connections with the same prompt_cache_key never inte
     await feed(store, [a.upgrade, b.upgrade]);
     const lanes = [a.client, a.server, b.client, b.server];
     await Promise.all(lanes.map(async (lane) => { for (const ch of chunks(lane, 3)) await feed(store, ch); }));
-    const ca = conv(store, `openai-ws:${a.upgrade.conn}:shared`);
-    const cb = conv(store, `openai-ws:${b.upgrade.conn}:shared`);
+    const ca = await conv(store, `openai-ws:${a.upgrade.conn}:shared`);
+    const cb = await conv(store, `openai-ws:${b.upgrade.conn}:shared`);
     assert.deepEqual(noSource(ca.turns), expectedCodexTurns('completed'));
     assert.deepEqual(noSource(cb.turns), expectedCodexTurns('failed'));
     assert.deepEqual(cb.turns.map((t) => t.source), expectedCodexSources(b));
@@ -158,11 +160,11 @@ test('codex: socket closed mid-response → last turn aborted with the folded de
     await feed(store, [l.upgrade]);
     await feed(store, l.client.slice(0, -1));
     await feed(store, l.server);
-    const live = conv(store, key);
+    const live = await conv(store, key);
     assert.equal(live.turns[7].incomplete, undefined, 'still streaming before the close is seen');
     assert.deepEqual(live.turns[7].blocks, [{ type: 'text', text: 'Only . and ..' }], 'live view shows the deltas so far');
     await feed(store, l.client.slice(-1)); // the close frame
-    const c = conv(store, key);
+    const c = await conv(store, key);
     assert.deepEqual(noSource(c.turns), expectedCodexTurns('close'));
     assert.equal(c.incomplete, 'aborted');
   });
@@ -177,7 +179,7 @@ test('codex: a new response.created while the previous response was open marks t
     const resp2 = server.findIndex((r) => r.body!.includes('"resp_2"'));
     await feed(store, [l.upgrade, ...l.client.slice(0, 3)]);
     await feed(store, [...server.slice(0, cut), ...server.slice(resp2, resp2 + 8)]);
-    const c = conv(store, `openai-ws:${l.upgrade.conn}:sess-E`);
+    const c = await conv(store, `openai-ws:${l.upgrade.conn}:sess-E`);
     const t = c.turns[3];
     assert.equal(t.incomplete, 'aborted');
     assert.deepEqual(t.blocks, [{ type: 'reasoning', text: '**Listing files** with ls' }, { type: 'tool_call', callId: 'call_1', name: 'shell', arguments: '', argumentsRaw: '' }]);
@@ -203,7 +205,7 @@ test('Claude Code SSE session: thinking, tool_use from input_json_delta, tool_re
   await withStore(async (store) => {
     const txs = claudeCodeSession(1_700_001_000_000);
     for (const t of [txs[2], txs[0], txs[1]]) await feed(store, [t]); // workers finish in any order
-    const c = conv(store, `anthropic:${CC_SESSION}`);
+    const c = await conv(store, `anthropic:${CC_SESSION}`);
     assert.deepEqual(noSource(c.turns), EXPECTED_CC);
     assert.deepEqual(c.turns.map((t) => t.source), [[txs[0].id], [txs[0].id], [txs[0].id], [txs[2].id], [txs[2].id]]);
     assert.equal(c.client, 'claude-code');
@@ -216,7 +218,7 @@ test('Claude Code: a stream cut short leaves the turn aborted with its partial t
   await withStore(async (store) => {
     const txs = claudeCodeSession(1_700_001_100_000, { abortSecond: true });
     await feed(store, txs);
-    const c = conv(store, `anthropic:${CC_SESSION}`);
+    const c = await conv(store, `anthropic:${CC_SESSION}`);
     assert.deepEqual(noSource(c.turns.slice(0, 4)), EXPECTED_CC.slice(0, 4));
     assert.deepEqual(noSource(c.turns.slice(4)), [{ role: 'assistant', blocks: [{ type: 'text', text: 'The expectation is wrong: ' }], usage: { inputTokens: 9340, cachedTokens: 9300, outputTokens: 1, totalTokens: 9341 }, responseId: 'msg_01B', model: 'claude-sonnet-4-5-20250929', incomplete: 'aborted' }]);
     assert.equal(c.incomplete, 'aborted');
@@ -316,9 +318,9 @@ test('a long streamed answer: 3000 deltas in small batches fold to exactly the c
     for (const d of pieces) server.push(s.msg(ts, { type: 'response.output_text.delta', output_index: 0, content_index: 0, delta: d }));
     for (const b of chunks(server, 16)) await feed(store, b);
     const key = `openai-ws:${up.conn}:long`;
-    assert.deepEqual(conv(store, key).turns[2].blocks, [{ type: 'text', text: full }], 'live view: the deltas so far');
+    assert.deepEqual((await conv(store, key)).turns[2].blocks, [{ type: 'text', text: full }], 'live view: the deltas so far');
     await feed(store, [s.msg(ts++, { type: 'response.completed', response: { id: 'rl', output: [{ type: 'message', role: 'assistant', content: [{ type: 'output_text', text: full }] }], usage: { input_tokens: 25000, output_tokens: 6000, total_tokens: 31000 } } })]);
-    const done = conv(store, key);
+    const done = await conv(store, key);
     assert.deepEqual(done.turns[1].blocks, [{ type: 'text', text: prompt }]);
     assert.deepEqual(done.turns[2].blocks, [{ type: 'text', text: full }]);
     assert.deepEqual(done.turns[2].usage, { inputTokens: 25000, outputTokens: 6000, totalTokens: 31000 });

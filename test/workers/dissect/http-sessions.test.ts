@@ -2,7 +2,7 @@
 // previous_response_id chains, chat retries after an aborted reply, regenerate.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { assembleRecords, conversationId, publicConversation, rebuildConversations, type StoredConversation } from '../../../src/workers/assemble.js';
+import { assembleRecords, conversationByKey, publicConversation, rebuildConversations, type StoredConversation } from '../../../src/workers/assemble.js';
 import type { Conversation, TransactionRecord } from '../../../src/records.js';
 import type { Store } from '../../../src/store/store.js';
 import { allConversations, httpTx, sse, testStore } from './session-fixtures.js';
@@ -34,7 +34,7 @@ test('codex over HTTP /v1/responses: full history each time, keyed by prompt_cac
         { type: 'response.completed', response: { id: 'r2', model: 'gpt-5', output: [{ type: 'message', role: 'assistant', content: [{ type: 'output_text', text: 'In /repo.' }] }] } }]) });
     await feed(store, [t2]);
     await feed(store, [t1]);
-    const c = publicConversation(store.getConversation(conversationId('openai-responses:pk-1')) as StoredConversation);
+    const c = publicConversation((await conversationByKey(store, 'openai-responses:pk-1'))!);
     assert.deepEqual(texts(c), ['system:sys', 'user:where am I?', 'assistant:Need cwd|call(c1)', 'tool:result(c1 shell)', 'assistant:In /repo.']);
     assert.equal(c.client, 'codex');
     assert.deepEqual(c.turns.map((t) => t.source), [[t1.id], [t1.id], [t1.id], [t2.id], [t2.id]]);

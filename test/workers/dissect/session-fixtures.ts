@@ -70,15 +70,20 @@ export class MemoryStore implements Store {
   }
   getConnection() { return undefined; }
   wsMessages() { return []; }
+  // as LmdbStore: undefined from fn changes nothing; an existing conversation keeps its id
   async updateConversation(key: string, fn: (c: Conversation | undefined) => Conversation | undefined) {
     const old = this.convs.get(key);
     const next = fn(old && structuredClone(old));
-    if (next === undefined) this.convs.delete(key); else this.convs.set(key, structuredClone(next));
-    return next;
+    if (next === undefined) return undefined;
+    const c = { ...next, id: old?.id ?? (next.id || nextId()), key };
+    this.convs.set(key, structuredClone(c));
+    return c;
   }
+  getConversationByKey(key: string) { const c = this.convs.get(key); return c && structuredClone(c); }
+  sizeBytes() { return 0; }
   getConversation(id: string) { for (const c of this.convs.values()) if (c.id === id) return structuredClone(c); return undefined; }
   listConversations(q: { client?: string; limit?: number; after?: string }): Page<Conversation> {
-    const all = [...this.convs.values()].filter((c) => !c.internal && (!q.client || c.client === q.client) && (!q.after || c.id > q.after)).sort((a, b) => (a.id < b.id ? -1 : 1));
+    const all = [...this.convs.values()].filter((c) => (!q.client || c.client === q.client) && (!q.after || c.id > q.after)).sort((a, b) => (a.id < b.id ? -1 : 1));
     const items = all.slice(0, q.limit ?? 100).map((c) => structuredClone(c));
     return { items, next: all.length > items.length ? items[items.length - 1].id : null };
   }
@@ -106,7 +111,7 @@ export async function commitAndAssemble(store: Store, assemble: (s: Store, r: Tr
   await assemble(store, records);
 }
 
-/** All (public) conversations, by key. */
+/** All conversations but the assembler's internal objects, by key. */
 export function allConversations(store: Store): Map<string, Conversation> {
   const out = new Map<string, Conversation>();
   for (let after: string | undefined; ;) {
