@@ -50,6 +50,10 @@ export interface LmdbStore extends Store {
   purgeConnections(beforeId: string, beforeTs: number, max: number): Promise<number>;
   /** Removes conversations with id < beforeId not updated since `beforeTs`. */
   purgeConversations(beforeId: string, beforeTs: number, max: number): Promise<number>;
+  /** One transaction without any body field (what listings and SSE events carry). */
+  getTransactionMeta(id: string): TransactionRecord | undefined;
+  /** Messages of a connection in wire order; `limit` caps how many are read, `bodies: false` skips bodies. */
+  wsMessages(connId: string, opts?: { limit?: number; bodies?: boolean }): WsMessageRecord[];
   /** The oldest stored transaction id, if any. */
   oldestTransactionId(): string | undefined;
   /** The newest stored transaction id, if any. */

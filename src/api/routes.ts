@@ -1,0 +1,154 @@
+// The HTTP API's routes (DESIGN.md "HTTP API"). Read-only: GET and HEAD only. Query parameters are
+// validated strictly — an unknown or malformed one is a 400 with the reason, so a typo never
+// silently returns unfiltered data.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Gauge, Registry } from 'prom-client';
+import type { RecordKind } from '../records.js';
+import type { Store, TransactionQuery } from '../store/store.js';
+import type { SseHub } from './sse.js';
+import { ID_RE } from './records.js';
+import { DASHBOARD_HTML } from './dashboard.js';
+
+export interface RouteContext {
+  store: Store;
+  registry: Registry;
+  caPem: string;
+  health: () => boolean;
+  sse: SseHub;
+}
+
+class BadRequest extends Error {}
+
+const KINDS: ReadonlySet<string> = new Set<RecordKind>(['HTTP', 'WS_REQ', 'WS_RESP', 'WS_CTRL']);
+/** Connection messages served with GET /api/connections/:id unless `limit` says otherwise. */
+const DEFAULT_MESSAGES = 10_000;
+const MAX_MESSAGES = 100_000;
+
+function send(res: ServerResponse, status: number, type: string, body: string | Buffer, extra: Record<string, string> = {}): void {
+  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...extra });
+  res.end(body);
+}
+
+function json(res: ServerResponse, status: number, value: unknown): void {
+  send(res, status, 'application/json; charset=utf-8', JSON.stringify(value));
+}
+
+/** Query parameters, each at most once, only the allowed names. */
+function params(url: URL, allowed: string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const [k, v] of url.searchParams) {
+    if (!allowed.includes(k)) throw new BadRequest(`unknown parameter "${k}" (allowed: ${allowed.join(', ') || 'none'})`);
+    if (out.has(k)) throw new BadRequest(`parameter "${k}" given twice`);
+    out.set(k, v);
+  }
+  return out;
+}
+
+function intParam(p: Map<string, string>, name: string, min: number, max: number): number | undefined {
+  const v = p.get(name);
+  if (v === undefined) return undefined;
+  if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) throw new BadRequest(`${name} must be a whole number from ${min} to ${max}, got "${v}"`);
+  return Number(v);
+}
+
+function idParam(p: Map<string, string>, name: string): string | undefined {
+  const v = p.get(name);
+  if (v === undefined) return undefined;
+  if (!ID_RE.test(v)) throw new BadRequest(`${name} must be a record id (16 hex digits), got "${v}"`);
+  return v;
+}
+
+function textParam(p: Map<string, string>, name: string): string | undefined {
+  const v = p.get(name);
+  if (v === undefined) return undefined;
+  if (v === '' || v.length > 1024) throw new BadRequest(`${name} must be 1 to 1024 characters`);
+  return v;
+}
+
+function transactionQuery(url: URL): TransactionQuery {
+  const p = params(url, ['kind', 'host', 'conn', 'after', 'before', 'since', 'limit']);
+  const kind = p.get('kind');
+  if (kind !== undefined && !KINDS.has(kind)) throw new BadRequest(`kind must be one of ${[...KINDS].join(', ')}, got "${kind}"`);
+  const q: TransactionQuery = {
+    kind: kind as RecordKind | undefined,
+    host: textParam(p, 'host'),
+    conn: idParam(p, 'conn'),
+    after: idParam(p, 'after'),
+    before: idParam(p, 'before'),
+    since: intParam(p, 'since', 0, 8.64e15),
+    limit: intParam(p, 'limit', 1, 1000),
+  };
+  if (q.after !== undefined && q.before !== undefined) throw new BadRequest('after and before cannot be combined');
+  for (const k of Object.keys(q) as (keyof TransactionQuery)[]) if (q[k] === undefined) delete q[k];
+  return q;
+}
+
+/** `/api/x/:id` → the decoded id, or null when the path has another shape. */
+function idFrom(path: string, prefix: string): string | null {
+  if (!path.startsWith(prefix)) return null;
+  const rest = path.slice(prefix.length);
+  if (rest === '' || rest.includes('/')) return null;
+  try { return decodeURIComponent(rest); } catch { return null; }
+}
+
+export async function route(ctx: RouteContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    res.setHeader('allow', 'GET, HEAD');
+    return json(res, 405, { error: `method ${req.method} not allowed (the API is read-only)` });
+  }
+  let url: URL;
+  try { url = new URL(req.url ?? '/', 'http://api.invalid'); } catch { return json(res, 400, { error: 'malformed request target' }); }
+  const path = url.pathname;
+  try {
+    if (path === '/' || path === '/index.html') {
+      params(url, []);
+      return send(res, 200, 'text/html; charset=utf-8', DASHBOARD_HTML);
+    }
+    if (path === '/healthz') {
+      const ok = ctx.health();
+      return send(res, ok ? 200 : 503, 'text/plain; charset=utf-8', ok ? 'ok\n' : 'unavailable\n');
+    }
+    if (path === '/metrics') {
+      const g = ctx.registry.getSingleMetric('greytap_store_bytes') as Gauge | undefined;
+      g?.set(ctx.store.sizeBytes());
+      return send(res, 200, ctx.registry.contentType, await ctx.registry.metrics());
+    }
+    if (path === '/ca.pem') return send(res, 200, 'application/x-pem-file', ctx.caPem);
+    if (path === '/api/transactions') return json(res, 200, ctx.store.listTransactions(transactionQuery(url)));
+    if (path === '/api/events') {
+      params(url, []);
+      const err = ctx.sse.handle(req, res);
+      return err ? json(res, 400, { error: err }) : undefined;
+    }
+    if (path === '/api/conversations') {
+      const p = params(url, ['client', 'limit', 'after']);
+      const q = { client: textParam(p, 'client'), limit: intParam(p, 'limit', 1, 1000), after: idParam(p, 'after') };
+      return json(res, 200, ctx.store.listConversations(q));
+    }
+    let id: string | null;
+    if ((id = idFrom(path, '/api/transactions/')) !== null) {
+      params(url, []);
+      const r = ctx.store.getTransaction(id);
+      return r ? json(res, 200, r) : json(res, 404, { error: `no transaction ${id}` });
+    }
+    if ((id = idFrom(path, '/api/connections/')) !== null) {
+      const p = params(url, ['limit']);
+      const limit = intParam(p, 'limit', 1, MAX_MESSAGES) ?? DEFAULT_MESSAGES;
+      const c = ctx.store.getConnection(id);
+      if (!c) return json(res, 404, { error: `no connection ${id}` });
+      const s = ctx.store as Store & { wsMessages(id: string, o?: { limit?: number }): ReturnType<Store['wsMessages']> };
+      const messages = s.wsMessages(id, { limit: limit + 1 });
+      const truncated = messages.length > limit;
+      return json(res, 200, { ...c, messages: truncated ? messages.slice(0, limit) : messages, ...(truncated ? { messagesTruncated: true } : {}) });
+    }
+    if ((id = idFrom(path, '/api/conversations/')) !== null) {
+      params(url, []);
+      const c = ctx.store.getConversation(id);
+      return c ? json(res, 200, c) : json(res, 404, { error: `no conversation ${id}` });
+    }
+    return json(res, 404, { error: `no route ${path}` });
+  } catch (e) {
+    if (e instanceof BadRequest) return json(res, 400, { error: e.message });
+    throw e;
+  }
+}
