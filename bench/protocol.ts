@@ -49,6 +49,8 @@ export interface ClientJob {
   durationMs: number;
   /** upper bound on waiting for in-flight operations after the measured window */
   drainMs: number;
+  /** bulk: deadline of one whole download */
+  bulkTimeoutMs: number;
 }
 
 export interface LatencySummary { n: number; p50: number; p99: number; p999: number; mean: number }
@@ -64,6 +66,8 @@ export interface ClientResult {
   latency: LatencySummary | null;
   errors: number;
   firstError?: string;
+  /** an operation hit its deadline (e.g. a proxy that buffers a whole 64 MiB body); another round would too */
+  gaveUp: boolean;
   /** totals over the whole run (warm-up and drain included), what a capturing proxy should record */
   wire: { wsClient: number; wsServer: number; httpExchanges: number };
 }

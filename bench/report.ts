@@ -33,6 +33,8 @@ export interface Row {
   capture?: CaptureCheck | null;
   errors?: number;
   firstError?: string;
+  /** an operation hit its deadline; no further round was run */
+  gaveUp?: boolean;
   /** throughput of every round (null = that round failed); the row holds the best one */
   rounds?: (number | null)[];
 }

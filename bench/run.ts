@@ -73,7 +73,7 @@ function pickContenders(o: Options): Contender[] {
 function runClient(job: ClientJob): Promise<ClientResult> {
   const c: Child = forkChild(join(benchDir, 'client.js'), []);
   return new Promise((resolve, reject) => {
-    const limit = job.warmupMs + job.durationMs + job.drainMs + 45_000;
+    const limit = job.warmupMs + job.durationMs + job.drainMs + (job.workload.kind === 'bulk' ? job.bulkTimeoutMs : 0) + 45_000;
     const t = setTimeout(() => { void stopChild(c, 'SIGKILL'); reject(new Error(`client did not finish within ${limit / 1000} s`)); }, limit);
     c.proc.once('message', (m) => { clearTimeout(t); resolve(m as ClientResult); });
     c.proc.once('exit', (code, sig) => { clearTimeout(t); reject(new Error(`client exited (${sig ?? code}): ${lastLines(c.tail(), 2)}`)); });
@@ -109,7 +109,7 @@ async function settleCapture(url: string, before: Samples, kinds: string[], expe
 
 async function measure(o: Options, w: Workload, name: string, r: Running): Promise<Row> {
   const p = o.profile;
-  const job: ClientJob = { workload: w, route: r.route, warmupMs: p.warmupMs, durationMs: p.durationMs, drainMs: p.drainMs };
+  const job: ClientJob = { workload: w, route: r.route, warmupMs: p.warmupMs, durationMs: p.durationMs, drainMs: p.drainMs, bulkTimeoutMs: p.bulkTimeoutMs };
   const pid = r.pid;
   if (pid) resetPeakRss(pid);
   const before = r.metricsUrl ? await scrape(r.metricsUrl) : null;
@@ -143,6 +143,7 @@ async function measure(o: Options, w: Workload, name: string, r: Running): Promi
     capture,
     errors: res.errors,
     firstError: res.firstError,
+    gaveUp: res.gaveUp || undefined,
   };
   return row;
 }
@@ -160,7 +161,7 @@ async function runOne(o: Options, w: Workload, info: ContenderInfo, live: Map<st
   }
   const row = await measure(o, w, info.name, r);
   const cap = row.capture ? ` capture ${(row.capture.completeness * 100).toFixed(1)}% drops ${row.capture.dropped}` : '';
-  log(`${w.id} ${info.name}: ${row.status === 'ok' ? `${row.opsPerSec!.toFixed(0)} ${w.unit}/s ${row.mbPerSec!.toFixed(1)} MB/s p50 ${row.latencyMs?.p50.toFixed(2) ?? '–'} ms cpu ${row.proxyCpuSeconds?.toFixed(2) ?? '–'} s${cap}${row.errors ? ` errors ${row.errors}` : ''}` : `${row.status}: ${row.reason}`}`);
+  log(`${w.id} ${info.name}: ${row.status === 'ok' ? `${row.opsPerSec!.toFixed(w.kind === 'bulk' ? 2 : 0)} ${w.kind === 'bulk' ? 'downloads' : w.unit}/s ${row.mbPerSec!.toFixed(1)} MB/s p50 ${row.latencyMs?.p50.toFixed(2) ?? '–'} ms cpu ${row.proxyCpuSeconds?.toFixed(2) ?? '–'} s${cap}${row.errors ? ` errors ${row.errors}` : ''}` : `${row.status}: ${row.reason}`}`);
   if (row.status === 'crashed') { info.status = 'crashed'; info.reason = row.reason; live.delete(info.name); }
   return row;
 }
@@ -214,7 +215,8 @@ async function main(): Promise<void> {
     for (let round = 1; round <= o.profile.rounds; round++) {
       for (const info of infos) {
         const prev = best.get(info.name);
-        if (prev && prev.status !== 'ok' && prev.status !== 'error') continue; // crashed/unavailable: nothing to retry
+        // crashed/unavailable, or an operation hit its deadline: another round would only repeat that
+        if (prev && ((prev.status !== 'ok' && prev.status !== 'error') || prev.gaveUp)) continue;
         const row = await runOne(o, w, info, live, started);
         const throughput = rate(w, row);
         row.rounds = [...(prev?.rounds ?? []), throughput >= 0 ? throughput : null];

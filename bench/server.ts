@@ -8,7 +8,6 @@
 // argv[2]: a JSON file { key, cert } (PEM).
 import https from 'node:https';
 import { readFileSync } from 'node:fs';
-import { once } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -41,12 +40,21 @@ function num(u: URL, name: string, dflt: number, max: number): number {
   return Number.isFinite(v) && v >= 0 ? Math.min(v, max) : dflt;
 }
 
+/** Resolves on 'drain' or 'close', whichever comes first, and leaves no listener behind. */
+function writable(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => { res.removeListener('drain', done); res.removeListener('close', done); resolve(); };
+    res.once('drain', done);
+    res.once('close', done);
+  });
+}
+
 async function sse(res: ServerResponse, n: number): Promise<void> {
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
   const words = ['the', ' model', ' says', ' hello', ' token', ' stream', ' of', ' text'];
   for (let i = 0; i < n && !res.destroyed; i++) {
     const ev = `event: delta\ndata: {"t":"${process.hrtime.bigint()}","i":${i},"delta":"${words[i & 7]}"}\n\n`;
-    if (!res.write(ev)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+    if (!res.write(ev)) await writable(res);
   }
   res.end('event: done\ndata: [DONE]\n\n');
 }
@@ -57,7 +65,7 @@ async function bulk(res: ServerResponse, n: number): Promise<void> {
   while (left > 0 && !res.destroyed) {
     const c = left >= BULK_CHUNK.length ? BULK_CHUNK : BULK_CHUNK.subarray(0, left);
     left -= c.length;
-    if (!res.write(c)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+    if (!res.write(c)) await writable(res);
   }
   res.end();
 }

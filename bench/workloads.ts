@@ -30,6 +30,8 @@ export interface Profile {
   warmupMs: number;
   durationMs: number;
   drainMs: number;
+  /** bulk: deadline of one whole download */
+  bulkTimeoutMs: number;
   /** each workload × contender runs this many times, interleaved; the best throughput is kept (noise only ever slows) */
   rounds: number;
   /** the whole bench stops starting new runs after this (remaining runs: "skipped: time budget") */
@@ -37,17 +39,17 @@ export interface Profile {
 }
 
 export const PROFILES: Record<Profile['name'], Profile> = {
-  smoke: { name: 'smoke', workloads: ['ws-plain-1k-c8'], contenders: 'smoke', warmupMs: 300, durationMs: 1500, drainMs: 2000, rounds: 1, budgetMs: 60_000 },
+  smoke: { name: 'smoke', workloads: ['ws-plain-1k-c8'], contenders: 'smoke', warmupMs: 300, durationMs: 1500, drainMs: 2000, bulkTimeoutMs: 15_000, rounds: 1, budgetMs: 60_000 },
   short: {
     name: 'short',
     workloads: ['ws-deflate-1k-c8', 'ws-plain-1k-c8', 'ws-plain-64k-c8', 'sse-c4', 'http-1k-c8', 'http-1m-c8', 'churn-100h-c8', 'bulk-64m'],
-    contenders: 'short', warmupMs: 400, durationMs: 1500, drainMs: 3000, rounds: 2, budgetMs: 270_000,
+    contenders: 'short', warmupMs: 400, durationMs: 1500, drainMs: 3000, bulkTimeoutMs: 15_000, rounds: 2, budgetMs: 270_000,
   },
   full: {
     name: 'full',
     workloads: ['ws-deflate-1k-c8', 'ws-deflate-1k-c64', 'ws-plain-1k-c8', 'ws-plain-1k-c64', 'ws-plain-64k-c8', 'ws-deflate-64k-c8',
       'sse-c4', 'http-1k-c8', 'http-1m-c8', 'churn-500h-c8', 'bulk-256m'],
-    contenders: 'full', warmupMs: 2000, durationMs: 10_000, drainMs: 5000, rounds: 3, budgetMs: 60 * 60_000,
+    contenders: 'full', warmupMs: 2000, durationMs: 10_000, drainMs: 5000, bulkTimeoutMs: 180_000, rounds: 3, budgetMs: 60 * 60_000,
   },
 };
 
