@@ -7,8 +7,12 @@
 // Memory bound: one budget (global and per connection) covers the taps' capture buffers being
 // filled AND the payloads the pool holds (queued or in flight) until their task settles. The taps
 // ask `reserve` before copying; handing an item over moves its bytes into the pool's hold, which
-// always succeeds (the bytes exist already) and makes later `reserve` calls fail sooner. So the
-// total is at most maxCaptureMemory plus one message per connection.
+// always succeeds (the bytes exist already) and makes later `reserve` calls fail sooner. Every
+// queued item also counts a fixed overhead for its metadata; a payload-less item (the capture was
+// dropped) is still queued so its record and the gap are written, up to a slack of 1/8 over the
+// bound — past that it is dropped whole (counted as queue_full), so a flood of tiny messages
+// against a stalled pool cannot grow memory either. Total ≤ 1.125 × maxCaptureMemory plus one
+// message per connection.
 import { Piscina } from 'piscina';
 import { idSharedBuffer } from '../store/ids.js';
 import type { ConnectionRecord } from '../records.js';
@@ -39,6 +43,8 @@ export interface WsStream {
 
 /** Messages per WebSocket batch task (one LMDB transaction); the rest wait for the next round. */
 const MAX_BATCH = 1024;
+/** Bytes counted per queued item for its metadata (an estimate of a captured message object). */
+export const ITEM_OVERHEAD = 256;
 
 export class CapturePool {
   private readonly piscina: Piscina<CaptureTask, TaskOutput>;
@@ -106,6 +112,12 @@ export class CapturePool {
     else this.memByConn.set(connKey, conn - n);
     this.memTotal = Math.max(0, this.memTotal - n);
     captureMemoryBytes.set(this.memTotal);
+  }
+
+  /** Whether a payload-less item may still be queued (within the slack over the bound). */
+  admitMetadata(connKey: string): boolean {
+    const slack = (n: number) => n + (n >> 3);
+    return this.memTotal + ITEM_OVERHEAD <= slack(this.opts.maxCaptureMemory) && (this.memByConn.get(connKey) ?? 0) + ITEM_OVERHEAD <= slack(this.opts.maxConnCaptureMemory);
   }
 
   /** Bytes already allocated that the pool now holds: counted unconditionally. */
@@ -207,6 +219,8 @@ class WsLane extends Lane {
   private pending: { m: WsCapturedMessage; bytes: number }[] = [];
   private window: ArrayBuffer | null = null;
   private desynced = false;
+  /** a compressed message of this context-takeover direction was dropped without a record: desynced from here on */
+  private gap = false;
 
   constructor(
     private readonly pool: CapturePool,
@@ -220,7 +234,13 @@ class WsLane extends Lane {
   }
 
   push(m: WsCapturedMessage): void {
-    const bytes = m.payload?.byteLength ?? 0;
+    if (!m.payload && !this.pool.admitMetadata(this.connKey)) {
+      // Far over the bound: not even the record is kept. The tap counted a dropped payload already.
+      if (m.error !== 'queue_full') captureDropped.inc({ reason: 'queue_full' });
+      if (this.deflate?.contextTakeover && m.rsv1 && m.opcode < 8) this.gap = true;
+      return;
+    }
+    const bytes = (m.payload?.byteLength ?? 0) + ITEM_OVERHEAD;
     this.pool.hold(this.connKey, bytes);
     this.pending.push({ m, bytes });
     this.pool.itemsIn(1);
@@ -247,7 +267,7 @@ class WsLane extends Lane {
   private task(messages: WsCapturedMessage[]): WsBatchTask {
     return {
       type: 'ws', origin: this.origin, upgrade: this.upgrade, direction: this.direction, deflate: this.deflate,
-      window: this.window, desynced: this.desynced, maxBody: this.pool.opts.maxBody, messages,
+      window: this.window, desynced: this.desynced || this.gap, maxBody: this.pool.opts.maxBody, messages,
     };
   }
 
@@ -302,6 +322,7 @@ class TaskLane extends Lane {
   }
 
   push(item: LaneItem): void {
+    item.bytes += ITEM_OVERHEAD;
     this.pool.hold(this.key, item.bytes);
     this.pending.push(item);
     this.pool.itemsIn(1);

@@ -243,21 +243,38 @@ test('over the memory bound: messages recorded without payload as queue_full, co
   await pool.close();
 });
 
-test('the tap under a tiny budget: every message still gets a record (with its sizes); drops counted once', async () => {
-  const { pool, dir } = newPool({ maxCaptureMemory: 8 << 10, maxConnCaptureMemory: 8 << 10, workers: 1 });
+test('the tap under a small budget: every message still gets a record (with its sizes); drops counted once', async () => {
+  const { pool, dir } = newPool({ maxCaptureMemory: 64 << 10, maxConnCaptureMemory: 64 << 10, workers: 1 });
   const before = await metricValue('greytap_capture_dropped_total', { reason: 'queue_full' });
-  const tap = new WsConnectionTap({ origin: origin('conn-tiny'), upgrade: 'u', responseHeaders: [], pool, maxBody: 1 << 20 });
-  // 20 unmasked server frames of 4 KiB in one read: the budget holds two.
-  const frames = Array.from({ length: 20 }, (_, i) => Buffer.concat([Buffer.from([0x82, 126, 0x10, 0x00]), Buffer.alloc(4096, i)]));
+  const tap = new WsConnectionTap({ origin: origin('conn-small'), upgrade: 'u', responseHeaders: [], pool, maxBody: 1 << 20 });
+  // 20 unmasked server frames of 16 KiB in one read: the budget holds three.
+  const frames = Array.from({ length: 20 }, (_, i) => Buffer.concat([Buffer.from([0x82, 126, 0x40, 0x00]), Buffer.alloc(16384, i)]));
   tap.fromServer(Buffer.concat(frames));
   tap.close();
   await pool.drain();
-  const recs = records(dir, 'conn-tiny', 'server');
+  const recs = records(dir, 'conn-small', 'server');
   assert.equal(recs.length, 20);
   const dropped = recs.filter((r) => r.error === 'queue_full').length;
-  assert.ok(dropped >= 15, `${dropped} dropped`);
+  assert.equal(dropped, 17);
+  recs.slice(0, 3).forEach((r, i) => assert.deepEqual(text(r), Buffer.alloc(16384, i)));
   assert.equal(await metricValue('greytap_capture_dropped_total', { reason: 'queue_full' }), before + dropped);
-  assert.ok(recs.every((r) => r.wireBytes === 4100 && r.size === 4096));
+  assert.ok(recs.every((r) => r.wireBytes === 16388 && r.size === 16384));
+  await pool.close();
+});
+
+test('a flood of messages far over the bound: records beyond the slack are dropped whole, all counted, memory bounded', async () => {
+  const { pool, dir } = newPool({ maxCaptureMemory: 8 << 10, maxConnCaptureMemory: 8 << 10, workers: 1 });
+  const before = await metricValue('greytap_capture_dropped_total', { reason: 'queue_full' });
+  const tap = new WsConnectionTap({ origin: origin('conn-flood'), upgrade: 'u', responseHeaders: [], pool, maxBody: 1 << 20 });
+  const frame = Buffer.concat([Buffer.from([0x82, 126, 0x10, 0x00]), Buffer.alloc(4096, 7)]);
+  tap.fromServer(Buffer.concat(Array(500).fill(frame)));
+  assert.ok(pool.memoryBytes <= (8 << 10) + (1 << 10), `held ${pool.memoryBytes} bytes`);
+  tap.close();
+  await pool.drain();
+  const recs = records(dir, 'conn-flood', 'server');
+  assert.ok(recs.length < 500 && recs.length > 1, `${recs.length} records`);
+  const captured = recs.filter((r) => !r.error).length;
+  assert.equal(await metricValue('greytap_capture_dropped_total', { reason: 'queue_full' }), before + 500 - captured);
   await pool.close();
 });
 
