@@ -54,8 +54,9 @@ function now(): number {
 /** Commits records; a refused write is counted (store_error), never thrown: the lane must go on. */
 async function commit(records: TransactionRecord[], lastByteAt: number[], metrics: MetricDeltas): Promise<string[]> {
   if (records.length === 0) return [];
-  const s = theStore();
+  let s: Store;
   try {
+    s = theStore();
     await s.putTransactions(records);
   } catch {
     add(metrics, { dropped: { store_error: records.length } });
