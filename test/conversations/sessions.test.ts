@@ -26,6 +26,8 @@ let codex: CodexOrigin;
 let llm: LlmHttpOrigin;
 /** every conversation a test asserted, as the API returned it: the rebuild must reproduce them */
 const asserted = new Map<string, Conversation>();
+/** `greytap conversations --rebuild --format json` output (set by the rebuild test) */
+let cliOutput: Conversation[] | undefined;
 
 before(async () => {
   codex = await startCodexOrigin(pki);
@@ -206,11 +208,7 @@ test('codex: multi-turn session over context-takeover permessage-deflate — pre
   assert.equal(wire.spans.length, 4, 'pre-warm + three responses captured');
   assert.deepEqual(wire.spans[1].events.at(-1).response.output, replyOutput(replies[0]), 'the captured completed event is what the origin sent');
   await assertSources(conv);
-
-  // the listing shows it (and never the per-connection assembly state)
-  const listed = await listConversations();
-  assert.ok(listed.some((x) => x.id === conv.id));
-  assert.ok(listed.every((x) => !x.internal && !Object.keys(x).some((k) => k.startsWith('_'))), 'no internal objects or private state in the listing');
+  assert.ok((await listConversations()).some((x) => x.id === conv.id), 'listed');
 });
 
 test('codex: two concurrent sessions on two sockets, same prompt_cache_key and response ids, events interleaved on the wire — never mixed', async () => {
@@ -291,6 +289,33 @@ test('codex: the client gives up mid-stream (close 1001 before response.complete
   ]);
   assert.equal(conv.incomplete, 'aborted');
   await assertSources(conv);
+});
+
+// KNOWN GAP (reported): a WebSocket that ends without a close frame leaves no record after the last
+// message, so assembly never learns the stream was cut and the turn stays 'streaming' (no
+// `incomplete`). Kept as a todo so it runs and shows; it passes once connection end reaches assembly.
+test.todo('codex: the connection dies mid-stream with no close frame (TCP reset) → last turn incomplete, earlier turns intact', async () => {
+  const pck = 'codex-reset-session';
+  const first = 'Done: 3 files formatted.';
+  const partial = ['Now ', 'linting '];
+  codex.scripts.set(pck, (_req, n) => (n === 0
+    ? { id: 'resp_r1', text: words(first), usage: { input: 400, cached: 0, output: 8, reasoning: 0 } }
+    : { id: 'resp_r2', text: partial, usage: { input: 420, cached: 384, output: 50, reasoning: 0 }, cut: true }));
+  const c = await CodexClient.open(g, 'codex-reset', pck);
+  c.send([userMsg('Format the code.')]);
+  await c.response(0);
+  c.send([userMsg('And lint it.')]);
+  await c.response(1, (r) => r.text === partial.join(''));
+  const wire = await codexWire('codex-reset', (ms) => ms.filter((m) => m.direction === 'server').length >= 2);
+  c.ws.terminate(); // the agent was killed: no close frame, the TCP connection just ends
+  const conv = await settled(`openai-ws:${wire.upgrade.conn}:${pck}`, [
+    { role: 'system', blocks: [text(CODEX_INSTRUCTIONS)] },
+    { role: 'user', blocks: [text('Format the code.')] },
+    { role: 'assistant', blocks: [text(first)], usage: { inputTokens: 400, cachedTokens: 0, outputTokens: 8, reasoningTokens: 0, totalTokens: 408 }, responseId: 'resp_r1', model: MODEL },
+    { role: 'user', blocks: [text('And lint it.')] },
+    { role: 'assistant', blocks: [text(partial.join(''))], responseId: 'resp_r2', model: MODEL, incomplete: 'aborted' },
+  ], 5_000);
+  assert.equal(conv.incomplete, 'aborted');
 });
 
 // ── Claude Code over HTTP + SSE ──────────────────────────────────────────────────────────────
@@ -492,6 +517,18 @@ test('chat completions: a stream with 2 parallel tool calls (arguments in pieces
   await assertSources(conv);
 });
 
+// ── what the API and the CLI show ────────────────────────────────────────────────────────────
+
+test('the API serves public conversations only: no internal assembly objects, no private state', async () => {
+  const listed = await listConversations();
+  const leaks = (c: Conversation) => c.internal === true || Object.keys(c).some((k) => k.startsWith('_'));
+  assert.deepEqual(listed.filter(leaks).map((c) => c.key), [], 'GET /api/conversations lists only conversations, without private fields');
+  for (const id of asserted.keys()) {
+    const c = await apiGet<Conversation>(g, `/api/conversations/${id}`);
+    assert.deepEqual(Object.keys(c).filter((k) => k.startsWith('_')), [], `GET /api/conversations/${id} has no private fields`);
+  }
+});
+
 // ── rebuild ──────────────────────────────────────────────────────────────────────────────────
 
 test('greytap conversations --rebuild on the stopped proxy\'s data dir gives the same conversations', async () => {
@@ -499,16 +536,15 @@ test('greytap conversations --rebuild on the stopped proxy\'s data dir gives the
   // the final state of every conversation asserted above, as the API serves it now
   const live = new Map<string, Conversation>();
   for (const id of asserted.keys()) live.set(id, await apiGet<Conversation>(g, `/api/conversations/${id}`));
-  const listedIds = new Set((await listConversations()).map((c) => c.id));
+  const listedIds = new Set((await listConversations()).filter((c) => !c.internal).map((c) => c.id));
   await g.stop(); // keepData: the data dir stays
   const out = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
     execFile(process.execPath, ['bin/greytap.js', 'conversations', '--data-dir', g.dataDir, '--rebuild', '--format', 'json'], { maxBuffer: 64 << 20 }, (err, stdout, stderr) => resolve({ code: err ? ((err as any).code ?? 1) : 0, stdout, stderr }));
   });
   assert.equal(out.code, 0, out.stderr);
   assert.match(out.stderr, /rebuilt \d+ conversations/);
-  const all = JSON.parse(out.stdout) as Conversation[];
-  assert.ok(all.every((c) => !Object.keys(c).some((k) => k.startsWith('_'))), 'the CLI prints public conversations, no private assembly state');
-  const rebuilt = new Map(all.filter((c) => !c.internal).map((c) => [c.id, c]));
+  cliOutput = JSON.parse(out.stdout) as Conversation[];
+  const rebuilt = new Map(cliOutput.filter((c) => !c.internal).map((c) => [c.id, c]));
   assert.deepEqual(new Set(rebuilt.keys()), listedIds, 'the same conversations');
   for (const [id, c] of live) {
     const r = rebuilt.get(id);
@@ -516,4 +552,10 @@ test('greytap conversations --rebuild on the stopped proxy\'s data dir gives the
     assert.deepEqual(r.turns, c.turns, `turns of ${c.key}`);
     for (const f of ['key', 'client', 'provider', 'model', 'incomplete', 'startedTs', 'updatedTs'] as const) assert.deepEqual(r[f], c[f], `${f} of ${c.key}`);
   }
+});
+
+test('greytap conversations --format json prints public conversations only', () => {
+  assert.ok(cliOutput, 'the rebuild test ran the CLI');
+  const leaks = cliOutput.filter((c) => c.internal === true || Object.keys(c).some((k) => k.startsWith('_')));
+  assert.deepEqual(leaks.map((c) => c.key), [], 'no internal objects, no private assembly state');
 });
