@@ -1,0 +1,71 @@
+// `greytap export`: streams stored transactions as JSON Lines (one record with bodies per line, the
+// same shape as the API) or as one HAR 1.2 document. Pages through the store by id cursor and waits
+// for 'drain' whenever the output pushes back, so memory stays at one page whatever the store size.
+// Runs against a read-only open of the environment while `serve` keeps writing (LMDB readers see
+// a consistent snapshot per page).
+import { readFileSync } from 'node:fs';
+import { once } from 'node:events';
+import type { HttpTransaction, RecordKind, TransactionRecord } from '../records.js';
+import type { Store } from './store.js';
+import { harCreator, harEntry } from './har.js';
+
+export interface ExportOptions {
+  format: 'jsonl' | 'har';
+  kind?: RecordKind;
+  host?: string;
+  since?: number;
+}
+
+const PAGE = 500;
+
+function version(): string {
+  try {
+    return JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')).version ?? '0.0.0';
+  } catch {
+    return '0.0.0';
+  }
+}
+
+async function write(out: NodeJS.WritableStream, s: string): Promise<void> {
+  if (!out.write(s)) await Promise.race([once(out, 'drain'), once(out, 'close')]);
+}
+
+/** Every matching transaction (with bodies), oldest first. */
+function* transactions(store: Store, q: { kind?: RecordKind; host?: string; since?: number }): Generator<TransactionRecord> {
+  let after: string | undefined;
+  for (;;) {
+    const page = store.listTransactions({ ...q, after, limit: PAGE });
+    for (const meta of page.items) {
+      const r = store.getTransaction(meta.id);
+      if (r) yield r; // removed by retention between the page and the read: skip
+    }
+    if (!page.next) return;
+    after = page.next;
+  }
+}
+
+/** Resolves with the number of records (jsonl) or entries (har) written. */
+export async function exportRecords(store: Store, opts: ExportOptions, out: NodeJS.WritableStream): Promise<number> {
+  const q = { kind: opts.kind, host: opts.host, since: opts.since };
+  let n = 0;
+  if (opts.format === 'jsonl') {
+    for (const r of transactions(store, q)) {
+      await write(out, JSON.stringify(r) + '\n');
+      n++;
+    }
+    return n;
+  }
+  if (opts.format !== 'har') throw new Error(`unknown export format "${String(opts.format)}" (jsonl or har)`);
+  // HAR holds HTTP transactions only; WebSocket messages ride on their 101 entry.
+  await write(out, `{"log":{"version":"1.2","creator":${JSON.stringify(harCreator(version()))},"pages":[],"entries":[`);
+  if (opts.kind === undefined || opts.kind === 'HTTP') {
+    for (const r of transactions(store, { ...q, kind: 'HTTP' })) {
+      const tx = r as HttpTransaction;
+      const ws = tx.status === 101 ? store.wsMessages(tx.conn).filter((m) => m.upgrade === tx.id) : [];
+      await write(out, (n ? ',\n' : '\n') + JSON.stringify(harEntry(tx, ws)));
+      n++;
+    }
+  }
+  await write(out, '\n]}}\n');
+  return n;
+}
