@@ -20,7 +20,10 @@ import type { Header, WsMessageRecord } from '../../src/records.js';
 import type { StreamOrigin, WsCapturedMessage } from '../../src/workers/tasks.js';
 
 const dirs: string[] = [];
-after(() => {
+const pools: CapturePool[] = [];
+after(async () => {
+  // pools a failed test left open (close() is idempotent), then their data dirs
+  await Promise.all(pools.map((p) => p.close()));
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
@@ -28,6 +31,7 @@ function newPool(over: Partial<CapturePoolOptions> = {}): { pool: CapturePool; d
   const dir = mkdtempSync(join(tmpdir(), 'greytap-pool-'));
   dirs.push(dir);
   const pool = new CapturePool({ workers: 2, dataDir: dir, maxBody: 1 << 20, maxCaptureMemory: 64 << 20, maxConnCaptureMemory: 16 << 20, redactHeaders: [], ...over });
+  pools.push(pool);
   return { pool, dir };
 }
 
