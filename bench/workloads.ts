@@ -43,7 +43,7 @@ export const PROFILES: Record<Profile['name'], Profile> = {
   short: {
     name: 'short',
     workloads: ['ws-deflate-1k-c8', 'ws-plain-1k-c8', 'ws-plain-64k-c8', 'sse-c4', 'http-1k-c8', 'http-1m-c8', 'churn-100h-c8', 'bulk-64m'],
-    contenders: 'short', warmupMs: 400, durationMs: 1500, drainMs: 3000, bulkTimeoutMs: 15_000, rounds: 2, budgetMs: 270_000,
+    contenders: 'short', warmupMs: 300, durationMs: 1200, drainMs: 3000, bulkTimeoutMs: 8000, rounds: 2, budgetMs: 230_000,
   },
   full: {
     name: 'full',
