@@ -120,7 +120,7 @@ export class SseHub {
           if (c.held.length > this.maxPending) { c.res.destroy(); this.clients.delete(c); break; }
           continue;
         }
-        if (c.replayed.delete(id)) continue; // already sent by the replay
+        if (c.replayed.has(id)) continue; // already sent by the replay (kept until forgetAt: reports may repeat)
         const f = frameOf(id);
         if (f && !this.write(c, f)) break;
       }
@@ -160,7 +160,7 @@ export class SseHub {
     c.held = [];
     c.heldSet.clear();
     for (const id of held) {
-      if (c.replayed.delete(id)) continue;
+      if (c.replayed.has(id)) continue;
       const f = this.frame(id);
       if (f && !this.write(c, f)) return;
     }

@@ -212,7 +212,9 @@ class LmdbStoreImpl implements LmdbStore {
   }
 
   private prepare(r: TransactionRecord): { meta: TransactionRecord; apart: [BodyField, unknown][] } {
-    if (typeof r?.id !== 'string' || !r.id) throw new StoreError('record without id');
+    if (typeof r?.id !== 'string' || !r.id || r.id.length > 64) throw new StoreError('record id missing or longer than 64 characters');
+    if (typeof r.conn !== 'string' || r.conn.length > MAX_INDEX_VALUE) throw new StoreError(`record ${r.id}: conn missing or too long`);
+    if (typeof r.host !== 'string' || typeof r.kind !== 'string') throw new StoreError(`record ${r.id}: host or kind missing`);
     const meta = { ...r } as TransactionRecord & Record<string, unknown>;
     if (meta.kind === 'HTTP') {
       meta.reqHeaders = redactHeaders(meta.reqHeaders ?? [], this.redact);

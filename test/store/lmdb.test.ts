@@ -168,6 +168,14 @@ test('opening a path twice in one thread shares the environment; read-only handl
   await assert.rejects(ro.putTransactions([http('c')]), (e: unknown) => e instanceof StoreError && e.code === 'store_error');
   await ro.close();
   assert.throws(() => openStore(dir + '-missing', { readOnly: true }), StoreError);
+  // a batch with an unstorable record (key over LMDB's limit) is refused whole, and the store stays usable
+  const rw = openStore(dir);
+  const ok = http('c');
+  await assert.rejects(rw.putTransactions([ok, http('c', { id: 'f'.repeat(5000) })]), (e: unknown) => e instanceof StoreError && e.code === 'store_error');
+  assert.equal(rw.getTransaction(ok.id), undefined, 'nothing of the refused batch was written');
+  await rw.putTransactions([ok]);
+  assert.ok(rw.getTransaction(ok.id));
+  await rw.close();
 });
 
 test('two worker threads write concurrently and the main thread sees every record, ids sorted; conversation updates are never lost', async (t) => {

@@ -1,0 +1,252 @@
+// The real API server over HTTP on 127.0.0.1 with a real LMDB store: every route, its 400/404/405
+// answers, SSE live events, Last-Event-ID resumption across the replay/live hand-over (no gap, no
+// duplicate), heartbeats, slow SSE clients being cut off, and /metrics.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { get, request, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { openStore, type LmdbStore } from '../../src/store/lmdb.js';
+import { startApi, RecordEvents } from '../../src/api/server.js';
+import { registry } from '../../src/metrics.js';
+import type { TransactionRecord } from '../../src/records.js';
+import { conn, http, tempDir, ws } from '../store/fixtures.js';
+
+interface Ctx { base: string; server: Server; store: LmdbStore; events: RecordEvents; healthy: { v: boolean } }
+
+async function setup(t: { after(fn: () => unknown): void }, sse?: { heartbeatMs?: number; maxBufferBytes?: number }): Promise<Ctx> {
+  const store = openStore(tempDir(t));
+  const events = new RecordEvents();
+  const healthy = { v: true };
+  const server = await startApi({ host: '127.0.0.1', port: 0, store, registry, caPem: '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n', health: () => healthy.v, events, sse });
+  t.after(async () => {
+    await new Promise<void>((r) => server.close(() => r()));
+    await store.close();
+  });
+  return { base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server, store, events, healthy };
+}
+
+async function getJson(url: string): Promise<{ status: number; body: any }> {
+  const r = await fetch(url);
+  return { status: r.status, body: await r.json() };
+}
+
+test('REST routes: listing with filters and cursors, details with bodies, connections with messages, conversations', async (t) => {
+  const { base, store } = await setup(t);
+  const c = conn();
+  await store.putConnection(c);
+  const up = http(c.id, { status: 101, respBody: undefined, reqBody: undefined });
+  const recs: TransactionRecord[] = [http(c.id, { respBody: 'B'.repeat(9000) }), up, ws(c.id, up.id, 'client', 0, { ts: 1 }), ws(c.id, up.id, 'server', 0, { ts: 2 }), http(conn().id, { host: 'example.com' })];
+  await store.putTransactions(recs);
+  recs.sort((a, b) => (a.id < b.id ? -1 : 1)); // the 101 was allocated first
+  await store.updateConversation('k', () => ({ id: '', key: 'k', client: 'codex', provider: 'openai-ws', startedTs: 1, updatedTs: 2, turns: [] }));
+
+  let r = await getJson(`${base}/api/transactions`);
+  assert.equal(r.status, 200);
+  assert.deepEqual(r.body.items.map((x: TransactionRecord) => x.id), recs.map((x) => x.id));
+  assert.equal(r.body.next, null);
+  assert.equal('respBody' in r.body.items[0], false, 'listing has no bodies');
+  r = await getJson(`${base}/api/transactions?limit=2`);
+  assert.equal(r.body.items.length, 2);
+  assert.equal(r.body.next, recs[1].id);
+  assert.equal(recs[0].id, up.id);
+  r = await getJson(`${base}/api/transactions?after=${r.body.next}&limit=2`);
+  assert.deepEqual(r.body.items.map((x: TransactionRecord) => x.id), [recs[2].id, recs[3].id]);
+  r = await getJson(`${base}/api/transactions?kind=WS_RESP`);
+  assert.deepEqual(r.body.items.map((x: TransactionRecord) => x.id), [recs[3].id]);
+  r = await getJson(`${base}/api/transactions?host=example.com`);
+  assert.deepEqual(r.body.items.map((x: TransactionRecord) => x.id), [recs[4].id]);
+  r = await getJson(`${base}/api/transactions?conn=${c.id}&kind=HTTP`);
+  assert.deepEqual(r.body.items.map((x: TransactionRecord) => x.id), [up.id, recs[1].id]);
+  r = await getJson(`${base}/api/transactions?before=ffffffffffffffff&limit=1`);
+  assert.deepEqual(r.body.items.map((x: TransactionRecord) => x.id), [recs[4].id]);
+
+  r = await getJson(`${base}/api/transactions/${recs[1].id}`);
+  assert.equal(r.status, 200);
+  assert.equal(r.body.respBody, 'B'.repeat(9000));
+  assert.equal(r.body.reqHeaders[1][1], 'Bearer [REDACTED]');
+
+  r = await getJson(`${base}/api/connections/${c.id}`);
+  assert.equal(r.status, 200);
+  assert.equal(r.body.clientAddr, c.clientAddr);
+  assert.deepEqual(r.body.messages.map((m: { id: string }) => m.id), [recs[2].id, recs[3].id]);
+  assert.equal(r.body.messages[0].body, (recs[2] as { body: string }).body);
+
+  r = await getJson(`${base}/api/conversations?client=codex`);
+  assert.equal(r.body.items.length, 1);
+  const convId = r.body.items[0].id;
+  assert.equal((await getJson(`${base}/api/conversations?client=aider`)).body.items.length, 0);
+  r = await getJson(`${base}/api/conversations/${convId}`);
+  assert.equal(r.body.key, 'k');
+
+  const page = await fetch(`${base}/`);
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get('content-type')!, /text\/html/);
+  assert.match(await page.text(), /<title>greytap<\/title>[\s\S]*EventSource\('\/api\/events'\)/);
+  const ca = await fetch(`${base}/ca.pem`);
+  assert.equal(ca.status, 200);
+  assert.match(await ca.text(), /BEGIN CERTIFICATE/);
+});
+
+test('bad parameters are 400 with a reason, unknown ids and routes 404, other methods 405; healthz and HEAD', async (t) => {
+  const { base, healthy } = await setup(t);
+  for (const q of ['kind=HTTPS', 'limit=0', 'limit=1001', 'limit=abc', 'after=zz', 'conn=nothex', 'since=-1', 'colour=red', 'limit=1&limit=2', 'after=0000000000000001&before=0000000000000002', 'host=']) {
+    const r = await getJson(`${base}/api/transactions?${q}`);
+    assert.equal(r.status, 400, q);
+    assert.equal(typeof r.body.error, 'string', q);
+    assert.ok(r.body.error.length > 5, q);
+  }
+  assert.equal((await getJson(`${base}/api/conversations?limit=x`)).status, 400);
+  assert.equal((await getJson(`${base}/api/connections/abc?limit=0`)).status, 400);
+  for (const p of ['/api/transactions/0000000000000001', '/api/connections/0000000000000001', '/api/conversations/0000000000000001', '/api/transactions/a/b', '/nope', '/api']) {
+    const r = await getJson(`${base}${p}`);
+    assert.equal(r.status, 404, p);
+    assert.ok(r.body.error, p);
+  }
+  for (const m of ['POST', 'PUT', 'DELETE']) {
+    const r = await fetch(`${base}/api/transactions`, { method: m });
+    assert.equal(r.status, 405, m);
+    assert.equal(r.headers.get('allow'), 'GET, HEAD');
+  }
+  let h = await fetch(`${base}/healthz`);
+  assert.equal(h.status, 200);
+  assert.equal((await h.text()).trim(), 'ok');
+  healthy.v = false;
+  h = await fetch(`${base}/healthz`);
+  assert.equal(h.status, 503);
+  const head = await fetch(`${base}/api/transactions`, { method: 'HEAD' });
+  assert.equal(head.status, 200);
+  assert.equal(await head.text(), '');
+});
+
+test('/metrics serves the registry in Prometheus text format with store_bytes filled in', async (t) => {
+  const { base, store } = await setup(t);
+  await store.putTransactions([http(conn().id)]);
+  const r = await fetch(`${base}/metrics`);
+  assert.equal(r.status, 200);
+  assert.equal(r.headers.get('content-type'), registry.contentType);
+  const text = await r.text();
+  for (const m of ['greytap_connections_active', 'greytap_capture_dropped_total{reason="store_error"}', 'greytap_store_records_total', 'greytap_process_cpu_seconds_total']) assert.ok(text.includes(m), m);
+  const bytes = /^greytap_store_bytes (\d+)/m.exec(text);
+  assert.ok(bytes && Number(bytes[1]) > 0, 'store_bytes reports the data file size');
+});
+
+/** A minimal SSE client over node:http that collects parsed events. */
+function sse(url: string, headers: Record<string, string> = {}) {
+  const got: { id?: string; event?: string; data: string }[] = [];
+  const comments: string[] = [];
+  let res: IncomingMessage | undefined;
+  let closed = false;
+  const waiters: (() => void)[] = [];
+  const ready = new Promise<IncomingMessage>((resolve, reject) => {
+    const req = get(url, { headers }, (r) => {
+      res = r;
+      let buf = '';
+      r.setEncoding('utf8');
+      r.on('data', (d: string) => {
+        buf += d;
+        let i;
+        while ((i = buf.indexOf('\n\n')) >= 0) {
+          const block = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          const ev: { id?: string; event?: string; data: string } = { data: '' };
+          let isEvent = false;
+          for (const line of block.split('\n')) {
+            if (line.startsWith(':')) comments.push(line);
+            else { isEvent = true; const k = line.slice(0, line.indexOf(':')); const v = line.slice(line.indexOf(':') + 2); if (k === 'data') ev.data = v; else if (k === 'id') ev.id = v; else if (k === 'event') ev.event = v; }
+          }
+          if (isEvent) got.push(ev);
+        }
+        for (const w of waiters.splice(0)) w();
+      });
+      r.on('close', () => { closed = true; for (const w of waiters.splice(0)) w(); });
+      resolve(r);
+    });
+    req.on('error', reject);
+  });
+  const until = async (cond: () => boolean) => {
+    while (!cond()) {
+      if (closed) throw new Error('SSE stream closed');
+      await new Promise<void>((r) => waiters.push(r));
+    }
+  };
+  return { got, comments, ready, until, close: () => res?.destroy(), isClosed: () => closed };
+}
+
+test('SSE: live events carry id, kind and the record without bodies; heartbeats flow', async (t) => {
+  const { base, store, events } = await setup(t, { heartbeatMs: 30 });
+  const s = sse(`${base}/api/events`);
+  const r = await s.ready;
+  t.after(() => s.close());
+  assert.equal(r.statusCode, 200);
+  assert.match(r.headers['content-type']!, /text\/event-stream/);
+  const c = conn();
+  const recs = [http(c.id, { respBody: 'x'.repeat(5000) }), ws(c.id, 'u', 'server', 0)];
+  await store.putTransactions(recs);
+  events.committed(recs.map((x) => x.id));
+  events.committed([c.id]); // not a transaction: no event
+  await s.until(() => s.got.length >= 2);
+  assert.deepEqual(s.got.map((e) => [e.id, e.event]), [[recs[0].id, 'HTTP'], [recs[1].id, 'WS_RESP']]);
+  const data = JSON.parse(s.got[0].data);
+  assert.equal(data.id, recs[0].id);
+  assert.equal('respBody' in data, false);
+  await s.until(() => s.comments.some((l) => l.startsWith(': heartbeat')));
+  const bad = await fetch(`${base}/api/events`, { headers: { 'last-event-id': 'nope' } });
+  assert.equal(bad.status, 400);
+});
+
+test('SSE: Last-Event-ID replays from the store, then goes live with no gap and no duplicate at the hand-over', async (t) => {
+  const { base, store, events } = await setup(t);
+  const c = conn();
+  const older: TransactionRecord[] = [];
+  for (let i = 0; i < 650; i++) older.push(http(c.id, { path: `/a${i}`, reqHeaders: [['X-Pad', 'p'.repeat(300)]] }));
+  await store.putTransactions(older);
+  // committed to the store, but the pool's report reaches the main thread only after the client connects
+  const late = [http(c.id, { path: '/late1' }), http(c.id, { path: '/late2' })];
+  await store.putTransactions(late);
+
+  const resumeFrom = older[99].id;
+  const s = sse(`${base}/api/events`, { 'last-event-id': resumeFrom });
+  await s.ready;
+  t.after(() => s.close());
+  events.committed(late.map((x) => x.id));
+  const live = [http(c.id, { path: '/live1' }), http(c.id, { path: '/live2' })];
+  await store.putTransactions(live);
+  events.committed(live.map((x) => x.id));
+  events.committed([late[0].id]); // a repeated report must not repeat the event
+
+  const want = [...older.slice(100), ...late, ...live].map((x) => x.id);
+  await s.until(() => s.got.length >= want.length);
+  const more = [http(c.id, { path: '/after' })];
+  await store.putTransactions(more);
+  events.committed(more.map((x) => x.id));
+  await s.until(() => s.got.length >= want.length + 1);
+  assert.deepEqual(s.got.map((e) => e.id), [...want, more[0].id]);
+});
+
+test('SSE: a client that stops reading is disconnected instead of buffering without bound; close() ends streams', async (t) => {
+  const { base, store, events, server } = await setup(t, { maxBufferBytes: 64 * 1024 });
+  const c = conn();
+  const big = http(c.id, { reqHeaders: [['X-Pad', 'p'.repeat(4000)]] });
+  await store.putTransactions([big]);
+  const closed = new Promise<void>((resolve, reject) => {
+    const req = request(`${base}/api/events`, (res) => {
+      res.pause(); // never read
+      res.on('close', () => resolve());
+      res.on('error', () => resolve());
+      // tens of MB of events: far beyond socket buffers and the 64 KiB bound
+      for (let i = 0; i < 40; i++) events.committed(Array(500).fill(big.id));
+    });
+    req.on('error', () => resolve());
+    req.on('socket', (sock) => sock.on('close', () => resolve()));
+    req.end();
+    setTimeout(() => reject(new Error('slow client was not disconnected')), 60_000).unref();
+  });
+  await closed;
+  // a healthy client still works, and server.close() ends it rather than hanging
+  const s = sse(`${base}/api/events`);
+  await s.ready;
+  await new Promise<void>((r) => server.close(() => r()));
+  await s.until(() => s.isClosed()).catch(() => {});
+  assert.ok(s.isClosed());
+  server.listen(0); // let the t.after close() find a listening server
+});
