@@ -193,8 +193,8 @@ class LmdbStoreImpl implements LmdbStore {
     return e instanceof StoreError ? e : new StoreError(`store write failed: ${(e as Error)?.message ?? e}`, { cause: e });
   }
 
-  putTransactions(records: TransactionRecord[]): Promise<void> {
-    if (records.length === 0) return Promise.resolve();
+  async putTransactions(records: TransactionRecord[]): Promise<void> {
+    if (records.length === 0) return;
     // Everything that can throw (redaction, body split) happens before the first put, so a batch
     // is either queued whole or not at all.
     const prepared = records.map((r) => this.prepare(r));
