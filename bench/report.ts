@@ -98,7 +98,7 @@ export function toMarkdown(res: BenchResult): string {
         continue;
       }
       const cap = r.capture ? `${(r.capture.completeness * 100).toFixed(1)} % (${r.capture.committed}/${r.capture.expected})` : '';
-      const drops = r.capture ? String(r.capture.dropped) : '';
+      const drops = r.capture ? `${r.capture.dropped}${r.capture.dropped ? ` (${Object.entries(r.capture.droppedByReason).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}` : '';
       const l = r.latencyMs;
       out.push(`| ${r.contender} | ${f(r.opsPerSec, w.kind === 'bulk' ? 2 : 0)} | ${f(r.mbPerSec, 1)} | ${x(r.ratioVsDirect)} | ${x(r.ratioVsPipe)} | ` +
         `${ms(r.addedLatencyMs?.p50)} | ${ms(r.addedLatencyMs?.p99)} | ${ms(r.addedLatencyMs?.p999)} | ${l ? `${f(l.p50, 2)} / ${f(l.p99, 2)}` : '–'} | ` +

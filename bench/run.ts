@@ -4,7 +4,7 @@
 // hours), measuring the contender's CPU and peak RSS and, for greytap, its capture completeness.
 // A contender that fails to start or crashes is reported and skipped; every child is killed at exit.
 import { cpus, release, tmpdir } from 'node:os';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -31,7 +31,7 @@ interface Options {
 }
 
 function usage(msg: string): never {
-  process.stderr.write(`bench: ${msg}\nusage: node dist/bench/run.js [--smoke|--full] [--out DIR] [--contenders a,b] [--workloads x,y] [--duration MS] [--rounds N] [--workers N] [--cpu-prof] [--no-install]\n`);
+  process.stderr.write(`bench: ${msg}\nusage: node dist/bench/run.js [--smoke|--full] [--out DIR] [--contenders a,b] [--workloads x,y] [--duration MS] [--rounds N] [--workers N] [--cpu-prof] [--no-install]\n       node dist/bench/run.js --render RESULT.json   (re-render latest.md/svg)\n`);
   process.exit(2);
 }
 
@@ -166,7 +166,15 @@ async function runOne(o: Options, w: Workload, info: ContenderInfo, live: Map<st
   return row;
 }
 
+/** `--render FILE.json`: rewrite latest.md/svg next to a result JSON (after a report change). */
+function render(file: string): void {
+  const res = JSON.parse(readFileSync(file, 'utf8')) as BenchResult;
+  writeFileSync(join(dirname(file), 'latest.md'), toMarkdown(res) + '\n');
+  writeFileSync(join(dirname(file), 'latest.svg'), toSvg(res));
+}
+
 async function main(): Promise<void> {
+  if (process.argv[2] === '--render' && process.argv[3]) { render(resolve(process.argv[3])); return; }
   const o = parseArgs(process.argv.slice(2));
   const tmp = mkdtempSync(join(tmpdir(), 'greytap-bench-'));
   installExitHandlers();
