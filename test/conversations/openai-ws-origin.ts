@@ -202,6 +202,8 @@ export const developerMsg = (text: string) => ({ type: 'message', role: 'develop
 export interface SeenResponse { events: any[]; id?: string; text: string; reasoning: string; args: string; terminal?: any }
 
 export class CodexClient {
+  /** every client opened and not yet closed: a failed test's after() ends them (open tunnels would keep the proxy from stopping) */
+  static readonly open_ = new Set<CodexClient>();
   readonly seen: SeenResponse[] = [];
   private cur?: SeenResponse;
   private waiters: (() => void)[] = [];
@@ -245,7 +247,10 @@ export class CodexClient {
       },
     });
     await new Promise<void>((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
-    return new CodexClient(ws, tag, pck, log);
+    const c = new CodexClient(ws, tag, pck, log);
+    CodexClient.open_.add(c);
+    ws.once('close', () => CodexClient.open_.delete(c));
+    return c;
   }
 
   /** Sends a `response.create` with the new input items, as codex does (instructions and tools on every request). */
