@@ -49,7 +49,7 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     name: 'full',
     workloads: ['ws-deflate-1k-c8', 'ws-deflate-1k-c64', 'ws-plain-1k-c8', 'ws-plain-1k-c64', 'ws-plain-64k-c8', 'ws-deflate-64k-c8',
       'sse-c4', 'http-1k-c8', 'http-1m-c8', 'churn-500h-c8', 'bulk-256m'],
-    contenders: 'full', warmupMs: 2000, durationMs: 10_000, drainMs: 5000, bulkTimeoutMs: 180_000, rounds: 3, budgetMs: 60 * 60_000,
+    contenders: 'full', warmupMs: 2000, durationMs: 10_000, drainMs: 5000, bulkTimeoutMs: 60_000, rounds: 3, budgetMs: 60 * 60_000,
   },
 };
 
