@@ -4,6 +4,7 @@ import type net from 'node:net';
 import type http from 'node:http';
 import type { Config, HostPort } from './config.js';
 import { loadOrCreateCA, upstreamCaList } from './io/tls-intercept.js';
+import { upstreamTrust } from './io/upstream.js';
 import { createHttpProxy } from './io/http-proxy.js';
 import { createSocksProxy } from './io/socks-listener.js';
 import type { ProxyContext } from './io/context.js';
@@ -36,7 +37,7 @@ function listen(server: net.Server | http.Server, at: HostPort): Promise<HostPor
 export async function serve(cfg: Config): Promise<Running> {
   mkdirSync(cfg.dataDir, { recursive: true });
   const ca = loadOrCreateCA(cfg.dataDir);
-  const upstreamCa = upstreamCaList(cfg.upstreamCa);
+  const trust = upstreamTrust(upstreamCaList(cfg.upstreamCa));
   const store = openStore(cfg.dataDir, { retention: { maxAgeMs: cfg.retentionMs, maxBytes: cfg.retentionBytes } });
   const events = new RecordEvents();
   const pool = new CapturePool({
@@ -48,13 +49,16 @@ export async function serve(cfg: Config): Promise<Running> {
     redactHeaders: cfg.redactHeaders,
     onCommitted: (ids) => events.committed(ids),
   });
-  const ctx: ProxyContext = { cfg, ca, upstreamCa, pool };
+  const ctx: ProxyContext = { cfg, ca, upstreamTrust: trust, pool };
   const servers: (net.Server | http.Server)[] = [];
+  // Proxy client sockets, so stop() can end tunnels that would otherwise keep close() waiting.
+  const clients = new Set<net.Socket>();
+  const track = (s: net.Server) => s.on('connection', (c: net.Socket) => { clients.add(c); c.once('close', () => clients.delete(c)); });
   const addresses: Running['addresses'] = {};
   let up = false;
   try {
-    if (cfg.httpProxy) { const s = createHttpProxy(ctx); servers.push(s); addresses.httpProxy = await listen(s, cfg.httpProxy); }
-    if (cfg.socks) { const s = createSocksProxy(ctx); servers.push(s); addresses.socks = await listen(s, cfg.socks); }
+    if (cfg.httpProxy) { const s = createHttpProxy(ctx); track(s); servers.push(s); addresses.httpProxy = await listen(s, cfg.httpProxy); }
+    if (cfg.socks) { const s = createSocksProxy(ctx); track(s); servers.push(s); addresses.socks = await listen(s, cfg.socks); }
     if (cfg.api) {
       const s = await startApi({ host: cfg.api.host, port: cfg.api.port, store, registry, caPem: ca.caCertPem, health: () => up, events });
       servers.push(s);
@@ -82,10 +86,13 @@ export async function serve(cfg: Config): Promise<Running> {
       up = false;
       clearInterval(sizeTimer);
       retention.stop();
-      await Promise.all(servers.map((s) => new Promise<void>((r) => {
+      const closed = Promise.all(servers.map((s) => new Promise<void>((r) => {
         s.close(() => r());
         (s as http.Server).closeAllConnections?.();
       })));
+      // Open tunnels end now (their pipes abort the origin side too); what they captured so far is flushed below.
+      for (const c of clients) c.destroy();
+      await closed;
       await pool.drain();
       await pool.close();
       await store.close();

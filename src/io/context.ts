@@ -1,4 +1,5 @@
 // What every listener and tunnel needs; built once by `serve`.
+import type tls from 'node:tls';
 import type { Config } from '../config.js';
 import type { CertAuthority } from './tls-intercept.js';
 import type { CapturePool } from '../workers/pool.js';
@@ -6,7 +7,7 @@ import type { CapturePool } from '../workers/pool.js';
 export interface ProxyContext {
   cfg: Config;
   ca: CertAuthority;
-  /** system roots + --upstream-ca, for verifying origins */
-  upstreamCa: string[];
+  /** system roots + --upstream-ca, for verifying origins (one context for every upstream connection) */
+  upstreamTrust: tls.SecureContext;
   pool: CapturePool;
 }

@@ -63,7 +63,11 @@ export function pipeConnection(conn: ProxyConnection, client: Duplex, server: Du
       rec.closeReason ??= `${up ? 'client' : 'server'}_error:${e.code ?? e.message}`;
       dst.destroy();
     });
-    src.once('close', sideClosed);
+    // Closed without a FIN (destroyed, reset): the other side cannot be finished in order either.
+    src.once('close', () => {
+      if (!src.readableEnded) dst.destroy();
+      sideClosed();
+    });
   };
 
   for (const chunk of opts.clientHead ?? []) {

@@ -121,7 +121,7 @@ async function intercept(ctx: ProxyContext, conn: ProxyConnection, client: net.S
     clientTls.once('error', reject);
   });
   // Both handshakes run at once: the origin's cost hides behind the client's.
-  const [c, u] = await Promise.allSettled([clientReady, upstreamTls(upstream, name, ctx.upstreamCa)]);
+  const [c, u] = await Promise.allSettled([clientReady, upstreamTls(upstream, name, ctx.upstreamTrust)]);
   tlsHandshakes.inc({ side: 'client', result: c.status === 'fulfilled' ? 'ok' : 'error' });
   tlsHandshakes.inc({ side: 'upstream', result: u.status === 'fulfilled' ? 'ok' : 'error' });
   if (c.status === 'rejected') {

@@ -37,7 +37,7 @@ before(async () => {
   g = await startGreytap(['--upstream-ca', pki.caPath, '--map', `ws.test:443=127.0.0.1:${o.port}`, '--map', `bulk.test:443=127.0.0.1:${bulkPort}`,
     '--workers', '1', '--max-capture-memory', '1MiB', '--max-conn-capture-memory', '1MiB']);
 });
-after(async () => { await g?.stop(); wsOrigin?.close(); bulk?.close(); });
+after(async () => { await g?.stop(); for (const s of [wsOrigin, bulk]) { s?.closeAllConnections(); s?.close(); } });
 
 test('a flood that saturates a one-thread pool drops capture (counted), loses no forwarded byte, and capture recovers', async () => {
   const dropped0 = await metric('greytap_capture_dropped_total', 'reason="queue_full"');

@@ -18,6 +18,7 @@ let origin: https.Server;
 let plain: http.Server;
 let raw: tls.Server; // records exactly what it receives, answers a scripted byte string
 let rawReceived: Buffer[] = [];
+const rawSockets = new Set<tls.TLSSocket>();
 let rawReply = Buffer.alloc(0);
 let sseGate: (() => void) | undefined;
 let originPort = 0, plainPort = 0, rawPort = 0;
@@ -52,9 +53,11 @@ before(async () => {
   });
   plain = http.createServer((req, res) => res.end(`plain ${req.method} ${req.url}`));
   raw = tls.createServer(pki.serverContext(['raw.test']), (s) => {
+    rawSockets.add(s);
+    s.on('close', () => rawSockets.delete(s));
     s.on('data', (d) => {
       rawReceived.push(Buffer.from(d));
-      if (Buffer.concat(rawReceived).includes('\r\n0\r\n\r\n')) s.write(rawReply);
+      if (Buffer.concat(rawReceived).includes('X-Trailer: t\r\n\r\n')) s.write(rawReply);
     });
   });
   [originPort, plainPort, rawPort] = await Promise.all([listen(origin), listen(plain), listen(raw)]);
@@ -72,7 +75,9 @@ before(async () => {
 
 after(async () => {
   await g?.stop();
-  origin?.close(); plain?.close(); raw?.close();
+  for (const s of rawSockets) s.destroy();
+  for (const srv of [origin, plain]) { srv?.closeAllConnections(); srv?.close(); }
+  raw?.close();
 });
 
 async function httpRecords(host: string): Promise<any[]> {

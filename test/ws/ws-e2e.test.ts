@@ -21,7 +21,7 @@ before(async () => {
   side = o.side;
   g = await startGreytap(['--upstream-ca', pki.caPath, '--map', `ws.test:443=127.0.0.1:${o.port}`, '--max-body', '32MiB', '--workers', '2']);
 });
-after(async () => { await g?.stop(); origin?.close(); });
+after(async () => { await g?.stop(); origin?.closeAllConnections(); origin?.close(); });
 
 function codexLike(i: number): string {
   // realistic, repetitive JSON: later messages refer back into earlier ones (context takeover)

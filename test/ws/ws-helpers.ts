@@ -91,7 +91,8 @@ export async function openClient(g: Greytap, path: string, via: 'http' | 'socks'
     return write(d, ...rest);
   };
   sock.on('data', (d: Buffer) => wireIn.push(Buffer.from(d)));
-  const ws = new WebSocket(`wss://${host}${path}${path.includes('?') ? '&' : '?'}t=${tag}`, { createConnection: () => sock, maxPayload: 64 << 20, ...opts });
+  // threshold 0: ws would otherwise send short messages uncompressed under client_no_context_takeover
+  const ws = new WebSocket(`wss://${host}${path}${path.includes('?') ? '&' : '?'}t=${tag}`, { createConnection: () => sock, maxPayload: 64 << 20, perMessageDeflate: { threshold: 0 }, ...opts });
   const received: (string | Buffer)[] = [];
   ws.on('message', (data, isBinary) => received.push(isBinary ? Buffer.from(data as Buffer) : data.toString()));
   await new Promise<void>((resolve, reject) => { ws.once('open', () => { open = true; resolve(); }); ws.once('error', reject); });

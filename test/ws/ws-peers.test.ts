@@ -36,6 +36,7 @@ before(async () => {
 after(async () => {
   pyServer?.kill();
   await g?.stop();
+  origin?.closeAllConnections();
   origin?.close();
   rmSync(dir, { recursive: true, force: true });
 });
