@@ -1,6 +1,7 @@
 // The `greytap` command (DESIGN.md "CLI"). Bad options exit 2 with a one-line reason.
 import { loadConfig, ConfigError, DEFAULTS } from './config.js';
 import type { RecordKind } from './records.js';
+import type { Page, Store } from './store/store.js';
 
 const USAGE = `usage:
   greytap serve [--config FILE] [--data-dir DIR] [--http-proxy ADDR|off] [--socks ADDR|off] [--api ADDR|off]
@@ -32,6 +33,17 @@ function parseSince(s: string): number {
   const t = Date.parse(s);
   if (Number.isNaN(t)) throw new ConfigError(`--since: expected ms since epoch, an ISO date or an age like 1h, got "${s}"`);
   return t;
+}
+
+/** Every page of a conversation listing. */
+function allConversations<T>(store: Store, list: (s: Store, q: { limit: number; after?: string }) => Page<T>): T[] {
+  const out: T[] = [];
+  for (let after: string | undefined; ;) {
+    const page = list(store, { limit: 1000, after });
+    out.push(...page.items);
+    if (!page.next) return out;
+    after = page.next;
+  }
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -89,7 +101,8 @@ async function main(argv: string[]): Promise<number> {
           const n = await rebuildConversations(store);
           console.error(`rebuilt ${n} conversations`);
         }
-        const list = o.id ? [store.getConversation(String(o.id))].filter((c) => c !== undefined) : store.listConversations({ limit: 1000 }).items;
+        const { getPublicConversation, listPublicConversations } = await import('./api/public-conversations.js');
+        const list = o.id ? [getPublicConversation(store, String(o.id))].filter((c) => c !== undefined) : allConversations(store, listPublicConversations);
         if (o.id && list.length === 0) { console.error(`greytap: no conversation ${o.id}`); return 1; }
         if (format === 'json') process.stdout.write(JSON.stringify(o.id ? list[0] : list, null, 2) + '\n');
         else process.stdout.write(list.map(conversationMarkdown).join('\n\n---\n\n'));

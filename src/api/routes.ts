@@ -8,6 +8,7 @@ import type { Store, TransactionQuery } from '../store/store.js';
 import type { SseHub } from './sse.js';
 import { ID_RE } from './records.js';
 import { DASHBOARD_HTML } from './dashboard.js';
+import { getPublicConversation, listPublicConversations } from './public-conversations.js';
 
 export interface RouteContext {
   store: Store;
@@ -123,7 +124,7 @@ export async function route(ctx: RouteContext, req: IncomingMessage, res: Server
     if (path === '/api/conversations') {
       const p = params(url, ['client', 'limit', 'after']);
       const q = { client: textParam(p, 'client'), limit: intParam(p, 'limit', 1, 1000), after: idParam(p, 'after') };
-      return json(res, 200, ctx.store.listConversations(q));
+      return json(res, 200, listPublicConversations(ctx.store, q));
     }
     let id: string | null;
     if ((id = idFrom(path, '/api/transactions/')) !== null) {
@@ -143,7 +144,7 @@ export async function route(ctx: RouteContext, req: IncomingMessage, res: Server
     }
     if ((id = idFrom(path, '/api/conversations/')) !== null) {
       params(url, []);
-      const c = ctx.store.getConversation(id);
+      const c = getPublicConversation(ctx.store, id);
       return c ? json(res, 200, c) : json(res, 404, { error: `no conversation ${id}` });
     }
     return json(res, 404, { error: `no route ${path}` });

@@ -330,10 +330,23 @@ function looksLikeOpenaiWs(r: WsMessageRecord, rules: DissectRule[]): boolean {
   return isOpenaiWsPath(r.path, rules, r.host) || RESPONSES_TYPE.test(r.body.slice(0, 256));
 }
 
-async function assembleWs(store: Store, conn: string, records: WsMessageRecord[], opts: AssembleOptions, bad: () => void): Promise<number> {
+/**
+ * The connection ended (its final Connection record is committed). A socket that died without a
+ * close frame (killed agent, reset) would otherwise leave its last response "streaming" forever.
+ */
+export async function connectionEnded(store: Store, conn: string, endTs: number): Promise<MetricDeltas> {
+  if (!(await conversationByKey(store, 'openai-ws:' + conn))) return {};
+  const n = await assembleWs(store, conn, [], {}, () => {}, endTs);
+  return n ? { storeRecords: { CONVERSATION: n } } : {};
+}
+
+async function assembleWs(store: Store, conn: string, records: WsMessageRecord[], opts: AssembleOptions, bad: () => void, endedAt?: number): Promise<number> {
   const key = 'openai-ws:' + conn;
+  // The end of the connection counts as a close: from the end hook, or from the stored connection
+  // record when it was committed first (and in a rebuild, which sees no end hook).
+  const closedAt = endedAt ?? store.getConnection(conn)?.endTs;
   // The 101 transaction holds the agent's headers (committed before its messages, normally).
-  const up = records[0].upgrade ? store.getTransaction(records[0].upgrade) : undefined;
+  const up = records[0]?.upgrade ? store.getTransaction(records[0].upgrade) : undefined;
   const headersClient: ClientName = up && up.kind === 'HTTP' ? detectClient(up.reqHeaders) : 'generic';
   let bads = 0;
   const freshConn = takeFresh(opts, key);
@@ -343,9 +356,10 @@ async function assembleWs(store: Store, conn: string, records: WsMessageRecord[]
     bads = 0;
     for (const r of records) if (foldWsRecord(s, r) === 'bad') bads++;
     if (s.requests.length === 0 && s.responses.length === 0 && !prev) return undefined; // not a Responses socket after all
+    if (closedAt !== undefined && s.closedTs === undefined) s.closedTs = closedAt;
     s.client = betterClient(headersClient, s.client);
-    const ts = records[records.length - 1].ts;
-    return internalObject(key, 'openai-ws', prev?.startedTs ?? records[0].ts, { updatedTs: Math.max(prev?.updatedTs ?? 0, ts), client: s.client ?? 'generic', _ws: s, _v: (prev?._v ?? 0) + 1 });
+    const ts = records.length ? records[records.length - 1].ts : closedAt ?? Date.now();
+    return internalObject(key, 'openai-ws', prev?.startedTs ?? records[0]?.ts ?? ts, { updatedTs: Math.max(prev?.updatedTs ?? 0, ts), client: s.client ?? 'generic', _ws: s, _v: (prev?._v ?? 0) + 1 });
   })) as StoredConversation | undefined;
   for (let i = 0; i < bads; i++) bad();
   if (!stored?._ws) return 0;

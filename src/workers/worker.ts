@@ -7,7 +7,7 @@ import { redactHeaders } from '../store/redact.js';
 import { adoptIdBuffer, nextId } from '../store/ids.js';
 import { decodeWsBatch } from './decode-ws.js';
 import { decodeHttp } from './decode-http.js';
-import { assembleRecords } from './assemble.js';
+import { assembleRecords, connectionEnded } from './assemble.js';
 import type { CaptureTask, WsBatchResult } from './tasks.js';
 import type { MetricDeltas } from '../metrics.js';
 import type { Store } from '../store/store.js';
@@ -101,6 +101,9 @@ export default async function run(task: CaptureTask): Promise<unknown> {
     if (task.record.endTs === undefined) add(metrics, { storeRecords: { CONN: 1 } });
   } catch {
     add(metrics, { dropped: { store_error: 1 } });
+  }
+  if (task.record.endTs !== undefined) {
+    try { add(metrics, await connectionEnded(theStore(), task.record.id, task.record.endTs)); } catch { /* a conversation view detail */ }
   }
   return { ids: [], metrics, seconds: (performance.now() - t0) / 1000 } satisfies TaskOutput;
 }

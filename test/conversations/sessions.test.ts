@@ -304,7 +304,7 @@ test('codex: the client gives up mid-stream (close 1001 before response.complete
 // KNOWN GAP (reported): a WebSocket that ends without a close frame leaves no record after the last
 // message, so assembly never learns the stream was cut and the turn stays 'streaming' (no
 // `incomplete`). Kept as a todo so it runs and shows; it passes once connection end reaches assembly.
-test.todo('codex: the connection dies mid-stream with no close frame (TCP reset) → last turn incomplete, earlier turns intact', async () => {
+test('codex: the connection dies mid-stream with no close frame (TCP reset) → last turn incomplete, earlier turns intact', async () => {
   const pck = 'codex-reset-session';
   const first = 'Done: 3 files formatted.';
   const partial = ['Now ', 'linting '];
@@ -533,7 +533,7 @@ test('chat completions: a stream with 2 parallel tool calls (arguments in pieces
 // with the assembler's internal per-connection objects and private `_http` / `_ws` / `_v` state —
 // instead of publicConversation() and skipping isInternalConversation() (src/workers/assemble.ts).
 // The CLI (src/cli.ts `conversations`) does the same. Todos until fixed.
-test.todo('the API serves public conversations only: no internal assembly objects, no private state', async () => {
+test('the API serves public conversations only: no internal assembly objects, no private state', async () => {
   const listed = await listConversations();
   const leaks = (c: Conversation) => c.internal === true || Object.keys(c).some((k) => k.startsWith('_'));
   assert.deepEqual(listed.filter(leaks).map((c) => c.key), [], 'GET /api/conversations lists only conversations, without private fields');
@@ -569,7 +569,7 @@ test('greytap conversations --rebuild on the stopped proxy\'s data dir gives the
   }
 });
 
-test.todo('greytap conversations --format json prints public conversations only', () => {
+test('greytap conversations --format json prints public conversations only', () => {
   assert.ok(cliOutput, 'the rebuild test ran the CLI');
   const leaks = cliOutput.filter((c) => c.internal === true || Object.keys(c).some((k) => k.startsWith('_')));
   assert.deepEqual(leaks.map((c) => c.key), [], 'no internal objects, no private assembly state');
