@@ -238,15 +238,18 @@ class LmdbStoreImpl implements LmdbStore {
   }
 
   updateConversation(key: string, fn: (c: Conversation | undefined) => Conversation | undefined): Promise<Conversation | undefined> {
+    let fnError: { e: unknown } | undefined;
     try {
       this.writable();
       const { root, convs, convKeys, convByClient } = this.d;
       // transactionSync holds LMDB's writer lock from the read to the write: updates from other
-      // threads/processes serialise, so none is lost.
+      // threads/processes serialise, so none is lost. (It blocks this thread while another writer
+      // commits — fine in workers, where conversations are assembled.)
       const result = root.transactionSync(() => {
         const id = convKeys.get(key) as string | undefined;
         const cur = id === undefined ? undefined : (convs.get(id) as Conversation | undefined);
-        const next = fn(cur);
+        let next: Conversation | undefined;
+        try { next = fn(cur); } catch (e) { fnError = { e }; throw e; } // before any write: nothing to undo
         if (next === undefined) return undefined;
         // A new conversation gets nextId() unless fn chose an id (imports, tests).
         const c: Conversation = { ...next, id: cur?.id ?? id ?? (next.id || nextId()), key };
@@ -258,10 +261,8 @@ class LmdbStoreImpl implements LmdbStore {
       });
       return Promise.resolve(result);
     } catch (e) {
-      if (e instanceof StoreError) return Promise.reject(e);
-      // fn's own exceptions are the caller's bug, not a store failure: pass them through.
-      if (!(e as { code?: unknown })?.code && !/MDB_|mdb|No space|map/i.test(String((e as Error)?.message))) return Promise.reject(e);
-      return Promise.reject(new StoreError(`conversation update failed: ${(e as Error)?.message}`, { cause: e }));
+      // fn's own exceptions are the caller's bug, not a store failure: pass them through as thrown
+      return Promise.reject(fnError ? fnError.e : this.wrap(e));
     }
   }
 

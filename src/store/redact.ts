@@ -30,8 +30,9 @@ function redactValue(name: string, value: string): string {
 }
 
 /**
- * Returns a copy with credential values replaced. Idempotent: redacting twice gives the same result,
- * so the store can re-apply it as a safety net.
+ * Credential values replaced by a marker; the input is never mutated (a new array is returned when
+ * something changed). Idempotent: redacting twice gives the same result, so the store re-applies it
+ * as a safety net.
  */
 export function redactHeaders(headers: Header[], extra?: string[]): Header[] {
   let out: Header[] | null = null;
