@@ -8,7 +8,7 @@ import { adoptIdBuffer, nextId } from '../store/ids.js';
 import { decodeWsBatch } from './decode-ws.js';
 import { decodeHttp } from './decode-http.js';
 import { assembleRecords, connectionEnded } from './assemble.js';
-import type { CaptureTask, WsBatchResult } from './tasks.js';
+import type { CaptureTask, MultiTask, WsBatchResult } from './tasks.js';
 import type { MetricDeltas } from '../metrics.js';
 import type { Store } from '../store/store.js';
 import type { TransactionRecord } from '../records.js';
@@ -75,17 +75,14 @@ async function commit(records: TransactionRecord[], lastByteAt: number[], metric
   return records.map((r) => r.id);
 }
 
-export default async function run(task: CaptureTask): Promise<unknown> {
+async function runOne(task: CaptureTask): Promise<TaskOutput> {
   const t0 = performance.now();
   const metrics: MetricDeltas = {};
   if (task.type === 'ws') {
     const out = decodeWsBatch(task, nextId);
     add(metrics, out.metrics);
     const ids = await commit(out.records, task.messages.map((m) => m.lastByteAt), metrics);
-    const result: TaskOutput = { ids, window: out.window, desynced: out.desynced, metrics, seconds: (performance.now() - t0) / 1000 };
-    // Move the window back instead of cloning it (Piscina transfers a top-level movable).
-    const movable = { [Piscina.transferableSymbol]: out.window ? [out.window] : [], [Piscina.valueSymbol]: result };
-    return Piscina.move(movable as never);
+    return { ids, window: out.window, desynced: out.desynced, metrics, seconds: (performance.now() - t0) / 1000 };
   }
   if (task.type === 'http') {
     const { record, metrics: m } = decodeHttp(task, task.id ?? nextId());
@@ -106,4 +103,16 @@ export default async function run(task: CaptureTask): Promise<unknown> {
     try { add(metrics, await connectionEnded(theStore(), task.record.id, task.record.endTs)); } catch { /* a conversation view detail */ }
   }
   return { ids: [], metrics, seconds: (performance.now() - t0) / 1000 } satisfies TaskOutput;
+}
+
+/**
+ * The Piscina entry. A multi task's parts run concurrently: their synchronous parts (decode, puts)
+ * fall in one event turn, so lmdb-js commits all their records in one transaction.
+ */
+export default async function run(task: CaptureTask | MultiTask): Promise<unknown> {
+  const outs = task.type === 'multi' ? await Promise.all(task.parts.map(runOne)) : [await runOne(task)];
+  // Move the DEFLATE windows back instead of cloning them (Piscina transfers a top-level movable).
+  const windows = outs.flatMap((o) => (o.window ? [o.window] : []));
+  const result = task.type === 'multi' ? outs : outs[0];
+  return Piscina.move({ [Piscina.transferableSymbol]: windows, [Piscina.valueSymbol]: result } as never);
 }
