@@ -352,6 +352,22 @@ class LmdbStoreImpl implements LmdbStore {
     return out;
   }
 
+  wsMessagesAfter(connId: string, marks: { client: number; server: number }, known?: ReadonlySet<string>): WsMessageRecord[] {
+    // Newest first: a direction's records are committed in seq order (one task in flight per
+    // direction), so each direction's scan stops at its first record at or below the mark.
+    const out = { client: [] as WsMessageRecord[], server: [] as WsMessageRecord[] };
+    const done = { client: marks.client === Infinity, server: marks.server === Infinity };
+    for (const k of this.d.byConn.getKeys({ start: [connId, END], end: [connId, ''], reverse: true })) {
+      const meta = this.d.tx.get((k as [string, string])[1]) as TransactionRecord | undefined;
+      if (!meta || meta.kind === 'HTTP') continue;
+      const dir = meta.direction;
+      if (done[dir]) continue;
+      if (meta.seq <= marks[dir]) { done[dir] = true; if (done.client && done.server) break; continue; }
+      if (!known?.has(meta.id)) out[dir].push(this.getTransaction(meta.id) as WsMessageRecord);
+    }
+    return [...out.client.reverse(), ...out.server.reverse()];
+  }
+
   getConversation(id: string): Conversation | undefined {
     return this.d.convs.get(id) as Conversation | undefined;
   }

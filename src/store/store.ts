@@ -23,6 +23,8 @@ export interface Store {
   listTransactions(q: TransactionQuery): Page<TransactionRecord>; // bodies omitted
   getConnection(id: string): ConnectionRecord | undefined;
   wsMessages(connId: string): WsMessageRecord[]; // wire order: by direction seq, interleaved by ts
+  /** A connection's WebSocket records past the given per-direction seq marks, each direction in seq order (client first); ids in `known` are skipped (the caller has them); a mark of Infinity skips that direction. */
+  wsMessagesAfter(connId: string, marks: { client: number; server: number }, known?: ReadonlySet<string>): WsMessageRecord[];
   /** Atomic read-modify-write of one conversation by its assembly key (safe across threads). */
   updateConversation(key: string, fn: (c: Conversation | undefined) => Conversation | undefined): Promise<Conversation | undefined>;
   getConversation(id: string): Conversation | undefined;

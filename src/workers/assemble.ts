@@ -49,6 +49,55 @@ export interface AssembleOptions {
   rules?: DissectRule[];
   /** rebuild: keys not yet in this set start from scratch (and are added) */
   fresh?: Set<string>;
+  /** live capture: a socket streaming deltas is re-assembled at most every WS_ASSEMBLE_INTERVAL_MS */
+  throttle?: boolean;
+}
+
+// A streamed response is hundreds of `*.delta` messages, and each assembly reads and rewrites the
+// connection's whole state, so assembling every delta batch costs O(session) per token. Instead a
+// batch of nothing but deltas is skipped when its socket was assembled moments ago; the next
+// assembly folds the skipped records from the store (they are committed, and the state's seq marks
+// say what was folded). Milestones (requests, response.created/done/completed/failed, close) are
+// always assembled, and a trailing timer catches the last skipped batch of a burst. This memory is
+// only a throttle: any worker can assemble any batch and the result is the same.
+export const WS_ASSEMBLE_INTERVAL_MS = 250;
+const lastWsAssembly = new Map<string, number>();
+const trailingWsAssembly = new Map<string, NodeJS.Timeout>();
+const DELTA_EVENT = /"type"\s*:\s*"[a-z_.]*delta"/;
+const CREATE_REQUEST = /"type"\s*:\s*"response\.create"/;
+
+/** Each direction in seq order (the order foldWsRecord needs), client first. */
+function bySeq(a: WsMessageRecord, b: WsMessageRecord): number {
+  return a.direction === b.direction ? a.seq - b.seq : a.direction === 'client' ? -1 : 1;
+}
+
+/** A record that changes no conversation: a client text message that is not a request (foldWsRecord ignores it). */
+function isInert(r: WsMessageRecord): boolean {
+  return r.direction === 'client' && r.opcode === 'text' && r.body !== undefined && !CREATE_REQUEST.test(r.body);
+}
+
+function isDelta(r: WsMessageRecord): boolean {
+  return r.direction === 'server' && r.opcode === 'text' && r.body !== undefined && DELTA_EVENT.test(r.body.slice(0, 200));
+}
+
+function throttled(store: Store, conn: string, list: WsMessageRecord[]): boolean {
+  if (list.every(isInert)) return true;
+  const now = performance.now();
+  if (!list.every((r) => isDelta(r) || isInert(r)) || now - (lastWsAssembly.get(conn) ?? -Infinity) >= WS_ASSEMBLE_INTERVAL_MS) {
+    // a skip needs a server mark to catch up from: only assemblies that fold server records count
+    if (list.some((r) => r.direction === 'server')) lastWsAssembly.set(conn, now);
+    return false;
+  }
+  if (!trailingWsAssembly.has(conn)) {
+    const t = setTimeout(() => {
+      trailingWsAssembly.delete(conn);
+      lastWsAssembly.set(conn, performance.now());
+      assembleWs(store, conn, [], {}, () => {}).catch(() => { /* the next batch or the connection end folds it */ });
+    }, WS_ASSEMBLE_INTERVAL_MS);
+    t.unref();
+    trailingWsAssembly.set(conn, t);
+  }
+  return true;
 }
 
 let defaultRules: DissectRule[] = [];
@@ -127,6 +176,7 @@ export async function assembleRecords(store: Store, records: TransactionRecord[]
     } catch { failed(); }
   }
   for (const [conn, list] of wsByConn) {
+    if (opts.throttle && throttled(store, conn, list)) continue;
     try { wrote(await assembleWs(store, conn, list, opts, bad)); } catch { failed(); }
   }
   if (!Object.keys(m.decodeErrors!).length) delete m.decodeErrors;
@@ -350,16 +400,23 @@ async function assembleWs(store: Store, conn: string, records: WsMessageRecord[]
   const headersClient: ClientName = up && up.kind === 'HTTP' ? detectClient(up.reqHeaders) : 'generic';
   let bads = 0;
   const freshConn = takeFresh(opts, key);
+  const batchIds = new Set(records.map((r) => r.id));
   const stored = (await store.updateConversation(key, (old) => {
     const prev = freshConn ? undefined : (old as StoredConversation | undefined);
     const s: WsConnState = prev?._ws ? prev._ws : newConnState(conn);
     bads = 0;
-    for (const r of records) if (foldWsRecord(s, r) === 'bad') bads++;
+    // Records past the state's marks that earlier (throttled) batches left unfolded, then this
+    // batch (already among them once committed; folding is idempotent by seq).
+    // Only server delta batches are ever skipped, so only the server direction can lag its mark.
+    const missed = store.wsMessagesAfter(conn, { client: Infinity, server: s.serverSeq }, batchIds);
+    const folded = missed.length ? [...missed, ...records].sort(bySeq) : records;
+    for (const r of folded) if (foldWsRecord(s, r) === 'bad') bads++;
     if (s.requests.length === 0 && s.responses.length === 0 && !prev) return undefined; // not a Responses socket after all
     if (closedAt !== undefined && s.closedTs === undefined) s.closedTs = closedAt;
     s.client = betterClient(headersClient, s.client);
-    const ts = records.length ? records[records.length - 1].ts : closedAt ?? Date.now();
-    return internalObject(key, 'openai-ws', prev?.startedTs ?? records[0]?.ts ?? ts, { updatedTs: Math.max(prev?.updatedTs ?? 0, ts), client: s.client ?? 'generic', _ws: s, _v: (prev?._v ?? 0) + 1 });
+    let ts = closedAt ?? prev?.updatedTs ?? Date.now();
+    if (folded.length) { ts = folded[0].ts; for (const r of folded) if (r.ts > ts) ts = r.ts; }
+    return internalObject(key, 'openai-ws', prev?.startedTs ?? folded[0]?.ts ?? ts, { updatedTs: Math.max(prev?.updatedTs ?? 0, ts), client: s.client ?? 'generic', _ws: s, _v: (prev?._v ?? 0) + 1 });
   })) as StoredConversation | undefined;
   for (let i = 0; i < bads; i++) bad();
   if (!stored?._ws) return 0;

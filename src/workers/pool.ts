@@ -74,6 +74,8 @@ export class CapturePool {
       // Each lane has ≤ 1 task in flight, so several tasks per worker never reorder a lane; tasks
       // of different lanes that wait for a commit together share one LMDB transaction.
       concurrentTasksPerWorker: 32,
+      // Idle workers must keep their event loop turning: the assembler's trailing timers run there.
+      atomics: 'async',
       idleTimeout: Infinity,
       workerData: { dataDir: opts.dataDir, idBuffer: idSharedBuffer(), redactHeaders: opts.redactHeaders, maxBody: opts.maxBody },
     });

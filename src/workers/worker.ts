@@ -1,6 +1,7 @@
 // The Piscina entry: decode one capture task, commit its records, assemble conversations. The
 // store is opened once per worker thread; nothing else survives between tasks (a direction's
 // DEFLATE window comes in the task and goes back in the result).
+import { setPriority } from 'node:os';
 import { Piscina } from 'piscina';
 import { openStore } from '../store/lmdb.js';
 import { redactHeaders } from '../store/redact.js';
@@ -29,6 +30,12 @@ export interface TaskOutput extends Partial<Pick<WsBatchResult, 'window' | 'desy
 }
 
 const wd = Piscina.workerData as WorkerData;
+
+// Capture must never slow the agent: on a busy host the forwarding thread and the agent's own
+// processes win the CPU, and capture lags (then drops, counted) instead. Linux nice is per thread,
+// and setPriority(0, …) applies to the calling thread only (the lmdb writer it starts inherits it).
+export const WORKER_NICE = 15;
+try { setPriority(0, WORKER_NICE); } catch { /* not permitted here: run at normal priority */ }
 if (wd?.idBuffer) adoptIdBuffer(wd.idBuffer);
 let store: Store | undefined;
 
@@ -68,7 +75,7 @@ async function commit(records: TransactionRecord[], lastByteAt: number[], metric
   add(metrics, { storeRecords: counts, lags: lastByteAt.map((b) => Math.max(0, (t - b) / 1000)) });
   try {
     // Conversation assembly is a bonus on top of capture: its failure must not fail the task.
-    add(metrics, await assembleRecords(s, records));
+    add(metrics, await assembleRecords(s, records, { throttle: true }));
   } catch {
     /* the records are stored; the conversation view misses them */
   }

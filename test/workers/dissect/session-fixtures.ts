@@ -1,13 +1,13 @@
 // Records as the real decoders produce them (WsMessageRecord, HttpTransaction), for assembly tests,
 // and the store the tests run against: the real LMDB store on a temp dir when src/store/lmdb.ts
 // exists, else a small in-memory Store with the same read-modify-write contract.
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { nextId } from '../../../src/store/ids.js';
 import type { Conversation, Header, HttpTransaction, SseEvent, TransactionRecord, WsMessageRecord } from '../../../src/records.js';
-import type { Page, Store, TransactionQuery } from '../../../src/store/store.js';
+import type { Store } from '../../../src/store/store.js';
+import { openStore } from '../../../src/store/lmdb.js';
 
 export function upgradeTx(conn: string, ts: number, headers: Header[], host = 'api.openai.com', path = '/v1/responses'): HttpTransaction {
   return {
@@ -56,53 +56,11 @@ export function httpTx(o: { conn?: string; ts: number; host: string; path: strin
   return tx;
 }
 
-/** The in-memory stand-in: values are cloned in and out, as a serialising store would. */
-export class MemoryStore implements Store {
-  tx = new Map<string, TransactionRecord>();
-  convs = new Map<string, Conversation>();
-  async putTransactions(records: TransactionRecord[]) { for (const r of records) this.tx.set(r.id, structuredClone(r)); }
-  async putConnection() {}
-  getTransaction(id: string) { const t = this.tx.get(id); return t && structuredClone(t); }
-  listTransactions(q: TransactionQuery): Page<TransactionRecord> {
-    const all = [...this.tx.values()].filter((t) => !q.after || t.id > q.after).sort((a, b) => (a.id < b.id ? -1 : 1));
-    const items = all.slice(0, q.limit ?? 100);
-    return { items, next: all.length > items.length ? items[items.length - 1].id : null };
-  }
-  getConnection() { return undefined; }
-  wsMessages() { return []; }
-  // as LmdbStore: undefined from fn changes nothing; an existing conversation keeps its id
-  async updateConversation(key: string, fn: (c: Conversation | undefined) => Conversation | undefined) {
-    const old = this.convs.get(key);
-    const next = fn(old && structuredClone(old));
-    if (next === undefined) return undefined;
-    const c = { ...next, id: old?.id ?? (next.id || nextId()), key };
-    this.convs.set(key, structuredClone(c));
-    return c;
-  }
-  getConversationByKey(key: string) { const c = this.convs.get(key); return c && structuredClone(c); }
-  sizeBytes() { return 0; }
-  getConversation(id: string) { for (const c of this.convs.values()) if (c.id === id) return structuredClone(c); return undefined; }
-  listConversations(q: { client?: string; limit?: number; after?: string }): Page<Conversation> {
-    const all = [...this.convs.values()].filter((c) => (!q.client || c.client === q.client) && (!q.after || c.id > q.after)).sort((a, b) => (a.id < b.id ? -1 : 1));
-    const items = all.slice(0, q.limit ?? 100).map((c) => structuredClone(c));
-    return { items, next: all.length > items.length ? items[items.length - 1].id : null };
-  }
-  async close() {}
-}
-
-const here = dirname(fileURLToPath(import.meta.url));
-
-/** The real LMDB store on a fresh temp dir when it exists, else the in-memory one. */
+/** The real LMDB store on a fresh temp dir. */
 export async function testStore(): Promise<{ store: Store; done: () => Promise<void>; real: boolean }> {
-  const lmdbJs = join(here, '../../../src/store/lmdb.js');
-  if (existsSync(lmdbJs)) {
-    const mod = await import(lmdbJs);
-    const dir = mkdtempSync(join(tmpdir(), 'greytap-assemble-'));
-    const store: Store = mod.openStore(dir);
-    return { store, real: true, done: async () => { await store.close(); rmSync(dir, { recursive: true, force: true }); } };
-  }
-  const store = new MemoryStore();
-  return { store, real: false, done: async () => {} };
+  const dir = mkdtempSync(join(tmpdir(), 'greytap-assemble-'));
+  const store: Store = openStore(dir);
+  return { store, real: true, done: async () => { await store.close(); rmSync(dir, { recursive: true, force: true }); } };
 }
 
 /** Commits then assembles, as the worker entry does. */
