@@ -12,7 +12,20 @@ const reg = [registry];
 
 export const connectionsActive = new client.Gauge({ name: p + 'connections_active', help: 'Open client connections', labelNames: ['listener'], registers: reg });
 export const connectionsTotal = new client.Counter({ name: p + 'connections_total', help: 'Accepted client connections', labelNames: ['listener', 'intercepted'], registers: reg });
-export const bytesForwarded = new client.Counter({ name: p + 'bytes_forwarded_total', help: 'Bytes forwarded, by direction (up = client to server)', labelNames: ['direction'], registers: reg });
+// Forwarded bytes are tallied in plain numbers on the hot path (a labelled inc() per 16 KiB chunk
+// cost ~15 % of bulk throughput) and handed to the counter when it is scraped.
+const forwarded = { up: 0, down: 0 };
+export function countForwarded(up: boolean, bytes: number): void {
+  if (up) forwarded.up += bytes; else forwarded.down += bytes;
+}
+export const bytesForwarded = new client.Counter({
+  name: p + 'bytes_forwarded_total', help: 'Bytes forwarded, by direction (up = client to server)', labelNames: ['direction'], registers: reg,
+  collect() {
+    for (const d of ['up', 'down'] as const) {
+      if (forwarded[d]) { this.inc({ direction: d }, forwarded[d]); forwarded[d] = 0; }
+    }
+  },
+});
 export const httpTransactions = new client.Counter({ name: p + 'http_transactions_total', help: 'HTTP transactions seen (request heads parsed)', registers: reg });
 export const wsMessages = new client.Counter({ name: p + 'ws_messages_total', help: 'WebSocket messages seen on the wire', labelNames: ['direction', 'opcode'], registers: reg });
 export const captureLag = new client.Histogram({
@@ -23,7 +36,7 @@ export const captureLag = new client.Histogram({
 });
 export const forwardLatency = new client.Histogram({
   name: p + 'forward_latency_seconds',
-  help: 'Time from a chunk read on one side to its write handed to the other side (added forwarding latency)',
+  help: 'Time from a chunk read on one side to its write handed to the other side (added forwarding latency; every 16th chunk)',
   buckets: [0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05],
   registers: reg,
 });
