@@ -234,7 +234,7 @@ export class HttpTap implements Tap {
       respBodyBytes: ex.respBody?.total ?? 0,
       truncated: tooLarge || overBudget,
       startTs: ex.startTs,
-      durationMs: performance.now() - ex.t0,
+      durationMs: Math.round((performance.now() - ex.t0) * 1000) / 1000, // µs resolution is all that means anything
       lastByteAt: performance.timeOrigin + performance.now(),
       maxBody: this.o.maxBody,
       error: ex.error ?? (overBudget ? 'queue_full' : tooLarge ? 'too_large' : undefined),
