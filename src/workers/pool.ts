@@ -64,6 +64,8 @@ export class CapturePool {
   /** lane tasks ready this turn, posted together by flush() */
   private ready: { task: CaptureTask; transferList: ArrayBuffer[]; resolve: (o: TaskOutput) => void; reject: (e: unknown) => void }[] = [];
   private flushScheduled = false;
+  private storeErrors = 0;
+  private storeErrorLoggedAt = 0;
 
   constructor(readonly opts: CapturePoolOptions) {
     const workers = Math.max(1, opts.workers);
@@ -176,6 +178,7 @@ export class CapturePool {
       }
     }).then((out) => {
       applyDeltas(out.metrics);
+      if (out.metrics.dropped?.store_error) this.storeErrorLog(out.metrics.dropped.store_error);
       workerTaskSeconds.observe({ type: task.type }, out.seconds);
       if (out.ids.length) this.opts.onCommitted?.(out.ids);
       return out;
@@ -218,6 +221,16 @@ export class CapturePool {
     let l = this.lanes.get(connKey);
     if (!l) this.lanes.set(connKey, (l = new TaskLane(this, connKey)));
     return l;
+  }
+
+  /** A refused write (disk or map full, read-only store) stops capture, not forwarding: say so, at most every 10 s. */
+  private storeErrorLog(n: number): void {
+    this.storeErrors += n;
+    const now = Date.now();
+    if (now - this.storeErrorLoggedAt < 10_000) return;
+    this.storeErrorLoggedAt = now;
+    console.error(`greytap: the store refused ${this.storeErrors} record(s) (disk or map full?); capture is dropped (greytap_capture_dropped_total{reason="store_error"}), forwarding continues`);
+    this.storeErrors = 0;
   }
 
   /** Sampled, not per task: Piscina's utilization getter summarises histograms (~100 µs a call). */
