@@ -76,7 +76,7 @@ export function pipeConnection(conn: ProxyConnection, client: Duplex, server: Du
     server.write(chunk);
     rec.bytesUp += chunk.length;
     countForwarded(true, chunk.length);
-    tap.fromClient(chunk);
+    try { tap.fromClient(chunk); } catch { /* capture bugs lose capture, never traffic */ }
   }
   forward(client, server, true);
   forward(server, client, false);
