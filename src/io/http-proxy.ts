@@ -97,5 +97,10 @@ async function handle(ctx: ProxyContext, conn: ProxyConnection, client: net.Sock
     conn.finish(`dial_failed:${err.code ?? err.message}`, 'upstream_unreachable');
     return;
   }
-  pipeConnection(conn, client, upstream, new HttpTap({ conn, tls: false, host: t.host, port: t.port, pool: ctx.pool, maxBody: ctx.cfg.maxBody }), { clientHead: head.chunks });
+  const tap = new HttpTap({
+    conn, tls: false, host: t.host, port: t.port, pool: ctx.pool, maxBody: ctx.cfg.maxBody,
+    boundOrigin: `${t.host}:${t.port}`,
+    onForeignOrigin: () => { conn.record.closeReason = 'foreign_origin'; client.destroy(); upstream.destroy(); },
+  });
+  pipeConnection(conn, client, upstream, tap, { clientHead: head.chunks });
 }

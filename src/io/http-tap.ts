@@ -20,6 +20,13 @@ export interface HttpTapOptions {
   port: number;
   pool: CapturePool;
   maxBody: number;
+  /**
+   * A plain-HTTP proxy connection is bound to the origin of its first request ("host:port"). A
+   * later absolute-URI request for another origin must not be answered by the bound one.
+   */
+  boundOrigin?: string;
+  /** Called when such a request is seen: the connection is closed (the client retries elsewhere). */
+  onForeignOrigin?: () => void;
 }
 
 interface Exchange {
@@ -48,6 +55,12 @@ export function targetPath(target: string): string {
   if (target.startsWith('/')) return target;
   const m = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*(.*)$/i.exec(target);
   return m ? m[1] || '/' : target;
+}
+
+/** "host:port" of an absolute-form http:// request-target, lower-cased; undefined for other forms. */
+export function absoluteOrigin(target: string): string | undefined {
+  const m = /^http:\/\/(?:\[([^\]]+)\]|([^/?#:]+))(?::(\d+))?/i.exec(target);
+  return m ? `${(m[1] ?? m[2]).toLowerCase()}:${m[3] ?? 80}` : undefined;
 }
 
 export class HttpTap implements Tap {
@@ -123,6 +136,17 @@ export class HttpTap implements Tap {
 
   private onRequestHead(h: RequestHead): void {
     httpTransactions.inc();
+    const foreign = this.o.boundOrigin !== undefined && absoluteOrigin(h.target);
+    if (foreign && foreign !== this.o.boundOrigin) {
+      // Its bytes may already be on their way to the bound origin (forwarding does not wait for
+      // parsing), so the only safe answer is to close before that origin's reply reaches the client.
+      decodeErrors.inc({ kind: 'bad_http' });
+      this.o.pool.http({ ...this.emptyTask(), method: h.method, target: h.target, httpVersion: h.version, reqHeaders: h.headers,
+        error: 'bad_http', errorDetail: `request for ${foreign} on a proxy connection bound to ${this.o.boundOrigin}: connection closed` }, this.o.conn.id);
+      this.mode = 'raw';
+      this.o.onForeignOrigin?.();
+      return;
+    }
     const ex: Exchange = {
       req: h,
       path: targetPath(h.target),

@@ -262,3 +262,21 @@ test('config: a CA file that is missing fails serve start with a clear reason', 
   writeFileSync(join(dir, 'bad.pem'), 'not a certificate');
   await assert.rejects(startGreytap(['--upstream-ca', join(dir, 'bad.pem')]), /bad\.pem/);
 });
+
+test('a reused plain-HTTP proxy connection asking for another origin is closed, never answered by the bound one', async () => {
+  const [h, p] = g.httpProxy.split(':');
+  const s = net.connect(Number(p), h);
+  const got: Buffer[] = [];
+  s.on('data', (d) => got.push(d));
+  const closed = new Promise<void>((r) => s.on('close', () => r()));
+  s.on('error', () => {});
+  s.write('GET http://plain.test/first HTTP/1.1\r\nHost: plain.test\r\n\r\n');
+  await waitFor(() => Buffer.concat(got).includes('plain GET http://plain.test/first'), 'first response');
+  const before = Buffer.concat(got).length;
+  s.write('GET http://elsewhere.test/second HTTP/1.1\r\nHost: elsewhere.test\r\n\r\n');
+  await closed;
+  assert.equal(Buffer.concat(got).length, before, 'nothing after the first response reached the client');
+  const bad = await waitFor(async () => (await httpRecords('plain.test')).find((t) => t.error === 'bad_http'), 'the refused request recorded');
+  const full = await apiGet(g, `/api/transactions/${bad.id}`);
+  assert.match(full.errorDetail, /elsewhere\.test:80 on a proxy connection bound to plain\.test:80/);
+});
