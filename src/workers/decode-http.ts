@@ -9,6 +9,7 @@ import type { HttpCaptureTask } from './tasks.js';
 import { headerList, headerValues } from '../io/http1.js';
 import { bodyFields } from './body.js';
 import { parseSse } from './sse.js';
+import { SyncZlib } from './zlib-sync.js';
 
 interface Decoded {
   bytes: Buffer;
@@ -141,27 +142,19 @@ function coderFor(coding: string, input: Buffer): Coder | undefined {
   }
 }
 
-/** The native handle under a zlib stream: what zlib's own *Sync functions drive (lib/zlib.js processChunkSync). */
-interface NativeHandle {
-  writeSync(flush: number, input: Buffer, inOff: number, inLen: number, out: Buffer, outOff: number, outLen: number): void;
-  onerror: (message: string, errno: number, code?: string) => void;
-}
-
 /**
  * Inflates, keeping at most the first `limit` bytes of output. zlib's *Sync({ maxOutputLength })
  * stops a bomb but throws the output away, and an input prefix cannot bound the output either
- * (a few bytes of brotli expand to megabytes). So we drive the stream's native handle the way
- * zlib's sync path does, with our own output bound: memory stays ≤ limit + one 64 KiB slice.
- * Should a future Node hide the handle, the public call still bounds memory (output then empty).
+ * (a few bytes of brotli expand to megabytes). So the stream is driven through SyncZlib with our
+ * own output bound: memory stays ≤ limit + one 64 KiB slice. Should a future Node hide the
+ * internals, the public call still bounds memory (output then empty).
  */
 function inflateBounded(coder: Coder, input: Buffer, limit: number, partial: boolean): { bytes: Buffer; overflow: boolean } {
   const c = zlib.constants;
   const flush = coder.brotli ? (partial ? c.BROTLI_OPERATION_FLUSH : c.BROTLI_OPERATION_FINISH) : partial ? c.Z_SYNC_FLUSH : c.Z_FINISH;
   const stream = coder.stream();
-  const internal = stream as unknown as { _handle?: NativeHandle; _writeState?: Uint32Array };
-  const handle = internal._handle;
-  const state = internal._writeState;
-  if (!handle || typeof handle.writeSync !== 'function' || !(state instanceof Uint32Array)) {
+  const sync = SyncZlib.open(stream);
+  if (!sync) {
     stream.close();
     try {
       const out = coder.sync(input, { maxOutputLength: limit + 1, finishFlush: flush });
@@ -171,40 +164,13 @@ function inflateBounded(coder: Coder, input: Buffer, limit: number, partial: boo
       throw e;
     }
   }
-  let failure: Error | undefined;
-  // Called synchronously from writeSync on corrupt data; the stream's own handler would destroy it asynchronously.
-  handle.onerror = (message, errno, code) => {
-    failure = Object.assign(new Error(message), { errno, code });
-  };
-  const parts: Buffer[] = [];
-  let have = 0;
-  let inOff = 0;
   try {
-    for (;;) {
-      const room = Math.min(64 * 1024, limit + 1 - have);
-      const out = Buffer.allocUnsafe(room);
-      const inLen = input.length - inOff;
-      handle.writeSync(flush, input, inOff, inLen, out, 0, room);
-      if (failure) throw failure;
-      const availOut = state[0];
-      const availIn = state[1];
-      inOff += inLen - availIn;
-      const produced = room - availOut;
-      if (produced > 0) {
-        parts.push(out.subarray(0, produced));
-        have += produced;
-      }
-      if (have > limit) return { bytes: Buffer.concat(parts, have).subarray(0, limit), overflow: true };
-      // Output space left over: the decoder took all it could from the input.
-      if (availOut !== 0) break;
-    }
+    return sync.write(input, flush, limit);
   } finally {
-    stream.close();
+    sync.close();
   }
-  return { bytes: parts.length === 1 ? parts[0] : Buffer.concat(parts, have), overflow: false };
 }
 
-/** The response's media type, lower-cased, without parameters. */
 function mediaType(headers: Header[]): string {
   const v = headerValues(headers, 'content-type')[0];
   return v ? v.split(';')[0].trim().toLowerCase() : '';

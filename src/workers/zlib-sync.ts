@@ -1,0 +1,66 @@
+// A zlib stream driven synchronously through its native handle — what zlib's own *Sync functions do
+// (lib/zlib.js processChunkSync) — but with our own output bound, and without closing the stream
+// after one call (processChunkSync does), so a persistent inflater keeps its window across calls.
+import type zlib from 'node:zlib';
+
+/** The native handle under a zlib stream. */
+interface NativeHandle {
+  writeSync(flush: number, input: Uint8Array, inOff: number, inLen: number, out: Buffer, outOff: number, outLen: number): void;
+  onerror: (message: string, errno: number, code?: string) => void;
+}
+
+type Stream = zlib.Inflate | zlib.InflateRaw | zlib.Gunzip | zlib.Unzip | zlib.BrotliDecompress;
+
+const SLICE = 64 * 1024;
+
+export class SyncZlib {
+  private failure: Error | undefined;
+  /** reused output space: small outputs are copied out of it instead of allocating 64 KiB per call */
+  private scratch: Buffer | undefined;
+
+  private constructor(private readonly stream: Stream, private readonly handle: NativeHandle, private readonly state: Uint32Array) {
+    // Called synchronously from writeSync on corrupt data; the stream's own handler would destroy it asynchronously.
+    handle.onerror = (message, errno, code) => { this.failure = Object.assign(new Error(message), { errno, code }); };
+  }
+
+  /** null when this Node hides the internals (callers fall back to the public *Sync calls). */
+  static open(stream: Stream): SyncZlib | null {
+    const internal = stream as unknown as { _handle?: NativeHandle; _writeState?: Uint32Array };
+    if (!internal._handle || typeof internal._handle.writeSync !== 'function' || !(internal._writeState instanceof Uint32Array)) return null;
+    return new SyncZlib(stream, internal._handle, internal._writeState);
+  }
+
+  /**
+   * Feeds all of `input` with `flush`; keeps at most the first `limit` bytes of output (`overflow`
+   * says more was produced). Throws on corrupt data; the stream is then unusable.
+   */
+  write(input: Uint8Array, flush: number, limit: number): { bytes: Buffer; overflow: boolean } {
+    if (this.failure) throw this.failure;
+    const parts: Buffer[] = [];
+    let have = 0;
+    let inOff = 0;
+    for (;;) {
+      const room = Math.min(SLICE, limit + 1 - have);
+      const out = room === SLICE ? (this.scratch ??= Buffer.allocUnsafe(SLICE)) : Buffer.allocUnsafe(room);
+      const inLen = input.length - inOff;
+      this.handle.writeSync(flush, input, inOff, inLen, out, 0, room);
+      if (this.failure) throw this.failure;
+      const availOut = this.state[0];
+      const availIn = this.state[1];
+      inOff += inLen - availIn;
+      const produced = room - availOut;
+      if (produced > 0) {
+        parts.push(out === this.scratch ? Buffer.from(out.subarray(0, produced)) : out.subarray(0, produced));
+        have += produced;
+      }
+      if (have > limit) return { bytes: Buffer.concat(parts, have).subarray(0, limit), overflow: true };
+      // Output space left over: the decoder took all it could from the input.
+      if (availOut !== 0) break;
+    }
+    return { bytes: parts.length === 1 ? parts[0] : Buffer.concat(parts, have), overflow: false };
+  }
+
+  close(): void {
+    this.stream.close();
+  }
+}
