@@ -56,20 +56,25 @@ export function pipeConnection(conn: ProxyConnection, client: Duplex, server: Du
       if (t0) forwardLatency.observe((performance.now() - t0) / 1000);
     });
     // A FIN is passed on after the bytes before it are flushed; the other direction keeps flowing.
-    src.on('end', () => {
+    const onEnd = () => {
       rec.closeReason ??= up ? 'client_end' : 'server_end';
       dst.end();
-    });
+    };
     // An error (reset, TLS failure) aborts both directions: nothing more can be delivered in order.
     src.on('error', (e: NodeJS.ErrnoException) => {
       rec.closeReason ??= `${up ? 'client' : 'server'}_error:${e.code ?? e.message}`;
       dst.destroy();
     });
     // Closed without a FIN (destroyed, reset): the other side cannot be finished in order either.
-    src.once('close', () => {
+    const onClose = () => {
       if (!src.readableEnded) dst.destroy();
       sideClosed();
-    });
+    };
+    // A socket that ended or closed while its first bytes were peeked will not say so again.
+    if (src.readableEnded) process.nextTick(onEnd);
+    else src.on('end', onEnd);
+    if (src.closed) process.nextTick(onClose);
+    else src.once('close', onClose);
   };
 
   for (const chunk of opts.clientHead ?? []) {

@@ -280,3 +280,16 @@ test('a reused plain-HTTP proxy connection asking for another origin is closed, 
   const full = await apiGet(g, `/api/transactions/${bad.id}`);
   assert.match(full.errorDetail, /elsewhere\.test:80 on a proxy connection bound to plain\.test:80/);
 });
+
+test('a client that disconnects right after CONNECT is finished: connections_active returns to zero', async () => {
+  const active = async () => {
+    const text = await (await fetch(g.api + '/metrics')).text();
+    return [...text.matchAll(/^greytap_connections_active\{listener="(?:http|socks)"\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
+  };
+  await waitFor(async () => (await active()) === 0, 'no open connections before');
+  for (let i = 0; i < 5; i++) {
+    const t = await connectTunnel(g.httpProxy, 'api.test:443');
+    t.destroy(); // gone before sending a byte: the peek sees a closed socket
+  }
+  await waitFor(async () => (await active()) === 0, 'every abandoned tunnel finished', 10_000);
+});
