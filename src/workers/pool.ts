@@ -43,9 +43,17 @@ export interface WsStream {
 
 /** Lane tasks coalesced into one Piscina task at most. */
 const MAX_PARTS = 256;
+/** Records per coalesced task at most (one lane's batch may exceed it alone). */
+const MAX_TASK_RECORDS = 1024;
+
+interface ReadyPart { task: CaptureTask; transferList: ArrayBuffer[]; resolve: (o: TaskOutput) => void; reject: (e: unknown) => void }
+
+function recordsOf(t: CaptureTask): number {
+  return t.type === 'ws' ? t.messages.length : 1;
+}
 
 /** Messages per WebSocket batch task (one LMDB transaction); the rest wait for the next round. */
-const MAX_BATCH = 1024;
+const MAX_BATCH = MAX_TASK_RECORDS;
 /** Bytes counted per queued item for its metadata (an estimate of a captured message object). */
 export const ITEM_OVERHEAD = 256;
 
@@ -62,7 +70,7 @@ export class CapturePool {
   private closed = false;
   private readonly gaugeTimer: NodeJS.Timeout;
   /** lane tasks ready this turn, posted together by flush() */
-  private ready: { task: CaptureTask; transferList: ArrayBuffer[]; resolve: (o: TaskOutput) => void; reject: (e: unknown) => void }[] = [];
+  private ready: ReadyPart[] = [];
   private flushScheduled = false;
   private storeErrors = 0;
   private storeErrorLoggedAt = 0;
@@ -185,10 +193,24 @@ export class CapturePool {
     });
   }
 
+  /**
+   * Posts the ready parts, grouped into tasks of at most MAX_TASK_RECORDS records: one task per
+   * turn when idle, several when a backlog has built up — a huge task would commit (and show
+   * progress, and free memory) only when all of it is done.
+   */
   private flush(): void {
     this.flushScheduled = false;
-    const parts = this.ready.splice(0);
-    if (parts.length === 0) return;
+    const ready = this.ready.splice(0);
+    for (let i = 0; i < ready.length; ) {
+      let records = 0;
+      let j = i;
+      while (j < ready.length && (j === i || records + recordsOf(ready[j].task) <= MAX_TASK_RECORDS)) records += recordsOf(ready[j++].task);
+      this.post(ready.slice(i, j));
+      i = j;
+    }
+  }
+
+  private post(parts: ReadyPart[]): void {
     if (parts.length === 1) {
       const [p] = parts;
       this.piscina.run(p.task, { transferList: p.transferList as never }).then(p.resolve, p.reject);
