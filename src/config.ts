@@ -25,6 +25,7 @@ export interface Config {
   allowRemote: boolean; // listeners on non-loopback addresses must be asked for
   maxCaptureMemory: number; // bytes held in capture buffers, all connections together
   maxConnCaptureMemory: number; // per connection
+  captureNice: number; // CPU niceness of the capture workers (0 = same as forwarding)
 }
 
 export const DEFAULTS = {
@@ -35,6 +36,7 @@ export const DEFAULTS = {
   maxBody: 16 * 1024 * 1024,
   maxCaptureMemory: 256 * 1024 * 1024,
   maxConnCaptureMemory: 64 * 1024 * 1024,
+  captureNice: 15,
 };
 
 const UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kb: 1024, kib: 1024, m: 1 << 20, mb: 1 << 20, mib: 1 << 20, g: 1 << 30, gb: 1 << 30, gib: 1 << 30, t: 2 ** 40, tib: 2 ** 40 };
@@ -83,6 +85,7 @@ const FLAGS: Record<string, { key: string; repeat?: boolean; bool?: boolean }> =
   '--allow-remote': { key: 'allowRemote', bool: true },
   '--max-capture-memory': { key: 'maxCaptureMemory' },
   '--max-conn-capture-memory': { key: 'maxConnCaptureMemory' },
+  '--capture-nice': { key: 'captureNice' },
 };
 
 /** Raw option values by camelCase key, from argv (flags only; the subcommand is already removed). */
@@ -135,6 +138,9 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
   const workers = o.workers === undefined ? Math.max(1, availableParallelism() - 1) : Number(o.workers);
   if (!Number.isInteger(workers) || workers < 1 || workers > 256) throw new ConfigError(`--workers: expected a whole number from 1, got "${o.workers}"`);
 
+  const captureNice = o.captureNice === undefined ? DEFAULTS.captureNice : Number(o.captureNice);
+  if (!Number.isInteger(captureNice) || captureNice < 0 || captureNice > 19) throw new ConfigError(`--capture-nice: expected a whole number from 0 to 19, got "${o.captureNice}"`);
+
   const map = new Map<string, HostPort>();
   for (const m of list(o.map)) {
     const [from, to] = m.split('=');
@@ -174,6 +180,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
     allowRemote: o.allowRemote === true || o.allowRemote === 'true',
     maxCaptureMemory: o.maxCaptureMemory === undefined ? DEFAULTS.maxCaptureMemory : parseBytes(String(o.maxCaptureMemory), '--max-capture-memory'),
     maxConnCaptureMemory: o.maxConnCaptureMemory === undefined ? DEFAULTS.maxConnCaptureMemory : parseBytes(String(o.maxConnCaptureMemory), '--max-conn-capture-memory'),
+    captureNice,
   };
   // No open relay by default: a proxy listener reachable from other hosts must be asked for.
   for (const [name, l] of [['--http-proxy', cfg.httpProxy], ['--socks', cfg.socks], ['--api', cfg.api]] as const) {

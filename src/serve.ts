@@ -47,6 +47,7 @@ export async function serve(cfg: Config): Promise<Running> {
     maxCaptureMemory: cfg.maxCaptureMemory,
     maxConnCaptureMemory: cfg.maxConnCaptureMemory,
     redactHeaders: cfg.redactHeaders,
+    nice: cfg.captureNice,
     onCommitted: (ids) => events.committed(ids),
   });
   const ctx: ProxyContext = { cfg, ca, upstreamTrust: trust, pool };

@@ -27,6 +27,8 @@ export interface CapturePoolOptions {
   maxCaptureMemory: number;
   maxConnCaptureMemory: number;
   redactHeaders: string[];
+  /** CPU niceness of the worker threads (default 15: forwarding and the agent win contention) */
+  nice?: number;
   onCommitted?: (ids: string[]) => void;
   /** Worker module (tests wrap the real one); default ./worker.js next to this file. */
   workerFile?: string | URL;
@@ -87,7 +89,7 @@ export class CapturePool {
       // Idle workers must keep their event loop turning: the assembler's trailing timers run there.
       atomics: 'async',
       idleTimeout: Infinity,
-      workerData: { dataDir: opts.dataDir, idBuffer: idSharedBuffer(), redactHeaders: opts.redactHeaders, maxBody: opts.maxBody },
+      workerData: { dataDir: opts.dataDir, idBuffer: idSharedBuffer(), redactHeaders: opts.redactHeaders, maxBody: opts.maxBody, nice: opts.nice ?? 15 },
     });
     // A crashed worker is replaced by Piscina; its tasks reject and are handled per lane.
     this.piscina.on('error', () => {});

@@ -19,6 +19,7 @@ interface WorkerData {
   idBuffer: SharedArrayBuffer;
   redactHeaders: string[];
   maxBody: number;
+  nice?: number;
 }
 
 /** What every task returns to the pool (WsBatchResult fields are present for 'ws' tasks). */
@@ -32,10 +33,12 @@ export interface TaskOutput extends Partial<Pick<WsBatchResult, 'window' | 'desy
 const wd = Piscina.workerData as WorkerData;
 
 // Capture must never slow the agent: on a busy host the forwarding thread and the agent's own
-// processes win the CPU, and capture lags (then drops, counted) instead. Linux nice is per thread,
-// and setPriority(0, …) applies to the calling thread only (the lmdb writer it starts inherits it).
-export const WORKER_NICE = 15;
-try { setPriority(0, WORKER_NICE); } catch { /* not permitted here: run at normal priority */ }
+// processes win the CPU, and capture lags (then drops, counted) instead (--capture-nice, default
+// 15). Linux nice is per thread, and setPriority(0, …) applies to the calling thread only (the
+// lmdb writer it starts inherits it).
+if (wd?.nice) {
+  try { setPriority(0, wd.nice); } catch { /* not permitted here: run at normal priority */ }
+}
 if (wd?.idBuffer) adoptIdBuffer(wd.idBuffer);
 let store: Store | undefined;
 
