@@ -1,5 +1,5 @@
 // `greytap serve`: CA, pool, store, API and the two proxy listeners, wired once.
-import { mkdirSync, statSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import type net from 'node:net';
 import type http from 'node:http';
 import type { Config, HostPort } from './config.js';
@@ -13,7 +13,7 @@ import { openStore } from './store/lmdb.js';
 import { startRetention } from './store/retention.js';
 import { startApi } from './api/server.js';
 import { RecordEvents } from './api/events.js';
-import { registry, storeBytes } from './metrics.js';
+import { registry } from './metrics.js';
 
 export interface Running {
   ctx: ProxyContext;
@@ -74,10 +74,6 @@ export async function serve(cfg: Config): Promise<Running> {
   }
   up = true;
   const retention = startRetention(store, { maxAgeMs: cfg.retentionMs, maxBytes: cfg.retentionBytes });
-  const sizeTimer = setInterval(() => {
-    try { storeBytes.set(statSync(`${cfg.dataDir}/db`).isDirectory() ? store.sizeBytes() : 0); } catch { /* not created yet */ }
-  }, 5000);
-  sizeTimer.unref();
 
   return {
     ctx,
@@ -85,7 +81,6 @@ export async function serve(cfg: Config): Promise<Running> {
     caPath: ca.caCertPath,
     async stop() {
       up = false;
-      clearInterval(sizeTimer);
       retention.stop();
       const closed = Promise.all(servers.map((s) => new Promise<void>((r) => {
         s.close(() => r());

@@ -8,6 +8,7 @@ import { dial, ignore, mapTarget } from './upstream.js';
 import { pipeConnection } from './pipe.js';
 import { HttpTap } from './http-tap.js';
 import type { ProxyContext } from './context.js';
+import { absoluteHttpOrigin, parseAuthority } from './authority.js';
 
 const MAX_PROXY_HEAD = 64 * 1024;
 
@@ -60,15 +61,6 @@ function answer(client: net.Socket, status: number, text: string): void {
   client.end(`HTTP/1.1 ${status} ${reason}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
 }
 
-/** host:port of an authority, accepting [v6]:port. */
-export function parseAuthority(a: string, defaultPort: number): { host: string; port: number } | null {
-  const m = /^(?:\[([0-9a-f:.]+)\]|([^:/?#\s]+))(?::(\d{1,5}))?$/i.exec(a);
-  if (!m) return null;
-  const port = m[3] ? Number(m[3]) : defaultPort;
-  if (port < 1 || port > 65535) return null;
-  return { host: (m[1] ?? m[2]).toLowerCase(), port };
-}
-
 async function handle(ctx: ProxyContext, conn: ProxyConnection, client: net.Socket, head: ProxyHead): Promise<void> {
   if (head.method === 'CONNECT') {
     const t = parseAuthority(head.target, 443);
@@ -81,10 +73,9 @@ async function handle(ctx: ProxyContext, conn: ProxyConnection, client: net.Sock
       fail: (e) => answer(client, 502, `greytap: cannot reach ${head.target}: ${e.code ?? e.message}`),
     });
   }
-  const m = /^http:\/\/([^/?#]+)/i.exec(head.target);
-  if (!m) throw new Error(`greytap is a proxy: send CONNECT or an absolute http:// URI (got "${head.method} ${head.target}")`);
-  const t = parseAuthority(m[1], 80);
-  if (!t) throw new Error(`bad URI authority "${m[1]}"`);
+  const t = absoluteHttpOrigin(head.target);
+  if (t === undefined) throw new Error(`greytap is a proxy: send CONNECT or an absolute http:// URI (got "${head.method} ${head.target}")`);
+  if (!t) throw new Error(`bad URI authority in "${head.target}"`);
   const mapped = mapTarget(ctx.cfg, t.host, t.port);
   conn.opened(t.host, t.port, mapped ? `${mapped.host}:${mapped.port}` : undefined);
   conn.record.mode = 'tap';

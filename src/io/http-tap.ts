@@ -2,7 +2,8 @@
 // request/response exchange into a capture task. It only observes: the pipe has already forwarded
 // every chunk it sees. On `101 Switching Protocols` it hands the connection to the WebSocket tap;
 // on malformed HTTP it stops watching (the bytes keep flowing raw) and records the error.
-import { Http1Parser, type RequestHead, type ResponseHead } from './http1.js';
+import { Http1Parser, headerValues, type RequestHead, type ResponseHead } from './http1.js';
+import { absoluteHttpOrigin } from './authority.js';
 import { CaptureBuffer, type MemoryBudget } from './capture-buffer.js';
 import { WsConnectionTap } from './ws-tap.js';
 import type { Tap } from './pipe.js';
@@ -46,8 +47,7 @@ interface Exchange {
 }
 
 function contentLength(headers: Header[]): number {
-  for (const [n, v] of headers) if (n.length === 14 && n.toLowerCase() === 'content-length') return Number(v) || 0;
-  return 0;
+  return Number(headerValues(headers, 'content-length')[0]) || 0;
 }
 
 /** The path (with query) of a request-target: origin-form as is, absolute-form reduced to its path. */
@@ -55,12 +55,6 @@ export function targetPath(target: string): string {
   if (target.startsWith('/')) return target;
   const m = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*(.*)$/i.exec(target);
   return m ? m[1] || '/' : target;
-}
-
-/** "host:port" of an absolute-form http:// request-target, lower-cased; undefined for other forms. */
-export function absoluteOrigin(target: string): string | undefined {
-  const m = /^http:\/\/(?:\[([^\]]+)\]|([^/?#:]+))(?::(\d+))?/i.exec(target);
-  return m ? `${(m[1] ?? m[2]).toLowerCase()}:${m[3] ?? 80}` : undefined;
 }
 
 export class HttpTap implements Tap {
@@ -136,7 +130,8 @@ export class HttpTap implements Tap {
 
   private onRequestHead(h: RequestHead): void {
     httpTransactions.inc();
-    const foreign = this.o.boundOrigin !== undefined && absoluteOrigin(h.target);
+    const o = this.o.boundOrigin !== undefined ? absoluteHttpOrigin(h.target) : undefined;
+    const foreign = o && `${o.host}:${o.port}`;
     if (foreign && foreign !== this.o.boundOrigin) {
       // Its bytes may already be on their way to the bound origin (forwarding does not wait for
       // parsing), so the only safe answer is to close before that origin's reply reaches the client.

@@ -80,18 +80,24 @@ function isDelta(r: WsMessageRecord): boolean {
   return r.direction === 'server' && r.opcode === 'text' && r.body !== undefined && DELTA_EVENT.test(r.body.slice(0, 200));
 }
 
+/** Records an assembly time; entries older than the interval throttle nothing, so a large map sheds them. */
+function noteWsAssembly(conn: string, now: number): void {
+  lastWsAssembly.set(conn, now);
+  if (lastWsAssembly.size > 4096) for (const [c, t] of lastWsAssembly) if (now - t >= WS_ASSEMBLE_INTERVAL_MS) lastWsAssembly.delete(c);
+}
+
 function throttled(store: Store, conn: string, list: WsMessageRecord[]): boolean {
   if (list.every(isInert)) return true;
   const now = performance.now();
   if (!list.every((r) => isDelta(r) || isInert(r)) || now - (lastWsAssembly.get(conn) ?? -Infinity) >= WS_ASSEMBLE_INTERVAL_MS) {
     // a skip needs a server mark to catch up from: only assemblies that fold server records count
-    if (list.some((r) => r.direction === 'server')) lastWsAssembly.set(conn, now);
+    if (list.some((r) => r.direction === 'server')) noteWsAssembly(conn, now);
     return false;
   }
   if (!trailingWsAssembly.has(conn)) {
     const t = setTimeout(() => {
       trailingWsAssembly.delete(conn);
-      lastWsAssembly.set(conn, performance.now());
+      noteWsAssembly(conn, performance.now());
       assembleWs(store, conn, [], {}, () => {}).catch(() => { /* the next batch or the connection end folds it */ });
     }, WS_ASSEMBLE_INTERVAL_MS);
     t.unref();
