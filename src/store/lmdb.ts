@@ -68,6 +68,9 @@ type BodyField = (typeof BODY_FIELDS)[number];
 const MAX_INDEX_VALUE = 512;
 const END = '\uffff';
 export const DEFAULT_LIMIT = 100;
+/** A root key naming the layout: 2 = uncompressed values. Absent in earlier (LZ4-compressed) stores. */
+const FORMAT_KEY = 'greytap:format';
+const FORMAT = 2;
 export const MAX_LIMIT = 1000;
 
 interface Dbs {
@@ -163,10 +166,17 @@ class LmdbStoreImpl implements LmdbStore {
     if (this.readOnly) {
       try { statSync(join(path, 'data.mdb')); } catch { throw new StoreError(`no store at ${path} (has greytap serve run with this --data-dir?)`); }
     }
-    // pageSize 8192 and LZ4 compression: FIELD-NOTES measured 411 MB → 274 MB → 205 MB for 200 MB
-    // of records. Every opener must use the same compression setting, hence one place.
-    const root = open(path, { pageSize: 8192, compression: true, maxDbs: 16, readOnly: this.readOnly });
-    const sub = (name: string) => root.openDB({ name });
+    // pageSize 8192: FIELD-NOTES measured 411 MB → 274 MB for 200 MB of records (default pages).
+    // Values are not compressed: lmdb-js compresses each value above 1 KB with LZ4 after loading its
+    // dictionary, on a thread-pool thread (a wake-up per put); profiled under WebSocket load that was
+    // the largest native cost of capture, for 25% less disk (205 MB) that retention bounds anyway.
+    // Stores written by earlier versions (no format marker, data present) keep reading compressed.
+    const root = open(path, { pageSize: 8192, maxDbs: 16, readOnly: this.readOnly });
+    // (the root's keys are the sub-database names, plus the marker)
+    const names = new Set(root.getKeys());
+    const legacy = !names.has(FORMAT_KEY) && names.has('transactions');
+    if (!legacy && !this.readOnly && !names.has(FORMAT_KEY)) root.putSync(FORMAT_KEY, FORMAT);
+    const sub = (name: string) => root.openDB({ name, compression: legacy });
     this.d = {
       root,
       tx: sub('transactions'),

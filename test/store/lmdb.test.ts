@@ -6,6 +6,9 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { open } from 'lmdb';
 import { openStore, StoreError, BODY_APART_THRESHOLD } from '../../src/store/lmdb.js';
 import { idSharedBuffer, nextId } from '../../src/store/ids.js';
 import type { HttpTransaction, TransactionRecord, WsMessageRecord } from '../../src/records.js';
@@ -176,6 +179,33 @@ test('opening a path twice in one thread shares the environment; read-only handl
   await rw.putTransactions([ok]);
   assert.ok(rw.getTransaction(ok.id));
   await rw.close();
+});
+
+test('a store written by an earlier version (LZ4-compressed values, no format marker) still reads and takes writes; new stores are uncompressed', async (t) => {
+  const dir = tempDir(t);
+  // the earlier layout, written the way that version opened it
+  const old = open(join(dir, 'db'), { pageSize: 8192, compression: true, maxDbs: 16 });
+  const body = JSON.stringify({ type: 'response.output_text.delta', delta: 'lorem ipsum '.repeat(300) });
+  const r = ws(conn().id, 'u1', 'server', 0, { body: body.slice(0, 3000) });
+  await old.openDB({ name: 'transactions' }).put(r.id, r);
+  await old.close();
+  const store = openStore(dir);
+  assert.equal((store.getTransaction(r.id) as WsMessageRecord).body, r.body, 'a compressed value reads back');
+  const r2 = ws(r.conn, 'u1', 'server', 1, { body: body.slice(0, 3500) });
+  await store.putTransactions([r2]);
+  assert.equal((store.getTransaction(r2.id) as WsMessageRecord).body, r2.body);
+  await store.close();
+  const again = openStore(dir, { readOnly: true });
+  assert.deepEqual([(again.getTransaction(r.id) as WsMessageRecord).body, (again.getTransaction(r2.id) as WsMessageRecord).body], [r.body, r2.body]);
+  await again.close();
+
+  // a new store: values as written (the record's body text appears verbatim in the data file)
+  const fresh = tempDir(t);
+  const s2 = openStore(fresh);
+  const r3 = ws(conn().id, 'u1', 'server', 0, { body: body.slice(0, 3000) });
+  await s2.putTransactions([r3]);
+  await s2.close();
+  assert.ok(readFileSync(join(fresh, 'db', 'data.mdb')).includes(Buffer.from(r3.body!.slice(0, 200))));
 });
 
 test('two worker threads write concurrently and the main thread sees every record, ids sorted; conversation updates are never lost', async (t) => {
