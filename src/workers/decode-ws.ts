@@ -1,6 +1,7 @@
 // Worker side of WebSocket capture, stateless: one batch of one direction's messages in, records
-// out. Everything carried between batches — the DEFLATE window of a context-takeover direction and
-// whether that direction lost sync — travels in the task and comes back in the result.
+// out. What carries over between batches lives with the lane: a context-takeover direction's DEFLATE
+// window in shared memory (deflate-window.ts), advanced in place, and whether the direction lost
+// sync, which travels in the task and comes back in the result.
 import zlib from 'node:zlib';
 import { endianness } from 'node:os';
 import type { WsBatchTask } from './tasks.js';
@@ -8,6 +9,7 @@ import type { ErrorCode, WsMessageRecord, WsOpcodeName } from '../records.js';
 import type { MetricDeltas } from '../metrics.js';
 import { bodyFields, toBase64, type BodyFields } from './body.js';
 import { SyncZlib } from './zlib-sync.js';
+import { DeflateWindow, allocateWindow } from './deflate-window.js';
 
 const TAIL = Buffer.from([0x00, 0x00, 0xff, 0xff]);
 const LITTLE_ENDIAN = endianness() === 'LE';
@@ -20,7 +22,6 @@ const DROP_REASONS: ReadonlySet<string> = new Set(['queue_full', 'too_large', 'd
 
 export interface WsBatchOutcome {
   records: WsMessageRecord[];
-  window: ArrayBuffer | null;
   desynced: boolean;
   metrics: MetricDeltas;
 }
@@ -56,46 +57,6 @@ export function unmask(bytes: Uint8Array, masks: number[] | undefined, copied: n
   }
 }
 
-/**
- * The last `size` bytes of a direction's compressed-message plaintext (the inflate dictionary).
- * Backed by a buffer of twice the size so appending a message copies only that message; the kept
- * tail moves to the front once per `size` bytes appended.
- */
-class SlidingWindow {
-  private buf: Uint8Array;
-  private len = 0;
-
-  constructor(private readonly size: number, initial: ArrayBuffer | null) {
-    this.buf = new Uint8Array(2 * size);
-    if (initial) this.push(new Uint8Array(initial));
-  }
-
-  push(plain: Uint8Array): void {
-    const size = this.size;
-    if (plain.length >= size) {
-      this.buf.set(plain.subarray(plain.length - size), 0);
-      this.len = size;
-      return;
-    }
-    if (this.len + plain.length > this.buf.length) {
-      const keep = Math.min(this.len, size - plain.length);
-      this.buf.copyWithin(0, this.len - keep, this.len);
-      this.len = keep;
-    }
-    this.buf.set(plain, this.len);
-    this.len += plain.length;
-  }
-
-  get bytes(): Uint8Array {
-    return this.buf.subarray(Math.max(0, this.len - this.size), this.len);
-  }
-
-  /** A standalone copy, to send back to the main thread. */
-  toArrayBuffer(): ArrayBuffer | null {
-    return this.len === 0 ? null : (this.bytes.slice().buffer as ArrayBuffer);
-  }
-}
-
 function inc(m: Record<string, number> | undefined, k: string): Record<string, number> {
   const o = m ?? {};
   o[k] = (o[k] ?? 0) + 1;
@@ -120,31 +81,32 @@ export function inflateCap(maxBody: number): number {
 /**
  * Persistent inflaters, one per context-takeover direction this worker saw last, so a message costs
  * an inflate instead of building a zlib stream and loading a 32 KiB dictionary (measured ~30–80 µs
- * per 1 KiB message with a fresh inflateRawSync). Reuse is exact only when the inflater's output tail equals the task's carried window:
- * after a sync flush an inflater's whole state is its window, so equal windows mean equal states.
- * Any other case (another worker decoded the last batch, a miss, an error) starts fresh from the
- * dictionary. Bounded; evicted inflaters are closed.
+ * per 1 KiB message with a fresh inflateRawSync). Reuse is exact only when nothing has touched the
+ * lane's window since this inflater produced it (same stamp): after a sync flush an inflater's
+ * whole state is its window. Any other case (another worker decoded the last batch, a miss, an
+ * error) starts fresh from the window as dictionary. Bounded; evicted inflaters are closed.
  */
 const MAX_INFLATERS = 128;
-interface CachedInflater { z: SyncZlib; tail: Uint8Array }
+interface CachedInflater { z: SyncZlib; stamp: string }
 const inflaters = new Map<string, CachedInflater>();
 
 /** An inflater whose state equals `window` as dictionary; null when this Node hides zlib's internals. */
-function claimInflater(key: string, window: Uint8Array, cap: number): SyncZlib | null {
+function claimInflater(key: string, window: DeflateWindow, cap: number): SyncZlib | null {
   const c = inflaters.get(key);
   if (c) {
     inflaters.delete(key);
-    if (Buffer.compare(c.tail, window) === 0) return c.z;
+    if (c.stamp === window.stamp) return c.z;
     c.z.close();
   }
-  const stream = zlib.createInflateRaw({ windowBits: 15, maxOutputLength: cap, dictionary: window.length > 0 ? window : undefined });
+  const dictionary = window.length > 0 ? window.bytes() : undefined;
+  const stream = zlib.createInflateRaw({ windowBits: 15, maxOutputLength: cap, dictionary });
   const z = SyncZlib.open(stream);
   if (!z) stream.close();
   return z;
 }
 
-function keepInflater(key: string, z: SyncZlib, tail: Uint8Array): void {
-  inflaters.set(key, { z, tail: tail.slice() });
+function keepInflater(key: string, z: SyncZlib, window: DeflateWindow): void {
+  inflaters.set(key, { z, stamp: window.stamp });
   if (inflaters.size > MAX_INFLATERS) {
     const [oldest, c] = inflaters.entries().next().value as [string, CachedInflater];
     inflaters.delete(oldest);
@@ -153,9 +115,10 @@ function keepInflater(key: string, z: SyncZlib, tail: Uint8Array): void {
 }
 
 /** RFC 7692 §7.2.2 inflate of one message (tail appended); RangeError when over `cap`. */
-function inflateMessage(z: SyncZlib | null, input: Uint8Array, dictionary: Uint8Array | null, cap: number): Uint8Array {
+function inflateMessage(z: SyncZlib | null, input: Uint8Array, window: DeflateWindow | null, cap: number): Uint8Array {
   if (!z) {
-    return zlib.inflateRawSync(input, { windowBits: 15, finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: cap, dictionary: dictionary && dictionary.length > 0 ? dictionary : undefined });
+    const dictionary = window && window.length > 0 ? window.bytes() : undefined;
+    return zlib.inflateRawSync(input, { windowBits: 15, finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: cap, dictionary });
   }
   const r = z.write(input, zlib.constants.Z_SYNC_FLUSH, cap);
   if (r.overflow) throw Object.assign(new RangeError(`inflated size over ${cap} bytes`), { code: 'ERR_BUFFER_TOO_LARGE' });
@@ -167,11 +130,9 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
   const records: WsMessageRecord[] = [];
   const deflate = task.deflate;
   const takeover = !!deflate?.contextTakeover;
-  // Dictionary size: the sender's agreed window. zlib silently widens a raw deflater asked for
-  // windowBits 8 to 9 (deflateInit2 docs), so peers built on zlib may reach back 512 bytes even
-  // when 8 was agreed: keep at least that much.
-  const windowSize = deflate ? 1 << Math.max(deflate.windowBits, 9) : 0;
-  let window: SlidingWindow | null = takeover ? new SlidingWindow(windowSize, task.window) : null;
+  // The dictionary is the sender's agreed window, shared with the lane (a task built without one,
+  // e.g. by a test, gets a fresh one).
+  let window: DeflateWindow | null = takeover ? new DeflateWindow(task.window ?? allocateWindow(deflate!.windowBits)) : null;
   let desynced = takeover && task.desynced;
   const cap = inflateCap(task.maxBody);
   const laneKey = `${task.origin.conn}:${task.direction}`;
@@ -230,8 +191,8 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
         // (exact: the sender's LZ77 window holds exactly this direction's earlier compressed
         // plaintext). windowBits 15 is always safe: a smaller agreed window only limits how far back
         // the sender refers, which a larger inflate window covers.
-        if (window) z ??= claimInflater(laneKey, window.bytes, cap);
-        plain = inflateMessage(z, input, window?.bytes ?? null, cap);
+        if (window) z ??= claimInflater(laneKey, window, cap);
+        plain = inflateMessage(z, input, window, cap);
       } catch (e) {
         z?.close(); // its state is unknown after a failure
         z = null;
@@ -284,9 +245,9 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
     records.push(rec);
   }
 
-  if (z && window && !desynced) keepInflater(laneKey, z, window.bytes);
+  if (z && window && !desynced) keepInflater(laneKey, z, window);
   else z?.close();
-  return { records, window: !desynced && window ? window.toArrayBuffer() : null, desynced, metrics };
+  return { records, desynced, metrics };
 }
 
 /**

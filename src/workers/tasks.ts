@@ -1,6 +1,6 @@
 // What the main thread hands the Piscina pool, and what comes back. Payload bytes travel as
 // ArrayBuffers in the transfer list (moved, not cloned). Workers are stateless: everything a task
-// needs — including a context-takeover direction's carried DEFLATE window — is in the task.
+// needs is in the task — a context-takeover direction's DEFLATE window as the lane's shared buffer.
 import type { ConnectionRecord, ErrorCode, Header, Scheme } from '../records.js';
 import type { MetricDeltas } from '../metrics.js';
 
@@ -50,8 +50,8 @@ export interface WsBatchTask {
   upgrade: string; // id of the 101 transaction
   direction: 'client' | 'server';
   deflate: DeflateParams | null; // null: permessage-deflate not negotiated
-  /** last ≤ 2^windowBits bytes of this direction's plaintext before messages[0] (context takeover) */
-  window: ArrayBuffer | null;
+  /** context takeover: the lane's DEFLATE window (deflate-window.ts), shared, advanced in place by the decoder */
+  window: SharedArrayBuffer | null;
   /** an earlier message of this direction was lost: compressed messages cannot be inflated */
   desynced: boolean;
   maxBody: number;
@@ -59,7 +59,6 @@ export interface WsBatchTask {
 }
 
 export interface WsBatchResult {
-  window: ArrayBuffer | null;
   desynced: boolean;
   ids: string[]; // committed record ids, in order
   metrics: MetricDeltas;

@@ -1,6 +1,6 @@
 // The Piscina entry: decode one capture task, commit its records, assemble conversations. The
-// store is opened once per worker thread; nothing else survives between tasks (a direction's
-// DEFLATE window comes in the task and goes back in the result).
+// store is opened once per worker thread; nothing else survives between tasks but caches (a
+// direction's DEFLATE window is the lane's shared buffer, named by the task).
 import { setPriority } from 'node:os';
 import { Piscina } from 'piscina';
 import { openStore } from '../store/lmdb.js';
@@ -23,7 +23,7 @@ interface WorkerData {
 }
 
 /** What every task returns to the pool (WsBatchResult fields are present for 'ws' tasks). */
-export interface TaskOutput extends Partial<Pick<WsBatchResult, 'window' | 'desynced'>> {
+export interface TaskOutput extends Partial<Pick<WsBatchResult, 'desynced'>> {
   ids: string[];
   metrics: MetricDeltas;
   /** time this worker spent on the task (decode + commit + assembly) */
@@ -92,7 +92,7 @@ async function runOne(task: CaptureTask): Promise<TaskOutput> {
     const out = decodeWsBatch(task, nextId);
     add(metrics, out.metrics);
     const ids = await commit(out.records, task.messages.map((m) => m.lastByteAt), metrics);
-    return { ids, window: out.window, desynced: out.desynced, metrics, seconds: (performance.now() - t0) / 1000 };
+    return { ids, desynced: out.desynced, metrics, seconds: (performance.now() - t0) / 1000 };
   }
   if (task.type === 'http') {
     const { record, metrics: m } = decodeHttp(task, task.id ?? nextId());
@@ -119,10 +119,6 @@ async function runOne(task: CaptureTask): Promise<TaskOutput> {
  * The Piscina entry. A multi task's parts run concurrently: their synchronous parts (decode, puts)
  * fall in one event turn, so lmdb-js commits all their records in one transaction.
  */
-export default async function run(task: CaptureTask | MultiTask): Promise<unknown> {
-  const outs = task.type === 'multi' ? await Promise.all(task.parts.map(runOne)) : [await runOne(task)];
-  // Move the DEFLATE windows back instead of cloning them (Piscina transfers a top-level movable).
-  const windows = outs.flatMap((o) => (o.window ? [o.window] : []));
-  const result = task.type === 'multi' ? outs : outs[0];
-  return Piscina.move({ [Piscina.transferableSymbol]: windows, [Piscina.valueSymbol]: result } as never);
+export default async function run(task: CaptureTask | MultiTask): Promise<TaskOutput | TaskOutput[]> {
+  return task.type === 'multi' ? Promise.all(task.parts.map(runOne)) : runOne(task);
 }

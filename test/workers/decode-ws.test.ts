@@ -7,6 +7,7 @@ import zlib from 'node:zlib';
 import { createRequire } from 'node:module';
 import { randomBytes, randomInt } from 'node:crypto';
 import { decodeWsBatch, unmask } from '../../src/workers/decode-ws.js';
+import { DeflateWindow, allocateWindow, windowSize } from '../../src/workers/deflate-window.js';
 import type { DeflateParams, WsBatchTask, WsCapturedMessage } from '../../src/workers/tasks.js';
 import type { WsMessageRecord } from '../../src/records.js';
 
@@ -61,21 +62,21 @@ function capture(seq: number, w: Wire, masked: boolean, maxFrames = 4): WsCaptur
 
 /** Runs messages through the decoder in random batch sizes, carrying window/desync as the pool does. */
 function decodeAll(msgs: WsCapturedMessage[], deflate: DeflateParams | null, direction: 'client' | 'server' = 'client', maxBody = 1 << 20, maxBatch = 40): WsMessageRecord[] {
-  let window: ArrayBuffer | null = null;
+  // the lane's shared window, advanced in place batch after batch
+  const window = deflate?.contextTakeover ? allocateWindow(deflate.windowBits) : null;
   let desynced = false;
   const records: WsMessageRecord[] = [];
   for (let i = 0; i < msgs.length;) {
     const n = 1 + randomInt(maxBatch);
     const task: WsBatchTask = {
       type: 'ws', origin: { conn: 'c1', host: 'h', port: 443, scheme: 'wss', path: '/ws' }, upgrade: 'u1', direction, deflate,
-      window: window ? window.slice(0) : null, desynced, maxBody,
+      window, desynced, maxBody,
       // payloads are unmasked in place: hand the decoder copies, as a transfer would
       messages: msgs.slice(i, i + n).map((m) => ({ ...m, payload: m.payload?.slice(0) })),
     };
     const out = decodeWsBatch(task, nextId);
     assert.equal(out.records.length, task.messages.length);
     records.push(...out.records);
-    window = out.window;
     desynced = out.desynced;
     i += n;
   }
@@ -130,6 +131,48 @@ test('1,000 context-takeover messages, fragmented, masked, in random batches dec
     assert.equal(r.seq, i);
     assert.equal(r.frames, msgs[i].frames);
   });
+});
+
+test('the shared window keeps exactly the last 2^bits bytes in stream order, and its stamp moves with every push', () => {
+  for (const bits of [8, 9, 12, 15]) {
+    const sab = allocateWindow(bits);
+    const w = new DeflateWindow(sab);
+    assert.equal(w.size, windowSize(bits));
+    assert.equal(w.size, 1 << Math.max(bits, 9));
+    let all = Buffer.alloc(0);
+    const stamps = new Set([w.stamp]);
+    for (let i = 0; i < 300; i++) {
+      // sizes around the ring size: wraps, exact fits, pushes longer than the window
+      const n = [0, 1, 3, w.size - 1, w.size, w.size + 7, randomInt(w.size >> 2)][i % 7];
+      const chunk = randomBytes(n);
+      w.push(chunk);
+      all = Buffer.concat([all, chunk]).subarray(-w.size);
+      assert.deepEqual(Buffer.from(w.bytes()), all, `bits ${bits}, push ${i}`);
+      // another thread sees the same state through its own view of the buffer
+      assert.deepEqual(Buffer.from(new DeflateWindow(sab).bytes()), all);
+      if (n > 0) { assert.ok(!stamps.has(w.stamp), 'a push changes the stamp'); stamps.add(w.stamp); }
+    }
+  }
+  // two lanes never share a stamp (the nonce), even in the same state
+  assert.notEqual(new DeflateWindow(allocateWindow(15)).stamp, new DeflateWindow(allocateWindow(15)).stamp);
+});
+
+test('a worker whose kept inflater is stale (another worker advanced the lane) starts again from the shared window', async () => {
+  const c = new Compressor(15);
+  const plains = corpus(90, (i) => 200 + ((i * 37) % 900));
+  const msgs: WsCapturedMessage[] = [];
+  for (let i = 0; i < plains.length; i++) msgs.push(capture(i, { plain: plains[i], compressed: await c.compress(plains[i]) }, true));
+  const deflate = { contextTakeover: true, windowBits: 15 };
+  const window = allocateWindow(15);
+  const batch = (conn: string, from: number, to: number) => decodeWsBatch({
+    type: 'ws', origin: { conn, host: 'h', port: 443, scheme: 'wss', path: '/ws' }, upgrade: 'u1', direction: 'client', deflate,
+    window, desynced: false, maxBody: 1 << 20, messages: msgs.slice(from, to).map((m) => ({ ...m, payload: m.payload?.slice(0) })),
+  }, nextId);
+  // This worker keeps an inflater for lane "w1:client" after the first batch. The second batch of
+  // the same lane is then decoded elsewhere (modelled by another lane key over the same window), so
+  // the kept inflater no longer matches the window when the third batch comes back here.
+  const recs = [...batch('w1', 0, 30).records, ...batch('w2', 30, 60).records, ...batch('w1', 60, 90).records];
+  recs.forEach((r, i) => assertBody(r, plains[i], `message ${i}`));
 });
 
 test('window bits 9–15 with context takeover (server direction, unmasked)', async () => {
