@@ -18,6 +18,7 @@ import type { Store } from '../store/store.js';
 import { hash, msgSig, type Exchange, type Msg, type Reply } from './dissect/blocks.js';
 import { detectClient, dissectHttp, isOpenaiWsPath, type DissectRule } from './dissect/index.js';
 import { deriveWs, foldWsRecord, newConnState, type WsConnState } from './dissect/openai-ws.js';
+import { assemblyDueIn, foldedUpTo, forgetUnfolded, noteAssembly, rememberUnfolded, unfoldedAfter } from './ws-pace.js';
 
 /** One request/response as kept in a conversation's state: history as message signatures. */
 interface StoredExchange {
@@ -49,19 +50,15 @@ export interface AssembleOptions {
   rules?: DissectRule[];
   /** rebuild: keys not yet in this set start from scratch (and are added) */
   fresh?: Set<string>;
-  /** live capture: a socket streaming deltas is re-assembled at most every WS_ASSEMBLE_INTERVAL_MS */
+  /** live capture: a socket streaming deltas is re-assembled at the pace ws-pace.ts sets */
   throttle?: boolean;
 }
 
-// A streamed response is hundreds of `*.delta` messages, and each assembly reads and rewrites the
-// connection's whole state, so assembling every delta batch costs O(session) per token. Instead a
-// batch of nothing but deltas is skipped when its socket was assembled moments ago; the next
-// assembly folds the skipped records from the store (they are committed, and the state's seq marks
-// say what was folded). Milestones (requests, response.created/done/completed/failed, close) are
-// always assembled, and a trailing timer catches the last skipped batch of a burst. This memory is
-// only a throttle: any worker can assemble any batch and the result is the same.
-export const WS_ASSEMBLE_INTERVAL_MS = 250;
-const lastWsAssembly = new Map<string, number>();
+// A batch of nothing but streamed `*.delta` events is not assembled when its socket was assembled
+// moments ago (ws-pace.ts says how long "moments" is); the next assembly folds the skipped records,
+// from this worker's memory or the store (the state's seq marks say what was folded). Milestones
+// (requests, response.created/done/completed/failed, close) are always assembled, and a trailing
+// timer catches the last skipped batch of a burst.
 const trailingWsAssembly = new Map<string, NodeJS.Timeout>();
 const DELTA_EVENT = /"type"\s*:\s*"[a-z_.]*delta"/;
 const CREATE_REQUEST = /"type"\s*:\s*"response\.create"/;
@@ -80,30 +77,29 @@ function isDelta(r: WsMessageRecord): boolean {
   return r.direction === 'server' && r.opcode === 'text' && r.body !== undefined && DELTA_EVENT.test(r.body.slice(0, 200));
 }
 
-/** Records an assembly time; entries older than the interval throttle nothing, so a large map sheds them. */
-function noteWsAssembly(conn: string, now: number): void {
-  lastWsAssembly.set(conn, now);
-  if (lastWsAssembly.size > 4096) for (const [c, t] of lastWsAssembly) if (now - t >= WS_ASSEMBLE_INTERVAL_MS) lastWsAssembly.delete(c);
-}
-
 function throttled(store: Store, conn: string, list: WsMessageRecord[]): boolean {
   if (list.every(isInert)) return true;
   const now = performance.now();
-  if (!list.every((r) => isDelta(r) || isInert(r)) || now - (lastWsAssembly.get(conn) ?? -Infinity) >= WS_ASSEMBLE_INTERVAL_MS) {
-    // a skip needs a server mark to catch up from: only assemblies that fold server records count
-    if (list.some((r) => r.direction === 'server')) noteWsAssembly(conn, now);
-    return false;
-  }
+  if (!list.every((r) => isDelta(r) || isInert(r)) || assemblyDueIn(conn, now) <= 0) return false;
   if (!trailingWsAssembly.has(conn)) {
     const t = setTimeout(() => {
       trailingWsAssembly.delete(conn);
-      noteWsAssembly(conn, performance.now());
-      assembleWs(store, conn, [], {}, () => {}).catch(() => { /* the next batch or the connection end folds it */ });
-    }, WS_ASSEMBLE_INTERVAL_MS);
+      pacedAssembly(conn, () => assembleWs(store, conn, [], {}, () => {})).catch(() => { /* the next batch or the connection end folds it */ });
+    }, Math.max(1, assemblyDueIn(conn, now)));
     t.unref();
     trailingWsAssembly.set(conn, t);
   }
   return true;
+}
+
+/** Runs an assembly of `conn` and notes its cost for the pacing. */
+async function pacedAssembly<T>(conn: string, run: () => Promise<T>): Promise<T> {
+  const t0 = performance.now();
+  try {
+    return await run();
+  } finally {
+    noteAssembly(conn, t0, performance.now() - t0);
+  }
 }
 
 let defaultRules: DissectRule[] = [];
@@ -151,6 +147,7 @@ export async function assembleRecords(store: Store, records: TransactionRecord[]
   const rules = opts.rules ?? defaultRules;
 
   const wsByConn = new Map<string, WsMessageRecord[]>();
+  const serverByConn = new Map<string, WsMessageRecord[]>(); // every server record, for the pacing's memory
   const httpByKey = new Map<string, { ex: Exchange; tx: HttpTransaction }[]>();
   const chained = new Map<string, string>(); // response id → key, for chains inside this batch (rebuild batches)
   for (const r of records) {
@@ -165,10 +162,16 @@ export async function assembleRecords(store: Store, records: TransactionRecord[]
         const list = httpByKey.get(d.exchange.key) ?? [];
         list.push({ ex: d.exchange, tx: r });
         httpByKey.set(d.exchange.key, list);
-      } else if (looksLikeOpenaiWs(r, rules)) {
-        const list = wsByConn.get(r.conn) ?? [];
-        list.push(r);
-        wsByConn.set(r.conn, list);
+      } else {
+        if (r.direction === 'server') {
+          const seen = serverByConn.get(r.conn);
+          if (seen) seen.push(r); else serverByConn.set(r.conn, [r]);
+        }
+        if (looksLikeOpenaiWs(r, rules)) {
+          const list = wsByConn.get(r.conn) ?? [];
+          list.push(r);
+          wsByConn.set(r.conn, list);
+        }
       }
     } catch { bad(); }
   }
@@ -182,8 +185,15 @@ export async function assembleRecords(store: Store, records: TransactionRecord[]
     } catch { failed(); }
   }
   for (const [conn, list] of wsByConn) {
-    if (opts.throttle && throttled(store, conn, list)) continue;
-    try { wrote(await assembleWs(store, conn, list, opts, bad)); } catch { failed(); }
+    if (!opts.throttle) {
+      try { wrote(await assembleWs(store, conn, list, opts, bad)); } catch { failed(); }
+      continue;
+    }
+    rememberUnfolded(conn, serverByConn.get(conn) ?? []);
+    if (throttled(store, conn, list)) continue;
+    const assemble = () => assembleWs(store, conn, list, opts, bad);
+    // only assemblies that fold server records set the pace: a skip needs a server mark to catch up from
+    try { wrote(await (list.some((r) => r.direction === 'server') ? pacedAssembly(conn, assemble) : assemble())); } catch { failed(); }
   }
   if (!Object.keys(m.decodeErrors!).length) delete m.decodeErrors;
   return m;
@@ -391,8 +401,9 @@ function looksLikeOpenaiWs(r: WsMessageRecord, rules: DissectRule[]): boolean {
  * close frame (killed agent, reset) would otherwise leave its last response "streaming" forever.
  */
 export async function connectionEnded(store: Store, conn: string, endTs: number): Promise<MetricDeltas> {
-  if (!(await conversationByKey(store, 'openai-ws:' + conn))) return {};
+  if (!(await conversationByKey(store, 'openai-ws:' + conn))) { forgetUnfolded(conn); return {}; }
   const n = await assembleWs(store, conn, [], {}, () => {}, endTs);
+  forgetUnfolded(conn);
   return n ? { storeRecords: { CONVERSATION: n } } : {};
 }
 
@@ -414,7 +425,7 @@ async function assembleWs(store: Store, conn: string, records: WsMessageRecord[]
     // Records past the state's marks that earlier (throttled) batches left unfolded, then this
     // batch (already among them once committed; folding is idempotent by seq).
     // Only server delta batches are ever skipped, so only the server direction can lag its mark.
-    const missed = store.wsMessagesAfter(conn, { client: Infinity, server: s.serverSeq }, batchIds);
+    const missed = unfoldedAfter(conn, s.serverSeq, batchIds) ?? store.wsMessagesAfter(conn, { client: Infinity, server: s.serverSeq }, batchIds);
     const folded = missed.length ? [...missed, ...records].sort(bySeq) : records;
     for (const r of folded) if (foldWsRecord(s, r) === 'bad') bads++;
     if (s.requests.length === 0 && s.responses.length === 0 && !prev) return undefined; // not a Responses socket after all
@@ -425,6 +436,7 @@ async function assembleWs(store: Store, conn: string, records: WsMessageRecord[]
     return internalObject(key, 'openai-ws', prev?.startedTs ?? folded[0]?.ts ?? ts, { updatedTs: Math.max(prev?.updatedTs ?? 0, ts), client: s.client ?? 'generic', _ws: s, _v: (prev?._v ?? 0) + 1 });
   })) as StoredConversation | undefined;
   for (let i = 0; i < bads; i++) bad();
+  if (stored?._ws) foldedUpTo(conn, stored._ws.serverSeq);
   if (!stored?._ws) return 0;
   const v = stored._v ?? 0;
   let n = 0;

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { assembleRecords, conversationByKey, conversationId, publicConversation, rebuildConversations, type StoredConversation } from '../../src/workers/assemble.js';
 import type { Conversation, TransactionRecord, Turn, WsMessageRecord } from '../../src/records.js';
 import type { Store } from '../../src/store/store.js';
+import { waitFor } from '../helpers/harness.js';
 import { allConversations, testStore } from './dissect/session-fixtures.js';
 import { CC_SESSION, CODEX_INSTRUCTIONS, chatSession, claudeCodeSession, codexSession, geminiSession, type CodexLanes } from './dissect/sessions.js';
 
@@ -325,4 +326,46 @@ test('a long streamed answer: 3000 deltas in small batches fold to exactly the c
     assert.deepEqual(done.turns[2].blocks, [{ type: 'text', text: full }]);
     assert.deepEqual(done.turns[2].usage, { inputTokens: 25000, outputTokens: 6000, totalTokens: 31000 });
   });
+});
+
+test('live (throttled) assembly: skipped delta batches fold from the worker\'s memory — or from the store after a gap — to the exact text', async () => {
+  const { WsLane, upgradeTx } = await import('./dissect/session-fixtures.js');
+  const { codexCreate } = await import('./dissect/sessions.js');
+  for (const gap of [false, true]) {
+    await withStore(async (real) => {
+      let storeReads = 0;
+      const store = new Proxy(real, {
+        get: (t, p) => (p === 'wsMessagesAfter' ? (...a: unknown[]) => { storeReads++; return (t.wsMessagesAfter as (...x: unknown[]) => unknown)(...a); } : Reflect.get(t, p)),
+      }) as Store;
+      const live = async (records: TransactionRecord[]) => {
+        await store.putTransactions(records);
+        await assembleRecords(store, records, { throttle: true });
+      };
+      const up = upgradeTx(`conn-live-${gap}`, 1_700_007_000_000, [['originator', 'codex_cli_rs']]);
+      const c = new WsLane(up.conn, up.id, 'client'), s = new WsLane(up.conn, up.id, 'server');
+      let ts = 1_700_007_000_001;
+      await live([up, c.msg(ts++, codexCreate('live', [{ type: 'message', role: 'user', content: [{ type: 'input_text', text: 'go' }] }]))]);
+      const pieces = Array.from({ length: 2000 }, (_, i) => `w${i} `);
+      const server = [s.msg(ts++, { type: 'response.created', response: { id: 'rv' } }), s.msg(ts++, { type: 'response.output_item.added', output_index: 0, item: { type: 'message', role: 'assistant', content: [] } })];
+      for (const d of pieces) server.push(s.msg(ts, { type: 'response.output_text.delta', output_index: 0, content_index: 0, delta: d }));
+      storeReads = 0;
+      const batches = chunks(server, 10);
+      for (let i = 0; i < batches.length; i++) {
+        // gap: one batch committed by another worker that never assembled it
+        if (gap && i === 50) await store.putTransactions(batches[i]);
+        else await live(batches[i]);
+      }
+      const key = `openai-ws:${up.conn}:live`;
+      const text = async () => ((await conv(store, key)).turns.at(-1)?.blocks[0] as { text?: string } | undefined)?.text;
+      // the trailing assembly folds what the last skips left
+      await waitFor(async () => (await text()) === pieces.join(''), 'the live view catches up with every delta', 5000);
+      if (gap) assert.ok(storeReads > 0, 'after the gap, the missed records are read from the store');
+      else assert.equal(storeReads, 0, 'without a gap, skipped records come from the worker\'s memory');
+      await live([s.msg(ts++, { type: 'response.completed', response: { id: 'rv', output: [{ type: 'message', role: 'assistant', content: [{ type: 'output_text', text: pieces.join('') }] }] } })]);
+      const done = await conv(store, key);
+      assert.deepEqual(done.turns.slice(-2).map((t) => t.role), ['user', 'assistant']);
+      assert.deepEqual(done.turns.at(-1)!.blocks, [{ type: 'text', text: pieces.join('') }]);
+      assert.equal(done.incomplete, undefined);
+    });
+  }
 });
