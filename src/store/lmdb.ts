@@ -2,7 +2,8 @@
 //
 // Layout (sub-databases):
 //   transactions  id → metadata (small bodies inline; big ones moved to `bodies`)
-//   bodies        [id, field] → string | SseEvent[]      (listing never reads these)
+//   bodies        [id, field] → the body's bytes (UTF-8 text, decoded base64, msgpack SSE events),
+//                 written as they are (format 2; earlier stores: msgpack values) — listing never reads these
 //   connections   id → ConnectionRecord
 //   conversations id → Conversation;  convKeys  key → id;  convByClient [client, id] → 1
 //   byHost / byConn / byKind   [value, id] → 1            (filter + page by id cursor)
@@ -19,6 +20,8 @@ import type { Conversation, ConnectionRecord, TransactionRecord, WsMessageRecord
 import type { Page, Store, TransactionQuery } from './store.js';
 import { nextId } from './ids.js';
 import { redactHeaders } from './redact.js';
+import { bodyBytes } from './body-bytes.js';
+import { pack, unpack } from 'msgpackr';
 
 export interface StoreOptions {
   readOnly?: boolean;
@@ -64,6 +67,7 @@ export interface LmdbStore extends Store {
 export const BODY_APART_THRESHOLD = 4096;
 const BODY_FIELDS = ['body', 'bodyBase64', 'reqBody', 'reqBodyBase64', 'respBody', 'respBodyBase64', 'respEvents'] as const;
 type BodyField = (typeof BODY_FIELDS)[number];
+const BODY_FIELD_SET: ReadonlySet<string> = new Set(BODY_FIELDS);
 /** Index values are clipped so a hostile Host header can never exceed LMDB's key size (4026 bytes at 8 KiB pages). */
 const MAX_INDEX_VALUE = 512;
 const END = '\uffff';
@@ -124,27 +128,29 @@ function clip(v: string): string {
   return v.length > MAX_INDEX_VALUE ? v.slice(0, MAX_INDEX_VALUE) : v;
 }
 
-// Large bodies are stored as bytes: Buffer's native UTF-8/base64 conversion plus a memcpy into
-// msgpack costs a fraction of msgpackr encoding (and later decoding) a long JS string, and base64
+// Bodies are stored as bytes, inline or apart: the decoders hand over the bytes a body came from
+// (workers/body.ts), so a body is never encoded to a string and back on its way in, and base64
 // bodies shrink by a quarter. Strings stored by earlier versions still read as they are.
-const TEXT_FIELDS = new Set<string>(['body', 'reqBody', 'respBody']);
 const BASE64_FIELDS = new Set<string>(['bodyBase64', 'reqBodyBase64', 'respBodyBase64']);
 
-function packBody(f: string, v: unknown): unknown {
+/** A body field's value as bytes (respEvents stays structured: msgpack packs it). */
+function packBody(r: object, f: BodyField): unknown {
+  const bytes = bodyBytes(r, f);
+  if (bytes) return bytes;
+  const v = (r as Record<string, unknown>)[f];
   if (typeof v !== 'string') return v;
-  if (TEXT_FIELDS.has(f)) return Buffer.from(v, 'utf8');
-  if (BASE64_FIELDS.has(f)) return Buffer.from(v, 'base64');
-  return v;
+  return Buffer.from(v, BASE64_FIELDS.has(f) ? 'base64' : 'utf8');
 }
 
 function unpackBody(f: string, v: unknown): unknown {
   if (!(v instanceof Uint8Array)) return v;
+  if (f === 'respEvents') return unpack(v);
   const b = Buffer.from(v.buffer, v.byteOffset, v.byteLength);
   return BASE64_FIELDS.has(f) ? b.toString('base64') : b.toString('utf8');
 }
 
-function bodyLength(v: unknown): number {
-  if (typeof v === 'string') return v.length;
+function packedLength(v: unknown): number {
+  if (v instanceof Uint8Array) return v.length;
   if (Array.isArray(v)) return v.reduce((n: number, e: { data?: string }) => n + (e?.data?.length ?? 0) + 16, 0);
   return 0;
 }
@@ -158,6 +164,8 @@ class LmdbStoreImpl implements LmdbStore {
   readonly readOnly: boolean;
   private readonly d: Dbs;
   private readonly redact: string[];
+  /** format 2: the bodies sub-database holds bytes as they are (else msgpack values) */
+  private readonly rawBodies: boolean;
 
   constructor(path: string, opts: StoreOptions) {
     this.path = path;
@@ -177,10 +185,12 @@ class LmdbStoreImpl implements LmdbStore {
     const legacy = !names.has(FORMAT_KEY) && names.has('transactions');
     if (!legacy && !this.readOnly && !names.has(FORMAT_KEY)) root.putSync(FORMAT_KEY, FORMAT);
     const sub = (name: string) => root.openDB({ name, compression: legacy });
+    this.rawBodies = !legacy;
     this.d = {
       root,
       tx: sub('transactions'),
-      bodies: sub('bodies'),
+      // raw bytes: a multi-MiB body is handed to LMDB as it is instead of copied into msgpack
+      bodies: legacy ? sub('bodies') : root.openDB({ name: 'bodies', encoding: 'binary' }),
       conns: sub('connections'),
       convs: sub('conversations'),
       convKeys: sub('convKeys'),
@@ -244,20 +254,24 @@ class LmdbStoreImpl implements LmdbStore {
     if (typeof r?.id !== 'string' || !r.id || r.id.length > 64) throw new StoreError('record id missing or longer than 64 characters');
     if (typeof r.conn !== 'string' || r.conn.length > MAX_INDEX_VALUE) throw new StoreError(`record ${r.id}: conn missing or too long`);
     if (typeof r.host !== 'string' || typeof r.kind !== 'string') throw new StoreError(`record ${r.id}: host or kind missing`);
-    const meta = { ...r } as TransactionRecord & Record<string, unknown>;
+    // Copied field by field: body fields are taken as bytes (packBody), never read as strings.
+    const meta = {} as TransactionRecord & Record<string, unknown>;
+    const src = r as unknown as Record<string, unknown>;
+    for (const k of Object.keys(r)) {
+      // msgpack keeps `undefined` members; JSON (the API) would drop them — store what the API shows.
+      if (!BODY_FIELD_SET.has(k) && src[k] !== undefined) meta[k] = src[k];
+    }
     if (meta.kind === 'HTTP') {
       meta.reqHeaders = redactHeaders(meta.reqHeaders ?? [], this.redact);
       meta.respHeaders = redactHeaders(meta.respHeaders ?? [], this.redact);
     }
-    // msgpack keeps `undefined` members; JSON (the API) would drop them — store what the API shows.
-    for (const k of Object.keys(meta)) if (meta[k] === undefined) delete meta[k];
     const apart: [BodyField, unknown][] = [];
     for (const f of BODY_FIELDS) {
-      const v = meta[f];
-      if (v !== undefined && bodyLength(v) > BODY_APART_THRESHOLD) {
-        apart.push([f, packBody(f, v)]);
-        delete meta[f];
-      }
+      if (!Object.prototype.hasOwnProperty.call(r, f)) continue;
+      const v = packBody(r, f);
+      if (v === undefined) continue;
+      if (packedLength(v) > BODY_APART_THRESHOLD) apart.push([f, this.rawBodies && f === 'respEvents' ? pack(v) : v]);
+      else meta[f] = v;
     }
     return { meta, apart };
   }
@@ -300,6 +314,7 @@ class LmdbStoreImpl implements LmdbStore {
   getTransaction(id: string): TransactionRecord | undefined {
     const meta = this.d.tx.get(id) as (TransactionRecord & Record<string, unknown>) | undefined;
     if (!meta) return undefined;
+    for (const f of BODY_FIELDS) if (meta[f] !== undefined) meta[f] = unpackBody(f, meta[f]);
     for (const { key, value } of this.d.bodies.getRange({ start: [id], end: [id, END] })) {
       const f = (key as [string, string])[1];
       meta[f] = unpackBody(f, value);

@@ -1,6 +1,10 @@
 // Decoded bytes → the record's body fields, shared by every decoder (HTTP bodies, WebSocket
 // messages). Text when the bytes are valid UTF-8, base64 otherwise; bounded by --max-body.
+//
+// The string is made only when something reads it (the assembler, for LLM traffic); the store
+// writes the bytes it came from (store/body-bytes.ts).
 import { isUtf8 } from 'node:buffer';
+import { bodyBytes, lazyBody, shareBody } from '../store/body-bytes.js';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -9,8 +13,8 @@ export function isValidUtf8(bytes: Uint8Array): boolean {
 }
 
 export interface BodyFields {
-  body?: string;
-  bodyBase64?: string;
+  body?: string; // lazy
+  bodyBase64?: string; // lazy
   /** bytes before truncation */
   size: number;
   truncated: boolean;
@@ -27,14 +31,41 @@ export function bodyFields(bytes: Uint8Array, maxBody: number, opts?: { cutShort
   const max = Math.max(0, Math.floor(maxBody));
   const cutShort = opts?.cutShort === true;
   if (size <= max && !cutShort) {
-    if (isUtf8(bytes)) return { body: utf8.decode(bytes), size, truncated: false, invalidUtf8: false };
-    return { bodyBase64: toBase64(bytes), size, truncated: false, invalidUtf8: true };
+    if (isUtf8(bytes)) return fields('body', bytes, { size, truncated: false, invalidUtf8: false });
+    return fields('bodyBase64', bytes, { size, truncated: false, invalidUtf8: true });
   }
   const keep = Math.min(size, max);
   // Cut text at a code point boundary so a long UTF-8 body stays text; binary is cut at max.
   const text = bytes.subarray(0, utf8Boundary(bytes, keep));
-  if (isUtf8(text)) return { body: utf8.decode(text), size, truncated: true, invalidUtf8: false };
-  return { bodyBase64: toBase64(bytes.subarray(0, keep)), size, truncated: true, invalidUtf8: true };
+  if (isUtf8(text)) return fields('body', text, { size, truncated: true, invalidUtf8: false });
+  return fields('bodyBase64', bytes.subarray(0, keep), { size, truncated: true, invalidUtf8: true });
+}
+
+/** Binary data (a binary WebSocket message) as `bodyBase64`, cut at maxBody. */
+export function binaryFields(bytes: Uint8Array, maxBody: number): BodyFields {
+  const keep = Math.min(bytes.length, Math.max(0, Math.floor(maxBody)));
+  return fields('bodyBase64', bytes.subarray(0, keep), { size: bytes.length, truncated: keep < bytes.length, invalidUtf8: false });
+}
+
+/**
+ * Bodies up to this size are plain strings: the assembler reads every small text message anyway,
+ * and an accessor per record costs more than it saves there.
+ */
+const LAZY_FROM = 4096;
+
+function fields(field: 'body' | 'bodyBase64', bytes: Uint8Array, rest: Omit<BodyFields, 'body' | 'bodyBase64'>): BodyFields {
+  const f = { ...rest } as BodyFields;
+  const decode = field === 'body' ? (b: Uint8Array) => utf8.decode(b) : toBase64;
+  if (bytes.length < LAZY_FROM) f[field] = decode(bytes);
+  else lazyBody(f, field, bytes, decode);
+  return f;
+}
+
+/** Puts a decoder's body on a record: `textField` or `base64Field`, lazily, sharing the bytes (and the string, once made). */
+export function assignBody(rec: object, textField: string, base64Field: string, f: BodyFields): void {
+  const [from, to] = Object.prototype.hasOwnProperty.call(f, 'body') ? ['body', textField] : ['bodyBase64', base64Field];
+  if (bodyBytes(f, from)) shareBody(f, from, rec, to);
+  else (rec as Record<string, unknown>)[to] = (f as unknown as Record<string, unknown>)[from];
 }
 
 /**

@@ -7,7 +7,7 @@ import type { ErrorCode, Header, HttpTransaction } from '../records.js';
 import type { MetricDeltas } from '../metrics.js';
 import type { HttpCaptureTask } from './tasks.js';
 import { headerList, headerValues } from '../io/http1.js';
-import { bodyFields } from './body.js';
+import { assignBody, bodyFields } from './body.js';
 import { parseSse } from './sse.js';
 import { SyncZlib } from './zlib-sync.js';
 
@@ -57,16 +57,14 @@ export function decodeHttp(task: HttpCaptureTask, id: string): { record: HttpTra
   const req = decodeBody(task.reqBody, task.reqBodyBytes, task.reqHeaders, task.maxBody, cut);
   if (req) {
     if (req.error) problem(req.error.code, req.error.detail);
-    if (req.fields.body !== undefined) record.reqBody = req.fields.body;
-    if (req.fields.bodyBase64 !== undefined) record.reqBodyBase64 = req.fields.bodyBase64;
+    assignBody(record, 'reqBody', 'reqBodyBase64', req.fields);
     record.reqBodySize = req.size;
     if (req.truncated) record.truncated = true;
   }
   const resp = decodeBody(task.respBody, task.respBodyBytes, task.respHeaders, task.maxBody, cut);
   if (resp) {
     if (resp.error) problem(resp.error.code, resp.error.detail);
-    if (resp.fields.body !== undefined) record.respBody = resp.fields.body;
-    if (resp.fields.bodyBase64 !== undefined) record.respBodyBase64 = resp.fields.bodyBase64;
+    assignBody(record, 'respBody', 'respBodyBase64', resp.fields);
     record.respBodySize = resp.size;
     if (resp.truncated) record.truncated = true;
     if (mediaType(task.respHeaders) === 'text/event-stream' && !resp.error) {

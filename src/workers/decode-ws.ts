@@ -7,7 +7,7 @@ import { endianness } from 'node:os';
 import type { WsBatchTask } from './tasks.js';
 import type { ErrorCode, WsMessageRecord, WsOpcodeName } from '../records.js';
 import type { MetricDeltas } from '../metrics.js';
-import { bodyFields, toBase64, type BodyFields } from './body.js';
+import { assignBody, binaryFields, bodyFields, type BodyFields } from './body.js';
 import { SyncZlib } from './zlib-sync.js';
 import { DeflateWindow, allocateWindow } from './deflate-window.js';
 
@@ -217,8 +217,7 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
       if (m.opcode === 8) decodeClose(rec, plain, metrics);
       else {
         const b = messageBody(m.opcode, plain, task.maxBody);
-        if (b.body !== undefined) rec.body = b.body;
-        if (b.bodyBase64 !== undefined) rec.bodyBase64 = b.bodyBase64;
+        assignBody(rec, 'body', 'bodyBase64', b);
         rec.truncated = b.truncated;
         if (b.truncated) rec.error ??= 'too_large';
         if (m.opcode === 1 && b.invalidUtf8 && !b.truncated) {
@@ -233,8 +232,7 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
       if (compressed) rec.bodyBase64 = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('base64');
       else {
         const b = messageBody(m.opcode, bytes, task.maxBody);
-        if (b.body !== undefined) rec.body = b.body;
-        if (b.bodyBase64 !== undefined) rec.bodyBase64 = b.bodyBase64;
+        assignBody(rec, 'body', 'bodyBase64', b);
         rec.truncated ||= b.truncated;
       }
     }
@@ -255,9 +253,7 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
  * `bodyBase64` — a binary message that happens to be valid UTF-8 is still bytes to its peers.
  */
 function messageBody(opcode: number, bytes: Uint8Array, maxBody: number): BodyFields {
-  if (opcode !== 2) return bodyFields(bytes, maxBody);
-  const keep = Math.min(bytes.length, Math.max(0, Math.floor(maxBody)));
-  return { bodyBase64: toBase64(bytes.subarray(0, keep)), size: bytes.length, truncated: keep < bytes.length, invalidUtf8: false };
+  return opcode === 2 ? binaryFields(bytes, maxBody) : bodyFields(bytes, maxBody);
 }
 
 /** Close payload (RFC 6455 §5.5.1): empty, or a 2-byte code then a UTF-8 reason. */

@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { open } from 'lmdb';
 import { openStore, StoreError, BODY_APART_THRESHOLD } from '../../src/store/lmdb.js';
+import { lazyBody } from '../../src/store/body-bytes.js';
 import { idSharedBuffer, nextId } from '../../src/store/ids.js';
 import type { HttpTransaction, TransactionRecord, WsMessageRecord } from '../../src/records.js';
 import { conn, http, tempDir, ws } from './fixtures.js';
@@ -179,6 +180,36 @@ test('opening a path twice in one thread shares the environment; read-only handl
   await rw.putTransactions([ok]);
   assert.ok(rw.getTransaction(ok.id));
   await rw.close();
+});
+
+test('bodies handed over as bytes (lazy fields) are stored without making their strings, and read back exact: inline, apart, text, base64, SSE events', async (t) => {
+  const store = openStore(tempDir(t));
+  t.after(() => store.close());
+  const never = () => { throw new Error('the store made a body string'); };
+  const big = Buffer.from('{"delta":"ünïcode"} '.repeat(20_000)); // ~440 KiB: apart
+  const bin = Buffer.from(Array.from({ length: 70_000 }, (_, i) => (i * 7) & 255)); // apart, base64 field
+  const small = Buffer.from('{"type":"response.output_text.delta","delta":"hé"}'); // inline
+  const h = http(conn().id, { respEvents: Array.from({ length: 400 }, (_, i) => ({ event: 'message', data: `{"i":${i},"pad":"${'x'.repeat(20)}"}` })) });
+  delete (h as Partial<HttpTransaction>).respBody;
+  lazyBody(h, 'respBody', big, never);
+  lazyBody(h, 'reqBodyBase64', bin, never);
+  const w = ws(h.conn, h.id, 'server', 0);
+  delete (w as Partial<WsMessageRecord>).body;
+  lazyBody(w, 'body', small, never);
+  await store.putTransactions([h, w]);
+  const gh = store.getTransaction(h.id) as HttpTransaction;
+  assert.equal(gh.respBody, big.toString('utf8'));
+  assert.equal(gh.reqBodyBase64, bin.toString('base64'));
+  assert.deepEqual(gh.respEvents, h.respEvents);
+  assert.equal((store.getTransaction(w.id) as WsMessageRecord).body, small.toString('utf8'));
+  assert.deepEqual(store.wsMessages(h.conn).map((m) => m.body), [small.toString('utf8')]);
+  for (const f of BODY_FIELDS) assert.equal((store.getTransactionMeta(h.id) as unknown as Record<string, unknown>)[f], undefined, `listing omits ${f}`);
+  // a record whose field was assigned after the fact stores the assigned value
+  const w2 = ws(h.conn, h.id, 'server', 1);
+  lazyBody(w2, 'body', small, never);
+  w2.body = 'replaced';
+  await store.putTransactions([w2]);
+  assert.equal((store.getTransaction(w2.id) as WsMessageRecord).body, 'replaced');
 });
 
 test('a store written by an earlier version (LZ4-compressed values, no format marker) still reads and takes writes; new stores are uncompressed', async (t) => {
