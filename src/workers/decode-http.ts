@@ -80,9 +80,9 @@ export function decodeHttp(task: HttpCaptureTask, id: string): { record: HttpTra
   return { record, metrics };
 }
 
-function decodeBody(buf: ArrayBuffer | undefined, wireBytes: number, headers: Header[], maxBody: number, cut: boolean) {
+function decodeBody(buf: Uint8Array | undefined, wireBytes: number, headers: Header[], maxBody: number, cut: boolean) {
   if (buf === undefined && wireBytes === 0) return undefined;
-  const raw = buf ? Buffer.from(buf) : Buffer.alloc(0);
+  const raw = buf ? Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength) : Buffer.alloc(0);
   const partial = cut || raw.length < wireBytes;
   const codings = headerList(headers, 'content-encoding').map((c) => c.toLowerCase()).filter((c) => c !== 'identity');
   if (codings.length === 0 || raw.length === 0) {

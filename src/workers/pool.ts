@@ -17,6 +17,7 @@
 import { Piscina } from 'piscina';
 import { idSharedBuffer } from '../store/ids.js';
 import { allocateWindow } from './deflate-window.js';
+import { captureBuffers } from '../io/capture-buffer.js';
 import type { ConnectionRecord } from '../records.js';
 import type { CaptureTask, ConnectionTask, DeflateParams, HttpCaptureTask, MultiTask, StreamOrigin, WsBatchTask, WsCapturedMessage } from './tasks.js';
 import type { TaskOutput } from './worker.js';
@@ -119,7 +120,7 @@ export class CapturePool {
 
   /** One HTTP exchange; exchanges of one connection are committed in order. Body bytes count against the budget until committed. */
   http(task: HttpCaptureTask, connKey: string): void {
-    const bytes = (task.reqBody?.byteLength ?? 0) + (task.respBody?.byteLength ?? 0);
+    const bytes = (task.reqBody?.buffer.byteLength ?? 0) + (task.respBody?.buffer.byteLength ?? 0);
     this.lane(connKey).push({ task, bytes });
   }
 
@@ -200,6 +201,7 @@ export class CapturePool {
         else setTimeout(() => this.flush(), wait);
       }
     }).then((out) => {
+      for (const b of out.recycle ?? []) captureBuffers.give(b);
       applyDeltas(out.metrics);
       if (out.metrics.dropped?.store_error) this.storeErrorLog(out.metrics.dropped.store_error);
       workerTaskSeconds.observe({ type: task.type }, out.seconds);
@@ -428,7 +430,7 @@ class TaskLane extends Lane {
 
   private async submit(item: LaneItem): Promise<void> {
     const t = item.task;
-    const transfer = t.type === 'http' ? [t.reqBody, t.respBody].filter((b): b is ArrayBuffer => !!b) : [];
+    const transfer = t.type === 'http' ? [t.reqBody, t.respBody].flatMap((b) => (b ? [b.buffer as ArrayBuffer] : [])) : [];
     const meta: HttpCaptureTask | ConnectionTask = t.type === 'http' ? { ...t, reqBody: undefined, respBody: undefined } : t;
     try {
       await this.pool.run(t, transfer);

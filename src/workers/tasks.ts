@@ -73,13 +73,14 @@ export interface HttpCaptureTask {
   target: string; // request-target as on the wire
   httpVersion: string;
   reqHeaders: Header[];
-  reqBody?: ArrayBuffer;
+  /** the copied body: a view whose buffer may be larger (a recycled capture buffer; transferred whole, handed back after commit) */
+  reqBody?: Uint8Array;
   reqBytes: number;
   reqBodyBytes: number; // payload bytes on the wire (≥ copied)
   status?: number;
   statusText?: string;
   respHeaders: Header[];
-  respBody?: ArrayBuffer;
+  respBody?: Uint8Array;
   respBytes: number;
   respBodyBytes: number;
   truncated: boolean; // a body exceeded --max-body while copying

@@ -26,6 +26,8 @@ interface WorkerData {
 export interface TaskOutput extends Partial<Pick<WsBatchResult, 'desynced'>> {
   ids: string[];
   metrics: MetricDeltas;
+  /** HTTP tasks: the body buffers, committed and no longer referenced, handed back for reuse (capture-buffer.ts) */
+  recycle?: ArrayBuffer[];
   /** time this worker spent on the task (decode + commit + assembly) */
   seconds: number;
 }
@@ -100,7 +102,10 @@ async function runOne(task: CaptureTask): Promise<TaskOutput> {
     record.reqHeaders = redactHeaders(record.reqHeaders, wd.redactHeaders);
     record.respHeaders = redactHeaders(record.respHeaders, wd.redactHeaders);
     const ids = await commit([record], [task.lastByteAt], metrics);
-    return { ids, metrics, seconds: (performance.now() - t0) / 1000 } satisfies TaskOutput;
+    // Committed and assembled: nothing refers to the captured bytes any more (the record's body
+    // fields are views of them, and the record is dropped here).
+    const recycle = [task.reqBody, task.respBody].flatMap((b) => (b && b.buffer.byteLength > 0 ? [b.buffer as ArrayBuffer] : []));
+    return { ids, metrics, recycle, seconds: (performance.now() - t0) / 1000 } satisfies TaskOutput;
   }
   try {
     await theStore().putConnection(task.record);
@@ -119,6 +124,11 @@ async function runOne(task: CaptureTask): Promise<TaskOutput> {
  * The Piscina entry. A multi task's parts run concurrently: their synchronous parts (decode, puts)
  * fall in one event turn, so lmdb-js commits all their records in one transaction.
  */
-export default async function run(task: CaptureTask | MultiTask): Promise<TaskOutput | TaskOutput[]> {
-  return task.type === 'multi' ? Promise.all(task.parts.map(runOne)) : runOne(task);
+export default async function run(task: CaptureTask | MultiTask): Promise<unknown> {
+  const outs = task.type === 'multi' ? await Promise.all(task.parts.map(runOne)) : [await runOne(task)];
+  const result = task.type === 'multi' ? outs : outs[0];
+  const buffers = outs.flatMap((o) => o.recycle ?? []);
+  if (buffers.length === 0) return result;
+  // Moved back, not cloned (Piscina transfers a top-level movable).
+  return Piscina.move({ [Piscina.transferableSymbol]: buffers, [Piscina.valueSymbol]: result } as never);
 }

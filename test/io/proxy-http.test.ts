@@ -11,6 +11,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeTestPki } from '../helpers/test-ca.js';
 import { startGreytap, apiGet, waitFor, connectTunnel, curl, tmpDir, type Greytap } from '../helpers/harness.js';
+import { captureBuffers } from '../../src/io/capture-buffer.js';
 
 const pki = makeTestPki();
 let g: Greytap;
@@ -24,6 +25,13 @@ let sseGate: (() => void) | undefined;
 let originPort = 0, plainPort = 0, rawPort = 0;
 const BIG = 100 * 1024 * 1024;
 
+/** n bytes of letters that differ by seed everywhere (so a stale byte from another body shows). */
+function blob(n: number, seed: number): Buffer {
+  const b = Buffer.allocUnsafe(n);
+  for (let i = 0; i < n; i++) b[i] = 97 + ((i + seed * 7) % 26);
+  return b;
+}
+
 function listen(s: net.Server): Promise<number> {
   return new Promise((r) => s.listen(0, '127.0.0.1', () => r((s.address() as net.AddressInfo).port)));
 }
@@ -35,6 +43,11 @@ before(async () => {
       res.write('event: delta\ndata: {"n":1}\n\n');
       sseGate = () => { res.write('event: delta\ndata: {"n":2}\n\n'); res.end('event: done\ndata: [DONE]\n\n'); };
       return;
+    }
+    if (req.url?.startsWith('/blob?')) {
+      const u = new URL(req.url, 'https://x');
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': u.searchParams.get('n')! });
+      return void res.end(blob(Number(u.searchParams.get('n')), Number(u.searchParams.get('seed'))));
     }
     if (req.url === '/big') {
       res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(BIG) });
@@ -192,6 +205,23 @@ test('100 MiB response streams through with bounded memory; capture is truncated
   assert.equal(tx.truncated, true);
   assert.equal(tx.error, 'too_large');
   assert.equal(tx.respBytes > BIG, true);
+});
+
+test('big bodies captured into reused buffers stay exact: consecutive multi-MiB responses on one connection', async () => {
+  const sizes = [3 << 20, (2 << 20) + 12345, 3 << 20, (3 << 20) - 7];
+  const urls = sizes.map((n, i) => `https://big.test/blob?n=${n}&seed=${i + 1}`);
+  const r = await curl(['-x', `http://${g.httpProxy}`, '--cacert', g.caPath, ...urls.flatMap((u) => ['-o', '/dev/null', u])], 60_000);
+  assert.equal(r.code, 0, r.stderr);
+  await g.drain();
+  // the body buffers came back from the worker once committed, ready for the next capture
+  assert.ok(captureBuffers.idleByteLength >= 2 << 20, `idle capture buffers: ${captureBuffers.idleByteLength}`);
+  const items = (await httpRecords('big.test')).filter((t) => t.path.startsWith('/blob?'));
+  assert.equal(items.length, sizes.length);
+  for (const meta of items) {
+    const u = new URL(meta.path, 'https://x');
+    const full = await apiGet(g, `/api/transactions/${meta.id}`);
+    assert.equal(full.respBody, blob(Number(u.searchParams.get('n')), Number(u.searchParams.get('seed'))).toString(), `body of ${meta.path}`);
+  }
 });
 
 test('client that closes early and dead upstreams: clear errors, proxy keeps serving', async () => {

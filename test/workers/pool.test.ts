@@ -366,8 +366,8 @@ test('HTTP exchanges and connection records of one connection commit in order, b
     const body = new TextEncoder().encode(JSON.stringify({ i, text: 'x'.repeat(i * 100) }));
     pool.http({
       type: 'http', id, origin: { conn, host: 'api.test', port: 443, scheme: 'https', path: `/v1/${i}` }, method: 'POST', target: `/v1/${i}`, httpVersion: '1.1',
-      reqHeaders: [['Content-Type', 'application/json'], ['X-Secret-Token', 'hunter2']], reqBody: body.buffer as ArrayBuffer, reqBytes: body.length + 50, reqBodyBytes: body.length,
-      status: 200, statusText: 'OK', respHeaders: [['Content-Type', 'text/plain']], respBody: new TextEncoder().encode(`answer ${i}`).buffer as ArrayBuffer, respBytes: 60, respBodyBytes: 8,
+      reqHeaders: [['Content-Type', 'application/json'], ['X-Secret-Token', 'hunter2']], reqBody: body, reqBytes: body.length + 50, reqBodyBytes: body.length,
+      status: 200, statusText: 'OK', respHeaders: [['Content-Type', 'text/plain']], respBody: new TextEncoder().encode(`answer ${i}`), respBytes: 60, respBodyBytes: 8,
       truncated: false, startTs: now + i, durationMs: 1, lastByteAt: performance.timeOrigin + performance.now(), maxBody: 1 << 20,
     }, conn);
     bodies.push(body);
