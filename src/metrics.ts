@@ -27,7 +27,22 @@ export const bytesForwarded = new client.Counter({
   },
 });
 export const httpTransactions = new client.Counter({ name: p + 'http_transactions_total', help: 'HTTP transactions seen (request heads parsed)', registers: reg });
-export const wsMessages = new client.Counter({ name: p + 'ws_messages_total', help: 'WebSocket messages seen on the wire', labelNames: ['direction', 'opcode'], registers: reg });
+// Per-message counts are tallied the same way (one increment per WebSocket message on the main thread).
+const wsSeen = new Map<string, number>(); // "direction opcode" → messages since the last scrape
+export function countWsMessage(direction: 'client' | 'server', opcode: string): void {
+  const k = direction + ' ' + opcode;
+  wsSeen.set(k, (wsSeen.get(k) ?? 0) + 1);
+}
+export const wsMessages = new client.Counter({
+  name: p + 'ws_messages_total', help: 'WebSocket messages seen on the wire', labelNames: ['direction', 'opcode'], registers: reg,
+  collect() {
+    for (const [k, n] of wsSeen) {
+      const [direction, opcode] = k.split(' ');
+      this.inc({ direction, opcode }, n);
+    }
+    wsSeen.clear();
+  },
+});
 export const captureLag = new client.Histogram({
   name: p + 'capture_lag_seconds',
   help: 'Last byte of a message/body read on the main thread to its record committed',
@@ -49,7 +64,20 @@ export const certCache = new client.Counter({ name: p + 'cert_cache_total', help
 export const storeBytes = new client.Gauge({ name: p + 'store_bytes', help: 'Size of the LMDB environment on disk', registers: reg });
 export const storeRecords = new client.Counter({ name: p + 'store_records_total', help: 'Records committed to the store, by kind', labelNames: ['kind'], registers: reg });
 export const workerTaskSeconds = new client.Histogram({ name: p + 'worker_task_seconds', help: 'Time a worker spent on one capture task (decode + store)', labelNames: ['type'], buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], registers: reg });
-export const captureMemoryBytes = new client.Gauge({ name: p + 'capture_memory_bytes', help: 'Bytes held in capture buffers awaiting the pool', registers: reg });
+// Read from its sources at scrape time: the pool's count changes two or three times per message.
+const captureMemorySources = new Set<() => number>();
+export function reportCaptureMemory(source: () => number): () => void {
+  captureMemorySources.add(source);
+  return () => captureMemorySources.delete(source);
+}
+export const captureMemoryBytes = new client.Gauge({
+  name: p + 'capture_memory_bytes', help: 'Bytes held in capture buffers awaiting the pool', registers: reg,
+  collect() {
+    let n = 0;
+    for (const f of captureMemorySources) n += f();
+    this.set(n);
+  },
+});
 
 export const DROP_REASONS = ['queue_full', 'too_large', 'desynced', 'worker_error', 'store_error'] as const;
 export const RECORD_KINDS = ['HTTP', 'WS_REQ', 'WS_RESP', 'WS_CTRL', 'CONN', 'CONVERSATION'] as const;

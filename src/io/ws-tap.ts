@@ -9,7 +9,7 @@ import { CaptureBuffer, type MemoryBudget } from './capture-buffer.js';
 import type { CapturePool, WsStream } from '../workers/pool.js';
 import type { DeflateParams, StreamOrigin, WsCapturedMessage } from '../workers/tasks.js';
 import type { ErrorCode, Header } from '../records.js';
-import { captureDropped, decodeErrors, wsMessages } from '../metrics.js';
+import { captureDropped, countWsMessage, decodeErrors } from '../metrics.js';
 
 export interface WsTapOptions {
   origin: StreamOrigin;
@@ -43,7 +43,6 @@ class DirectionTap implements FrameSink {
   private curFin = false;
   private stopped = false;
   /** ws_messages_total children per opcode, looked up once (label hashing costs more than the copy of a small frame) */
-  private readonly counters = new Map<number, { inc(): void }>();
 
   constructor(
     private readonly direction: 'client' | 'server',
@@ -193,9 +192,7 @@ class DirectionTap implements FrameSink {
     };
     if (error) m.error = error;
     if (c.errorDetail && error === c.error) m.errorDetail = c.errorDetail;
-    let counter = this.counters.get(c.opcode);
-    if (!counter) this.counters.set(c.opcode, (counter = wsMessages.labels(this.direction, OPCODE_NAMES[c.opcode] ?? 'binary')));
-    counter.inc();
+    countWsMessage(this.direction, OPCODE_NAMES[c.opcode] ?? 'binary');
     this.stream.push(m);
   }
 }

@@ -21,7 +21,7 @@ import { captureBuffers } from '../io/capture-buffer.js';
 import type { ConnectionRecord } from '../records.js';
 import type { CaptureTask, ConnectionTask, DeflateParams, HttpCaptureTask, MultiTask, StreamOrigin, WsBatchTask, WsCapturedMessage } from './tasks.js';
 import type { TaskOutput } from './worker.js';
-import { applyDeltas, captureDropped, captureMemoryBytes, poolQueueDepth, poolUtilization, workerTaskSeconds } from '../metrics.js';
+import { applyDeltas, captureDropped, poolQueueDepth, poolUtilization, reportCaptureMemory, workerTaskSeconds } from '../metrics.js';
 
 export interface CapturePoolOptions {
   workers: number;
@@ -82,6 +82,7 @@ export class CapturePool {
   private idleWaiters: (() => void)[] = [];
   private closed = false;
   private readonly gaugeTimer: NodeJS.Timeout;
+  private readonly unreportMemory: () => void;
   /** lane tasks ready this turn, posted together by flush() */
   private ready: ReadyPart[] = [];
   private flushScheduled = false;
@@ -105,6 +106,7 @@ export class CapturePool {
     });
     // A crashed worker is replaced by Piscina; its tasks reject and are handled per lane.
     this.piscina.on('error', () => {});
+    this.unreportMemory = reportCaptureMemory(() => this.memTotal);
     this.gaugeTimer = setInterval(() => this.gauges(), 1000);
     this.gaugeTimer.unref();
   }
@@ -146,7 +148,6 @@ export class CapturePool {
     if (conn - n === 0) this.memByConn.delete(connKey);
     else this.memByConn.set(connKey, conn - n);
     this.memTotal = Math.max(0, this.memTotal - n);
-    captureMemoryBytes.set(this.memTotal);
   }
 
   /** Whether a payload-less item may still be queued (within the slack over the bound). */
@@ -160,7 +161,6 @@ export class CapturePool {
     if (bytes <= 0) return;
     this.memByConn.set(connKey, (this.memByConn.get(connKey) ?? 0) + bytes);
     this.memTotal += bytes;
-    captureMemoryBytes.set(this.memTotal);
   }
 
   /** Bytes held by capture buffers and queued payloads. */
@@ -183,6 +183,7 @@ export class CapturePool {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.gaugeTimer);
+    this.unreportMemory();
     await this.drain();
     await this.piscina.destroy();
   }
