@@ -357,29 +357,32 @@ class WsLane extends Lane {
   }
 
   private async submit(messages: WsCapturedMessage[], transfer: ArrayBuffer[]): Promise<void> {
-    // Metadata survives the transfer (payloads are detached once posted): kept for the fallback.
-    const meta = messages.map((m) => ({ ...m, payload: undefined, masks: undefined, copiedBytes: 0 }));
+    let failure: unknown;
     try {
       const out = await this.pool.run(this.task(messages), transfer);
       this.desynced = out.desynced ?? false;
       return;
     } catch (e) {
-      // The worker threw or died: record the items without payload as worker_error, from a fresh
-      // task, before anything later in this lane (order survives the crash). A lost compressed
-      // message on a context-takeover direction desyncs it; the decoder knows that from rsv1. (So a
-      // window the dead task half advanced is never used again: it only advances on compressed
-      // messages, and those are now lost.)
-      const detail = `worker: ${(e as Error)?.message ?? String(e)}`;
-      let n = 0;
-      for (const m of meta) {
-        if (!m.error) {
-          m.error = 'worker_error';
-          m.errorDetail = detail;
-          n++;
-        }
-      }
-      captureDropped.inc({ reason: 'worker_error' }, n);
+      failure = e;
     }
+    // The worker threw or died: record the items without payload as worker_error, from a fresh
+    // task, before anything later in this lane (order survives the crash). A lost compressed
+    // message on a context-takeover direction desyncs it; the decoder knows that from rsv1. (So a
+    // window the dead task half advanced is never used again: it only advances on compressed
+    // messages, and those are now lost.) The message objects are intact: posting cloned them and
+    // only detached their payloads.
+    const detail = `worker: ${(failure as Error)?.message ?? String(failure)}`;
+    let n = 0;
+    const meta = messages.map((m) => {
+      const c: WsCapturedMessage = { ...m, payload: undefined, masks: undefined, copiedBytes: 0 };
+      if (!c.error) {
+        c.error = 'worker_error';
+        c.errorDetail = detail;
+        n++;
+      }
+      return c;
+    });
+    captureDropped.inc({ reason: 'worker_error' }, n);
     try {
       const out = await this.pool.run(this.task(meta), []);
       this.desynced = out.desynced ?? false;

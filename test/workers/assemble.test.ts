@@ -333,10 +333,10 @@ test('live (throttled) assembly: skipped delta batches fold from the worker\'s m
   const { codexCreate } = await import('./dissect/sessions.js');
   for (const gap of [false, true]) {
     await withStore(async (real) => {
-      let storeReads = 0;
+      const readBack = new Set<string>(); // record ids the assembler's catch-up read from the store
       const store = new Proxy(real, {
         // counts records read back from the store by the assembler's catch-up
-        get: (t, p) => (p === 'wsMessagesAfter' ? (...a: unknown[]) => { const got = (t.wsMessagesAfter as (...x: unknown[]) => unknown[])(...a); storeReads += got.length; return got; } : Reflect.get(t, p)),
+        get: (t, p) => (p === 'wsMessagesAfter' ? (...a: unknown[]) => { const got = (t.wsMessagesAfter as (...x: unknown[]) => WsMessageRecord[])(...a); for (const r of got) readBack.add(r.id); return got; } : Reflect.get(t, p)),
       }) as Store;
       const live = async (records: TransactionRecord[]) => {
         await store.putTransactions(records);
@@ -349,7 +349,7 @@ test('live (throttled) assembly: skipped delta batches fold from the worker\'s m
       const pieces = Array.from({ length: 2000 }, (_, i) => `w${i} `);
       const server = [s.msg(ts++, { type: 'response.created', response: { id: 'rv' } }), s.msg(ts++, { type: 'response.output_item.added', output_index: 0, item: { type: 'message', role: 'assistant', content: [] } })];
       for (const d of pieces) server.push(s.msg(ts, { type: 'response.output_text.delta', output_index: 0, content_index: 0, delta: d }));
-      storeReads = 0;
+      readBack.clear();
       const batches = chunks(server, 10);
       for (let i = 0; i < batches.length; i++) {
         // gap: one batch committed by another worker that never assembled it
@@ -360,8 +360,11 @@ test('live (throttled) assembly: skipped delta batches fold from the worker\'s m
       const text = async () => ((await conv(store, key)).turns.at(-1)?.blocks[0] as { text?: string } | undefined)?.text;
       // the trailing assembly folds what the last skips left
       await waitFor(async () => (await text()) === pieces.join(''), 'the live view catches up with every delta', 5000);
-      if (gap) assert.ok(storeReads > 0, 'after the gap, the missed records are read from the store');
-      else assert.equal(storeReads, 0, 'without a gap, no skipped record is read back: they come from the worker\'s memory');
+      // Without a gap only a trailing assembly that fires between a batch's commit and its hand-over
+      // to the assembler reads that batch from the store (correct, and rare); the rest comes from
+      // memory. After a gap, everything past the state's mark is read from the store once.
+      if (gap) assert.ok(batches[50].every((r) => readBack.has(r.id)), 'the batch nobody assembled here is read from the store');
+      else assert.ok(readBack.size <= 200, `${readBack.size} of 2,000 skipped records read back from the store`);
       await live([s.msg(ts++, { type: 'response.completed', response: { id: 'rv', output: [{ type: 'message', role: 'assistant', content: [{ type: 'output_text', text: pieces.join('') }] }] } })]);
       const done = await conv(store, key);
       assert.deepEqual(done.turns.slice(-2).map((t) => t.role), ['user', 'assistant']);
