@@ -428,7 +428,10 @@ async function assembleWs(store: Store, conn: string, records: WsMessageRecord[]
     const missed = unfoldedAfter(conn, s.serverSeq, batchIds) ?? store.wsMessagesAfter(conn, { client: Infinity, server: s.serverSeq }, batchIds);
     const folded = missed.length ? [...missed, ...records].sort(bySeq) : records;
     for (const r of folded) if (foldWsRecord(s, r) === 'bad') bads++;
-    if (s.requests.length === 0 && s.responses.length === 0 && !prev) return undefined; // not a Responses socket after all
+    // Nothing folded and nothing known: no state to keep. Once records were folded the state is
+    // kept even with no turns (a socket that only looks like the Responses API), so its seq marks
+    // spare the next assembly a catch-up read from the connection's first record.
+    if (folded.length === 0 && !prev) return undefined;
     if (closedAt !== undefined && s.closedTs === undefined) s.closedTs = closedAt;
     s.client = betterClient(headersClient, s.client);
     let ts = closedAt ?? prev?.updatedTs ?? Date.now();

@@ -27,6 +27,8 @@ export function newConnState(conn: string): WsConnState {
   return { conn, requests: [], responses: [], clientSeq: -1, serverSeq: -1 };
 }
 
+const SETTLES: ReadonlySet<string> = new Set(['error', 'response.completed', 'response.failed', 'response.incomplete']);
+
 /** A client message is a codex request when it says so. */
 export function isResponseCreate(body: unknown): body is Record<string, any> {
   return isObj(body) && body.type === 'response.create';
@@ -57,9 +59,11 @@ export function foldWsRecord(s: WsConnState, r: WsMessageRecord): 'used' | 'igno
   const type = str(msg.type) ?? '';
   let cur = s.responses[s.responses.length - 1];
   const open = cur && !cur.fold.ended;
-  // A new response (or a failure/stray event with no response open) starts a new entry; a response
-  // that was still open is then known to have been abandoned (foldReply marks it 'aborted').
-  if (type === 'response.created' || (!open && (type === 'error' || type.startsWith('response.')))) {
+  // A new response starts a new entry (a response that was still open is then known to have been
+  // abandoned: foldReply marks it 'aborted'); with none open, so does an event that settles one (a
+  // failure, an error such as a rate limit). A mid-stream event with no response open belongs to no
+  // turn: its response.created was not captured, or the socket only looks like the Responses API.
+  if (type === 'response.created' || (!open && SETTLES.has(type))) {
     cur = { seq: r.seq, ts: r.ts, lastTs: r.ts, firstId: r.id, lastId: r.id, fold: newFold() };
     s.responses.push(cur);
   } else if (!open) return 'ignored';
