@@ -29,7 +29,9 @@ class Recycler {
         return ab;
       }
     }
-    return new ArrayBuffer(min);
+    // Not zero-filled (3-4x cheaper per 64 KiB here): only bytes [0, length) are ever read, and
+    // they are written first. Never from Node's shared pool: the buffer is transferred whole.
+    return Buffer.allocUnsafeSlow(min).buffer as ArrayBuffer;
   }
 
   give(ab: ArrayBuffer): void {
