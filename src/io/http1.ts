@@ -306,11 +306,7 @@ export class Http1Parser {
     if (end < 0) return chunk.length;
     const lineBytes = this.takeBlock(chunk, pos, end);
     this.msgWire += lineBytes.length;
-    const line = lineBytes.toString('latin1');
-    // RFC 9112 §7.1: chunk-size [ chunk-ext ] CRLF; chunk-ext = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] ).
-    const sizeText = line.replace(/\r?\n$/, '').split(';')[0].replace(/[ \t]+$/, '');
-    if (!/^[0-9a-fA-F]{1,13}$/.test(sizeText)) throw new BadHttp(`bad chunk size: ${clip(sizeText)}`);
-    const size = parseInt(sizeText, 16);
+    const size = chunkSize(lineBytes);
     if (size === 0) this.st = 'trailers';
     else {
       this.remaining = size;
@@ -433,6 +429,27 @@ export class Http1Parser {
     this.contentLines = 0;
     return all;
   }
+}
+
+/**
+ * RFC 9112 §7.1: chunk-size [ chunk-ext ] CRLF, chunk-ext = *( BWS ";" BWS ext-name [ BWS "=" BWS
+ * ext-val ] ). Read from the bytes: an SSE stream is one chunk per event, so this runs per event.
+ */
+function chunkSize(line: Buffer): number {
+  let size = 0;
+  let i = 0;
+  for (; i < line.length && i <= 13; i++) {
+    const b = line[i];
+    const v = b >= 0x30 && b <= 0x39 ? b - 0x30 : b >= 0x61 && b <= 0x66 ? b - 0x57 : b >= 0x41 && b <= 0x46 ? b - 0x37 : -1;
+    if (v < 0) break;
+    size = size * 16 + v;
+  }
+  let j = i;
+  while (j < line.length && (line[j] === 0x20 || line[j] === 0x09)) j++; // BWS
+  const lineEnd = (line[j] === CR && line[j + 1] === LF && j + 2 === line.length) || (line[j] === LF && j + 1 === line.length);
+  if (i >= 1 && i <= 13 && (line[j] === 0x3b || lineEnd)) return size;
+  const text = line.toString('latin1').replace(/\r?\n$/, '').split(';')[0].replace(/[ \t]+$/, '');
+  throw new BadHttp(`bad chunk size: ${clip(text)}`);
 }
 
 // ── head text ─────────────────────────────────────────────────────────────────────────────
