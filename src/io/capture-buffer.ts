@@ -8,7 +8,7 @@
  * body under the bulk bench's contention) where a used one costs nothing. Only buffers of at least
  * RECYCLE_MIN are kept, RECYCLE_IDLE_MAX bytes of them at most (oldest dropped).
  */
-const RECYCLE_MIN = 1 << 20;
+export const RECYCLE_MIN = 1 << 20;
 const RECYCLE_IDLE_MAX = 64 << 20;
 
 class Recycler {

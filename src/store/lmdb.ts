@@ -128,8 +128,8 @@ function clip(v: string): string {
   return v.length > MAX_INDEX_VALUE ? v.slice(0, MAX_INDEX_VALUE) : v;
 }
 
-// Bodies are stored as bytes, inline or apart: the decoders hand over the bytes a body came from
-// (workers/body.ts), so a body is never encoded to a string and back on its way in, and base64
+// Bodies are stored as bytes, inline or apart: for big bodies the decoders hand over the bytes they
+// came from (store/body-bytes.ts), so those are never made into a string and back, and base64
 // bodies shrink by a quarter. Strings stored by earlier versions still read as they are.
 const BASE64_FIELDS = new Set<string>(['bodyBase64', 'reqBodyBase64', 'respBodyBase64']);
 

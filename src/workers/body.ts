@@ -13,8 +13,8 @@ export function isValidUtf8(bytes: Uint8Array): boolean {
 }
 
 export interface BodyFields {
-  body?: string; // lazy
-  bodyBase64?: string; // lazy
+  body?: string; // made on first read when the bytes are LAZY_FROM or more
+  bodyBase64?: string; // likewise
   /** bytes before truncation */
   size: number;
   truncated: boolean;

@@ -7,6 +7,7 @@ import { openStore } from '../store/lmdb.js';
 import { redactHeaders } from '../store/redact.js';
 import { adoptIdBuffer, nextId } from '../store/ids.js';
 import { decodeWsBatch } from './decode-ws.js';
+import { RECYCLE_MIN } from '../io/capture-buffer.js';
 import { decodeHttp } from './decode-http.js';
 import { assembleRecords, connectionEnded } from './assemble.js';
 import type { CaptureTask, MultiTask, WsBatchResult } from './tasks.js';
@@ -104,7 +105,7 @@ async function runOne(task: CaptureTask): Promise<TaskOutput> {
     const ids = await commit([record], [task.lastByteAt], metrics);
     // Committed and assembled: nothing refers to the captured bytes any more (the record's body
     // fields are views of them, and the record is dropped here).
-    const recycle = [task.reqBody, task.respBody].flatMap((b) => (b && b.buffer.byteLength > 0 ? [b.buffer as ArrayBuffer] : []));
+    const recycle = [task.reqBody, task.respBody].flatMap((b) => (b && b.buffer.byteLength >= RECYCLE_MIN ? [b.buffer as ArrayBuffer] : []));
     return { ids, metrics, recycle, seconds: (performance.now() - t0) / 1000 } satisfies TaskOutput;
   }
   try {
