@@ -28,6 +28,7 @@ let credit = CREDIT_MS;
 let creditAt = 0;
 
 function refill(now: number): void {
+  if (now <= creditAt) return; // assemblies overlap (they await the store): time is counted once
   credit = Math.min(CREDIT_MS, credit + (now - creditAt) * LIVE_SHARE);
   creditAt = now;
 }
