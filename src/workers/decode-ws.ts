@@ -7,7 +7,7 @@ import { endianness } from 'node:os';
 import type { WsBatchTask } from './tasks.js';
 import type { ErrorCode, WsMessageRecord, WsOpcodeName } from '../records.js';
 import type { MetricDeltas } from '../metrics.js';
-import { assignBody, binaryFields, bodyFields, type BodyFields } from './body.js';
+import { assignBody, binaryFields, bodyFields, toBase64, type BodyFields } from './body.js';
 import { SyncZlib } from './zlib-sync.js';
 import { DeflateWindow, allocateWindow } from './deflate-window.js';
 
@@ -229,7 +229,7 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
       }
     } else if (copied > 0) {
       // Stored raw: what was captured, unmasked; compressed bytes stay compressed.
-      if (compressed) rec.bodyBase64 = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('base64');
+      if (compressed) rec.bodyBase64 = toBase64(bytes);
       else {
         const b = messageBody(m.opcode, bytes, task.maxBody);
         assignBody(rec, 'body', 'bodyBase64', b);
@@ -262,7 +262,7 @@ function decodeClose(rec: WsMessageRecord, p: Uint8Array, metrics: MetricDeltas)
   if (p.length === 1) {
     rec.error ??= 'bad_frame';
     rec.errorDetail ??= 'close payload of 1 byte';
-    rec.bodyBase64 = Buffer.from(p).toString('base64');
+    rec.bodyBase64 = toBase64(p);
     metrics.decodeErrors = inc(metrics.decodeErrors, 'bad_frame');
     return;
   }
@@ -278,7 +278,7 @@ function decodeClose(rec: WsMessageRecord, p: Uint8Array, metrics: MetricDeltas)
   } catch {
     rec.error ??= 'invalid_utf8';
     rec.errorDetail ??= 'close reason is not valid UTF-8';
-    rec.bodyBase64 = Buffer.from(p).toString('base64');
+    rec.bodyBase64 = toBase64(p);
     metrics.decodeErrors = inc(metrics.decodeErrors, 'invalid_utf8');
   }
 }
