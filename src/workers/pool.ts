@@ -19,7 +19,7 @@ import { idSharedBuffer } from '../store/ids.js';
 import { allocateWindow } from './deflate-window.js';
 import { captureBuffers } from '../io/capture-buffer.js';
 import type { ConnectionRecord } from '../records.js';
-import type { CaptureTask, ConnectionTask, DeflateParams, HttpCaptureTask, MultiTask, StreamOrigin, WsBatchTask, WsCapturedMessage } from './tasks.js';
+import type { CaptureTask, ConnectionTask, DeflateParams, HttpCaptureTask, LaneBatchTask, MultiTask, StreamOrigin, WsBatchTask, WsCapturedMessage } from './tasks.js';
 import type { TaskOutput } from './worker.js';
 import { applyDeltas, captureDropped, poolQueueDepth, poolUtilization, reportCaptureMemory, workerTaskSeconds } from '../metrics.js';
 
@@ -63,7 +63,7 @@ const MAX_TASK_RECORDS = 1024;
 interface ReadyPart { task: CaptureTask; transferList: ArrayBuffer[]; resolve: (o: TaskOutput) => void; reject: (e: unknown) => void }
 
 function recordsOf(t: CaptureTask): number {
-  return t.type === 'ws' ? t.messages.length : 1;
+  return t.type === 'ws' ? t.messages.length : t.type === 'lane' ? t.items.length : 1;
 }
 
 /** Messages per WebSocket batch task (one LMDB transaction); the rest wait for the next round. */
@@ -206,7 +206,7 @@ export class CapturePool {
       for (const b of out.recycle ?? []) captureBuffers.give(b);
       applyDeltas(out.metrics);
       if (out.metrics.dropped?.store_error) this.storeErrorLog(out.metrics.dropped.store_error);
-      workerTaskSeconds.observe({ type: task.type }, out.seconds);
+      workerTaskSeconds.observe({ type: task.type === 'lane' ? task.items[0].type : task.type }, out.seconds);
       if (out.ids.length) this.opts.onCommitted?.(out.ids);
       return out;
     });
@@ -399,7 +399,11 @@ interface LaneItem {
   bytes: number;
 }
 
-/** One connection's HTTP exchanges and connection records, one task each, in order. */
+/**
+ * One connection's HTTP exchanges and connection records, in order: everything queued while the
+ * previous task was in flight goes as one task (one LMDB commit), so a keep-alive connection's
+ * capture keeps up however many exchanges arrive per flush interval.
+ */
 class TaskLane extends Lane {
   private pending: LaneItem[] = [];
 
@@ -417,39 +421,41 @@ class TaskLane extends Lane {
   }
 
   protected kick(): void {
-    const item = this.pending.shift();
-    if (!item) {
+    if (this.pending.length === 0) {
       this.pool.dropLane(this.key, this);
       return;
     }
-    this.pool.waiting--;
+    const items = this.pending.splice(0, MAX_BATCH);
+    this.pool.waiting -= items.length;
     this.busy = true;
-    this.submit(item).finally(() => {
-      this.pool.release(this.key, item.bytes);
-      this.pool.itemsSettled(1);
+    this.submit(items.map((i) => i.task)).finally(() => {
+      this.pool.release(this.key, items.reduce((n, i) => n + i.bytes, 0));
+      this.pool.itemsSettled(items.length);
       this.busy = false;
       if (this.pending.length) this.schedule();
       else this.pool.dropLane(this.key, this);
     });
   }
 
-  private async submit(item: LaneItem): Promise<void> {
-    const t = item.task;
-    const transfer = t.type === 'http' ? [t.reqBody, t.respBody].flatMap((b) => (b ? [b.buffer as ArrayBuffer] : [])) : [];
-    const meta: HttpCaptureTask | ConnectionTask = t.type === 'http' ? { ...t, reqBody: undefined, respBody: undefined } : t;
+  private async submit(tasks: (HttpCaptureTask | ConnectionTask)[]): Promise<void> {
+    const batch = (items: (HttpCaptureTask | ConnectionTask)[]): CaptureTask => (items.length === 1 ? items[0] : ({ type: 'lane', items } satisfies LaneBatchTask));
+    const transfer = tasks.flatMap((t) => (t.type === 'http' ? [t.reqBody, t.respBody].flatMap((b) => (b ? [b.buffer as ArrayBuffer] : [])) : []));
+    // Posting moves the bodies away: what is left to record if the worker fails is the metadata.
+    const metas = tasks.map((t) => (t.type === 'http' ? { ...t, reqBody: undefined, respBody: undefined } : t));
     try {
-      await this.pool.run(t, transfer);
+      await this.pool.run(batch(tasks), transfer);
       return;
     } catch (e) {
-      captureDropped.inc({ reason: 'worker_error' });
-      if (meta.type === 'http') {
+      for (const meta of metas) {
+        captureDropped.inc({ reason: 'worker_error' });
+        if (meta.type !== 'http') continue;
         meta.error ??= 'worker_error';
         meta.errorDetail ??= `worker: ${(e as Error)?.message ?? String(e)}`;
         meta.truncated = true;
       }
     }
     try {
-      await this.pool.run(meta, []);
+      await this.pool.run(batch(metas), []);
     } catch {
       // given up: already counted
     }

@@ -103,7 +103,17 @@ export interface ConnectionTask {
   record: ConnectionRecord;
 }
 
-export type CaptureTask = WsBatchTask | HttpCaptureTask | ConnectionTask;
+/**
+ * The HTTP exchanges and connection records one connection queued while its previous task was in
+ * flight, in order. Their puts fall in one event turn, so they commit in one LMDB transaction in
+ * this order; ids are assigned in this order too.
+ */
+export interface LaneBatchTask {
+  type: 'lane';
+  items: (HttpCaptureTask | ConnectionTask)[];
+}
+
+export type CaptureTask = WsBatchTask | HttpCaptureTask | ConnectionTask | LaneBatchTask;
 
 /**
  * Several lanes' tasks that became ready in the same event-loop turn, posted as one Piscina task:

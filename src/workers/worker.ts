@@ -91,6 +91,11 @@ async function commit(records: TransactionRecord[], lastByteAt: number[], metric
 async function runOne(task: CaptureTask): Promise<TaskOutput> {
   const t0 = performance.now();
   const metrics: MetricDeltas = {};
+  if (task.type === 'lane') {
+    const outs = await Promise.all(task.items.map(runOne));
+    for (const o of outs) add(metrics, o.metrics);
+    return { ids: outs.flatMap((o) => o.ids), metrics, recycle: outs.flatMap((o) => o.recycle ?? []), seconds: (performance.now() - t0) / 1000 };
+  }
   if (task.type === 'ws') {
     const out = decodeWsBatch(task, nextId);
     add(metrics, out.metrics);

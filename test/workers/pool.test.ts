@@ -392,3 +392,84 @@ test('HTTP exchanges and connection records of one connection commit in order, b
   }
   await pool.close();
 });
+
+function exchange(conn: string, i: number, target = `/v1/${i}`): Parameters<CapturePool['http']>[0] {
+  const now = Date.now();
+  const body = new TextEncoder().encode(JSON.stringify({ i }));
+  return {
+    type: 'http', id: nextId(), origin: { conn, host: 'api.test', port: 443, scheme: 'https', path: target }, method: 'POST', target, httpVersion: '1.1',
+    reqHeaders: [['Content-Type', 'application/json']], reqBody: body, reqBytes: body.length + 50, reqBodyBytes: body.length,
+    status: 200, statusText: 'OK', respHeaders: [], respBytes: 40, respBodyBytes: 0,
+    truncated: false, startTs: now + i, durationMs: 1, lastByteAt: performance.timeOrigin + performance.now(), maxBody: 1 << 20,
+  };
+}
+
+async function taskCount(): Promise<number> {
+  const m = (await registry.getMetricsAsJSON()).find((x) => x.name === 'greytap_worker_task_seconds');
+  return ((m?.values ?? []) as { metricName?: string; value: number }[]).filter((v) => v.metricName === 'greytap_worker_task_seconds_count').reduce((n, v) => n + v.value, 0);
+}
+
+test('a busy keep-alive connection: exchanges queued behind the one in flight go as one task, in order', async () => {
+  const { pool, dir } = newPool({ workers: 1 });
+  const conn = 'conn-busy';
+  const first = exchange(conn, 0);
+  pool.http(first, conn);
+  await new Promise((r) => setImmediate(r)); // the first one is posted; the rest queue behind it
+  const rest = Array.from({ length: 300 }, (_, i) => exchange(conn, i + 1));
+  const tasks0 = await taskCount();
+  for (const x of rest) pool.http(x, conn);
+  await pool.drain();
+  // One capture task per exchange would be 300 here, posted at most one per flush interval.
+  assert.ok((await taskCount()) - tasks0 <= 3, `queued exchanges were batched (${(await taskCount()) - tasks0} tasks)`);
+  const store = openStore(dir, { readOnly: true });
+  try {
+    assert.deepEqual(store.listTransactions({ conn, limit: 1000 }).items.map((t) => t.id), [first, ...rest].map((x) => x.id), 'all committed, in order');
+  } finally {
+    await store.close();
+  }
+  await pool.close();
+});
+
+test('a worker crash on a batch of exchanges: each is recorded as worker_error without bodies; the connection goes on', async () => {
+  const real = new URL('../../src/workers/worker.js', import.meta.url).href;
+  const dir0 = mkdtempSync(join(tmpdir(), 'greytap-crash-'));
+  dirs.push(dir0);
+  const crashWorker = join(dir0, 'crash-worker.mjs');
+  writeFileSync(crashWorker, `import run from ${JSON.stringify(real)};
+export default async function (task) {
+  const items = task.type === 'lane' ? task.items : task.type === 'multi' ? task.parts.flatMap((p) => p.type === 'lane' ? p.items : [p]) : [task];
+  if (items.some((t) => t.type === 'http' && t.reqBody && t.target === '/crash')) process.exit(1);
+  return run(task);
+}
+`);
+  const { pool, dir } = newPool({ workers: 1, workerFile: crashWorker });
+  const before = await metricValue('greytap_capture_dropped_total', { reason: 'worker_error' });
+  const conn = 'conn-http-crash';
+  pool.http(exchange(conn, 0), conn);
+  await pool.drain();
+  const batch = [exchange(conn, 1), exchange(conn, 2, '/crash'), exchange(conn, 3)];
+  for (const x of batch) pool.http(x, conn);
+  await pool.drain();
+  const later = exchange(conn, 4);
+  pool.http(later, conn);
+  await pool.drain();
+  const store = openStore(dir, { readOnly: true });
+  try {
+    const items = store.listTransactions({ conn, limit: 100 }).items;
+    assert.equal(items.length, 5);
+    for (const x of batch) {
+      const t = store.getTransaction(x.id!);
+      assert.ok(t && t.kind === 'HTTP');
+      assert.equal(t.error, 'worker_error');
+      assert.ok(!t.reqBody, `the bodies went with the crashed task (${JSON.stringify(t.reqBody)})`);
+      assert.equal(t.truncated, true);
+      assert.equal(t.path, x.target, 'the metadata is kept');
+    }
+    const t4 = store.getTransaction(later.id!);
+    assert.ok(t4 && t4.kind === 'HTTP' && !t4.error && JSON.parse(t4.reqBody!).i === 4, 'the connection goes on after the crash');
+  } finally {
+    await store.close();
+  }
+  assert.equal(await metricValue('greytap_capture_dropped_total', { reason: 'worker_error' }), before + 3);
+  await pool.close();
+});
