@@ -35,6 +35,25 @@ function newPool(over: Partial<CapturePoolOptions> = {}): { pool: CapturePool; d
   return { pool, dir };
 }
 
+/**
+ * A one-worker pool whose worker process exits when a task carries an item matching `crashIf`
+ * (JavaScript source of a predicate over one WebSocket batch, HTTP exchange or connection record).
+ */
+function crashingPool(crashIf: string): { pool: CapturePool; dir: string } {
+  const real = new URL('../../src/workers/worker.js', import.meta.url).href;
+  const dir0 = mkdtempSync(join(tmpdir(), 'greytap-crash-'));
+  dirs.push(dir0);
+  const crashWorker = join(dir0, 'crash-worker.mjs');
+  writeFileSync(crashWorker, `import run from ${JSON.stringify(real)};
+const items = (t) => (t.type === 'multi' ? t.parts.flatMap(items) : t.type === 'lane' ? t.items : [t]);
+export default async function (task) {
+  if (items(task).some(${crashIf})) process.exit(1);
+  return run(task);
+}
+`);
+  return newPool({ workers: 1, workerFile: crashWorker });
+}
+
 function records(dir: string, conn: string, direction: 'client' | 'server'): WsMessageRecord[] {
   const store = openStore(dir, { readOnly: true });
   try {
@@ -283,17 +302,7 @@ test('a flood of messages far over the bound: records beyond the slack are dropp
 });
 
 test('a worker crash: its batch is recorded as worker_error from a fresh task, later items keep their order', async () => {
-  const real = new URL('../../src/workers/worker.js', import.meta.url).href;
-  const dir0 = mkdtempSync(join(tmpdir(), 'greytap-crash-'));
-  dirs.push(dir0);
-  const crashWorker = join(dir0, 'crash-worker.mjs');
-  writeFileSync(crashWorker, `import run from ${JSON.stringify(real)};
-export default async function (task) {
-  if (task.type === 'ws' && task.messages.some((m) => m.errorDetail === 'crash this worker')) process.exit(1);
-  return run(task);
-}
-`);
-  const { pool, dir } = newPool({ workers: 1, workerFile: crashWorker });
+  const { pool, dir } = crashingPool("(t) => t.type === 'ws' && t.messages.some((m) => m.errorDetail === 'crash this worker')");
   const before = await metricValue('greytap_capture_dropped_total', { reason: 'worker_error' });
   const compress = compressor();
   const s = pool.wsStream(origin('conn-crash'), 'u', 'server', { contextTakeover: true, windowBits: 15 }, 'conn-crash');
@@ -431,18 +440,7 @@ test('a busy keep-alive connection: exchanges queued behind the one in flight go
 });
 
 test('a worker crash on a batch of exchanges: each is recorded as worker_error without bodies; the connection goes on', async () => {
-  const real = new URL('../../src/workers/worker.js', import.meta.url).href;
-  const dir0 = mkdtempSync(join(tmpdir(), 'greytap-crash-'));
-  dirs.push(dir0);
-  const crashWorker = join(dir0, 'crash-worker.mjs');
-  writeFileSync(crashWorker, `import run from ${JSON.stringify(real)};
-export default async function (task) {
-  const items = task.type === 'lane' ? task.items : task.type === 'multi' ? task.parts.flatMap((p) => p.type === 'lane' ? p.items : [p]) : [task];
-  if (items.some((t) => t.type === 'http' && t.reqBody && t.target === '/crash')) process.exit(1);
-  return run(task);
-}
-`);
-  const { pool, dir } = newPool({ workers: 1, workerFile: crashWorker });
+  const { pool, dir } = crashingPool("(t) => t.type === 'http' && t.reqBody && t.target === '/crash'");
   const before = await metricValue('greytap_capture_dropped_total', { reason: 'worker_error' });
   const conn = 'conn-http-crash';
   pool.http(exchange(conn, 0), conn);
