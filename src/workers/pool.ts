@@ -52,9 +52,10 @@ const MAX_PARTS = 256;
  * While the pool is busy, ready lane tasks are posted at most this often (an idle pool posts at
  * once). Each post is a message to a worker, a task's worth of bookkeeping on both threads and an
  * LMDB commit; under load, waiting turns many small batches into a few larger ones. Measured under
- * the bench's WebSocket echo (8 sockets, greytap CPU per echoed message, all threads): ~430 µs
- * posting at once → ~1/4 less at 15 ms → ~290 µs at 50 ms; 100 ms gained nothing more. The price
- * is capture lag (and live-view delay) of the same order, which nobody watching a UI notices.
+ * the bench's WebSocket echo (8 sockets, greytap CPU per echoed message, all threads, fresh
+ * process): ~550–600 µs posting at once, ~430 µs at 15 ms, ~290 µs at 50 ms; 100 ms gained nothing
+ * more. The price is capture lag (and live-view delay) of the same order, which nobody watching a
+ * UI notices.
  */
 const FLUSH_INTERVAL_MS = 50;
 /** Records per coalesced task at most (one lane's batch may exceed it alone). */
