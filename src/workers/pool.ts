@@ -441,12 +441,14 @@ class TaskLane extends Lane {
   private async submit(tasks: (HttpCaptureTask | ConnectionTask)[]): Promise<void> {
     const batch = (items: (HttpCaptureTask | ConnectionTask)[]): CaptureTask => (items.length === 1 ? items[0] : ({ type: 'lane', items } satisfies LaneBatchTask));
     const transfer = tasks.flatMap((t) => (t.type === 'http' ? [t.reqBody, t.respBody].flatMap((b) => (b ? [b.buffer as ArrayBuffer] : [])) : []));
-    // Posting moves the bodies away: what is left to record if the worker fails is the metadata.
-    const metas = tasks.map((t) => (t.type === 'http' ? { ...t, reqBody: undefined, respBody: undefined } : t));
+    let metas: (HttpCaptureTask | ConnectionTask)[];
     try {
       await this.pool.run(batch(tasks), transfer);
       return;
     } catch (e) {
+      // Posting moved the bodies away (the task objects are intact): what is left to record is the
+      // metadata, copied only now, as WsLane does.
+      metas = tasks.map((t) => (t.type === 'http' ? { ...t, reqBody: undefined, respBody: undefined } : t));
       for (const meta of metas) {
         captureDropped.inc({ reason: 'worker_error' });
         if (meta.type !== 'http') continue;
