@@ -8,11 +8,16 @@
 //   conversations id → Conversation;  convKeys  key → id;  convByClient [client, id] → 1
 //   byHost / byConn / byKind   [value, id] → 1            (filter + page by id cursor)
 //
-// Writes are un-awaited puts issued in ONE event turn: lmdb-js commits everything queued in a turn
-// in a single write transaction, so a record and its index entries appear (and survive kill -9)
-// together, and a batch costs one await. Async `transaction(cb)` is deliberately not used: on this
-// platform its callback was never invoked (lmdb 3.5.6, Node 20.20), so read-modify-write uses
-// `transactionSync`, which holds LMDB's single writer lock across threads and processes.
+// Records and connection records written in one event turn are committed together, by ONE
+// synchronous write transaction on the calling thread at the end of that turn (see TurnBatch): a
+// record and its index entries appear (and survive kill -9) together, and a batch costs one await.
+// Synchronous on purpose: the writers are the capture workers, which run at capture priority, so
+// the B-tree inserts, page writes and sync of capture happen at that priority too — lmdb-js's
+// asynchronous writes ran them on libuv threads at the forwarding thread's priority, behind a
+// thread hand-off and a promise per put. Other writes (retention) use lmdb-js's async puts.
+// Async `transaction(cb)` is deliberately not used: on this platform its callback was never
+// invoked (lmdb 3.5.6, Node 20.20), so read-modify-write uses `transactionSync`, which holds LMDB's
+// single writer lock across threads and processes.
 import { statSync } from 'node:fs';
 import { resolve, join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
@@ -159,6 +164,38 @@ function idFloor(ms: number): string {
   return (BigInt(Math.max(0, Math.floor(ms))) << 12n).toString(16).padStart(16, '0');
 }
 
+/**
+ * The writes queued in one event turn, run as one synchronous transaction in a microtask at the end
+ * of it. The capture worker's batch tasks queue all their parts' records in one turn (their
+ * synchronous decode runs before their first await), so a task is one commit, as it was with
+ * lmdb-js's event-turn batching. One failing commit fails every write of that turn, as it did there.
+ */
+class TurnBatch {
+  private writes: (() => void)[] = [];
+  private settle: { resolve: () => void; reject: (e: unknown) => void }[] = [];
+
+  constructor(private readonly transact: (writes: () => void) => void, private readonly wrap: (e: unknown) => StoreError) {}
+
+  add(write: () => void): Promise<void> {
+    if (this.writes.length === 0) queueMicrotask(() => this.commit());
+    this.writes.push(write);
+    return new Promise((resolve, reject) => this.settle.push({ resolve, reject }));
+  }
+
+  private commit(): void {
+    const writes = this.writes.splice(0);
+    const settle = this.settle.splice(0);
+    try {
+      this.transact(() => { for (const w of writes) w(); });
+    } catch (e) {
+      const err = this.wrap(e);
+      for (const s of settle) s.reject(err);
+      return;
+    }
+    for (const s of settle) s.resolve();
+  }
+}
+
 class LmdbStoreImpl implements LmdbStore {
   readonly path: string;
   readonly readOnly: boolean;
@@ -166,6 +203,7 @@ class LmdbStoreImpl implements LmdbStore {
   private readonly redact: string[];
   /** format 2: the bodies sub-database holds bytes as they are (else msgpack values) */
   private readonly rawBodies: boolean;
+  private readonly turn: TurnBatch;
 
   constructor(path: string, opts: StoreOptions) {
     this.path = path;
@@ -186,6 +224,7 @@ class LmdbStoreImpl implements LmdbStore {
     if (!legacy && !this.readOnly && !names.has(FORMAT_KEY)) root.putSync(FORMAT_KEY, FORMAT);
     const sub = (name: string) => root.openDB({ name, compression: legacy });
     this.rawBodies = !legacy;
+    this.turn = new TurnBatch((writes) => root.transactionSync(writes), (e) => this.wrap(e));
     this.d = {
       root,
       tx: sub('transactions'),
@@ -232,20 +271,26 @@ class LmdbStoreImpl implements LmdbStore {
     return e instanceof StoreError ? e : new StoreError(`store write failed: ${(e as Error)?.message ?? e}`, { cause: e });
   }
 
-  async putTransactions(records: TransactionRecord[]): Promise<void> {
-    if (records.length === 0) return;
-    // Everything that can throw (redaction, body split) happens before the first put, so a batch
-    // is either queued whole or not at all.
-    const prepared = records.map((r) => this.prepare(r));
+  putTransactions(records: TransactionRecord[]): Promise<void> {
+    if (records.length === 0) return Promise.resolve();
+    let prepared: ReturnType<LmdbStoreImpl['prepare']>[];
+    try {
+      this.writable();
+      // Everything that can throw (redaction, body split) happens before the first put, so a batch
+      // is either queued whole or not at all.
+      prepared = records.map((r) => this.prepare(r));
+    } catch (e) {
+      return Promise.reject(this.wrap(e));
+    }
     const { tx, bodies, byHost, byConn, byKind } = this.d;
-    return this.commit((w) => {
+    return this.turn.add(() => {
       for (const { meta, apart } of prepared) {
         const id = meta.id;
-        for (const [f, v] of apart) w(bodies.put([id, f], v));
-        w(tx.put(id, meta));
-        w(byHost.put([clip(meta.host), id], 1));
-        w(byConn.put([meta.conn, id], 1));
-        w(byKind.put([meta.kind, id], 1));
+        for (const [f, v] of apart) bodies.putSync([id, f], v as Buffer);
+        tx.putSync(id, meta);
+        byHost.putSync([clip(meta.host), id], 1);
+        byConn.putSync([meta.conn, id], 1);
+        byKind.putSync([meta.kind, id], 1);
       }
     });
   }
@@ -277,7 +322,12 @@ class LmdbStoreImpl implements LmdbStore {
   }
 
   putConnection(record: ConnectionRecord): Promise<void> {
-    return this.commit((w) => w(this.d.conns.put(record.id, record)));
+    try {
+      this.writable();
+    } catch (e) {
+      return Promise.reject(this.wrap(e));
+    }
+    return this.turn.add(() => { this.d.conns.putSync(record.id, record); });
   }
 
   updateConversation(key: string, fn: (c: Conversation | undefined) => Conversation | undefined): Promise<Conversation | undefined> {

@@ -56,6 +56,45 @@ test('every record kind round-trips; big bodies are stored apart and listing omi
   assert.ok(store.sizeBytes() > 0);
 });
 
+test('writes of one event turn commit as one transaction on the writing thread; a failing write fails that whole turn, not the next', async (t) => {
+  const dir = tempDir(t);
+  const store = openStore(dir);
+  t.after(() => store.close());
+  const c = conn();
+  await store.putConnection(c);
+  const env = open(join(dir, 'db'), { pageSize: 8192, maxDbs: 16 });
+  const txnId = () => (env.getStats() as { lastTxnId: number }).lastTxnId;
+  const before = txnId();
+  // what the worker does with a multi task: several parts queue writes before their first await
+  const a = http(c.id);
+  const b = ws(c.id, a.id, 'client', 0);
+  const ended = { ...c, endTs: Date.now(), closeReason: 'closed' };
+  const writes = [store.putTransactions([a]), store.putTransactions([b]), store.putConnection(ended)];
+  // committed synchronously at the end of the turn, before any I/O callback could run
+  await Promise.resolve();
+  await Promise.resolve();
+  assert.equal(txnId(), before + 1, 'one write transaction for the turn');
+  assert.ok(store.getTransaction(a.id) && store.getTransaction(b.id));
+  await Promise.all(writes);
+  assert.deepEqual(store.getConnection(c.id), ended);
+
+  // msgpack cannot encode a cycle: the put throws inside the transaction, which is aborted whole
+  const cyclic: Record<string, unknown> = {};
+  cyclic.self = cyclic;
+  const good = http(c.id);
+  const bad = http(c.id, { path: '/cyclic' });
+  (bad as unknown as Record<string, unknown>).extra = cyclic;
+  const results = await Promise.allSettled([store.putTransactions([good]), store.putTransactions([bad])]);
+  for (const r of results) {
+    assert.equal(r.status, 'rejected');
+    assert.ok((r as PromiseRejectedResult).reason instanceof StoreError);
+  }
+  assert.equal(store.getTransaction(good.id), undefined, 'the turn was rolled back together');
+  const next = http(c.id);
+  await store.putTransactions([next]);
+  assert.equal(store.getTransaction(next.id)?.id, next.id, 'the next turn commits');
+});
+
 test('listing filters by kind, host, conn and since, and pages with after/before cursors', async (t) => {
   const store = openStore(tempDir(t));
   t.after(() => store.close());
