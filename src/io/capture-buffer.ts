@@ -1,6 +1,7 @@
 // A copy of payload bytes on their way to the pool: bounded by --max-body and by the capture
 // memory budget, backed by a plain ArrayBuffer (never Node's shared Buffer pool) so the result can
-// be transferred to a worker instead of cloned.
+// be transferred to a worker instead of cloned — or, for a small WebSocket message, by a region of
+// a shared slab (below), which costs no allocation at all.
 
 /**
  * Big capture buffers come back from the workers once their bodies are committed and are used
@@ -47,6 +48,79 @@ class Recycler {
 
 export const captureBuffers = new Recycler();
 
+/**
+ * Small WebSocket messages (a frame of up to SLAB_MAX_PAYLOAD bytes) are copied into regions of a
+ * SharedArrayBuffer slab, one slab per sending direction at a time, instead of an ArrayBuffer each:
+ * allocating, transferring and later collecting an ArrayBuffer cost ~2 µs per message on the
+ * forwarding thread (measured here; the copy itself ~0.1 µs). The worker reads the region in place
+ * and keeps nothing of it past its task; the region is the message's own until the task settles
+ * (`release`). A slab nobody refers to goes back to an idle list (SLAB_IDLE_MAX slabs at most),
+ * also while it is a direction's current one, so an idle connection holds no slab.
+ * Memory: live slabs hold at most the reserved payloads plus, per direction, one slab's tail
+ * (a region never spans slabs: ≤ SLAB_MAX_PAYLOAD of each slab's tail is left unused).
+ */
+export const SLAB_BYTES = 64 << 10;
+export const SLAB_MAX_PAYLOAD = 16 << 10;
+const SLAB_IDLE_MAX = 64;
+const idleSlabs: Slab[] = [];
+
+export class Slab {
+  readonly sab = new SharedArrayBuffer(SLAB_BYTES);
+  used = 0;
+  private refs = 0;
+  /** the direction still handing out regions of this slab */
+  owner: SlabCursor | null = null;
+
+  region(n: number): number {
+    const offset = this.used;
+    this.used += n;
+    this.refs++;
+    return offset;
+  }
+
+  /** One region's message has settled. */
+  release(): void {
+    if (--this.refs > 0) return;
+    if (this.owner) this.owner.forget(this);
+    this.owner = null;
+    this.used = 0;
+    if (idleSlabs.length < SLAB_IDLE_MAX) idleSlabs.push(this);
+  }
+}
+
+/** One sending direction's place in its current slab. */
+export class SlabCursor {
+  private cur: Slab | null = null;
+
+  alloc(n: number): { slab: Slab; offset: number } {
+    let s = this.cur;
+    if (!s || s.used + n > SLAB_BYTES) {
+      if (s) s.owner = null; // full: it goes idle when its last region settles
+      s = this.cur = idleSlabs.pop() ?? new Slab();
+      s.owner = this;
+    }
+    return { slab: s, offset: s.region(n) };
+  }
+
+  forget(s: Slab): void {
+    if (this.cur === s) this.cur = null;
+  }
+}
+
+/** Slabs kept idle (for tests). */
+export function idleSlabCount(): number {
+  return idleSlabs.length;
+}
+
+/** Copied bytes handed to the pool: a transferable ArrayBuffer of their own, or a slab region. */
+export interface TakenPayload {
+  buffer: ArrayBuffer | SharedArrayBuffer;
+  offset: number;
+  length: number;
+  /** the slab to release once the message has settled */
+  slab: Slab | null;
+}
+
 export interface MemoryBudget {
   /** false: over budget, the caller stops copying (capture is dropped, forwarding is not). */
   reserve(bytes: number): boolean;
@@ -57,6 +131,7 @@ export class CaptureBuffer {
   private buf: Uint8Array;
   private len = 0;
   private reserved = 0;
+  private slab: Slab | null = null;
   /** payload bytes seen on the wire, copied or not */
   total = 0;
   /** stopped copying because of --max-body */
@@ -64,9 +139,19 @@ export class CaptureBuffer {
   /** stopped copying because the memory budget was exhausted */
   overBudget = false;
 
-  constructor(private readonly max: number, private readonly budget: MemoryBudget, sizeHint = 0) {
+  /** `slabs`: small buffers become a region of that direction's slab (WebSocket frames; the size hint is the frame's length). */
+  constructor(private readonly max: number, private readonly budget: MemoryBudget, sizeHint = 0, slabs?: SlabCursor) {
     this.buf = new Uint8Array(0);
-    if (sizeHint > 0) this.grow(Math.min(sizeHint, max));
+    if (sizeHint <= 0) return;
+    const n = Math.min(sizeHint, max);
+    if (slabs && n <= SLAB_MAX_PAYLOAD && budget.reserve(n)) {
+      const { slab, offset } = slabs.alloc(n);
+      this.slab = slab;
+      this.buf = new Uint8Array(slab.sab, offset, n);
+      this.reserved = n;
+    } else {
+      this.grow(n);
+    }
   }
 
   get length(): number { return this.len; }
@@ -96,17 +181,39 @@ export class CaptureBuffer {
     this.reserved = ab.byteLength;
     const next = new Uint8Array(ab);
     next.set(this.buf.subarray(0, this.len));
-    captureBuffers.give(this.buf.buffer as ArrayBuffer);
+    this.dropBacking();
     this.buf = next;
     return true;
   }
 
-  /** The copied bytes as an exactly-sized ArrayBuffer (transferable), releasing the budget. */
-  take(): ArrayBuffer {
-    if (this.len === this.buf.length) return this.takeView().buffer as ArrayBuffer;
-    const out = this.buf.slice(0, this.len).buffer;
-    this.discard();
-    return out as ArrayBuffer;
+  private dropBacking(): void {
+    if (this.slab) {
+      this.slab.release();
+      this.slab = null;
+    } else {
+      captureBuffers.give(this.buf.buffer as ArrayBuffer);
+    }
+  }
+
+  /**
+   * The copied bytes, releasing the budget: a slab region as it is (the caller releases the slab
+   * when the message settles), else an exactly-sized ArrayBuffer (transferable).
+   */
+  take(): TakenPayload {
+    if (this.slab) {
+      const out: TakenPayload = { buffer: this.buf.buffer, offset: this.buf.byteOffset, length: this.len, slab: this.slab };
+      this.slab = null;
+      this.takeView();
+      return out;
+    }
+    let ab: ArrayBuffer;
+    if (this.len === this.buf.length) {
+      ab = this.takeView().buffer as ArrayBuffer;
+    } else {
+      ab = this.buf.slice(0, this.len).buffer as ArrayBuffer;
+      this.discard();
+    }
+    return { buffer: ab, offset: 0, length: ab.byteLength, slab: null };
   }
 
   /** The copied bytes as a view of the buffer, which may be larger (transfer `view.buffer`), releasing the budget. */
@@ -121,7 +228,7 @@ export class CaptureBuffer {
   discard(): void {
     this.budget.release(this.reserved);
     this.reserved = 0;
-    captureBuffers.give(this.buf.buffer as ArrayBuffer);
+    this.dropBacking();
     this.buf = new Uint8Array(0);
   }
 }

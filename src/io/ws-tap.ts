@@ -5,7 +5,7 @@
 // Unmasking, reassembly and inflating happen in a worker (src/workers/decode-ws.ts).
 import { FrameParser, type FrameHeader, type FrameSink } from './ws-frames.js';
 import { negotiatedExtensions } from './ws-extensions.js';
-import { CaptureBuffer, type MemoryBudget } from './capture-buffer.js';
+import { CaptureBuffer, SlabCursor, type MemoryBudget, type TakenPayload } from './capture-buffer.js';
 import type { CapturePool, WsStream } from '../workers/pool.js';
 import type { DeflateParams, StreamOrigin, WsCapturedMessage } from '../workers/tasks.js';
 import type { ErrorCode, Header } from '../records.js';
@@ -42,6 +42,7 @@ class DirectionTap implements FrameSink {
   private cur: Capture | null = null; // the capture the current frame's payload goes to
   private curFin = false;
   private stopped = false;
+  private readonly slabs = new SlabCursor();
   /** ws_messages_total children per opcode, looked up once (label hashing costs more than the copy of a small frame) */
 
   constructor(
@@ -149,7 +150,7 @@ class DirectionTap implements FrameSink {
       frames: 1,
       wireBytes: h.headerBytes,
       // Preallocate from the first frame's length (exact for the common single-frame message).
-      buf: new CaptureBuffer(this.maxBody, this.budget, h.payloadLength),
+      buf: new CaptureBuffer(this.maxBody, this.budget, h.payloadLength, this.slabs),
       masks: null,
     };
   }
@@ -161,7 +162,7 @@ class DirectionTap implements FrameSink {
   }
 
   private finish(c: Capture): void {
-    let payload: ArrayBuffer | undefined;
+    let payload: TakenPayload | undefined;
     let error = c.error;
     if (c.buf.overBudget) {
       // Over the capture memory bound: the message is still recorded (and, on a context-takeover
@@ -184,16 +185,17 @@ class DirectionTap implements FrameSink {
       frames: c.frames,
       wireBytes: c.wireBytes,
       payloadBytes: c.buf.total,
-      payload,
+      payload: payload?.buffer,
+      payloadOffset: payload?.offset ?? 0,
       masks: c.masks ?? undefined,
-      copiedBytes: payload ? payload.byteLength : 0,
+      copiedBytes: payload ? payload.length : 0,
       ts: Date.now(),
       lastByteAt: performance.timeOrigin + performance.now(),
     };
     if (error) m.error = error;
     if (c.errorDetail && error === c.error) m.errorDetail = c.errorDetail;
     countWsMessage(this.direction, OPCODE_NAMES[c.opcode] ?? 'binary');
-    this.stream.push(m);
+    this.stream.push(m, payload?.slab ?? null);
   }
 }
 

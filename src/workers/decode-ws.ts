@@ -164,8 +164,11 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
     if (m.error) rec.error = m.error;
     if (m.errorDetail) rec.errorDetail = m.errorDetail;
 
-    const copied = m.payload ? Math.min(m.copiedBytes, m.payload.byteLength) : 0;
-    const bytes = m.payload ? new Uint8Array(m.payload, 0, copied) : new Uint8Array(0);
+    const offset = m.payloadOffset ?? 0;
+    const copied = m.payload ? Math.max(0, Math.min(m.copiedBytes, m.payload.byteLength - offset)) : 0;
+    const bytes = m.payload ? new Uint8Array(m.payload, offset, copied) : new Uint8Array(0);
+    // A slab region is borrowed for this task only: what a record keeps of it must be a copy.
+    const borrowed = m.payload instanceof SharedArrayBuffer;
     unmask(bytes, m.masks, copied);
     const lost = LOST.has(m.error) || (!m.payload && m.payloadBytes > 0) || copied < m.payloadBytes;
 
@@ -209,7 +212,7 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
       }
       if (plain && window) window.push(plain);
     } else {
-      plain = bytes; // uncompressed: never enters the LZ77 window (RFC 7692 §6)
+      plain = borrowed ? bytes.slice() : bytes; // uncompressed: never enters the LZ77 window (RFC 7692 §6)
     }
 
     if (plain) {
@@ -231,7 +234,7 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
       // Stored raw: what was captured, unmasked; compressed bytes stay compressed.
       if (compressed) rec.bodyBase64 = toBase64(bytes);
       else {
-        const b = messageBody(m.opcode, bytes, task.maxBody);
+        const b = messageBody(m.opcode, borrowed ? bytes.slice() : bytes, task.maxBody);
         assignBody(rec, 'body', 'bodyBase64', b);
         rec.truncated ||= b.truncated;
       }

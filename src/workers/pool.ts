@@ -17,7 +17,7 @@
 import { Piscina } from 'piscina';
 import { idSharedBuffer } from '../store/ids.js';
 import { allocateWindow } from './deflate-window.js';
-import { captureBuffers } from '../io/capture-buffer.js';
+import { captureBuffers, type Slab } from '../io/capture-buffer.js';
 import type { ConnectionRecord } from '../records.js';
 import type { CaptureTask, ConnectionTask, DeflateParams, HttpCaptureTask, LaneBatchTask, MultiTask, StreamOrigin, WsBatchTask, WsCapturedMessage } from './tasks.js';
 import type { TaskOutput } from './worker.js';
@@ -39,8 +39,8 @@ export interface CapturePoolOptions {
 
 /** One WebSocket direction's ordered stream, as the tap sees it. */
 export interface WsStream {
-  /** Hands a finished message over (its payload is transferred to a worker later). Never throws. */
-  push(m: WsCapturedMessage): void;
+  /** Hands a finished message over (its payload is transferred to a worker later, or, in a slab, released once it settled). Never throws. */
+  push(m: WsCapturedMessage, slab?: Slab | null): void;
   /** Memory for a capture buffer being filled; false → drop this capture (queue_full). */
   reserve(bytes: number): boolean;
   release(bytes: number): void;
@@ -116,7 +116,7 @@ export class CapturePool {
   wsStream(origin: StreamOrigin, upgrade: string, direction: 'client' | 'server', deflate: DeflateParams | null, connKey: string): WsStream {
     const lane = new WsLane(this, origin, upgrade, direction, deflate, connKey);
     return {
-      push: (m) => lane.push(m),
+      push: (m, slab) => lane.push(m, slab),
       reserve: (n) => this.reserve(connKey, n),
       release: (n) => this.release(connKey, n),
     };
@@ -302,7 +302,7 @@ abstract class Lane {
 
 /** A WebSocket direction: batches of messages, the DEFLATE window shared from task to task. */
 class WsLane extends Lane {
-  private pending: { m: WsCapturedMessage; bytes: number }[] = [];
+  private pending: { m: WsCapturedMessage; bytes: number; slab: Slab | null }[] = [];
   /** context takeover only, from the first batch on */
   private window: SharedArrayBuffer | null = null;
   private desynced = false;
@@ -320,16 +320,16 @@ class WsLane extends Lane {
     super();
   }
 
-  push(m: WsCapturedMessage): void {
+  push(m: WsCapturedMessage, slab: Slab | null = null): void {
     if (!m.payload && !this.pool.admitMetadata(this.connKey)) {
       // Far over the bound: not even the record is kept. The tap counted a dropped payload already.
       if (m.error !== 'queue_full') captureDropped.inc({ reason: 'queue_full' });
       if (this.deflate?.contextTakeover && m.rsv1 && m.opcode < 8) this.gap = true;
       return;
     }
-    const bytes = (m.payload?.byteLength ?? 0) + ITEM_OVERHEAD;
+    const bytes = m.copiedBytes + ITEM_OVERHEAD;
     this.pool.hold(this.connKey, bytes);
-    this.pending.push({ m, bytes });
+    this.pending.push({ m, bytes, slab });
     this.pool.itemsIn(1);
     this.pool.waiting++;
     this.schedule();
@@ -342,7 +342,10 @@ class WsLane extends Lane {
     this.busy = true;
     const messages = batch.map((b) => b.m);
     const bytes = batch.reduce((s, b) => s + b.bytes, 0);
-    this.submit(messages, messages.flatMap((m) => (m.payload ? [m.payload] : []))).finally(() => {
+    // Own buffers move to the worker; slabs are shared, not moved (one slab may hold many messages).
+    const transfer = messages.flatMap((m) => (m.payload instanceof ArrayBuffer ? [m.payload] : []));
+    this.submit(messages, transfer).finally(() => {
+      for (const b of batch) b.slab?.release();
       this.pool.release(this.connKey, bytes);
       this.pool.itemsSettled(batch.length);
       this.busy = false;

@@ -32,9 +32,11 @@ export interface WsCapturedMessage {
   payloadBytes: number; // total payload bytes on the wire (even when not all were copied)
   /**
    * The copied payload bytes of all frames, concatenated, STILL MASKED for client frames.
-   * Absent when capture of this message was dropped (error says why).
+   * Absent when capture of this message was dropped (error says why). A SharedArrayBuffer is a
+   * slab (io/capture-buffer.ts): the bytes are at payloadOffset, and only borrowed for the task.
    */
-  payload?: ArrayBuffer;
+  payload?: ArrayBuffer | SharedArrayBuffer;
+  payloadOffset?: number;
   /** client frames: per frame [offsetInPayload, length, maskKey (uint32, big-endian)] */
   masks?: number[];
   copiedBytes: number; // bytes of payload copied (< payloadBytes when truncated)

@@ -364,3 +364,33 @@ test('a message cut on the main thread (too_large while copying, truncated_strea
   assert.equal(recs2[2].error, 'too_large');
   assert.equal(recs2[3].error, 'desynced');
 });
+
+test('messages in one shared slab (offsets, masked, compressed or not) decode exact, and no record keeps a view of the slab', async () => {
+  const deflate: DeflateParams = { contextTakeover: true, windowBits: 15 };
+  const comp = new Compressor(15);
+  const plains = corpus(12, (i) => 200 + i * 37);
+  const wires: Wire[] = [];
+  for (const [i, p] of plains.entries()) wires.push(i % 3 === 2 ? { plain: p } : { plain: p, compressed: await comp.compress(p) });
+  wires.push({ plain: Buffer.from('binary \x00\x01'), opcode: 2 });
+  // each captured payload copied into its own region of one SharedArrayBuffer, as the tap's slab does
+  const sab = new SharedArrayBuffer(64 << 10);
+  const slab = new Uint8Array(sab);
+  let used = 7; // regions need not start at 0
+  const messages = wires.map((w, seq) => {
+    const m = capture(seq, w, true, 1);
+    const bytes = new Uint8Array(m.payload as ArrayBuffer);
+    slab.set(bytes, used);
+    const out: WsCapturedMessage = { ...m, payload: sab, payloadOffset: used };
+    used += bytes.length + 3;
+    return out;
+  });
+  const task: WsBatchTask = {
+    type: 'ws', origin: { conn: 'c1', host: 'h', port: 443, scheme: 'wss', path: '/ws' }, upgrade: 'u1', direction: 'client', deflate,
+    window: allocateWindow(15), desynced: false, maxBody: 1 << 20, messages,
+  };
+  const { records } = decodeWsBatch(task, nextId);
+  slab.fill(0xee); // the slab is reused once the task settled: records must not change
+  records.forEach((r, i) => assertBody(r, wires[i].plain, `message ${i}`));
+  assert.equal(records[1].compressed, true);
+  assert.equal(records[2].compressed, false);
+});

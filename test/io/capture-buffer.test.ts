@@ -1,0 +1,101 @@
+// Capture buffers: bounds (max body, memory budget) and the shared slabs small WebSocket frames are
+// copied into — regions, growth out of a slab, and slabs going idle once nothing refers to them.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { CaptureBuffer, SLAB_BYTES, SLAB_MAX_PAYLOAD, SlabCursor, idleSlabCount, type MemoryBudget } from '../../src/io/capture-buffer.js';
+
+function budget(limit = Infinity): MemoryBudget & { held: number } {
+  const b = {
+    held: 0,
+    reserve(n: number) { if (b.held + n > limit) return false; b.held += n; return true; },
+    release(n: number) { b.held -= n; },
+  };
+  return b;
+}
+
+test('small frames get regions of one slab in order; the slab goes idle when the last region is released, not before', () => {
+  const cursor = new SlabCursor();
+  const bud = budget();
+  const idle = idleSlabCount();
+  const taken = [100, 200, 300].map((n, i) => {
+    const c = new CaptureBuffer(1 << 20, bud, n, cursor);
+    c.append(Buffer.alloc(n, i + 1));
+    return c.take();
+  });
+  assert.equal(bud.held, 0, 'taking hands the bytes over: the buffer no longer holds budget');
+  assert.ok(taken.every((t) => t.slab === taken[0].slab && t.buffer instanceof SharedArrayBuffer));
+  assert.deepEqual(taken.map((t) => [t.offset, t.length]), [[0, 100], [100, 200], [300, 300]]);
+  taken.forEach((t, i) => assert.ok(new Uint8Array(t.buffer, t.offset, t.length).every((b) => b === i + 1)));
+  taken[0].slab!.release();
+  taken[1].slab!.release();
+  assert.equal(idleSlabCount(), idle === 0 ? 0 : idle - 1, 'still referenced: not idle');
+  taken[2].slab!.release();
+  assert.equal(idleSlabCount(), idle === 0 ? 1 : idle, 'idle again, though it was the current slab');
+  // the next frame starts a slab afresh (the idle one)
+  const next = new CaptureBuffer(1 << 20, bud, 10, cursor).take();
+  assert.equal(next.offset, 0);
+  next.slab!.release();
+});
+
+test('a full slab is left for a new one; a frame never spans slabs; big frames and no cursor get their own ArrayBuffer', () => {
+  const cursor = new SlabCursor();
+  const bud = budget();
+  const n = SLAB_MAX_PAYLOAD;
+  const parts = Array.from({ length: SLAB_BYTES / n + 1 }, () => {
+    const c = new CaptureBuffer(1 << 20, bud, n, cursor);
+    c.append(Buffer.alloc(n, 7));
+    return c.take();
+  });
+  assert.notEqual(parts.at(-1)!.slab, parts[0].slab);
+  assert.equal(parts.at(-1)!.offset, 0);
+  for (const p of parts) p.slab!.release();
+  const big = new CaptureBuffer(1 << 20, bud, n + 1, cursor);
+  big.append(Buffer.alloc(n + 1));
+  const own = big.take();
+  assert.ok(own.buffer instanceof ArrayBuffer && own.slab === null && own.length === n + 1);
+  const plain = new CaptureBuffer(1 << 20, bud, 10);
+  plain.append(Buffer.alloc(10));
+  assert.equal(plain.take().slab, null);
+});
+
+test('a message that outgrows its slab region (more frames) moves to its own buffer, bytes intact, and frees the region', () => {
+  const cursor = new SlabCursor();
+  const bud = budget();
+  const c = new CaptureBuffer(1 << 20, bud, 100, cursor);
+  c.append(Buffer.alloc(100, 1));
+  const neighbour = new CaptureBuffer(1 << 20, bud, 50, cursor); // the next region, right behind it
+  neighbour.append(Buffer.alloc(50, 9));
+  c.append(Buffer.alloc(400, 2)); // a continuation frame
+  const t = c.take();
+  assert.equal(t.slab, null);
+  const bytes = new Uint8Array(t.buffer, t.offset, t.length);
+  assert.equal(bytes.length, 500);
+  assert.ok(bytes.subarray(0, 100).every((b) => b === 1) && bytes.subarray(100).every((b) => b === 2));
+  const n = neighbour.take();
+  assert.ok(new Uint8Array(n.buffer, n.offset, n.length).every((b) => b === 9), 'the neighbouring region was not overwritten');
+  n.slab!.release();
+  assert.equal(bud.held, 0);
+});
+
+test('budget and bounds hold for slab regions: over budget no region is taken; max body cuts; discard releases all', () => {
+  const cursor = new SlabCursor();
+  const tight = budget(50);
+  const c = new CaptureBuffer(1 << 20, tight, 100, cursor);
+  c.append(Buffer.alloc(100));
+  assert.equal(c.overBudget, true);
+  c.discard();
+  assert.equal(tight.held, 0);
+  const bud = budget();
+  const cut = new CaptureBuffer(64, bud, 100, cursor);
+  cut.append(Buffer.alloc(100, 3));
+  assert.equal(cut.tooLarge, true);
+  const t = cut.take();
+  assert.equal(t.length, 64);
+  t.slab!.release();
+  const dropped = new CaptureBuffer(1 << 20, bud, 100, cursor);
+  dropped.append(Buffer.alloc(10));
+  const idle = idleSlabCount();
+  dropped.discard();
+  assert.equal(bud.held, 0);
+  assert.equal(idleSlabCount(), idle + 1, 'the discarded region was the slab\'s last reference');
+});
