@@ -178,6 +178,9 @@ class DirectionTap implements FrameSink {
       if (c.buf.length > 0) payload = c.buf.take();
       else c.buf.discard();
     }
+    // One clock for both directions, read on this thread in the order last bytes arrived: records'
+    // ts (fractional ms) then order the two directions exactly, where whole milliseconds tied.
+    const at = performance.timeOrigin + performance.now();
     const m: WsCapturedMessage = {
       seq: this.seq++,
       opcode: c.opcode,
@@ -189,8 +192,8 @@ class DirectionTap implements FrameSink {
       payloadOffset: payload?.offset ?? 0,
       masks: c.masks ?? undefined,
       copiedBytes: payload ? payload.length : 0,
-      ts: Date.now(),
-      lastByteAt: performance.timeOrigin + performance.now(),
+      ts: at,
+      lastByteAt: at,
     };
     if (error) m.error = error;
     if (c.errorDetail && error === c.error) m.errorDetail = c.errorDetail;

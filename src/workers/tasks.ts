@@ -40,7 +40,7 @@ export interface WsCapturedMessage {
   /** client frames: per frame [offsetInPayload, length, maskKey (uint32, big-endian)] */
   masks?: number[];
   copiedBytes: number; // bytes of payload copied (< payloadBytes when truncated)
-  ts: number; // ms since epoch when the last byte was read
+  ts: number; // ms since epoch (fractional: the forwarding thread's clock) when the last byte was read
   lastByteAt: number; // performance.timeOrigin + performance.now() at the last byte (for capture lag)
   error?: ErrorCode; // 'queue_full' | 'too_large' | 'truncated_stream' | 'bad_frame' …
   errorDetail?: string;
