@@ -16,6 +16,8 @@ const now = () => performance.now();
 class Run {
   readonly lat = new LatencyRecorder();
   ops = 0;
+  /** every operation completed during the run, warm-up and drain included (what the proxy's CPU paid for) */
+  opsTotal = 0;
   bytes = 0;
   errors = 0;
   firstError?: string;
@@ -37,6 +39,7 @@ class Run {
   inWindow(t: number): boolean { return t >= this.warmEnd && t < this.end; }
   /** One completed operation at time t that started at t0 and moved `bytes` payload bytes. */
   done(t0: number, t: number, bytes: number): void {
+    this.opsTotal++;
     if (!this.inWindow(t)) return;
     this.ops++;
     this.bytes += bytes;
@@ -50,6 +53,7 @@ class Run {
     return {
       ok: this.job.workload.kind === 'bulk' ? this.bytes > 0 : this.ops > 0,
       ops: this.ops,
+      opsTotal: this.opsTotal,
       bytes: this.bytes,
       elapsedMs: this.elapsedMs,
       latency: this.lat.summary(),
@@ -216,6 +220,7 @@ async function bulkDownload(run: Run, w: Workload): Promise<void> {
     try {
       await request(run, agent, { method: 'GET', path: `/bulk?bytes=${size}`, timeoutMs: run.job.bulkTimeoutMs, onData: (c) => { got += c.length; } });
       run.ops++;
+      run.opsTotal++;
       run.lat.add(now() - t0);
     } catch (e) {
       // A download cut by its deadline still tells its rate (0 for a proxy that buffers the whole body).

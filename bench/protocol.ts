@@ -59,6 +59,8 @@ export interface ClientResult {
   ok: boolean;
   /** operations completed inside the measured window (echoes, requests, events, connections) */
   ops: number;
+  /** operations completed over the whole run (warm-up and drain included) */
+  opsTotal: number;
   /** payload bytes moved inside the window, both directions */
   bytes: number;
   elapsedMs: number;

@@ -29,6 +29,8 @@ export interface Row {
   proxyCpuSeconds?: number | null;
   /** proxy CPU seconds per second of wall time in the window (1.0 = one core busy) */
   proxyCores?: number | null;
+  /** proxy CPU (all threads, capture finished after the run included) per operation completed in the run, µs */
+  proxyCpuUsPerOp?: number | null;
   proxyPeakRssMiB?: number | null;
   capture?: CaptureCheck | null;
   errors?: number;
@@ -90,11 +92,11 @@ export function toMarkdown(res: BenchResult): string {
   for (const w of res.workloads) {
     out.push(`## ${w.label}`, '');
     const unit = w.kind === 'bulk' ? 'downloads' : `${w.unit}`;
-    out.push(`| contender | ${unit}/s | MB/s | × direct | × pipe | +p50 ms | +p99 ms | +p99.9 ms | p50 / p99 ms | proxy CPU s (cores) | peak RSS MiB | capture | drops | errors |`);
-    out.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
+    out.push(`| contender | ${unit}/s | MB/s | × direct | × pipe | +p50 ms | +p99 ms | +p99.9 ms | p50 / p99 ms | proxy CPU s (cores) | proxy CPU µs/op | peak RSS MiB | capture | drops | errors |`);
+    out.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
     for (const r of res.rows.filter((r) => r.workload === w.id)) {
       if (r.status !== 'ok') {
-        out.push(`| ${r.contender} | ${r.status}${r.reason ? `: ${r.reason.replace(/\|/g, '/').slice(0, 120)}` : ''} | | | | | | | | | | | | |`);
+        out.push(`| ${r.contender} | ${r.status}${r.reason ? `: ${r.reason.replace(/\|/g, '/').slice(0, 120)}` : ''} | | | | | | | | | | | | | |`);
         continue;
       }
       const cap = r.capture ? `${(r.capture.completeness * 100).toFixed(1)} % (${r.capture.committed}/${r.capture.expected})` : '';
@@ -102,7 +104,7 @@ export function toMarkdown(res: BenchResult): string {
       const l = r.latencyMs;
       out.push(`| ${r.contender} | ${f(r.opsPerSec, w.kind === 'bulk' ? 2 : 0)} | ${f(r.mbPerSec, 1)} | ${x(r.ratioVsDirect)} | ${x(r.ratioVsPipe)} | ` +
         `${ms(r.addedLatencyMs?.p50)} | ${ms(r.addedLatencyMs?.p99)} | ${ms(r.addedLatencyMs?.p999)} | ${l ? `${f(l.p50, 2)} / ${f(l.p99, 2)}` : '–'} | ` +
-        `${r.proxyCpuSeconds == null ? '–' : `${r.proxyCpuSeconds.toFixed(2)} (${f(r.proxyCores, 2)})`} | ${f(r.proxyPeakRssMiB)} | ${cap} | ${drops} | ${r.errors ?? 0}${r.firstError ? ` (${r.firstError.replace(/\|/g, '/').slice(0, 60)})` : ''} |`);
+        `${r.proxyCpuSeconds == null ? '–' : `${r.proxyCpuSeconds.toFixed(2)} (${f(r.proxyCores, 2)})`} | ${r.proxyCpuUsPerOp == null ? '–' : f(r.proxyCpuUsPerOp)} | ${f(r.proxyPeakRssMiB)} | ${cap} | ${drops} | ${r.errors ?? 0}${r.firstError ? ` (${r.firstError.replace(/\|/g, '/').slice(0, 60)})` : ''} |`);
     }
     out.push('');
   }

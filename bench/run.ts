@@ -122,7 +122,7 @@ async function measure(o: Options, w: Workload, name: string, r: Running): Promi
     return { workload: w.id, contender: name, status: r.alive() ? 'error' : 'crashed', reason: (e as Error).message };
   }
   const wallS = (performance.now() - t0) / 1000;
-  const cpu1 = pid ? cpuSeconds(pid) : null;
+  const cpuRun = pid ? cpuSeconds(pid) : null;
   const rss = pid ? peakRssMiB(pid) : null;
   if (!r.alive()) return { workload: w.id, contender: name, status: 'crashed', reason: lastLines(r.tail(), 2) || 'process exited' };
   let capture: CaptureCheck | null = null;
@@ -130,6 +130,9 @@ async function measure(o: Options, w: Workload, name: string, r: Running): Promi
     const ws = w.kind === 'ws';
     capture = await settleCapture(r.metricsUrl, before, ws ? ['WS_REQ', 'WS_RESP'] : ['HTTP'], ws ? res.wire.wsClient + res.wire.wsServer : res.wire.httpExchanges);
   }
+  // Per operation, the proxy's CPU includes capture it finished after the run (a lagging capture
+  // still costs the host its CPU); idle polling while settling adds a little.
+  const cpuSettled = pid && cpu0 !== null ? cpuSeconds(pid) : null;
   const secs = res.elapsedMs / 1000;
   const row: Row = {
     workload: w.id, contender: name, status: res.ok ? 'ok' : 'error',
@@ -137,8 +140,9 @@ async function measure(o: Options, w: Workload, name: string, r: Running): Promi
     opsPerSec: res.ops / secs,
     mbPerSec: res.bytes / 1e6 / secs,
     latencyMs: w.kind === 'bulk' ? null : res.latency,
-    proxyCpuSeconds: cpu0 !== null && cpu1 !== null ? cpu1 - cpu0 : null,
-    proxyCores: cpu0 !== null && cpu1 !== null ? (cpu1 - cpu0) / wallS : null,
+    proxyCpuSeconds: cpu0 !== null && cpuRun !== null ? cpuRun - cpu0 : null,
+    proxyCores: cpu0 !== null && cpuRun !== null ? (cpuRun - cpu0) / wallS : null,
+    proxyCpuUsPerOp: cpu0 !== null && cpuSettled !== null && res.opsTotal > 0 ? ((cpuSettled - cpu0) / res.opsTotal) * 1e6 : null,
     proxyPeakRssMiB: rss,
     capture,
     errors: res.errors,
@@ -161,7 +165,7 @@ async function runOne(o: Options, w: Workload, info: ContenderInfo, live: Map<st
   }
   const row = await measure(o, w, info.name, r);
   const cap = row.capture ? ` capture ${(row.capture.completeness * 100).toFixed(1)}% drops ${row.capture.dropped}` : '';
-  log(`${w.id} ${info.name}: ${row.status === 'ok' ? `${row.opsPerSec!.toFixed(w.kind === 'bulk' ? 2 : 0)} ${w.kind === 'bulk' ? 'downloads' : w.unit}/s ${row.mbPerSec!.toFixed(1)} MB/s p50 ${row.latencyMs?.p50.toFixed(2) ?? '–'} ms cpu ${row.proxyCpuSeconds?.toFixed(2) ?? '–'} s${cap}${row.errors ? ` errors ${row.errors}` : ''}` : `${row.status}: ${row.reason}`}`);
+  log(`${w.id} ${info.name}: ${row.status === 'ok' ? `${row.opsPerSec!.toFixed(w.kind === 'bulk' ? 2 : 0)} ${w.kind === 'bulk' ? 'downloads' : w.unit}/s ${row.mbPerSec!.toFixed(1)} MB/s p50 ${row.latencyMs?.p50.toFixed(2) ?? '–'} ms cpu ${row.proxyCpuSeconds?.toFixed(2) ?? '–'} s (${row.proxyCpuUsPerOp?.toFixed(0) ?? '–'} us/op)${cap}${row.errors ? ` errors ${row.errors}` : ''}` : `${row.status}: ${row.reason}`}`);
   if (row.status === 'crashed') { info.status = 'crashed'; info.reason = row.reason; live.delete(info.name); }
   return row;
 }

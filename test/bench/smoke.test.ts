@@ -59,12 +59,15 @@ test('bench --smoke writes latest.json/md/svg with measured numbers for direct a
     assert.equal(direct.proxyCpuSeconds, null, 'direct has no proxy process');
     assert.ok(pipe.ratioVsDirect! > 0, 'ratio against direct of the same run');
     assert.ok(pipe.proxyCpuSeconds! > 0 && pipe.proxyPeakRssMiB! > 0, 'proxy CPU and peak RSS read from /proc');
+    assert.ok(pipe.proxyCpuUsPerOp! > 0 && Number.isFinite(pipe.proxyCpuUsPerOp), 'proxy CPU per operation');
+    assert.equal(direct.proxyCpuUsPerOp, null);
     assert.ok(pipe.addedLatencyMs && Number.isFinite(pipe.addedLatencyMs.p50));
     // greytap is either measured (then its capture is checked) or reported with a reason.
     const gInfo = res.contenders.find((c) => c.name === 'greytap')!;
     if (greytap.status === 'ok') {
       assert.ok(greytap.opsPerSec! > 0);
       assert.ok(greytap.capture && greytap.capture.expected > 0 && greytap.capture.committed >= 0, 'capture completeness measured from /metrics');
+      assert.ok(greytap.proxyCpuUsPerOp! > 0, 'greytap CPU per operation, capture included');
     } else {
       assert.ok(['failed to start', 'crashed', 'error'].includes(greytap.status), greytap.status);
       assert.ok((greytap.reason ?? gInfo.reason ?? '').length > 0, 'a failure says why');
