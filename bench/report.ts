@@ -39,6 +39,9 @@ export interface Row {
   gaveUp?: boolean;
   /** throughput of every round (null = that round failed); the row holds the best one */
   rounds?: (number | null)[];
+  /** each round's throughput / direct's (and the pipe's) in that same round: the spread the noise leaves */
+  roundRatiosVsDirect?: number[];
+  roundRatiosVsPipe?: number[];
 }
 
 export interface ContenderInfo { name: string; what: string; sees: string; status: 'ok' | 'failed to start' | 'unavailable' | 'crashed'; reason?: string }
@@ -58,6 +61,16 @@ export interface BenchResult {
 /** Throughput used for ratios: MB/s for bulk, operations/s otherwise. */
 const rate = (r: Row, w: Workload) => (w.kind === 'bulk' ? r.mbPerSec : r.opsPerSec);
 
+/** Round i of a contender against round i of the baseline (rounds are interleaved, seconds apart). */
+function perRound(r: Row, base: Row | undefined): number[] {
+  const out: number[] = [];
+  (r.rounds ?? []).forEach((v, i) => {
+    const b = base?.rounds?.[i];
+    if (v != null && b) out.push(v / b);
+  });
+  return out;
+}
+
 /** Fills ratios and added latency from the direct (and tls-pipe) rows of the same workload. */
 export function addRatios(rows: Row[], workloads: Workload[]): void {
   for (const w of workloads) {
@@ -69,12 +82,16 @@ export function addRatios(rows: Row[], workloads: Workload[]): void {
       const v = rate(r, w) ?? 0;
       r.ratioVsDirect = base && rate(base, w) ? v / rate(base, w)! : null;
       r.ratioVsPipe = pipe && rate(pipe, w) ? v / rate(pipe, w)! : null;
+      r.roundRatiosVsDirect = perRound(r, base);
+      r.roundRatiosVsPipe = perRound(r, pipe);
       const bl = base?.latencyMs;
       r.addedLatencyMs = bl && r.latencyMs ? { p50: r.latencyMs.p50 - bl.p50, p99: r.latencyMs.p99 - bl.p99, p999: r.latencyMs.p999 - bl.p999 } : null;
     }
   }
 }
 
+/** min–max of per-round ratios */
+const spread = (v: number[] | undefined) => (!v?.length ? '–' : v.length === 1 ? v[0].toFixed(2) : `${Math.min(...v).toFixed(2)}–${Math.max(...v).toFixed(2)}`);
 const f = (v: number | null | undefined, digits = 0) => (v === null || v === undefined || !Number.isFinite(v) ? '–' : v.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
 const x = (v: number | null | undefined) => (v === null || v === undefined ? '–' : `${v.toFixed(2)}×`);
 const ms = (v: number | undefined) => (v === undefined ? '–' : `${v >= 0 ? '+' : ''}${v < 10 && v > -10 ? v.toFixed(2) : v.toFixed(0)}`);
@@ -92,18 +109,18 @@ export function toMarkdown(res: BenchResult): string {
   for (const w of res.workloads) {
     out.push(`## ${w.label}`, '');
     const unit = w.kind === 'bulk' ? 'downloads' : `${w.unit}`;
-    out.push(`| contender | ${unit}/s | MB/s | × direct | × pipe | +p50 ms | +p99 ms | +p99.9 ms | p50 / p99 ms | proxy CPU s (cores) | proxy CPU µs/op | peak RSS MiB | capture | drops | errors |`);
-    out.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
+    out.push(`| contender | ${unit}/s | MB/s | × direct | × pipe | +p50 ms | +p99 ms | +p99.9 ms | p50 / p99 ms | per round × direct / × pipe | proxy CPU s (cores) | proxy CPU µs/op | peak RSS MiB | capture | drops | errors |`);
+    out.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
     for (const r of res.rows.filter((r) => r.workload === w.id)) {
       if (r.status !== 'ok') {
-        out.push(`| ${r.contender} | ${r.status}${r.reason ? `: ${r.reason.replace(/\|/g, '/').slice(0, 120)}` : ''} | | | | | | | | | | | | | |`);
+        out.push(`| ${r.contender} | ${r.status}${r.reason ? `: ${r.reason.replace(/\|/g, '/').slice(0, 120)}` : ''} | | | | | | | | | | | | | | |`);
         continue;
       }
       const cap = r.capture ? `${(r.capture.completeness * 100).toFixed(1)} % (${r.capture.committed}/${r.capture.expected})` : '';
       const drops = r.capture ? `${r.capture.dropped}${r.capture.dropped ? ` (${Object.entries(r.capture.droppedByReason).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}` : '';
       const l = r.latencyMs;
       out.push(`| ${r.contender} | ${f(r.opsPerSec, w.kind === 'bulk' ? 2 : 0)} | ${f(r.mbPerSec, 1)} | ${x(r.ratioVsDirect)} | ${x(r.ratioVsPipe)} | ` +
-        `${ms(r.addedLatencyMs?.p50)} | ${ms(r.addedLatencyMs?.p99)} | ${ms(r.addedLatencyMs?.p999)} | ${l ? `${f(l.p50, 2)} / ${f(l.p99, 2)}` : '–'} | ` +
+        `${ms(r.addedLatencyMs?.p50)} | ${ms(r.addedLatencyMs?.p99)} | ${ms(r.addedLatencyMs?.p999)} | ${l ? `${f(l.p50, 2)} / ${f(l.p99, 2)}` : '–'} | ${spread(r.roundRatiosVsDirect)} / ${spread(r.roundRatiosVsPipe)} | ` +
         `${r.proxyCpuSeconds == null ? '–' : `${r.proxyCpuSeconds.toFixed(2)} (${f(r.proxyCores, 2)})`} | ${r.proxyCpuUsPerOp == null ? '–' : f(r.proxyCpuUsPerOp)} | ${f(r.proxyPeakRssMiB)} | ${cap} | ${drops} | ${r.errors ?? 0}${r.firstError ? ` (${r.firstError.replace(/\|/g, '/').slice(0, 60)})` : ''} |`);
     }
     out.push('');

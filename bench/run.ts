@@ -31,7 +31,7 @@ interface Options {
 }
 
 function usage(msg: string): never {
-  process.stderr.write(`bench: ${msg}\nusage: node dist/bench/run.js [--smoke|--full] [--out DIR] [--contenders a,b] [--workloads x,y] [--duration MS] [--rounds N] [--workers N] [--cpu-prof] [--no-install]\n       node dist/bench/run.js --render RESULT.json   (re-render latest.md/svg)\n`);
+  process.stderr.write(`bench: ${msg}\nusage: node dist/bench/run.js [--smoke|--full] [--out DIR] [--contenders a,b] [--workloads x,y] [--duration MS] [--warmup MS] [--rounds N] [--workers N] [--cpu-prof] [--no-install]\n       node dist/bench/run.js --render RESULT.json   (re-render latest.md/svg)\n`);
   process.exit(2);
 }
 
@@ -47,6 +47,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--contenders') o.only = val().split(',');
     else if (a === '--workloads') o.workloads = val().split(',');
     else if (a === '--duration') profile.durationMs = Number(val()) || usage('--duration: milliseconds');
+    else if (a === '--warmup') profile.warmupMs = Number(val()) || usage('--warmup: milliseconds');
     else if (a === '--rounds') profile.rounds = Number(val()) || usage('--rounds: a number');
     else if (a === '--workers') o.workers = Number(val()) || usage('--workers: a number');
     else if (a === '--cpu-prof') o.cpuProf = true;
@@ -173,6 +174,7 @@ async function runOne(o: Options, w: Workload, info: ContenderInfo, live: Map<st
 /** `--render FILE.json`: rewrite latest.md/svg next to a result JSON (after a report change). */
 function render(file: string): void {
   const res = JSON.parse(readFileSync(file, 'utf8')) as BenchResult;
+  addRatios(res.rows, res.workloads); // a result written by an earlier version gains the newer derived fields
   writeFileSync(join(dirname(file), 'latest.md'), toMarkdown(res) + '\n');
   writeFileSync(join(dirname(file), 'latest.svg'), toSvg(res));
 }
