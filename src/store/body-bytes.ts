@@ -43,3 +43,19 @@ export function shareBody(source: object, from: string, target: object, to: stri
 export function bodyBytes(rec: object, field: string): Uint8Array | undefined {
   return (rec as Holder)[CELLS]?.[field]?.bytes;
 }
+
+/**
+ * The start of a UTF-8 text field (body, reqBody, respBody): its first `n` bytes decoded when the
+ * field is still lazy — a character cut at the end reads as U+FFFD — else the string's first `n`
+ * characters. For peeking at a message's type without decoding all of it (a 64 KiB message cost
+ * the assembler a whole decode, per message, only to test its first few hundred characters).
+ */
+export function utf8Head(rec: object, field: string, n: number): string | undefined {
+  const cell = (rec as Holder)[CELLS]?.[field];
+  if (cell && cell.text === undefined) {
+    const b = cell.bytes;
+    return Buffer.from(b.buffer, b.byteOffset, Math.min(b.length, n)).toString('utf8');
+  }
+  const v = (rec as Record<string, unknown>)[field];
+  return typeof v === 'string' ? v.slice(0, n) : undefined;
+}

@@ -18,6 +18,7 @@ import type { Store } from '../store/store.js';
 import { hash, msgSig, type Exchange, type Msg, type Reply } from './dissect/blocks.js';
 import { detectClient, dissectHttp, isOpenaiWsPath, type DissectRule } from './dissect/index.js';
 import { deriveWs, foldWsRecord, newConnState, type WsConnState } from './dissect/openai-ws.js';
+import { utf8Head } from '../store/body-bytes.js';
 import { assemblyDueIn, foldedUpTo, forgetUnfolded, noteAssembly, rememberUnfolded, unfoldedAfter } from './ws-pace.js';
 
 /** One request/response as kept in a conversation's state: history as message signatures. */
@@ -68,13 +69,24 @@ function bySeq(a: WsMessageRecord, b: WsMessageRecord): number {
   return a.direction === b.direction ? a.seq - b.seq : a.direction === 'client' ? -1 : 1;
 }
 
+/**
+ * How much of a message's text the pacing tests read: the event or request type leads its JSON
+ * (codex serialises `type` first). A request whose type came later would only be folded with the
+ * next batch that is assembled, never lost.
+ */
+const TYPE_HEAD = 512;
+
 /** A record that changes no conversation: a client text message that is not a request (foldWsRecord ignores it). */
 function isInert(r: WsMessageRecord): boolean {
-  return r.direction === 'client' && r.opcode === 'text' && r.body !== undefined && !CREATE_REQUEST.test(r.body);
+  if (r.direction !== 'client' || r.opcode !== 'text') return false;
+  const head = utf8Head(r, 'body', TYPE_HEAD);
+  return head !== undefined && !CREATE_REQUEST.test(head);
 }
 
 function isDelta(r: WsMessageRecord): boolean {
-  return r.direction === 'server' && r.opcode === 'text' && r.body !== undefined && DELTA_EVENT.test(r.body.slice(0, 200));
+  if (r.direction !== 'server' || r.opcode !== 'text') return false;
+  const head = utf8Head(r, 'body', TYPE_HEAD);
+  return head !== undefined && DELTA_EVENT.test(head);
 }
 
 function throttled(store: Store, conn: string, list: WsMessageRecord[]): boolean {
@@ -392,8 +404,10 @@ const RESPONSES_TYPE = /"type"\s*:\s*"(response\.|error")/;
 
 function looksLikeOpenaiWs(r: WsMessageRecord, rules: DissectRule[]): boolean {
   if (r.opcode === 'close') return isOpenaiWsPath(r.path, rules, r.host);
-  if (r.opcode !== 'text' || r.body === undefined) return false;
-  return isOpenaiWsPath(r.path, rules, r.host) || RESPONSES_TYPE.test(r.body.slice(0, 256));
+  if (r.opcode !== 'text') return false;
+  const head = utf8Head(r, 'body', TYPE_HEAD);
+  if (head === undefined) return false;
+  return isOpenaiWsPath(r.path, rules, r.host) || RESPONSES_TYPE.test(head);
 }
 
 /**
