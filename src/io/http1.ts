@@ -58,7 +58,8 @@ const VERSION = /^HTTP\/1\.[0-9]$/;
 export function headerValues(headers: Header[], name: string): string[] {
   const lower = name.toLowerCase();
   const out: string[] = [];
-  for (const [n, v] of headers) if (n.toLowerCase() === lower) out.push(v);
+  // the length test first: lowercasing every name for every lookup was most of a head's parse
+  for (const [n, v] of headers) if (n.length === lower.length && n.toLowerCase() === lower) out.push(v);
   return out;
 }
 
@@ -484,11 +485,20 @@ function parseFields(lines: string[], from: number): Header[] {
     if (colon <= 0) throw new BadHttp(`bad header line: ${clip(line)}`);
     const name = line.slice(0, colon);
     if (!TOKEN.test(name)) throw new BadHttp(`bad header name: ${clip(name)}`);
-    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '');
+    const value = trimOws(line, colon + 1);
     if (BAD_VALUE.test(value)) throw new BadHttp(`bad header value for ${clip(name)}`);
     out.push([name, value]);
   }
   return out;
+}
+
+/** line[from..] without leading and trailing OWS (SP / HTAB only, RFC 9110 §5.6.3). */
+function trimOws(line: string, from: number): string {
+  let a = from;
+  let b = line.length;
+  while (a < b && (line.charCodeAt(a) === 0x20 || line.charCodeAt(a) === 0x09)) a++;
+  while (b > a && (line.charCodeAt(b - 1) === 0x20 || line.charCodeAt(b - 1) === 0x09)) b--;
+  return line.slice(a, b);
 }
 
 /** RFC 9112 §6.3 item 5: a list of identical values is one length; differing or invalid → error. */
