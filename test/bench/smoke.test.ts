@@ -1,13 +1,15 @@
 // The bench is not a test, but it must start and produce a result: run the runner's --smoke
 // profile (one WebSocket workload; direct, TLS pipe and greytap; ~10 s) into a temp dir and check
-// the JSON carries real numbers, and that SIGINT leaves no child process behind.
+// the JSON carries real numbers, and that SIGINT leaves no child process behind; plus the ratio
+// arithmetic of the report on fixed rows.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { BenchResult } from '../../bench/report.js';
+import { addRatios, toMarkdown, type BenchResult, type Row } from '../../bench/report.js';
+import { WORKLOADS } from '../../bench/workloads.js';
 import { parsePromText, sumSeries } from '../../bench/prom.js';
 
 const RUNNER = 'dist/bench/run.js';
@@ -120,4 +122,23 @@ test('Prometheus text is summed by name and label subset (greytap /metrics befor
   assert.equal(sumSeries(s, 'greytap_store_records_total'), 22);
   assert.equal(sumSeries(s, 'greytap_store_records_total', { kind: 'WS_RESP' }), 12);
   assert.equal(sumSeries(s, 'greytap_capture_dropped_total'), 3);
+});
+
+test('ratios: best over best, and each round against the same round of direct and the pipe (failed rounds skipped)', () => {
+  const w = WORKLOADS['ws-deflate-1k-c8'];
+  const row = (contender: string, rounds: (number | null)[]): Row => ({
+    workload: w.id, contender, status: 'ok', opsPerSec: Math.max(...rounds.map((r) => r ?? 0)), rounds,
+  });
+  const rows = [row('direct', [200, 100, 400]), row('tls-pipe', [100, 100, 200]), row('greytap', [100, null, 100])];
+  addRatios(rows, [w]);
+  const g = rows[2];
+  assert.equal(g.ratioVsDirect, 100 / 400);
+  assert.deepEqual(g.roundRatiosVsDirect, [0.5, 0.25]);
+  assert.deepEqual(g.roundRatiosVsPipe, [1, 0.5]);
+  const md = toMarkdown({
+    version: 1, profile: 'short', startedAt: '', wallSeconds: 0,
+    machine: { cpus: 2, cpuModel: 'x', node: '20', kernel: 'k', mitmproxy: null, greytapCommit: null },
+    settings: { warmupMs: 0, durationMs: 0, rounds: 3, greytapWorkers: 1 }, contenders: [], workloads: [w], rows,
+  } as BenchResult);
+  assert.match(md, /\| greytap \| 100 \|.*\| 0\.25–0\.50 \/ 0\.50–1\.00 \|/);
 });
