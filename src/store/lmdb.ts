@@ -271,16 +271,17 @@ class LmdbStoreImpl implements LmdbStore {
     return e instanceof StoreError ? e : new StoreError(`store write failed: ${(e as Error)?.message ?? e}`, { cause: e });
   }
 
-  putTransactions(records: TransactionRecord[]): Promise<void> {
-    if (records.length === 0) return Promise.resolve();
+  // async without an await: the writes are queued in the caller's turn, and a throw rejects
+  async putTransactions(records: TransactionRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    this.writable();
     let prepared: ReturnType<LmdbStoreImpl['prepare']>[];
     try {
-      this.writable();
       // Everything that can throw (redaction, body split) happens before the first put, so a batch
       // is either queued whole or not at all.
       prepared = records.map((r) => this.prepare(r));
     } catch (e) {
-      return Promise.reject(this.wrap(e));
+      throw this.wrap(e);
     }
     const { tx, bodies, byHost, byConn, byKind } = this.d;
     return this.turn.add(() => {
@@ -321,12 +322,8 @@ class LmdbStoreImpl implements LmdbStore {
     return { meta, apart };
   }
 
-  putConnection(record: ConnectionRecord): Promise<void> {
-    try {
-      this.writable();
-    } catch (e) {
-      return Promise.reject(this.wrap(e));
-    }
+  async putConnection(record: ConnectionRecord): Promise<void> {
+    this.writable();
     return this.turn.add(() => { this.d.conns.putSync(record.id, record); });
   }
 
