@@ -3,6 +3,7 @@
 // covers a runner killed with SIGKILL.
 import { fork, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { once } from 'node:events';
+import { createWriteStream } from 'node:fs';
 import type { ReadyMessage } from './protocol.js';
 
 const live = new Set<ChildProcess>();
@@ -20,6 +21,7 @@ function track(proc: ChildProcess): Child {
   const keep = (b: Buffer) => { tail = (tail + b.toString()).slice(-4096); };
   proc.stdout?.on('data', keep);
   proc.stderr?.on('data', keep);
+  if (process.env.BENCH_CHILD_LOG) proc.stdout?.pipe(createWriteStream(`${process.env.BENCH_CHILD_LOG}.${proc.pid}`));
   let gone = false;
   proc.once('exit', () => { gone = true; live.delete(proc); });
   proc.on('error', (e) => { keep(Buffer.from(`\n${e.message}\n`)); });

@@ -1,0 +1,20 @@
+// V8 heap settings for `greytap serve`, applied at start-up before any worker exists (V8 flags are
+// process-wide, so the capture workers' heaps get them too).
+//
+// Why: the forwarding thread keeps a small live heap (~10 MB) and allocates fast (a Buffer per
+// TLS record, capture buffers of up to --max-body). V8 sizes the next old-generation limit from
+// the live size with a factor it picks from GC speed — about 2.5× here — and starts incremental
+// marking as soon as that headroom is smaller than new space, which had grown to 16 MB. Under a
+// bulk download that meant a mark-compact every ~100 ms (≈90 in 9 s), with the concurrent
+// marking threads using another sixth of a core; the TLS pipe in bench/ ran none.
+// A fixed factor of 5× live leaves that headroom: measured on bench bulk-64m, mark-compacts 90 → 8 per run, greytap CPU
+// per download −25 %. The price is a heap up to 5× the live data between full GCs, which for a
+// ~10 MB live heap is ~50 MB (README, "Memory").
+import v8 from 'node:v8';
+
+/** Old-generation growth after a full GC, as (1 + percent/100) × live size. */
+export const HEAP_GROWING_PERCENT = 400;
+
+export function tuneHeapForForwarding(): void {
+  v8.setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
+}
