@@ -4,12 +4,14 @@
 // Why: the forwarding thread keeps a small live heap (~10 MB) and allocates fast (a Buffer per
 // TLS record, capture buffers of up to --max-body). V8 sizes the next old-generation limit from
 // the live size with a factor it picks from GC speed — about 2.5× here — and starts incremental
-// marking as soon as that headroom is smaller than new space, which had grown to 16 MB. Under a
-// bulk download that meant a mark-compact every ~100 ms (≈90 in 9 s), with the concurrent
-// marking threads using another sixth of a core; the TLS pipe in bench/ ran none.
-// A fixed factor of 5× live leaves that headroom: measured on bench bulk-64m, mark-compacts 90 → 8 per run, greytap CPU
-// per download −25 %. The price is a heap up to 5× the live data between full GCs, which for a
-// ~10 MB live heap is ~50 MB (README, "Memory").
+// marking at once when that headroom is no larger than new space, which had grown to 16 MB
+// (--trace-incremental-marking: "9MB / 25MB / 16MB slack"). Under a bulk download that meant a
+// mark-compact every ~100 ms (≈90 in 9 s), with the concurrent marking threads using another
+// sixth of a core; the TLS pipe in bench/ ran none. A fixed factor of 5× live leaves the headroom:
+// on bench bulk-64m, mark-compacts 90 → 2–8 per run, greytap CPU per download −25 %. The price is
+// a heap up to 5× the live data between full GCs: ~50 MB for the forwarding thread's ~10 MB
+// (README, "Bounds"). Set here rather than on the node command line so every way of starting
+// `greytap serve` gets it (--initial-old-space-size works too, but only as a node argument).
 import v8 from 'node:v8';
 
 /** Old-generation growth after a full GC, as (1 + percent/100) × live size. */
