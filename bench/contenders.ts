@@ -129,9 +129,10 @@ function greytap(socks: boolean): Contender {
       const dataDir = join(ctx.tmp, socks ? 'greytap-socks-data' : 'greytap-data');
       const maps = [BENCH_DOMAIN, ...Array.from({ length: ctx.hosts }, (_, i) => `h${i + 1}.${BENCH_DOMAIN}`)]
         .flatMap((h) => ['--map', `${h}:${ctx.upstreamPort}=127.0.0.1:${ctx.upstreamPort}`]);
-      const nodeArgs = [...(ctx.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', ctx.cpuProfDir] : []), ...(process.env.BENCH_GREYTAP_NODE_ARGS?.split(' ').filter(Boolean) ?? [])];
+      const words = (v: string | undefined) => v?.split(' ').filter(Boolean) ?? [];
+      const nodeArgs = [...(ctx.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', ctx.cpuProfDir] : []), ...words(process.env.BENCH_GREYTAP_NODE_ARGS)];
       const args = [...nodeArgs, bin, 'serve', '--data-dir', dataDir, '--http-proxy', `127.0.0.1:${http}`, '--socks', `127.0.0.1:${socksPort}`,
-        '--api', `127.0.0.1:${api}`, '--upstream-ca', ctx.pki.upstreamCaFile, '--workers', String(ctx.workers), ...maps];
+        '--api', `127.0.0.1:${api}`, '--upstream-ca', ctx.pki.upstreamCaFile, '--workers', String(ctx.workers), ...maps, ...words(process.env.BENCH_GREYTAP_ARGS)];
       const c = spawnChild(process.execPath, args, { cwd: ctx.repoRoot });
       const stop = () => stopChild(c, 'SIGINT', 15_000); // SIGINT: flush captured records (and write the CPU profile)
       try {
