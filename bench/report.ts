@@ -51,7 +51,7 @@ export interface BenchResult {
   profile: string;
   startedAt: string;
   wallSeconds: number;
-  machine: { cpus: number; cpuModel: string; node: string; kernel: string; mitmproxy: string | null; greytapCommit: string | null };
+  machine: { cpus: number; cpuModel: string; node: string; kernel: string; mitmproxy: string | null; greytapCommit: string | null; firstTouchUsPerPage?: number };
   settings: { warmupMs: number; durationMs: number; rounds: number; greytapWorkers: number };
   contenders: ContenderInfo[];
   workloads: Workload[];
@@ -100,7 +100,8 @@ export function toMarkdown(res: BenchResult): string {
   const out: string[] = [];
   const m = res.machine;
   out.push(`# greytap bench — ${res.profile} run, ${res.startedAt}`, '');
-  out.push(`${m.cpus} × ${m.cpuModel}, Node ${m.node}, Linux ${m.kernel}${m.mitmproxy ? `, mitmproxy ${m.mitmproxy}` : ''}${m.greytapCommit ? `, greytap @ ${m.greytapCommit}` : ''}. ` +
+  out.push(`${m.cpus} × ${m.cpuModel}, Node ${m.node}, Linux ${m.kernel}${m.mitmproxy ? `, mitmproxy ${m.mitmproxy}` : ''}${m.greytapCommit ? `, greytap @ ${m.greytapCommit}` : ''}` +
+    `${m.firstTouchUsPerPage !== undefined ? `; first write to fresh memory ${m.firstTouchUsPerPage.toFixed(1)} µs per 4 KiB page (what storing new data costs the kernel here)` : ''}. ` +
     `Warm-up ${res.settings.warmupMs / 1000} s, window ${res.settings.durationMs / 1000} s per run, best of ${res.settings.rounds} interleaved round(s); greytap --workers ${res.settings.greytapWorkers}; client, upstream and proxy are separate processes on the same cores. ` +
     `Ratios are against **direct** (and the **TLS pipe** for bulk) measured in this same run; added latency is the contender's percentile minus direct's.`, '');
   out.push('| contender | status | what it is |', '|---|---|---|');

@@ -11,7 +11,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { makeBenchPki } from './certs.js';
 import { forkChild, installExitHandlers, lastLines, stopChild, waitReady, type Child } from './children.js';
 import { CONTENDERS, Unavailable, type Contender, type Running, type StartCtx } from './contenders.js';
-import { cpuSeconds, peakRssMiB, resetPeakRss } from './procstat.js';
+import { cpuSeconds, firstTouchMicrosPerPage, peakRssMiB, resetPeakRss } from './procstat.js';
 import { scrape, sumSeries, type Samples } from './prom.js';
 import { addRatios, toMarkdown, toSvg, type BenchResult, type CaptureCheck, type ContenderInfo, type Row } from './report.js';
 import { PROFILES, SMOKE_CONTENDERS, WORKLOADS, type Profile } from './workloads.js';
@@ -192,6 +192,9 @@ async function main(): Promise<void> {
     spawnSync('bash', [join(repoRoot, 'bench', 'install-peers.sh')], { stdio: 'inherit', timeout: 600_000 });
   }
 
+  // measured before any contender runs, so no one's memory churn is in it
+  const pageCost = firstTouchMicrosPerPage();
+  log(`first write to fresh memory: ${pageCost.toFixed(1)} µs per 4 KiB page`);
   const started = Date.now();
   const startedAt = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
   const pki = makeBenchPki(tmp);
@@ -251,7 +254,7 @@ async function main(): Promise<void> {
     profile: o.profile.name,
     startedAt,
     wallSeconds: Math.round((Date.now() - started) / 1000),
-    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '?', node: process.versions.node, kernel: release(), mitmproxy: mitmVersion, greytapCommit: sh('git', ['-C', repoRoot, 'rev-parse', '--short', 'HEAD']) },
+    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '?', node: process.versions.node, kernel: release(), mitmproxy: mitmVersion, greytapCommit: sh('git', ['-C', repoRoot, 'rev-parse', '--short', 'HEAD']), firstTouchUsPerPage: pageCost },
     settings: { warmupMs: o.profile.warmupMs, durationMs: o.profile.durationMs, rounds: o.profile.rounds, greytapWorkers: o.workers },
     contenders: infos,
     workloads,
