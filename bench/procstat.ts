@@ -35,8 +35,9 @@ export function resetPeakRss(pid: number): boolean {
 /**
  * What the kernel charges for a page of memory touched for the first time (µs per 4 KiB page):
  * 64 MiB freshly allocated, one write per page. It bounds any contender that stores new data (its
- * page cache and buffers grow), so it is printed with the machine: on the VMs this was developed
- * on it read 2.6–15 µs (less when the memory was used recently), against well under 1 µs on an ordinary host.
+ * page cache and buffers grow), so it is printed with the machine. On the VM this was developed on
+ * it read 2.6–16.6 µs within one session: the host takes freed guest memory back within seconds,
+ * so the cost depends on what the machine did just before, not on the contender.
  */
 export function firstTouchMicrosPerPage(): number {
   const bytes = 64 << 20;
