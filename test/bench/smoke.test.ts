@@ -49,6 +49,7 @@ test('bench --smoke writes latest.json/md/svg with measured numbers for direct a
     const res = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as BenchResult;
     assert.equal(res.profile, 'smoke');
     assert.deepEqual(res.workloads.map((w) => w.id), ['ws-plain-1k-c8']);
+    assert.ok(res.machine.firstTouchUsPerPage! > 0 && Number.isFinite(res.machine.firstTouchUsPerPage), 'the machine\'s first-touch cost is measured');
     assert.deepEqual(res.rows.map((x) => x.contender), ['direct', 'tls-pipe', 'greytap']);
     const [direct, pipe, greytap] = res.rows;
     for (const row of [direct, pipe]) {
@@ -76,6 +77,7 @@ test('bench --smoke writes latest.json/md/svg with measured numbers for direct a
     }
     const md = readFileSync(join(out, 'latest.md'), 'utf8');
     assert.match(md, /\| contender \| msg\/s \| MB\/s \| × direct \|/);
+    assert.match(md, /first write to fresh memory [\d.]+ µs per 4 KiB page/);
     assert.match(md, /\| tls-pipe \| [\d,]+ \|/);
     const svg = readFileSync(join(out, 'latest.svg'), 'utf8');
     assert.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
