@@ -36,7 +36,7 @@ export function resetPeakRss(pid: number): boolean {
  * What the kernel charges for a page of memory touched for the first time (µs per 4 KiB page):
  * 64 MiB freshly allocated, one write per page. It bounds any contender that stores new data (its
  * page cache and buffers grow), so it is printed with the machine. On the VM this was developed on
- * it read 2.6–16.6 µs within one session: the host takes freed guest memory back within seconds,
+ * it read 2.2–16.6 µs within one session: the host takes freed guest memory back (within 20 s),
  * so the cost depends on what the machine did just before, not on the contender.
  */
 export function firstTouchMicrosPerPage(): number {
