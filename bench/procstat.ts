@@ -1,6 +1,7 @@
 // Cost of a contender's process, from /proc (Linux): CPU seconds (utime + stime, all threads) and
 // peak resident set (VmHWM), which can be reset per workload by writing "5" to clear_refs
-// (proc(5), Linux ≥ 4.0). Missing /proc or a gone process reads as null, never throws.
+// (proc(5), Linux ≥ 4.0). Missing /proc or a gone process reads as null, never throws. Also the
+// machine's own cost of first-touching memory, which every contender that stores data pays.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 
