@@ -82,19 +82,33 @@ function runClient(job: ClientJob): Promise<ClientResult> {
   });
 }
 
-/** Waits until greytap has committed `expected` records of `kinds` since `before` (or stops progressing). */
-async function settleCapture(url: string, before: Samples, kinds: string[], expected: number): Promise<CaptureCheck | null> {
+/** CPU the process used per second of wall time over `ms` (null: it is gone). */
+async function cpuRate(pid: number, ms: number): Promise<number | null> {
+  const a = cpuSeconds(pid);
+  await new Promise((r) => setTimeout(r, ms));
+  const b = cpuSeconds(pid);
+  return a === null || b === null ? null : (b - a) / (ms / 1000);
+}
+
+/** Below this share of one core greytap is doing nothing: no decoding, storing or assembling left. */
+const IDLE_CORES = 0.05;
+
+/**
+ * Waits until greytap has committed `expected` records of `kinds` since `before` AND its CPU has
+ * gone quiet, or 20 s. The record count alone ended the wait while the worker was still busy: a
+ * lagging lane's records go to the worker as one task and are counted when it returns, so the
+ * count can stand still for seconds while a backlog is stored, and that work then ran, uncounted,
+ * into the next workload's window. /metrics is scraped only once the CPU is quiet: a scrape costs
+ * the forwarding thread 10–60 ms.
+ */
+async function settleCapture(url: string, pid: number | null | undefined, before: Samples, kinds: string[], expected: number): Promise<CaptureCheck | null> {
   const committedOf = (s: Samples) => kinds.reduce((n, k) => n + sumSeries(s, 'greytap_store_records_total', { kind: k }) - sumSeries(before, 'greytap_store_records_total', { kind: k }), 0);
   const deadline = Date.now() + 20_000;
-  let last = -1, lastChange = Date.now(), after: Samples | null = null;
-  while (Date.now() < deadline) {
-    after = await scrape(url);
-    if (!after) return null;
-    const c = committedOf(after);
-    if (c >= expected) break;
-    if (c !== last) { last = c; lastChange = Date.now(); } else if (Date.now() - lastChange > 2500) break;
-    await new Promise((r) => setTimeout(r, 250));
+  while (pid && Date.now() < deadline) {
+    const busy = await cpuRate(pid, 500);
+    if (busy === null || busy <= IDLE_CORES) break;
   }
+  const after = await scrape(url);
   if (!after) return null;
   const droppedByReason: Record<string, number> = {};
   let dropped = 0;
@@ -129,7 +143,7 @@ async function measure(o: Options, w: Workload, name: string, r: Running): Promi
   let capture: CaptureCheck | null = null;
   if (r.metricsUrl && before) {
     const ws = w.kind === 'ws';
-    capture = await settleCapture(r.metricsUrl, before, ws ? ['WS_REQ', 'WS_RESP'] : ['HTTP'], ws ? res.wire.wsClient + res.wire.wsServer : res.wire.httpExchanges);
+    capture = await settleCapture(r.metricsUrl, pid, before, ws ? ['WS_REQ', 'WS_RESP'] : ['HTTP'], ws ? res.wire.wsClient + res.wire.wsServer : res.wire.httpExchanges);
   }
   // Per operation, the proxy's CPU includes capture it finished after the run (a lagging capture
   // still costs the host its CPU); idle polling while settling adds a little.
