@@ -94,12 +94,12 @@ async function cpuRate(pid: number, ms: number): Promise<number | null> {
 const IDLE_CORES = 0.05;
 
 /**
- * Waits until greytap has committed `expected` records of `kinds` since `before` AND its CPU has
- * gone quiet, or 20 s. The record count alone ended the wait while the worker was still busy: a
- * lagging lane's records go to the worker as one task and are counted when it returns, so the
- * count can stand still for seconds while a backlog is stored, and that work then ran, uncounted,
- * into the next workload's window. /metrics is scraped only once the CPU is quiet: a scrape costs
- * the forwarding thread 10–60 ms.
+ * Waits until greytap's CPU has gone quiet (at most 20 s), then reads the records of `kinds` it
+ * committed since `before` against the `expected` ones. Waiting on the record count instead ended
+ * while the worker was still busy: a lagging lane's records go to the worker as one task and are
+ * counted when it returns, so the count can stand still for seconds while a backlog is stored, and
+ * that work then ran, uncounted, into the next workload's window. /metrics is scraped only once the
+ * CPU is quiet: a scrape costs the forwarding thread 10–60 ms.
  */
 async function settleCapture(url: string, pid: number | null | undefined, before: Samples, kinds: string[], expected: number): Promise<CaptureCheck | null> {
   const committedOf = (s: Samples) => kinds.reduce((n, k) => n + sumSeries(s, 'greytap_store_records_total', { kind: k }) - sumSeries(before, 'greytap_store_records_total', { kind: k }), 0);
