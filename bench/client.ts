@@ -4,6 +4,7 @@
 // ClientResult. Only operations that complete inside the window count towards rates and
 // latencies; `wire` counts everything, for the capture-completeness check.
 import http from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type tls from 'node:tls';
 import { WebSocket } from 'ws';
 import { dialTls, target } from './dial.js';
@@ -65,7 +66,6 @@ class Run {
   }
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const hostHeader = (route: Route, hostIdx: number | null) => { const t = target(route, hostIdx); return `${t.host}:${t.port}`; };
 
 // ── WebSocket echo (workloads a, b, c) ────────────────────────────────────────────────────────────

@@ -2,6 +2,7 @@
 // reaches the upstream through it (Route), and what it is told to trust. `sees` documents exactly
 // what each one is asked to do, so the table compares like with like.
 import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
@@ -57,7 +58,6 @@ export function freePort(): Promise<number> {
   });
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Polls `probe` every 200 ms until it is true; fails early when the child has exited. */
 async function until(c: Child, what: string, timeoutMs: number, probe: () => Promise<boolean>): Promise<void> {

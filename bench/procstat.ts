@@ -3,6 +3,7 @@
 // (proc(5), Linux ≥ 4.0). Missing /proc or a gone process reads as null, never throws. Also the
 // machine's own cost of first-touching memory, which every contender that stores data pays.
 import { readFileSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { execFileSync } from 'node:child_process';
 
 let clkTck = 100;
@@ -17,6 +18,14 @@ export function cpuSeconds(pid: number): number | null {
   } catch {
     return null;
   }
+}
+
+/** CPU the process used per second of wall time over the next `ms` (null: it is gone). */
+export async function cpuRate(pid: number, ms: number): Promise<number | null> {
+  const a = cpuSeconds(pid);
+  await sleep(ms);
+  const b = cpuSeconds(pid);
+  return a === null || b === null ? null : (b - a) / (ms / 1000);
 }
 
 /** Peak RSS in MiB since start or since the last resetPeakRss. */

@@ -11,7 +11,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { makeBenchPki } from './certs.js';
 import { forkChild, installExitHandlers, lastLines, stopChild, waitReady, type Child } from './children.js';
 import { CONTENDERS, Unavailable, type Contender, type Running, type StartCtx } from './contenders.js';
-import { cpuSeconds, firstTouchMicrosPerPage, peakRssMiB, resetPeakRss } from './procstat.js';
+import { cpuRate, cpuSeconds, firstTouchMicrosPerPage, peakRssMiB, resetPeakRss } from './procstat.js';
 import { scrape, sumSeries, type Samples } from './prom.js';
 import { addRatios, toMarkdown, toSvg, type BenchResult, type CaptureCheck, type ContenderInfo, type Row } from './report.js';
 import { PROFILES, SMOKE_CONTENDERS, WORKLOADS, type Profile } from './workloads.js';
@@ -80,14 +80,6 @@ function runClient(job: ClientJob): Promise<ClientResult> {
     c.proc.once('exit', (code, sig) => { clearTimeout(t); reject(new Error(`client exited (${sig ?? code}): ${lastLines(c.tail(), 2)}`)); });
     c.proc.send(job);
   });
-}
-
-/** CPU the process used per second of wall time over `ms` (null: it is gone). */
-async function cpuRate(pid: number, ms: number): Promise<number | null> {
-  const a = cpuSeconds(pid);
-  await new Promise((r) => setTimeout(r, ms));
-  const b = cpuSeconds(pid);
-  return a === null || b === null ? null : (b - a) / (ms / 1000);
 }
 
 /** Below this share of one core greytap is doing nothing: no decoding, storing or assembling left. */

@@ -52,7 +52,7 @@ async function main(argv: string[]): Promise<number> {
   switch (cmd) {
     case 'serve': {
       const cfg = loadConfig(rest);
-      (await import('./heap-tuning.js')).tuneHeapForForwarding();
+      (await import('./heap-tuning.js')).tuneV8ForServe();
       const { serve } = await import('./serve.js');
       const running = await serve(cfg);
       const a = running.addresses;

@@ -25,7 +25,7 @@ import v8 from 'node:v8';
 /** Old-generation growth after a full GC, as (1 + percent/100) × live size. */
 export const HEAP_GROWING_PERCENT = 400;
 
-export function tuneHeapForForwarding(): void {
+export function tuneV8ForServe(): void {
   v8.setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
   v8.setFlagsFromString('--no-concurrent-sweeping');
   v8.setFlagsFromString('--no-concurrent-array-buffer-sweeping');
