@@ -43,7 +43,7 @@ export const PROFILES: Record<Profile['name'], Profile> = {
   // The short profile's warm-up covers a fresh client's ramp: with new connections from a new client
   // process, echoes per 250 ms climb for ~1 s through direct and ~2 s through greytap (measured on
   // (a)), so a 0.3 s warm-up measured the ramp — (a) read 0.63–0.69× direct where 10 s windows read
-  // 0.79–0.85×. 1.2 s of warm-up and 1 s windows cost ~50 s more than 0.3 s and 1.2 s.
+  // 0.76–0.85×. 1.2 s of warm-up and 1 s windows cost ~50 s more than 0.3 s and 1.2 s.
   short: {
     name: 'short',
     workloads: ['ws-deflate-1k-c8', 'ws-plain-1k-c8', 'ws-plain-64k-c8', 'sse-c4', 'http-1k-c8', 'http-1m-c8', 'churn-100h-c8', 'bulk-64m'],
