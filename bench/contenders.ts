@@ -58,7 +58,6 @@ export function freePort(): Promise<number> {
   });
 }
 
-
 /** Polls `probe` every 200 ms until it is true; fails early when the child has exited. */
 async function until(c: Child, what: string, timeoutMs: number, probe: () => Promise<boolean>): Promise<void> {
   const deadline = Date.now() + timeoutMs;
