@@ -1,7 +1,8 @@
-// Cost of a contender's process, from /proc (Linux): CPU seconds (utime + stime, all threads) and
+// Cost of a contender's process, from /proc (Linux): CPU seconds (utime + stime, all threads),
 // peak resident set (VmHWM), which can be reset per workload by writing "5" to clear_refs
-// (proc(5), Linux ≥ 4.0). Missing /proc or a gone process reads as null, never throws. Also the
-// machine's own cost of first-touching memory, which every contender that stores data pays.
+// (proc(5), Linux ≥ 4.0), and a sampled peak of its anonymous part (RssAnon). Missing /proc or a
+// gone process reads as null, never throws. Also the machine's own cost of first-touching memory,
+// which every contender that stores data pays.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execFileSync } from 'node:child_process';
@@ -40,6 +41,33 @@ export function peakRssMiB(pid: number): number | null {
 
 export function resetPeakRss(pid: number): boolean {
   try { writeFileSync(`/proc/${pid}/clear_refs`, '5'); return true; } catch { return false; }
+}
+
+function rssAnonMiB(pid: number): number | null {
+  try {
+    const m = /RssAnon:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Peak RssAnon, sampled every `everyMs` until stop(). VmHWM alone misleads for a store that maps
+ * its file: greytap's VmHWM also counts the LMDB file's pages that reads mapped in, which are
+ * clean page cache (the kernel can take them back at any time), and which grow with the store —
+ * to several GiB over a `--full` run while the anonymous part stayed at a few hundred MiB. The
+ * kernel keeps no high-water mark of RssAnon alone, so it is sampled.
+ */
+export function sampleAnonPeak(pid: number, everyMs = 200): { stop(): number | null } {
+  let peak: number | null = null;
+  const read = () => {
+    const v = rssAnonMiB(pid);
+    if (v !== null && (peak === null || v > peak)) peak = v;
+  };
+  read();
+  const timer = setInterval(read, everyMs);
+  return { stop: () => { clearInterval(timer); read(); return peak; } };
 }
 
 /**

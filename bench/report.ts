@@ -32,6 +32,8 @@ export interface Row {
   /** proxy CPU (all threads, capture finished after the run included) per operation completed in the run, µs */
   proxyCpuUsPerOp?: number | null;
   proxyPeakRssMiB?: number | null;
+  /** sampled peak of RssAnon: the proxy's own memory, without the file pages a store maps in */
+  proxyPeakAnonMiB?: number | null;
   capture?: CaptureCheck | null;
   errors?: number;
   firstError?: string;
@@ -110,7 +112,7 @@ export function toMarkdown(res: BenchResult): string {
   for (const w of res.workloads) {
     out.push(`## ${w.label}`, '');
     const unit = w.kind === 'bulk' ? 'downloads' : `${w.unit}`;
-    out.push(`| contender | ${unit}/s | MB/s | × direct | × pipe | +p50 ms | +p99 ms | +p99.9 ms | p50 / p99 ms | per round × direct / × pipe | proxy CPU s (cores) | proxy CPU µs/op | peak RSS MiB | capture | drops | errors |`);
+    out.push(`| contender | ${unit}/s | MB/s | × direct | × pipe | +p50 ms | +p99 ms | +p99.9 ms | p50 / p99 ms | per round × direct / × pipe | proxy CPU s (cores) | proxy CPU µs/op | peak RSS / anon MiB | capture | drops | errors |`);
     out.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
     for (const r of res.rows.filter((r) => r.workload === w.id)) {
       if (r.status !== 'ok') {
@@ -122,7 +124,7 @@ export function toMarkdown(res: BenchResult): string {
       const l = r.latencyMs;
       out.push(`| ${r.contender} | ${f(r.opsPerSec, w.kind === 'bulk' ? 2 : 0)} | ${f(r.mbPerSec, 1)} | ${x(r.ratioVsDirect)} | ${x(r.ratioVsPipe)} | ` +
         `${ms(r.addedLatencyMs?.p50)} | ${ms(r.addedLatencyMs?.p99)} | ${ms(r.addedLatencyMs?.p999)} | ${l ? `${f(l.p50, 2)} / ${f(l.p99, 2)}` : '–'} | ${spread(r.roundRatiosVsDirect)} / ${spread(r.roundRatiosVsPipe)} | ` +
-        `${r.proxyCpuSeconds == null ? '–' : `${r.proxyCpuSeconds.toFixed(2)} (${f(r.proxyCores, 2)})`} | ${r.proxyCpuUsPerOp == null ? '–' : f(r.proxyCpuUsPerOp)} | ${f(r.proxyPeakRssMiB)} | ${cap} | ${drops} | ${r.errors ?? 0}${r.firstError ? ` (${r.firstError.replace(/\|/g, '/').slice(0, 60)})` : ''} |`);
+        `${r.proxyCpuSeconds == null ? '–' : `${r.proxyCpuSeconds.toFixed(2)} (${f(r.proxyCores, 2)})`} | ${r.proxyCpuUsPerOp == null ? '–' : f(r.proxyCpuUsPerOp)} | ${f(r.proxyPeakRssMiB)}${r.proxyPeakAnonMiB == null ? '' : ` / ${f(r.proxyPeakAnonMiB)}`} | ${cap} | ${drops} | ${r.errors ?? 0}${r.firstError ? ` (${r.firstError.replace(/\|/g, '/').slice(0, 60)})` : ''} |`);
     }
     out.push('');
   }

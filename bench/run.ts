@@ -11,7 +11,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { makeBenchPki } from './certs.js';
 import { forkChild, installExitHandlers, lastLines, stopChild, waitReady, type Child } from './children.js';
 import { CONTENDERS, Unavailable, type Contender, type Running, type StartCtx } from './contenders.js';
-import { cpuRate, cpuSeconds, firstTouchMicrosPerPage, peakRssMiB, resetPeakRss } from './procstat.js';
+import { cpuRate, cpuSeconds, firstTouchMicrosPerPage, peakRssMiB, resetPeakRss, sampleAnonPeak } from './procstat.js';
 import { scrape, sumSeries, type Samples } from './prom.js';
 import { addRatios, toMarkdown, toSvg, type BenchResult, type CaptureCheck, type ContenderInfo, type Row } from './report.js';
 import { PROFILES, SMOKE_CONTENDERS, WORKLOADS, type Profile } from './workloads.js';
@@ -121,16 +121,20 @@ async function measure(o: Options, w: Workload, name: string, r: Running): Promi
   if (pid) resetPeakRss(pid);
   const before = r.metricsUrl ? await scrape(r.metricsUrl) : null;
   const cpu0 = pid ? cpuSeconds(pid) : null;
+  const anon = pid ? sampleAnonPeak(pid) : null;
   const t0 = performance.now();
   let res: ClientResult;
   try {
     res = await runClient(job);
   } catch (e) {
     return { workload: w.id, contender: name, status: r.alive() ? 'error' : 'crashed', reason: (e as Error).message };
+  } finally {
+    anon?.stop();
   }
   const wallS = (performance.now() - t0) / 1000;
   const cpuRun = pid ? cpuSeconds(pid) : null;
   const rss = pid ? peakRssMiB(pid) : null;
+  const anonPeak = anon ? anon.stop() : null;
   if (!r.alive()) return { workload: w.id, contender: name, status: 'crashed', reason: lastLines(r.tail(), 2) || 'process exited' };
   let capture: CaptureCheck | null = null;
   if (r.metricsUrl && before) {
@@ -151,6 +155,7 @@ async function measure(o: Options, w: Workload, name: string, r: Running): Promi
     proxyCores: cpu0 !== null && cpuRun !== null ? (cpuRun - cpu0) / wallS : null,
     proxyCpuUsPerOp: cpu0 !== null && cpuSettled !== null && res.opsTotal > 0 ? ((cpuSettled - cpu0) / res.opsTotal) * 1e6 : null,
     proxyPeakRssMiB: rss,
+    proxyPeakAnonMiB: anonPeak,
     capture,
     errors: res.errors,
     firstError: res.firstError,

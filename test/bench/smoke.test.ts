@@ -62,6 +62,7 @@ test('bench --smoke writes latest.json/md/svg with measured numbers for direct a
     assert.equal(direct.proxyCpuSeconds, null, 'direct has no proxy process');
     assert.ok(pipe.ratioVsDirect! > 0, 'ratio against direct of the same run');
     assert.ok(pipe.proxyCpuSeconds! > 0 && pipe.proxyPeakRssMiB! > 0, 'proxy CPU and peak RSS read from /proc');
+    assert.ok(pipe.proxyPeakAnonMiB! > 0 && pipe.proxyPeakAnonMiB! <= pipe.proxyPeakRssMiB!, 'peak anonymous RSS sampled, within the peak RSS');
     assert.ok(pipe.proxyCpuUsPerOp! > 0 && Number.isFinite(pipe.proxyCpuUsPerOp), 'proxy CPU per operation');
     assert.equal(direct.proxyCpuUsPerOp, null);
     assert.ok(pipe.addedLatencyMs && Number.isFinite(pipe.addedLatencyMs.p50));
