@@ -29,27 +29,23 @@ export async function cpuRate(pid: number, ms: number): Promise<number | null> {
   return a === null || b === null ? null : (b - a) / (ms / 1000);
 }
 
-/** Peak RSS in MiB since start or since the last resetPeakRss. */
-export function peakRssMiB(pid: number): number | null {
+/** One `NAME: N kB` field of /proc/<pid>/status, in MiB. */
+function statusMiB(pid: number, field: 'VmHWM' | 'RssAnon'): number | null {
   try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) / 1024 : null;
   } catch {
     return null;
   }
+}
+
+/** Peak RSS in MiB since start or since the last resetPeakRss. */
+export function peakRssMiB(pid: number): number | null {
+  return statusMiB(pid, 'VmHWM');
 }
 
 export function resetPeakRss(pid: number): boolean {
   try { writeFileSync(`/proc/${pid}/clear_refs`, '5'); return true; } catch { return false; }
-}
-
-function rssAnonMiB(pid: number): number | null {
-  try {
-    const m = /RssAnon:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : null;
-  } catch {
-    return null;
-  }
 }
 
 /**
@@ -62,7 +58,7 @@ function rssAnonMiB(pid: number): number | null {
 export function sampleAnonPeak(pid: number, everyMs = 200): { stop(): number | null } {
   let peak: number | null = null;
   const read = () => {
-    const v = rssAnonMiB(pid);
+    const v = statusMiB(pid, 'RssAnon');
     if (v !== null && (peak === null || v > peak)) peak = v;
   };
   read();

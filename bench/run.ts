@@ -122,6 +122,7 @@ async function measure(o: Options, w: Workload, name: string, r: Running): Promi
   const before = r.metricsUrl ? await scrape(r.metricsUrl) : null;
   const cpu0 = pid ? cpuSeconds(pid) : null;
   const anon = pid ? sampleAnonPeak(pid) : null;
+  let anonPeak: number | null = null;
   const t0 = performance.now();
   let res: ClientResult;
   try {
@@ -129,12 +130,11 @@ async function measure(o: Options, w: Workload, name: string, r: Running): Promi
   } catch (e) {
     return { workload: w.id, contender: name, status: r.alive() ? 'error' : 'crashed', reason: (e as Error).message };
   } finally {
-    anon?.stop();
+    anonPeak = anon?.stop() ?? null;
   }
   const wallS = (performance.now() - t0) / 1000;
   const cpuRun = pid ? cpuSeconds(pid) : null;
   const rss = pid ? peakRssMiB(pid) : null;
-  const anonPeak = anon ? anon.stop() : null;
   if (!r.alive()) return { workload: w.id, contender: name, status: 'crashed', reason: lastLines(r.tail(), 2) || 'process exited' };
   let capture: CaptureCheck | null = null;
   if (r.metricsUrl && before) {
