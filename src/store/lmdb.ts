@@ -6,7 +6,13 @@
 //                 written as they are (format 2; earlier stores: msgpack values) — listing never reads these
 //   connections   id → ConnectionRecord
 //   conversations id → Conversation;  convKeys  key → id;  convByClient [client, id] → 1
-//   byHost / byConn / byKind   [value, id] → 1            (filter + page by id cursor)
+//   byConn        [conn, id] → kind                        (every record; 1 in earlier stores)
+//   byHost / byKind   [value, id] → 1                      (HTTP records; WebSocket ones in earlier stores)
+//   wsConns       conn → [host…]                           (connections that carried WebSocket messages)
+//
+// A WebSocket message is two B-tree puts (record, byConn): `?host=`/`?kind=` reach messages through
+// wsConns and each connection's byConn range, merged in id order with the HTTP indexes. Host and
+// kind entries per message were half of capture's index work on the echo workloads (bench/NOTES.md).
 //
 // Records and connection records written in one event turn are committed together, by ONE
 // synchronous write transaction on the calling thread at the end of that turn (see TurnBatch): a
@@ -93,7 +99,15 @@ interface Dbs {
   byHost: Database;
   byConn: Database;
   byKind: Database;
+  wsConns: Database;
 }
+
+/** Up to `n` ids of one source in scan order from `start` (skipping `start` itself when exclusive). */
+type IdSource = (start: string, exclusive: boolean, n: number) => string[];
+/** Ids read per source per round of a filtered listing (more when the page needs more). */
+const MERGE_CHUNK = 32;
+/** How long a worker trusts its memory of which connections it already put in wsConns (retention may remove them). */
+const WS_CONN_MEMORY_MS = 60_000;
 
 // One open environment per path per thread: lmdb-js shares the native env across threads, and a
 // second open() in the same thread would only duplicate handles. Reference-counted for close().
@@ -164,6 +178,13 @@ function idFloor(ms: number): string {
   return (BigInt(Math.max(0, Math.floor(ms))) << 12n).toString(16).padStart(16, '0');
 }
 
+/** The first `n` distinct ids of several sorted lists, in scan order. */
+function mergeIds(lists: string[][], backward: boolean, n: number): string[] {
+  const all = lists.length === 1 ? lists[0] : [...new Set(lists.flat())].sort();
+  if (lists.length > 1 && backward) all.reverse();
+  return all.length > n ? all.slice(0, n) : all;
+}
+
 /**
  * The writes queued in one event turn, run as one synchronous transaction in a microtask at the end
  * of it. The capture worker's batch tasks queue all their parts' records in one turn (their
@@ -204,6 +225,9 @@ class LmdbStoreImpl implements LmdbStore {
   /** format 2: the bodies sub-database holds bytes as they are (else msgpack values) */
   private readonly rawBodies: boolean;
   private readonly turn: TurnBatch;
+  /** `conn host` pairs this thread has committed to wsConns, so each costs one put per connection. */
+  private wsIndexed = new Set<string>();
+  private wsIndexedAt = Date.now();
 
   constructor(path: string, opts: StoreOptions) {
     this.path = path;
@@ -237,6 +261,7 @@ class LmdbStoreImpl implements LmdbStore {
       byHost: sub('byHost'),
       byConn: sub('byConn'),
       byKind: sub('byKind'),
+      wsConns: sub('wsConns'),
     };
   }
 
@@ -271,7 +296,7 @@ class LmdbStoreImpl implements LmdbStore {
     return e instanceof StoreError ? e : new StoreError(`store write failed: ${(e as Error)?.message ?? e}`, { cause: e });
   }
 
-  // async without an await: the writes are queued in the caller's turn, and a throw rejects
+  // The writes are queued in the caller's turn (before the first await), and a throw rejects.
   async putTransactions(records: TransactionRecord[]): Promise<void> {
     if (records.length === 0) return;
     this.writable();
@@ -284,16 +309,42 @@ class LmdbStoreImpl implements LmdbStore {
       throw this.wrap(e);
     }
     const { tx, bodies, byHost, byConn, byKind } = this.d;
-    return this.turn.add(() => {
+    const wsPairs = this.unindexedWsConns(prepared.map((p) => p.meta));
+    await this.turn.add(() => {
       for (const { meta, apart } of prepared) {
         const id = meta.id;
         for (const [f, v] of apart) bodies.putSync([id, f], v as Buffer);
         tx.putSync(id, meta);
-        byHost.putSync([clip(meta.host), id], 1);
-        byConn.putSync([meta.conn, id], 1);
-        byKind.putSync([meta.kind, id], 1);
+        byConn.putSync([meta.conn, id], meta.kind);
+        if (meta.kind === 'HTTP') {
+          byHost.putSync([clip(meta.host), id], 1);
+          byKind.putSync([meta.kind, id], 1);
+        }
       }
+      for (const [conn, host] of wsPairs) this.indexWsConn(conn, host);
     });
+    for (const [conn, host] of wsPairs) this.wsIndexed.add(conn + ' ' + host);
+  }
+
+  /** The (conn, host) pairs of these WebSocket records that this thread has not committed to wsConns yet. */
+  private unindexedWsConns(metas: TransactionRecord[]): [string, string][] {
+    if (Date.now() - this.wsIndexedAt > WS_CONN_MEMORY_MS || this.wsIndexed.size > 10_000) {
+      this.wsIndexed = new Set();
+      this.wsIndexedAt = Date.now();
+    }
+    const out = new Map<string, [string, string]>();
+    for (const m of metas) {
+      if (m.kind === 'HTTP') continue;
+      const k = m.conn + ' ' + clip(m.host);
+      if (!this.wsIndexed.has(k)) out.set(k, [m.conn, clip(m.host)]);
+    }
+    return [...out.values()];
+  }
+
+  /** Inside a write transaction: adds `host` to the connection's wsConns entry. */
+  private indexWsConn(conn: string, host: string): void {
+    const hosts = (this.d.wsConns.get(conn) as string[] | undefined) ?? [];
+    if (!hosts.includes(host)) this.d.wsConns.putSync(conn, [...hosts, host]);
   }
 
   private prepare(r: TransactionRecord): { meta: TransactionRecord; apart: [BodyField, unknown][] } {
@@ -383,35 +434,82 @@ class LmdbStoreImpl implements LmdbStore {
     // Ids are allocated no earlier than their record's ts (ids.ts), so `since` bounds the id range.
     const floor = q.since !== undefined ? idFloor(q.since) : '';
     const lo = q.after !== undefined && q.after > floor ? q.after : floor;
-    const hi = q.before;
-    // The most selective index drives the scan; other filters are checked on the metadata.
-    const [idx, val] =
-      q.conn !== undefined ? [this.d.byConn, q.conn] :
-      q.host !== undefined ? [this.d.byHost, clip(q.host)] :
-      q.kind !== undefined ? [this.d.byKind, q.kind] : [null, null];
-    const ids = idx
-      ? (backward
-        ? idx.getKeys({ start: [val, hi!], end: [val, lo], reverse: true })
-        : idx.getKeys({ start: [val, lo], end: [val, END] })).map((k) => (k as [string, string])[1])
-      : (backward
-        ? this.d.tx.getKeys({ start: hi!, end: lo || undefined, reverse: true })
-        : this.d.tx.getKeys({ start: lo || undefined })).map((k) => k as string);
+    const sources = this.idSources(q, lo, backward);
+    // Sources are merged in rounds: each gives its next ids past the cursor, and the first `want`
+    // of their union are exactly the union's next `want` ids. Other filters are checked on the metadata.
     const items: TransactionRecord[] = [];
     let more = false;
-    for (const id of ids) {
-      if (id === q.after || id === q.before) continue; // cursors are exclusive
-      const r = this.getTransactionMeta(id);
-      if (!r) continue; // index entry whose record retention just removed
-      if (q.kind !== undefined && r.kind !== q.kind) continue;
-      if (q.host !== undefined && r.host !== q.host) continue;
-      if (q.conn !== undefined && r.conn !== q.conn) continue;
-      if (q.since !== undefined && r.ts < q.since) continue;
-      if (items.length === limit) { more = true; break; }
-      items.push(r);
+    let start = backward ? q.before! : lo;
+    let exclusive = backward || (q.after !== undefined && lo === q.after);
+    for (;;) {
+      const want = Math.max(MERGE_CHUNK, limit + 1 - items.length);
+      const chunk = mergeIds(sources.map((s) => s(start, exclusive, want)), backward, want);
+      for (const id of chunk) {
+        if (id === q.after || id === q.before) continue; // cursors are exclusive
+        const r = this.getTransactionMeta(id);
+        if (!r) continue; // index entry whose record retention just removed
+        if (q.kind !== undefined && r.kind !== q.kind) continue;
+        if (q.host !== undefined && r.host !== q.host) continue;
+        if (q.conn !== undefined && r.conn !== q.conn) continue;
+        if (q.since !== undefined && r.ts < q.since) continue;
+        if (items.length === limit) { more = true; break; }
+        items.push(r);
+      }
+      if (more || chunk.length < want) break;
+      start = chunk[chunk.length - 1];
+      exclusive = true;
     }
     if (backward) items.reverse();
     const edge = backward ? items[0] : items[items.length - 1];
     return { items, next: more && edge ? edge.id : null };
+  }
+
+  /** The id ranges that hold every record a query can match, each in scan order, bounded below by `lo`. */
+  private idSources(q: TransactionQuery, lo: string, backward: boolean): IdSource[] {
+    const { tx, byConn, byHost, byKind } = this.d;
+    const ofKind = q.kind === undefined ? undefined : (v: unknown) => v === q.kind || v === 1; // 1: written before byConn held kinds
+    const range = (idx: Database, val: string, keep?: (v: unknown) => boolean): IdSource => (start, exclusive, n) => {
+      const out: string[] = [];
+      const it = backward
+        ? idx.getRange({ start: [val, start], end: [val, lo], reverse: true })
+        : idx.getRange({ start: [val, start], end: [val, END] });
+      for (const { key, value } of it) {
+        const id = (key as [string, string])[1];
+        if ((exclusive && id === start) || (keep && !keep(value))) continue;
+        out.push(id);
+        if (out.length === n) break;
+      }
+      return out;
+    };
+    if (q.conn !== undefined) return [range(byConn, q.conn, ofKind)];
+    if (q.host === undefined && q.kind === undefined) {
+      return [(start, exclusive, n) => {
+        const out: string[] = [];
+        const it = backward ? tx.getKeys({ start, end: lo || undefined, reverse: true }) : tx.getKeys({ start: start || undefined });
+        for (const k of it) {
+          if (exclusive && k === start) continue;
+          out.push(k as string);
+          if (out.length === n) break;
+        }
+        return out;
+      }];
+    }
+    // HTTP records (and WebSocket records of earlier stores) are in byHost and byKind.
+    const sources = [q.host !== undefined && (q.kind === undefined || q.kind === 'HTTP') ? range(byHost, clip(q.host)) : range(byKind, q.kind!)];
+    if (q.kind === 'HTTP') return sources;
+    const isWs = ofKind ?? ((v: unknown) => v !== 'HTTP');
+    for (const conn of this.wsConnIds(q.host)) sources.push(range(byConn, conn, isWs));
+    return sources;
+  }
+
+  /** Connections that carried WebSocket messages (of `host`, if given). */
+  private wsConnIds(host: string | undefined): string[] {
+    const h = host === undefined ? undefined : clip(host);
+    const out: string[] = [];
+    for (const { key, value } of this.d.wsConns.getRange({})) {
+      if (h === undefined || (value as string[]).includes(h)) out.push(key as string);
+    }
+    return out;
   }
 
   getConnection(id: string): ConnectionRecord | undefined {
@@ -505,7 +603,7 @@ class LmdbStoreImpl implements LmdbStore {
 
   dataBytes(): number {
     let pages = 0;
-    for (const db of [this.d.root, this.d.tx, this.d.bodies, this.d.conns, this.d.convs, this.d.convKeys, this.d.convByClient, this.d.byHost, this.d.byConn, this.d.byKind]) {
+    for (const db of [this.d.root, this.d.tx, this.d.bodies, this.d.conns, this.d.convs, this.d.convKeys, this.d.convByClient, this.d.byHost, this.d.byConn, this.d.byKind, this.d.wsConns]) {
       const s = db.getStats() as { treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number; pageSize: number };
       pages += s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages;
     }
@@ -530,18 +628,29 @@ class LmdbStoreImpl implements LmdbStore {
   }
 
   async purgeConnections(beforeId: string, beforeTs: number, max: number): Promise<number> {
-    const { conns, byConn } = this.d;
+    const { conns, wsConns } = this.d;
     const victims: string[] = [];
     for (const { key, value } of conns.getRange({ end: beforeId, limit: max * 4 })) {
       const c = value as ConnectionRecord;
-      const referenced = !byConn.getKeys({ start: [key as string, ''], end: [key as string, END], limit: 1 })[Symbol.iterator]().next().done;
       // An open connection (no endTs) older than the cutoff is dropped too: after a crash it never
       // gets its close record, and if it is still open its close rewrites it.
-      if (!referenced && (c.endTs ?? c.startTs ?? c.ts) < beforeTs) victims.push(key as string);
+      if (!this.hasRecords(key as string) && (c.endTs ?? c.startTs ?? c.ts) < beforeTs) victims.push(key as string);
       if (victims.length >= max) break;
     }
-    if (victims.length) await this.commit((w) => { for (const id of victims) w(conns.remove(id)); });
+    // A wsConns entry goes with the connection's last message. Should that connection still be open,
+    // the writer puts it back within WS_CONN_MEMORY_MS of its next message.
+    const wsGone = Array.from(wsConns.getKeys({ end: beforeId, limit: max * 4 })).filter((k) => !this.hasRecords(k as string));
+    if (victims.length || wsGone.length) {
+      await this.commit((w) => {
+        for (const id of victims) w(conns.remove(id));
+        for (const k of wsGone) w(wsConns.remove(k));
+      });
+    }
     return victims.length;
+  }
+
+  private hasRecords(conn: string): boolean {
+    return !this.d.byConn.getKeys({ start: [conn, ''], end: [conn, END], limit: 1 })[Symbol.iterator]().next().done;
   }
 
   async purgeConversations(beforeId: string, beforeTs: number, max: number): Promise<number> {

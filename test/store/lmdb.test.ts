@@ -146,6 +146,93 @@ test('listing filters by kind, host, conn and since, and pages with after/before
   assert.equal(store.listTransactions({ limit: 0 }).items.length, 1);
 });
 
+test('WebSocket messages are reached by host and kind through their connections: two index puts per message, id order and cursors kept, earlier stores still listed once', async (t) => {
+  const dir = tempDir(t);
+  let store = openStore(dir);
+  const conns = [conn(), conn(), conn({ host: 'ws.example' })];
+  const all: TransactionRecord[] = [];
+  // 3 connections × 40 messages interleaved with HTTP exchanges, more per source than a merge round reads
+  for (let i = 0; i < 160; i++) {
+    const c = conns[i % 3];
+    const host = c.host === 'ws.example' ? 'ws.example' : i % 2 ? 'api.openai.com' : 'chatgpt.com';
+    const kind = i % 7 === 0 ? { kind: 'WS_CTRL' as const, opcode: 'ping' as const } : {};
+    all.push(i % 4 === 3 ? http(c.id, { host }) : ws(c.id, 'u', i % 5 < 2 ? 'server' : 'client', i, { host, ...kind }));
+  }
+  for (let i = 0; i < all.length; i += 25) await store.putTransactions(all.slice(i, i + 25));
+
+  const raw = () => open(join(dir, 'db'), { pageSize: 8192, maxDbs: 16 });
+  const root = raw();
+  const count = (name: string) => root.openDB({ name }).getKeysCount();
+  const nHttp = all.filter((r) => r.kind === 'HTTP').length;
+  assert.deepEqual([count('byHost'), count('byKind'), count('byConn'), count('wsConns')], [nHttp, nHttp, all.length, 3], 'WebSocket messages add no host or kind entries');
+
+  const pages = (q: Parameters<typeof store.listTransactions>[0], limit: number): string[] => {
+    const ids: string[] = [];
+    for (let after: string | null | undefined = undefined, n = 0; n < 500; n++) {
+      const p: { items: TransactionRecord[]; next: string | null } = store.listTransactions({ ...q, after: after ?? undefined, limit });
+      ids.push(...p.items.map((r) => r.id));
+      if (!(after = p.next)) return ids;
+    }
+    throw new Error('paging did not end');
+  };
+  const backPages = (q: Parameters<typeof store.listTransactions>[0], limit: number): string[] => {
+    const ids: string[] = [];
+    for (let before: string | null = 'ffffffffffffffff', n = 0; before && n < 500; n++) {
+      const p = store.listTransactions({ ...q, before, limit });
+      ids.unshift(...p.items.map((r) => r.id));
+      before = p.next;
+    }
+    return ids;
+  };
+  const queries: [Parameters<typeof store.listTransactions>[0], (r: TransactionRecord) => boolean][] = [
+    [{ host: 'api.openai.com' }, (r) => r.host === 'api.openai.com'],
+    [{ host: 'ws.example' }, (r) => r.host === 'ws.example'],
+    [{ kind: 'WS_REQ' }, (r) => r.kind === 'WS_REQ'],
+    [{ kind: 'WS_CTRL' }, (r) => r.kind === 'WS_CTRL'],
+    [{ kind: 'HTTP' }, (r) => r.kind === 'HTTP'],
+    [{ host: 'chatgpt.com', kind: 'WS_RESP' }, (r) => r.host === 'chatgpt.com' && r.kind === 'WS_RESP'],
+    [{ host: 'api.openai.com', kind: 'HTTP' }, (r) => r.host === 'api.openai.com' && r.kind === 'HTTP'],
+    [{ conn: conns[1].id, kind: 'WS_CTRL' }, (r) => r.conn === conns[1].id && r.kind === 'WS_CTRL'],
+    [{ kind: 'WS_RESP', since: all[80].ts }, (r) => r.kind === 'WS_RESP' && r.ts >= all[80].ts],
+  ];
+  const check = (label: string) => {
+    for (const [q, f] of queries) {
+      const want = all.filter(f).map((r) => r.id);
+      assert.ok(want.length > 0, JSON.stringify(q));
+      for (const limit of [1, 7, 1000]) {
+        assert.deepEqual(pages(q, limit), want, `${label} ${JSON.stringify(q)} forward, limit ${limit}`);
+        assert.deepEqual(backPages(q, limit), want, `${label} ${JSON.stringify(q)} backward, limit ${limit}`);
+      }
+    }
+    const mid = all[100].id;
+    assert.deepEqual(store.listTransactions({ host: 'api.openai.com', after: mid, limit: 3 }).items.map((r) => r.id),
+      all.filter((r) => r.host === 'api.openai.com' && r.id > mid).slice(0, 3).map((r) => r.id), `${label}: after a cursor`);
+  };
+  check('new layout');
+
+  // The layout of earlier versions: every record in byHost and byKind, byConn valued 1, no wsConns.
+  await store.close();
+  const byHost = root.openDB({ name: 'byHost' }), byKind = root.openDB({ name: 'byKind' });
+  const byConn = root.openDB({ name: 'byConn' }), wsConns = root.openDB({ name: 'wsConns' });
+  const legacy = all.filter((r, i) => r.kind !== 'HTTP' && i < 90);
+  root.transactionSync(() => {
+    for (const r of legacy) {
+      byHost.putSync([r.host, r.id], 1);
+      byKind.putSync([r.kind, r.id], 1);
+      byConn.putSync([r.conn, r.id], 1);
+    }
+    wsConns.removeSync(conns[2].id); // a connection whose messages were all written before
+  });
+  await root.close();
+  store = openStore(dir);
+  t.after(() => store.close());
+  // conns[2]'s messages from i = 90 on have no legacy entries: its next message puts its wsConns entry back
+  const reput = ws(conns[2].id, 'u', 'client', 999, { host: 'ws.example' });
+  await store.putTransactions([reput]);
+  all.push(reput);
+  check('mixed layouts');
+});
+
 test('wsMessages returns a connection\'s messages in wire order', async (t) => {
   const store = openStore(tempDir(t));
   t.after(() => store.close());

@@ -17,7 +17,7 @@ const oldId = (msAgo: number) => ((BigInt(Date.now() - msAgo) << 12n) + BigInt(s
 function counts(dir: string) {
   const root = open(join(dir, 'db'), { pageSize: 8192, compression: true, maxDbs: 16 });
   const n = (name: string) => root.openDB({ name }).getKeysCount();
-  return { tx: n('transactions'), bodies: n('bodies'), byHost: n('byHost'), byConn: n('byConn'), byKind: n('byKind'), conns: n('connections'), convs: n('conversations'), convKeys: n('convKeys'), convByClient: n('convByClient') };
+  return { tx: n('transactions'), bodies: n('bodies'), byHost: n('byHost'), byConn: n('byConn'), byKind: n('byKind'), conns: n('connections'), convs: n('conversations'), convKeys: n('convKeys'), convByClient: n('convByClient'), wsConns: n('wsConns') };
 }
 
 test('retention by age removes old transactions, their bodies, index entries, ended connections and stale conversations', async (t) => {
@@ -29,13 +29,17 @@ test('retention by age removes old transactions, their bodies, index entries, en
   await store.putConnection(oldConn);
   await store.putConnection(newConn);
   const old: TransactionRecord[] = [];
-  for (let i = 0; i < 120; i++) old.push(http(oldConn.id, { id: oldId(10 * DAY), ts: Date.now() - 10 * DAY, host: `h${i % 3}`, respBody: 'z'.repeat(i % 10 === 0 ? 9000 : 10) }));
+  for (let i = 0; i < 120; i++) {
+    const at = { id: oldId(10 * DAY), ts: Date.now() - 10 * DAY, host: `h${i % 3}` };
+    old.push(i % 4 ? http(oldConn.id, { ...at, respBody: 'z'.repeat(i % 10 === 0 ? 9000 : 10) }) : ws(oldConn.id, 'u', 'client', i, at));
+  }
   const fresh = [http(newConn.id, { host: 'h0', respBody: 'q'.repeat(9000) }), ws(newConn.id, 'u', 'client', 0)];
   await store.putTransactions(old);
   await store.putTransactions(fresh);
   await store.updateConversation('stale', () => ({ id: oldId(10 * DAY), key: 'stale', client: 'codex', provider: 'openai-ws', startedTs: 0, updatedTs: Date.now() - 9 * DAY, turns: [] }));
   await store.updateConversation('live', () => ({ id: '', key: 'live', client: 'codex', provider: 'openai-ws', startedTs: 0, updatedTs: Date.now(), turns: [] }));
 
+  assert.equal(counts(dir).wsConns, 2, 'both connections carried WebSocket messages');
   const r = startRetention(store, { maxAgeMs: 7 * DAY, maxBytes: null, batch: 50, intervalMs: 3_600_000 });
   t.after(() => r.stop());
   assert.equal(await r.sweep(), 120);
@@ -44,7 +48,7 @@ test('retention by age removes old transactions, their bodies, index entries, en
   assert.equal(store.getConnection(oldConn.id), undefined);
   assert.ok(store.getConnection(newConn.id));
   assert.deepEqual(store.listConversations({}).items.map((c) => c.key), ['live']);
-  assert.deepEqual(counts(dir), { tx: 2, bodies: 1, byHost: 2, byConn: 2, byKind: 2, conns: 1, convs: 1, convKeys: 1, convByClient: 1 });
+  assert.deepEqual(counts(dir), { tx: 2, bodies: 1, byHost: 1, byConn: 2, byKind: 1, conns: 1, convs: 1, convKeys: 1, convByClient: 1, wsConns: 1 });
   assert.equal(await r.sweep(), 0, 'a second sweep finds nothing');
 });
 
