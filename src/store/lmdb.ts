@@ -8,11 +8,13 @@
 //   conversations id → Conversation;  convKeys  key → id;  convByClient [client, id] → 1
 //   byConn        [conn, id] → kind                        (every record; 1 in earlier stores)
 //   byHost / byKind   [value, id] → 1                      (HTTP records; WebSocket ones in earlier stores)
-//   wsConns       conn → [host…]                           (connections that carried WebSocket messages)
+//   wsConns       conn → { first, last, hosts }            (connections that carried WebSocket messages:
+//                 bounds of their record ids, updated once per connection per commit)
 //
 // A WebSocket message is two B-tree puts (record, byConn): `?host=`/`?kind=` reach messages through
-// wsConns and each connection's byConn range, merged in id order with the HTTP indexes. Host and
-// kind entries per message were half of capture's index work on the echo workloads (bench/NOTES.md).
+// wsConns and each connection's byConn range, merged in id order with the HTTP indexes (merge-ids.ts);
+// a connection's range is opened only if its id bounds overlap the page. Host and kind entries per
+// message were half of capture's index work on the echo workloads (bench/NOTES.md).
 //
 // Records and connection records written in one event turn are committed together, by ONE
 // synchronous write transaction on the calling thread at the end of that turn (see TurnBatch): a
@@ -32,6 +34,7 @@ import type { Page, Store, TransactionQuery } from './store.js';
 import { nextId } from './ids.js';
 import { redactHeaders } from './redact.js';
 import { bodyBytes } from './body-bytes.js';
+import { mergeIds, type IdSource } from './merge-ids.js';
 import { pack, unpack } from 'msgpackr';
 
 export interface StoreOptions {
@@ -102,12 +105,8 @@ interface Dbs {
   wsConns: Database;
 }
 
-/** Up to `n` ids of one source in scan order from `start` (skipping `start` itself when exclusive). */
-type IdSource = (start: string, exclusive: boolean, n: number) => string[];
-/** Ids read per source per round of a filtered listing (more when the page needs more). */
-const MERGE_CHUNK = 32;
-/** How long a worker trusts its memory of which connections it already put in wsConns (retention may remove them). */
-const WS_CONN_MEMORY_MS = 60_000;
+/** A wsConns value: bounds (not exact: retention may have removed the oldest) of a connection's WebSocket record ids. */
+interface WsConnSpan { first: string; last: string; hosts: string[] }
 
 // One open environment per path per thread: lmdb-js shares the native env across threads, and a
 // second open() in the same thread would only duplicate handles. Reference-counted for close().
@@ -178,11 +177,21 @@ function idFloor(ms: number): string {
   return (BigInt(Math.max(0, Math.floor(ms))) << 12n).toString(16).padStart(16, '0');
 }
 
-/** The first `n` distinct ids of several sorted lists, in scan order. */
-function mergeIds(lists: string[][], backward: boolean, n: number): string[] {
-  const all = lists.length === 1 ? lists[0] : [...new Set(lists.flat())].sort();
-  if (lists.length > 1 && backward) all.reverse();
-  return all.length > n ? all.slice(0, n) : all;
+/** Per connection, the id bounds and hosts of a batch's WebSocket records. */
+function wsSpans(metas: TransactionRecord[]): Map<string, WsConnSpan> {
+  const spans = new Map<string, WsConnSpan>();
+  for (const m of metas) {
+    if (m.kind === 'HTTP') continue;
+    const host = clip(m.host);
+    const s = spans.get(m.conn);
+    if (!s) spans.set(m.conn, { first: m.id, last: m.id, hosts: [host] });
+    else {
+      if (m.id < s.first) s.first = m.id;
+      if (m.id > s.last) s.last = m.id;
+      if (!s.hosts.includes(host)) s.hosts.push(host);
+    }
+  }
+  return spans;
 }
 
 /**
@@ -225,9 +234,6 @@ class LmdbStoreImpl implements LmdbStore {
   /** format 2: the bodies sub-database holds bytes as they are (else msgpack values) */
   private readonly rawBodies: boolean;
   private readonly turn: TurnBatch;
-  /** `conn host` pairs this thread has committed to wsConns, so each costs one put per connection. */
-  private wsIndexed = new Set<string>();
-  private wsIndexedAt = Date.now();
 
   constructor(path: string, opts: StoreOptions) {
     this.path = path;
@@ -296,7 +302,7 @@ class LmdbStoreImpl implements LmdbStore {
     return e instanceof StoreError ? e : new StoreError(`store write failed: ${(e as Error)?.message ?? e}`, { cause: e });
   }
 
-  // The writes are queued in the caller's turn (before the first await), and a throw rejects.
+  // async without an await: the writes are queued in the caller's turn, and a throw rejects
   async putTransactions(records: TransactionRecord[]): Promise<void> {
     if (records.length === 0) return;
     this.writable();
@@ -309,8 +315,8 @@ class LmdbStoreImpl implements LmdbStore {
       throw this.wrap(e);
     }
     const { tx, bodies, byHost, byConn, byKind } = this.d;
-    const wsPairs = this.unindexedWsConns(prepared.map((p) => p.meta));
-    await this.turn.add(() => {
+    const spans = wsSpans(prepared.map((p) => p.meta));
+    return this.turn.add(() => {
       for (const { meta, apart } of prepared) {
         const id = meta.id;
         for (const [f, v] of apart) bodies.putSync([id, f], v as Buffer);
@@ -321,30 +327,19 @@ class LmdbStoreImpl implements LmdbStore {
           byKind.putSync([meta.kind, id], 1);
         }
       }
-      for (const [conn, host] of wsPairs) this.indexWsConn(conn, host);
+      for (const [conn, span] of spans) this.widenWsSpan(conn, span);
     });
-    for (const [conn, host] of wsPairs) this.wsIndexed.add(conn + ' ' + host);
   }
 
-  /** The (conn, host) pairs of these WebSocket records that this thread has not committed to wsConns yet. */
-  private unindexedWsConns(metas: TransactionRecord[]): [string, string][] {
-    if (Date.now() - this.wsIndexedAt > WS_CONN_MEMORY_MS || this.wsIndexed.size > 10_000) {
-      this.wsIndexed = new Set();
-      this.wsIndexedAt = Date.now();
+  /** Inside a write transaction: widens the connection's wsConns entry to cover `span`. */
+  private widenWsSpan(conn: string, span: WsConnSpan): void {
+    const cur = this.d.wsConns.get(conn) as WsConnSpan | undefined;
+    if (cur) {
+      if (cur.first < span.first) span.first = cur.first;
+      if (cur.last > span.last) span.last = cur.last; // another writer thread may have committed later ids first
+      for (const h of cur.hosts) if (!span.hosts.includes(h)) span.hosts.push(h);
     }
-    const out = new Map<string, [string, string]>();
-    for (const m of metas) {
-      if (m.kind === 'HTTP') continue;
-      const k = m.conn + ' ' + clip(m.host);
-      if (!this.wsIndexed.has(k)) out.set(k, [m.conn, clip(m.host)]);
-    }
-    return [...out.values()];
-  }
-
-  /** Inside a write transaction: adds `host` to the connection's wsConns entry. */
-  private indexWsConn(conn: string, host: string): void {
-    const hosts = (this.d.wsConns.get(conn) as string[] | undefined) ?? [];
-    if (!hosts.includes(host)) this.d.wsConns.putSync(conn, [...hosts, host]);
+    this.d.wsConns.putSync(conn, span);
   }
 
   private prepare(r: TransactionRecord): { meta: TransactionRecord; apart: [BodyField, unknown][] } {
@@ -434,82 +429,55 @@ class LmdbStoreImpl implements LmdbStore {
     // Ids are allocated no earlier than their record's ts (ids.ts), so `since` bounds the id range.
     const floor = q.since !== undefined ? idFloor(q.since) : '';
     const lo = q.after !== undefined && q.after > floor ? q.after : floor;
-    const sources = this.idSources(q, lo, backward);
-    // Sources are merged in rounds: each gives its next ids past the cursor, and the first `want`
-    // of their union are exactly the union's next `want` ids. Other filters are checked on the metadata.
     const items: TransactionRecord[] = [];
     let more = false;
-    let start = backward ? q.before! : lo;
-    let exclusive = backward || (q.after !== undefined && lo === q.after);
-    for (;;) {
-      const want = Math.max(MERGE_CHUNK, limit + 1 - items.length);
-      const chunk = mergeIds(sources.map((s) => s(start, exclusive, want)), backward, want);
-      for (const id of chunk) {
-        if (id === q.after || id === q.before) continue; // cursors are exclusive
-        const r = this.getTransactionMeta(id);
-        if (!r) continue; // index entry whose record retention just removed
-        if (q.kind !== undefined && r.kind !== q.kind) continue;
-        if (q.host !== undefined && r.host !== q.host) continue;
-        if (q.conn !== undefined && r.conn !== q.conn) continue;
-        if (q.since !== undefined && r.ts < q.since) continue;
-        if (items.length === limit) { more = true; break; }
-        items.push(r);
-      }
-      if (more || chunk.length < want) break;
-      start = chunk[chunk.length - 1];
-      exclusive = true;
+    // The index ranges are merged in id order; filters the ranges do not imply are checked on the metadata.
+    for (const id of mergeIds(this.idSources(q, lo, backward), backward)) {
+      if (id === q.after || id === q.before) continue; // cursors are exclusive
+      const r = this.getTransactionMeta(id);
+      if (!r) continue; // index entry whose record retention just removed
+      if (q.kind !== undefined && r.kind !== q.kind) continue;
+      if (q.host !== undefined && r.host !== q.host) continue;
+      if (q.conn !== undefined && r.conn !== q.conn) continue;
+      if (q.since !== undefined && r.ts < q.since) continue;
+      if (items.length === limit) { more = true; break; }
+      items.push(r);
     }
     if (backward) items.reverse();
     const edge = backward ? items[0] : items[items.length - 1];
     return { items, next: more && edge ? edge.id : null };
   }
 
-  /** The id ranges that hold every record a query can match, each in scan order, bounded below by `lo`. */
+  /** The id ranges (each in scan order, from the cursor on) that hold every record the query can match.
+   *  Both bounds are inclusive (`since`'s floor is an id a record can have); the caller skips the cursors. */
   private idSources(q: TransactionQuery, lo: string, backward: boolean): IdSource[] {
     const { tx, byConn, byHost, byKind } = this.d;
+    const hi = q.before!;
+    // `from`: a source's bound; its range starts there too, so a wrong bound could lose ids, never disorder the merge
+    const range = (idx: Database, val: string, keep?: (v: unknown) => boolean, from?: string): Iterable<string> =>
+      (backward
+        ? idx.getRange({ start: [val, from !== undefined && from < hi ? from : hi], end: [val, lo], reverse: true, inclusiveEnd: true })
+        : idx.getRange({ start: [val, from !== undefined && from > lo ? from : lo], end: [val, END] }))
+        .filter(({ value }) => !keep || keep(value))
+        .map(({ key }) => (key as [string, string])[1]);
     const ofKind = q.kind === undefined ? undefined : (v: unknown) => v === q.kind || v === 1; // 1: written before byConn held kinds
-    const range = (idx: Database, val: string, keep?: (v: unknown) => boolean): IdSource => (start, exclusive, n) => {
-      const out: string[] = [];
-      const it = backward
-        ? idx.getRange({ start: [val, start], end: [val, lo], reverse: true })
-        : idx.getRange({ start: [val, start], end: [val, END] });
-      for (const { key, value } of it) {
-        const id = (key as [string, string])[1];
-        if ((exclusive && id === start) || (keep && !keep(value))) continue;
-        out.push(id);
-        if (out.length === n) break;
-      }
-      return out;
-    };
-    if (q.conn !== undefined) return [range(byConn, q.conn, ofKind)];
+    if (q.conn !== undefined) return [{ open: () => range(byConn, q.conn!, ofKind) }];
     if (q.host === undefined && q.kind === undefined) {
-      return [(start, exclusive, n) => {
-        const out: string[] = [];
-        const it = backward ? tx.getKeys({ start, end: lo || undefined, reverse: true }) : tx.getKeys({ start: start || undefined });
-        for (const k of it) {
-          if (exclusive && k === start) continue;
-          out.push(k as string);
-          if (out.length === n) break;
-        }
-        return out;
-      }];
+      return [{ open: () => (backward ? tx.getKeys({ start: hi, end: lo || undefined, reverse: true, inclusiveEnd: true }) : tx.getKeys({ start: lo || undefined })).map((k) => k as string) }];
     }
     // HTTP records (and WebSocket records of earlier stores) are in byHost and byKind.
-    const sources = [q.host !== undefined && (q.kind === undefined || q.kind === 'HTTP') ? range(byHost, clip(q.host)) : range(byKind, q.kind!)];
+    const sources: IdSource[] = [{ open: () => (q.host !== undefined && (q.kind === undefined || q.kind === 'HTTP') ? range(byHost, clip(q.host)) : range(byKind, q.kind!)) }];
     if (q.kind === 'HTTP') return sources;
     const isWs = ofKind ?? ((v: unknown) => v !== 'HTTP');
-    for (const conn of this.wsConnIds(q.host)) sources.push(range(byConn, conn, isWs));
-    return sources;
-  }
-
-  /** Connections that carried WebSocket messages (of `host`, if given). */
-  private wsConnIds(host: string | undefined): string[] {
-    const h = host === undefined ? undefined : clip(host);
-    const out: string[] = [];
+    const host = q.host === undefined ? undefined : clip(q.host);
     for (const { key, value } of this.d.wsConns.getRange({})) {
-      if (h === undefined || (value as string[]).includes(h)) out.push(key as string);
+      const span = value as WsConnSpan;
+      if (host !== undefined && !span.hosts.includes(host)) continue;
+      if (span.last < lo || (backward && span.first > hi)) continue; // none of its ids is on the page's side of the cursors
+      const from = backward ? span.last : span.first;
+      sources.push({ from, open: () => range(byConn, key as string, isWs, from) });
     }
-    return out;
+    return sources;
   }
 
   getConnection(id: string): ConnectionRecord | undefined {

@@ -145,3 +145,23 @@ test('ratios: best over best, and each round against the same round of direct an
   } as BenchResult);
   assert.match(md, /\| greytap \| 100 \|.*\| 0\.25–0\.50 \/ 0\.50–1\.00 \|/);
 });
+
+test('the store bench runs and reports CPU per record against the plain table, and filtered page times', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'greytap-store-bench-test-'));
+  try {
+    const out = join(dir, 'store.json');
+    const code = await new Promise<number | null>((resolve) => {
+      const p = spawn(process.execPath, ['dist/bench/store.js', '--records', '1500', '--rounds', '1', '--list-conns', '40', '--json', out], { stdio: 'ignore' });
+      p.on('exit', resolve);
+    });
+    assert.equal(code, 0);
+    const r = JSON.parse(readFileSync(out, 'utf8'));
+    assert.ok(r.write.plainUsPerRecord > 0 && r.write.greytapUsPerRecord > 0 && r.write.ratio > 0, JSON.stringify(r.write));
+    assert.equal(r.list.wsConnections, 40);
+    assert.ok(r.list.unfilteredMs > 0);
+    assert.deepEqual(Object.keys(r.list.pagesMs).length, 4);
+    for (const ms of Object.values(r.list.pagesMs)) assert.ok((ms as number) > 0);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

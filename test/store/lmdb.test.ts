@@ -214,23 +214,33 @@ test('WebSocket messages are reached by host and kind through their connections:
   await store.close();
   const byHost = root.openDB({ name: 'byHost' }), byKind = root.openDB({ name: 'byKind' });
   const byConn = root.openDB({ name: 'byConn' }), wsConns = root.openDB({ name: 'wsConns' });
-  const legacy = all.filter((r, i) => r.kind !== 'HTTP' && i < 90);
+  // conns[2] written wholly by the earlier version, the others' first 90 records
+  const legacy = all.filter((r, i) => r.kind !== 'HTTP' && (i < 90 || r.conn === conns[2].id));
   root.transactionSync(() => {
     for (const r of legacy) {
       byHost.putSync([r.host, r.id], 1);
       byKind.putSync([r.kind, r.id], 1);
       byConn.putSync([r.conn, r.id], 1);
     }
-    wsConns.removeSync(conns[2].id); // a connection whose messages were all written before
+    wsConns.removeSync(conns[2].id);
   });
   await root.close();
   store = openStore(dir);
   t.after(() => store.close());
-  // conns[2]'s messages from i = 90 on have no legacy entries: its next message puts its wsConns entry back
+  // a new message on conns[2] gives it a wsConns entry whose range starts there
   const reput = ws(conns[2].id, 'u', 'client', 999, { host: 'ws.example' });
   await store.putTransactions([reput]);
   all.push(reput);
   check('mixed layouts');
+
+  // an id at its millisecond's floor is inside `since`, paging forward and backward
+  const ts = Date.now() + 60_000;
+  const edge = ws(conns[0].id, 'u', 'client', 1000, { id: (BigInt(ts) << 12n).toString(16).padStart(16, '0'), ts });
+  await store.putTransactions([edge]);
+  for (const q of [{ since: ts }, { since: ts, kind: 'WS_REQ' as const }, { since: ts, host: 'api.openai.com' }, { since: ts, conn: conns[0].id }]) {
+    assert.deepEqual(store.listTransactions(q).items.map((r) => r.id), [edge.id], JSON.stringify(q));
+    assert.deepEqual(store.listTransactions({ ...q, before: 'ffffffffffffffff' }).items.map((r) => r.id), [edge.id], `${JSON.stringify(q)} backward`);
+  }
 });
 
 test('wsMessages returns a connection\'s messages in wire order', async (t) => {

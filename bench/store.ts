@@ -1,0 +1,157 @@
+// The capture store on its own: CPU per WebSocket record committed, and the time of a filtered
+// listing page, each against a baseline measured in the same run.
+//
+//   node dist/bench/store.js [--records 60000] [--batch 150] [--conns 8] [--rounds 3] [--list-conns 2000] [--json FILE]
+//
+// Write: batches of the (a) workload's records (1 KiB JSON bodies, 8 connections, both directions)
+// go through the Store's putTransactions, each batch one commit, into a fresh store; the baseline
+// puts the same records into one plain LMDB table (one B-tree put per record, same page size, same
+// commit per batch) — the least any LMDB store can pay. Rounds alternate, on fresh directories.
+// List: a store of `--list-conns` WebSocket connections plus HTTP exchanges; `?kind=` and `?host=`
+// pages (which reach messages through their connections) against the unfiltered page.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { open } from 'lmdb';
+import { openStore } from '../src/store/lmdb.js';
+import { nextId } from '../src/store/ids.js';
+import type { HttpTransaction, TransactionRecord, WsMessageRecord } from '../src/records.js';
+
+const { values: o } = parseArgs({
+  options: {
+    records: { type: 'string', default: '60000' },
+    batch: { type: 'string', default: '150' },
+    conns: { type: 'string', default: '8' },
+    rounds: { type: 'string', default: '3' },
+    'list-conns': { type: 'string', default: '2000' },
+    json: { type: 'string' },
+  },
+});
+const RECORDS = Number(o.records), BATCH = Number(o.batch), CONNS = Number(o.conns), ROUNDS = Number(o.rounds), LIST_CONNS = Number(o['list-conns']);
+
+/** Records per connection in the listing's store (one in ten an HTTP exchange). */
+const PER_CONN = 40;
+const body = JSON.stringify({ type: 'response.create', model: 'gpt-5', input: [{ role: 'user', content: 'x'.repeat(900) }] });
+
+function wsRecord(conn: string, i: number, host = 'api.openai.com'): WsMessageRecord {
+  const direction = i % 2 ? 'server' : 'client';
+  return {
+    id: nextId(), ts: Date.now(), kind: direction === 'client' ? 'WS_REQ' : 'WS_RESP', conn, host, port: 443, scheme: 'wss',
+    path: '/v1/responses', upgrade: conn, seq: i >> 1, direction, opcode: 'text', compressed: true, frames: 1,
+    wireBytes: 420, size: body.length, body, truncated: false,
+  };
+}
+
+function httpRecord(conn: string, host: string): HttpTransaction {
+  return {
+    id: nextId(), ts: Date.now(), kind: 'HTTP', conn, host, port: 443, scheme: 'https', path: '/v1/models', method: 'GET',
+    status: 200, statusText: 'OK', httpVersion: 'HTTP/1.1', reqHeaders: [['Host', host]], respHeaders: [['Content-Type', 'application/json']],
+    reqBody: '', respBody: '{"data":[]}', reqBytes: 80, respBytes: 120, durationMs: 3, truncated: false, reqBodySize: 0, respBodySize: 11,
+  };
+}
+
+function batches(): TransactionRecord[][] {
+  const conns = Array.from({ length: CONNS }, () => nextId());
+  const out: TransactionRecord[][] = [];
+  for (let i = 0; i < RECORDS; i += BATCH) {
+    out.push(Array.from({ length: Math.min(BATCH, RECORDS - i) }, (_, k) => wsRecord(conns[(i + k) % CONNS], i + k)));
+  }
+  return out;
+}
+
+function cpuUs(): number {
+  const u = process.cpuUsage();
+  return u.user + u.system;
+}
+
+async function writeGreytap(dir: string, data: TransactionRecord[][]): Promise<number> {
+  const store = openStore(dir);
+  const t0 = cpuUs();
+  for (const b of data) await store.putTransactions(b);
+  const us = cpuUs() - t0;
+  await store.close();
+  return us / RECORDS;
+}
+
+async function writePlain(dir: string, data: TransactionRecord[][]): Promise<number> {
+  const root = open(join(dir, 'db'), { pageSize: 8192, maxDbs: 16 });
+  const table = root.openDB({ name: 'transactions' });
+  const t0 = cpuUs();
+  for (const b of data) {
+    root.transactionSync(() => { for (const r of b) table.putSync(r.id, r); });
+    await new Promise((r) => setImmediate(r)); // one commit per event turn, as the store's writers do
+  }
+  const us = cpuUs() - t0;
+  await root.close();
+  return us / RECORDS;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+function fresh(): string {
+  return mkdtempSync(join(tmpdir(), 'greytap-store-bench-'));
+}
+
+async function writeBench() {
+  const plain: number[] = [], greytap: number[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const [run, into] of [[writePlain, plain], [writeGreytap, greytap]] as const) {
+      const dir = fresh();
+      try { into.push(await run(dir, batches())); } finally { rmSync(dir, { recursive: true, force: true }); }
+    }
+  }
+  return { plainUsPerRecord: median(plain), greytapUsPerRecord: median(greytap), ratio: median(greytap) / median(plain), rounds: { plain, greytap } };
+}
+
+async function listBench() {
+  const dir = fresh();
+  const store = openStore(dir);
+  try {
+    // Connections open one after another, a few interleaved at a time, as sessions of agents do.
+    const conns = Array.from({ length: LIST_CONNS }, () => nextId());
+    const ids: string[] = [];
+    for (let c = 0; c < LIST_CONNS; c += 4) {
+      const part: TransactionRecord[] = [];
+      for (let i = 0; i < 4 * PER_CONN; i++) {
+        const conn = conns[c + (i % 4)];
+        if (conn) part.push(i % 10 === 9 ? httpRecord(conn, 'api.openai.com') : wsRecord(conn, i, c % 8 ? 'api.openai.com' : 'chatgpt.com'));
+      }
+      await store.putTransactions(part);
+      ids.push(...part.map((r) => r.id));
+    }
+    const mid = ids[ids.length >> 1];
+    const time = (q: Parameters<typeof store.listTransactions>[0]) => {
+      const t: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        const t0 = performance.now();
+        const p = store.listTransactions({ ...q, limit: 100 });
+        t.push(performance.now() - t0);
+        if (p.items.length === 0) throw new Error(`${JSON.stringify(q)}: an empty page`); // (a small --list-conns may not fill a page)
+      }
+      return median(t);
+    };
+    const base = time({ after: mid });
+    const pages: Record<string, number> = {};
+    for (const [name, q] of Object.entries({
+      'kind=WS_REQ': { kind: 'WS_REQ' as const, after: mid },
+      'host=chatgpt.com': { host: 'chatgpt.com', after: mid },
+      'kind=WS_RESP, newest page': { kind: 'WS_RESP' as const, before: 'ffffffffffffffff' },
+      'kind=HTTP': { kind: 'HTTP' as const, after: mid },
+    })) pages[name] = time(q);
+    return { wsConnections: LIST_CONNS, records: ids.length, unfilteredMs: base, pagesMs: pages };
+  } finally {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const write = await writeBench();
+const list = await listBench();
+const f = (x: number) => x.toFixed(1);
+console.log(`store write: ${RECORDS} WebSocket records of 1 KiB in batches of ${BATCH}, ${ROUNDS} alternating rounds (median)`);
+console.log(`  plain LMDB table: ${f(write.plainUsPerRecord)} µs CPU/record   greytap store: ${f(write.greytapUsPerRecord)} µs CPU/record   = ${write.ratio.toFixed(2)}× the plain table`);
+console.log(`store list: pages of 100 over ${list.records} records on ${list.wsConnections} WebSocket connections (median of 5)`);
+console.log(`  unfiltered page: ${list.unfilteredMs.toFixed(2)} ms`);
+for (const [name, ms] of Object.entries(list.pagesMs)) console.log(`  ${name}: ${ms.toFixed(2)} ms = ${(ms / list.unfilteredMs).toFixed(1)}× unfiltered`);
+if (o.json) writeFileSync(o.json, JSON.stringify({ write, list }, null, 2) + '\n');

@@ -1,0 +1,56 @@
+// The listing's k-way merge: id order in both directions, each id once, sources opened only when the
+// merge reaches their first possible id, and unfinished scans closed when the page is full (their
+// LMDB cursors are released).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mergeIds, type IdSource } from '../../src/store/merge-ids.js';
+
+const hex = (n: number) => n.toString(16).padStart(16, '0');
+
+test('merges any number of sorted id lists into one ordered stream without repeats, forward and backward, with or without bounds', () => {
+  let seed = 7;
+  const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+  for (const k of [1, 2, 5, 64, 300]) {
+    const lists = Array.from({ length: k }, () => [...new Set(Array.from({ length: rand(40) }, () => hex(rand(5000))))].sort());
+    const want = [...new Set(lists.flat())].sort();
+    for (const bounded of [false, true]) {
+      // a bound may be loose (before the first id), never past it
+      const fwd: IdSource[] = lists.map((l, i) => ({ from: bounded && l.length && i % 3 ? (i % 2 ? l[0] : hex(0)) : undefined, open: () => l }));
+      assert.deepEqual([...mergeIds(fwd, false)], want, `${k} lists forward${bounded ? ', bounded' : ''}`);
+      const back: IdSource[] = lists.map((l, i) => ({ from: bounded && l.length && i % 3 ? l[l.length - 1] : undefined, open: () => [...l].reverse() }));
+      assert.deepEqual([...mergeIds(back, true)], [...want].reverse(), `${k} lists backward${bounded ? ', bounded' : ''}`);
+    }
+  }
+  assert.deepEqual([...mergeIds([{ open: () => [] }, { open: () => [hex(2)] }, { from: hex(9), open: () => [] }], false)], [hex(2)]);
+});
+
+test('a page reads each open source at most one id past its end, opens no source whose bound lies beyond it, and closes what it opened', () => {
+  const read = new Map<number, number>();
+  const closed = new Set<number>();
+  const opened = new Set<number>();
+  const source = (i: number, from?: string): IdSource => ({
+    from,
+    open: () => {
+      opened.add(i);
+      return {
+        [Symbol.iterator]() {
+          let n = 0;
+          return {
+            next: () => { read.set(i, (read.get(i) ?? 0) + 1); n++; return n > 100 ? { done: true, value: undefined } : { done: false, value: hex(i * 1000 + n * 10 + (i % 10)) }; },
+            return: () => { closed.add(i); return { done: true, value: undefined }; },
+          };
+        },
+      };
+    },
+  });
+  // sources 0–3 hold ids from 10 on, source 50 from 50,010 on (its bound says so)
+  const got: string[] = [];
+  for (const id of mergeIds([source(0), source(1, hex(1010)), source(2, hex(2010)), source(3), source(50, hex(50_010))], false)) {
+    got.push(id);
+    if (got.length === 8) break;
+  }
+  assert.deepEqual(got, [10, 20, 30, 40, 50, 60, 70, 80].map(hex), 'source 0 alone covers the first 8 ids');
+  assert.deepEqual([...opened].sort(), [0, 3], 'sources whose bound lies past the page stay closed');
+  assert.ok(read.get(3)! <= 1, `source 3 read ${read.get(3)} ids`);
+  assert.deepEqual([...closed].sort(), [0, 3]);
+});
