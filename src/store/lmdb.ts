@@ -9,7 +9,8 @@
 //   byConn        [conn, id] → kind                        (every record; 1 in earlier stores)
 //   byHost / byKind   [value, id] → 1                      (HTTP records; WebSocket ones in earlier stores)
 //   wsConns       conn → { first, last, hosts }            (connections that carried WebSocket messages:
-//                 bounds of their record ids, updated once per connection per commit)
+//                 bounds of their record ids, updated once per connection per commit; retention
+//                 removes an ended connection's with its connection record)
 //
 // A WebSocket message is two B-tree puts (record, byConn): `?host=`/`?kind=` reach messages through
 // wsConns and each connection's byConn range, merged in id order with the HTTP indexes (merge-ids.ts);
@@ -338,6 +339,13 @@ class LmdbStoreImpl implements LmdbStore {
       if (cur.first < span.first) span.first = cur.first;
       if (cur.last > span.last) span.last = cur.last; // another writer thread may have committed later ids first
       for (const h of cur.hosts) if (!span.hosts.includes(h)) span.hosts.push(h);
+    } else {
+      // A new entry starts at the connection's oldest record, not this batch's: records committed
+      // before it (an earlier version's, or any an entry removed too early covered) stay reachable.
+      for (const k of this.d.byConn.getKeys({ start: [conn, ''], end: [conn, END], limit: 1 })) {
+        const first = (k as [string, string])[1];
+        if (first < span.first) span.first = first;
+      }
     }
     this.d.wsConns.putSync(conn, span);
   }
@@ -597,21 +605,22 @@ class LmdbStoreImpl implements LmdbStore {
 
   async purgeConnections(beforeId: string, beforeTs: number, max: number): Promise<number> {
     const { conns, wsConns } = this.d;
-    const victims: string[] = [];
+    const victims: ConnectionRecord[] = [];
     for (const { key, value } of conns.getRange({ end: beforeId, limit: max * 4 })) {
       const c = value as ConnectionRecord;
       // An open connection (no endTs) older than the cutoff is dropped too: after a crash it never
       // gets its close record, and if it is still open its close rewrites it.
-      if (!this.hasRecords(key as string) && (c.endTs ?? c.startTs ?? c.ts) < beforeTs) victims.push(key as string);
+      if (!this.hasRecords(key as string) && (c.endTs ?? c.startTs ?? c.ts) < beforeTs) victims.push(c);
       if (victims.length >= max) break;
     }
-    // A wsConns entry goes with the connection's last message. Should that connection still be open,
-    // the writer puts it back within WS_CONN_MEMORY_MS of its next message.
-    const wsGone = Array.from(wsConns.getKeys({ end: beforeId, limit: max * 4 })).filter((k) => !this.hasRecords(k as string));
-    if (victims.length || wsGone.length) {
+    if (victims.length) {
       await this.commit((w) => {
-        for (const id of victims) w(conns.remove(id));
-        for (const k of wsGone) w(wsConns.remove(k));
+        for (const c of victims) {
+          w(conns.remove(c.id));
+          // Only an ended connection's: an open one may commit a message between this read and this
+          // write, and its entry must not vanish after that (the writer would not know to put it back).
+          if (c.endTs !== undefined) w(wsConns.remove(c.id));
+        }
       });
     }
     return victims.length;

@@ -233,6 +233,26 @@ test('WebSocket messages are reached by host and kind through their connections:
   all.push(reput);
   check('mixed layouts');
 
+  // an entry gone while its connection still had records (retention no longer removes an open
+  // connection's; this is the guard): the next commit's entry covers every record id of the
+  // connection again (its hosts are those committed since)
+  await store.close();
+  const again = raw();
+  again.openDB({ name: 'wsConns' }).removeSync(conns[1].id);
+  await again.close();
+  store = openStore(dir);
+  assert.ok(pages({ kind: 'WS_RESP' }, 1000).length < all.filter((r) => r.kind === 'WS_RESP').length, 'conns[1] unreachable without its entry');
+  const next = ws(conns[1].id, 'u', 'server', 2000);
+  await store.putTransactions([next]);
+  all.push(next);
+  for (const kind of ['WS_RESP', 'WS_CTRL'] as const) {
+    const want = all.filter((r) => r.kind === kind).map((r) => r.id);
+    for (const limit of [1, 7, 1000]) {
+      assert.deepEqual(pages({ kind }, limit), want, `entry re-created: ${kind} forward, limit ${limit}`);
+      assert.deepEqual(backPages({ kind }, limit), want, `entry re-created: ${kind} backward, limit ${limit}`);
+    }
+  }
+
   // an id at its millisecond's floor is inside `since`, paging forward and backward
   const ts = Date.now() + 60_000;
   const edge = ws(conns[0].id, 'u', 'client', 1000, { id: (BigInt(ts) << 12n).toString(16).padStart(16, '0'), ts });

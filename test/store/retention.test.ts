@@ -26,30 +26,39 @@ test('retention by age removes old transactions, their bodies, index entries, en
   t.after(() => store.close());
   const oldConn = conn({ id: oldId(10 * DAY), startTs: Date.now() - 10 * DAY, endTs: Date.now() - 10 * DAY });
   const newConn = conn();
+  // still open (no endTs), idle for 10 days: its record goes, its wsConns entry stays (it may yet send)
+  const idleConn = conn({ id: oldId(10 * DAY), startTs: Date.now() - 10 * DAY });
   await store.putConnection(oldConn);
   await store.putConnection(newConn);
+  await store.putConnection(idleConn);
   const old: TransactionRecord[] = [];
   for (let i = 0; i < 120; i++) {
     const at = { id: oldId(10 * DAY), ts: Date.now() - 10 * DAY, host: `h${i % 3}` };
     old.push(i % 4 ? http(oldConn.id, { ...at, respBody: 'z'.repeat(i % 10 === 0 ? 9000 : 10) }) : ws(oldConn.id, 'u', 'client', i, at));
   }
   const fresh = [http(newConn.id, { host: 'h0', respBody: 'q'.repeat(9000) }), ws(newConn.id, 'u', 'client', 0)];
+  old.push(ws(idleConn.id, 'u', 'server', 0, { id: oldId(10 * DAY), ts: Date.now() - 10 * DAY }));
   await store.putTransactions(old);
   await store.putTransactions(fresh);
   await store.updateConversation('stale', () => ({ id: oldId(10 * DAY), key: 'stale', client: 'codex', provider: 'openai-ws', startedTs: 0, updatedTs: Date.now() - 9 * DAY, turns: [] }));
   await store.updateConversation('live', () => ({ id: '', key: 'live', client: 'codex', provider: 'openai-ws', startedTs: 0, updatedTs: Date.now(), turns: [] }));
 
-  assert.equal(counts(dir).wsConns, 2, 'both connections carried WebSocket messages');
+  assert.equal(counts(dir).wsConns, 3, 'three connections carried WebSocket messages');
   const r = startRetention(store, { maxAgeMs: 7 * DAY, maxBytes: null, batch: 50, intervalMs: 3_600_000 });
   t.after(() => r.stop());
-  assert.equal(await r.sweep(), 120);
+  assert.equal(await r.sweep(), 121);
   assert.deepEqual(store.listTransactions({}).items.map((x) => x.id), fresh.map((x) => x.id));
   assert.equal(store.getTransaction(old[0].id), undefined);
   assert.equal(store.getConnection(oldConn.id), undefined);
+  assert.equal(store.getConnection(idleConn.id), undefined);
   assert.ok(store.getConnection(newConn.id));
   assert.deepEqual(store.listConversations({}).items.map((c) => c.key), ['live']);
-  assert.deepEqual(counts(dir), { tx: 2, bodies: 1, byHost: 1, byConn: 2, byKind: 1, conns: 1, convs: 1, convKeys: 1, convByClient: 1, wsConns: 1 });
+  assert.deepEqual(counts(dir), { tx: 2, bodies: 1, byHost: 1, byConn: 2, byKind: 1, conns: 1, convs: 1, convKeys: 1, convByClient: 1, wsConns: 2 });
   assert.equal(await r.sweep(), 0, 'a second sweep finds nothing');
+  // the idle connection speaks again: reachable by kind, its entry never having gone
+  const late = ws(idleConn.id, 'u', 'server', 1);
+  await store.putTransactions([late]);
+  assert.deepEqual(store.listTransactions({ kind: 'WS_RESP' }).items.map((x) => x.id), [late.id]);
 });
 
 test('retention by size removes the oldest until live data fits, keeping the newest', async (t) => {
