@@ -151,7 +151,7 @@ test('WebSocket messages are reached by host and kind through their connections:
   let store = openStore(dir);
   const conns = [conn(), conn(), conn({ host: 'ws.example' })];
   const all: TransactionRecord[] = [];
-  // 3 connections × 40 messages interleaved with HTTP exchanges, more per source than a merge round reads
+  // 3 connections' WebSocket messages interleaved with HTTP exchanges: the merge alternates sources within a page
   for (let i = 0; i < 160; i++) {
     const c = conns[i % 3];
     const host = c.host === 'ws.example' ? 'ws.example' : i % 2 ? 'api.openai.com' : 'chatgpt.com';
@@ -227,7 +227,7 @@ test('WebSocket messages are reached by host and kind through their connections:
   await root.close();
   store = openStore(dir);
   t.after(() => store.close());
-  // a new message on conns[2] gives it a wsConns entry whose range starts there
+  // a new message on conns[2] gives it a wsConns entry from its oldest record on (those stay listed once)
   const reput = ws(conns[2].id, 'u', 'client', 999, { host: 'ws.example' });
   await store.putTransactions([reput]);
   all.push(reput);
