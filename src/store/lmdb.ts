@@ -342,10 +342,8 @@ class LmdbStoreImpl implements LmdbStore {
     } else {
       // A new entry starts at the connection's oldest record, not this batch's: records committed
       // before it (an earlier version's, or any an entry removed too early covered) stay reachable.
-      for (const k of this.d.byConn.getKeys({ start: [conn, ''], end: [conn, END], limit: 1 })) {
-        const first = (k as [string, string])[1];
-        if (first < span.first) span.first = first;
-      }
+      const first = this.oldestRecordId(conn);
+      if (first !== undefined && first < span.first) span.first = first;
     }
     this.d.wsConns.putSync(conn, span);
   }
@@ -627,7 +625,13 @@ class LmdbStoreImpl implements LmdbStore {
   }
 
   private hasRecords(conn: string): boolean {
-    return !this.d.byConn.getKeys({ start: [conn, ''], end: [conn, END], limit: 1 })[Symbol.iterator]().next().done;
+    return this.oldestRecordId(conn) !== undefined;
+  }
+
+  /** The smallest id among a connection's records (its first byConn entry). */
+  private oldestRecordId(conn: string): string | undefined {
+    for (const k of this.d.byConn.getKeys({ start: [conn, ''], end: [conn, END], limit: 1 })) return (k as [string, string])[1];
+    return undefined;
   }
 
   async purgeConversations(beforeId: string, beforeTs: number, max: number): Promise<number> {
