@@ -1,14 +1,15 @@
 // The capture store on its own: CPU per WebSocket record committed, and the time of a filtered
 // listing page, each against a baseline measured in the same run.
 //
-//   node dist/bench/store.js [--records 60000] [--batch 150] [--conns 8] [--rounds 3] [--list-conns 2000] [--json FILE]
+//   node dist/bench/store.js [--records 60000] [--batch 150] [--conns 8] [--rounds 3] [--list-conns 2000] [--list-days 7] [--json FILE]
 //
 // Write: batches of the (a) workload's records (1 KiB JSON bodies, 8 connections, both directions)
 // go through the Store's putTransactions, each batch one commit, into a fresh store; the baseline
 // puts the same records into one plain LMDB table (one B-tree put per record, same page size, same
 // commit per batch) — the least any LMDB store can pay. Rounds alternate, on fresh directories.
-// List: a store of `--list-conns` WebSocket connections plus HTTP exchanges; `?kind=` and `?host=`
-// pages (which reach messages through their connections) against the unfiltered page.
+// List: a store of `--list-conns` WebSocket connections plus HTTP exchanges, opened one after another
+// over `--list-days` days (record ids carry that time); `?kind=` and `?host=` pages (which reach
+// messages through their connections, found by the ids' time buckets) against the unfiltered page.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,27 +26,35 @@ const { values: o } = parseArgs({
     conns: { type: 'string', default: '8' },
     rounds: { type: 'string', default: '3' },
     'list-conns': { type: 'string', default: '2000' },
+    'list-days': { type: 'string', default: '7' },
     json: { type: 'string' },
   },
 });
 const RECORDS = Number(o.records), BATCH = Number(o.batch), CONNS = Number(o.conns), ROUNDS = Number(o.rounds), LIST_CONNS = Number(o['list-conns']);
+const LIST_MS = Number(o['list-days']) * 86_400_000;
 
 /** Records per connection in the listing's store (one in ten an HTTP exchange). */
 const PER_CONN = 40;
 const body = JSON.stringify({ type: 'response.create', model: 'gpt-5', input: [{ role: 'user', content: 'x'.repeat(900) }] });
 
-function wsRecord(conn: string, i: number, host = 'api.openai.com'): WsMessageRecord {
+/** A record id (and ts) at a given time, as ids.ts makes them. */
+let idSeq = 0;
+function at(ms: number): { id: string; ts: number } {
+  return { id: ((BigInt(ms) << 12n) + BigInt(idSeq++ % 4096)).toString(16).padStart(16, '0'), ts: ms };
+}
+
+function wsRecord(conn: string, i: number, host = 'api.openai.com', when = { id: nextId(), ts: Date.now() }): WsMessageRecord {
   const direction = i % 2 ? 'server' : 'client';
   return {
-    id: nextId(), ts: Date.now(), kind: direction === 'client' ? 'WS_REQ' : 'WS_RESP', conn, host, port: 443, scheme: 'wss',
+    ...when, kind: direction === 'client' ? 'WS_REQ' : 'WS_RESP', conn, host, port: 443, scheme: 'wss',
     path: '/v1/responses', upgrade: conn, seq: i >> 1, direction, opcode: 'text', compressed: true, frames: 1,
     wireBytes: 420, size: body.length, body, truncated: false,
   };
 }
 
-function httpRecord(conn: string, host: string): HttpTransaction {
+function httpRecord(conn: string, host: string, when: { id: string; ts: number }): HttpTransaction {
   return {
-    id: nextId(), ts: Date.now(), kind: 'HTTP', conn, host, port: 443, scheme: 'https', path: '/v1/models', method: 'GET',
+    ...when, kind: 'HTTP', conn, host, port: 443, scheme: 'https', path: '/v1/models', method: 'GET',
     status: 200, statusText: 'OK', httpVersion: 'HTTP/1.1', reqHeaders: [['Host', host]], respHeaders: [['Content-Type', 'application/json']],
     reqBody: '', respBody: '{"data":[]}', reqBytes: 80, respBytes: 120, durationMs: 3, truncated: false, reqBodySize: 0, respBodySize: 11,
   };
@@ -108,14 +117,18 @@ async function listBench() {
   const dir = fresh();
   const store = openStore(dir);
   try {
-    // Connections open one after another, a few interleaved at a time, as sessions of agents do.
+    // Connections open one after another, a few interleaved at a time, as sessions of agents do,
+    // each group a few minutes long, spread over the days.
     const conns = Array.from({ length: LIST_CONNS }, () => nextId());
     const ids: string[] = [];
+    const start = Date.now() - LIST_MS;
     for (let c = 0; c < LIST_CONNS; c += 4) {
       const part: TransactionRecord[] = [];
+      const t0 = start + Math.floor((c / LIST_CONNS) * LIST_MS);
       for (let i = 0; i < 4 * PER_CONN; i++) {
         const conn = conns[c + (i % 4)];
-        if (conn) part.push(i % 10 === 9 ? httpRecord(conn, 'api.openai.com') : wsRecord(conn, i, c % 8 ? 'api.openai.com' : 'chatgpt.com'));
+        const when = at(t0 + i * 1000);
+        if (conn) part.push(i % 10 === 9 ? httpRecord(conn, 'api.openai.com', when) : wsRecord(conn, i, c % 8 ? 'api.openai.com' : 'chatgpt.com', when));
       }
       await store.putTransactions(part);
       ids.push(...part.map((r) => r.id));
@@ -139,7 +152,7 @@ async function listBench() {
       'kind=WS_RESP, newest page': { kind: 'WS_RESP' as const, before: 'ffffffffffffffff' },
       'kind=HTTP': { kind: 'HTTP' as const, after: mid },
     })) pages[name] = time(q);
-    return { wsConnections: LIST_CONNS, records: ids.length, unfilteredMs: base, pagesMs: pages };
+    return { wsConnections: LIST_CONNS, days: LIST_MS / 86_400_000, records: ids.length, unfilteredMs: base, pagesMs: pages };
   } finally {
     await store.close();
     rmSync(dir, { recursive: true, force: true });
@@ -151,7 +164,7 @@ const list = await listBench();
 const f = (x: number) => x.toFixed(1);
 console.log(`store write: ${RECORDS} WebSocket records of 1 KiB in batches of ${BATCH}, ${ROUNDS} alternating rounds (median)`);
 console.log(`  plain LMDB table: ${f(write.plainUsPerRecord)} µs CPU/record   greytap store: ${f(write.greytapUsPerRecord)} µs CPU/record   = ${write.ratio.toFixed(2)}× the plain table`);
-console.log(`store list: pages of 100 over ${list.records} records on ${list.wsConnections} WebSocket connections (median of 5)`);
+console.log(`store list: pages of 100 over ${list.records} records on ${list.wsConnections} WebSocket connections over ${list.days} days (median of 5)`);
 console.log(`  unfiltered page: ${list.unfilteredMs.toFixed(2)} ms`);
 for (const [name, ms] of Object.entries(list.pagesMs)) console.log(`  ${name}: ${ms.toFixed(2)} ms = ${(ms / list.unfilteredMs).toFixed(1)}× unfiltered`);
 if (o.json) writeFileSync(o.json, JSON.stringify({ write, list }, null, 2) + '\n');

@@ -11,11 +11,15 @@
 //   wsConns       conn → { first, last, hosts }            (connections that carried WebSocket messages:
 //                 bounds of their record ids, updated once per connection per commit; retention
 //                 removes an ended connection's with its connection record)
+//   wsConnBuckets [bucket, conn] → 1                      (each ~17.5-minute bucket of ids a wsConns
+//                 entry's bounds span; written as the bounds widen, removed with the entry)
 //
 // A WebSocket message is two B-tree puts (record, byConn): `?host=`/`?kind=` reach messages through
 // wsConns and each connection's byConn range, merged in id order with the HTTP indexes (merge-ids.ts);
 // a connection's range is opened only if its id bounds overlap the page. Host and kind entries per
-// message were half of capture's index work on the echo workloads (bench/NOTES.md).
+// message were half of capture's index work on the echo workloads (bench/NOTES.md). The buckets let
+// a page find its connections without reading every connection ever stored: it reads the buckets
+// from its cursor on, one at a time, as far as it gets.
 //
 // Records and connection records written in one event turn are committed together, by ONE
 // synchronous write transaction on the calling thread at the end of that turn (see TurnBatch): a
@@ -35,7 +39,7 @@ import type { Page, Store, TransactionQuery } from './store.js';
 import { nextId } from './ids.js';
 import { redactHeaders } from './redact.js';
 import { bodyBytes } from './body-bytes.js';
-import { mergeIds, type IdSource } from './merge-ids.js';
+import { mergeIds, type IdSource, type SourceGroup } from './merge-ids.js';
 import { pack, unpack } from 'msgpackr';
 
 export interface StoreOptions {
@@ -103,11 +107,29 @@ interface Dbs {
   byHost: Database;
   byConn: Database;
   byKind: Database;
-  wsConns: Database;
+  /** Absent only when opened read-only on a store written before they existed (lmdb-js cannot create them then). */
+  wsConns?: Database;
+  wsConnBuckets?: Database;
 }
 
 /** A wsConns value: bounds (not exact: retention may have removed the oldest) of a connection's WebSocket record ids. */
 interface WsConnSpan { first: string; last: string; hosts: string[] }
+
+/** Record ids are 16 hex digits of milliseconds << 12 (ids.ts); ids are bucketed by their first 8 (2^20 ms, ~17.5 min). */
+const ID_RE = /^[0-9a-f]{16}$/;
+const BUCKET_RE = /^[0-9a-f]{8}/;
+/** The bucket of an id or cursor (`fallback` for a cursor that is not an id's prefix, e.g. the empty floor). */
+function bucketOf(id: string, fallback = 0): number {
+  return BUCKET_RE.test(id) ? parseInt(id.slice(0, 8), 16) : fallback;
+}
+function bucketPrefix(b: number): string {
+  return b.toString(16).padStart(8, '0');
+}
+/** The buckets in [first, last]'s that [had.first, had.last]'s do not cover (all of them when `had` is absent). */
+function* newBuckets(span: { first: string; last: string }, had?: { first: string; last: string }): Generator<number> {
+  const lo = had ? bucketOf(had.first) : Infinity, hi = had ? bucketOf(had.last) : -Infinity;
+  for (let b = bucketOf(span.first); b <= bucketOf(span.last); b++) if (b < lo || b > hi) yield b;
+}
 
 // One open environment per path per thread: lmdb-js shares the native env across threads, and a
 // second open() in the same thread would only duplicate handles. Reference-counted for close().
@@ -141,6 +163,11 @@ function handle(store: LmdbStoreImpl, path: string): LmdbStore {
       }
     },
   });
+}
+
+function isEmpty(db: Database): boolean {
+  for (const _ of db.getKeys({ limit: 1 })) return false;
+  return true;
 }
 
 function clip(v: string): string {
@@ -269,7 +296,21 @@ class LmdbStoreImpl implements LmdbStore {
       byConn: sub('byConn'),
       byKind: sub('byKind'),
       wsConns: sub('wsConns'),
+      wsConnBuckets: sub('wsConnBuckets'),
     };
+    if (!this.readOnly) this.bucketWsConns();
+  }
+
+  /** A store written before wsConnBuckets existed gets them once, on its first read-write open. */
+  private bucketWsConns(): void {
+    const { root } = this.d;
+    const wsConns = this.d.wsConns!, wsConnBuckets = this.d.wsConnBuckets!; // read-write: created on open
+    if (isEmpty(wsConns) || !isEmpty(wsConnBuckets)) return;
+    root.transactionSync(() => {
+      for (const { key, value } of wsConns.getRange({})) {
+        for (const b of newBuckets(value as WsConnSpan)) wsConnBuckets.putSync([b, key], 1);
+      }
+    });
   }
 
   // ── writes ─────────────────────────────────────────────────────────────────────────────────
@@ -334,7 +375,9 @@ class LmdbStoreImpl implements LmdbStore {
 
   /** Inside a write transaction: widens the connection's wsConns entry to cover `span`. */
   private widenWsSpan(conn: string, span: WsConnSpan): void {
-    const cur = this.d.wsConns.get(conn) as WsConnSpan | undefined;
+    const wsConns = this.d.wsConns!, wsConnBuckets = this.d.wsConnBuckets!; // writing: created on open
+    const cur = wsConns.get(conn) as WsConnSpan | undefined;
+    const had = cur && { first: cur.first, last: cur.last };
     if (cur) {
       if (cur.first < span.first) span.first = cur.first;
       if (cur.last > span.last) span.last = cur.last; // another writer thread may have committed later ids first
@@ -345,13 +388,15 @@ class LmdbStoreImpl implements LmdbStore {
       const first = this.oldestRecordId(conn);
       if (first !== undefined && first < span.first) span.first = first;
     }
-    this.d.wsConns.putSync(conn, span);
+    wsConns.putSync(conn, span);
+    for (const b of newBuckets(span, had)) wsConnBuckets.putSync([b, conn], 1);
   }
 
   private prepare(r: TransactionRecord): { meta: TransactionRecord; apart: [BodyField, unknown][] } {
     if (typeof r?.id !== 'string' || !r.id || r.id.length > 64) throw new StoreError('record id missing or longer than 64 characters');
     if (typeof r.conn !== 'string' || r.conn.length > MAX_INDEX_VALUE) throw new StoreError(`record ${r.id}: conn missing or too long`);
     if (typeof r.host !== 'string' || typeof r.kind !== 'string') throw new StoreError(`record ${r.id}: host or kind missing`);
+    if (r.kind !== 'HTTP' && !ID_RE.test(r.id)) throw new StoreError(`record ${r.id}: a WebSocket record's id must be 16 hex digits (its connection is indexed by the id's time)`);
     // Copied field by field: body fields are taken as bytes (packBody), never read as strings.
     const meta = {} as TransactionRecord & Record<string, unknown>;
     const src = r as unknown as Record<string, unknown>;
@@ -438,7 +483,8 @@ class LmdbStoreImpl implements LmdbStore {
     const items: TransactionRecord[] = [];
     let more = false;
     // The index ranges are merged in id order; filters the ranges do not imply are checked on the metadata.
-    for (const id of mergeIds(this.idSources(q, lo, backward), backward)) {
+    const { sources, groups } = this.idSources(q, lo, backward);
+    for (const id of mergeIds(sources, backward, groups)) {
       if (id === q.after || id === q.before) continue; // cursors are exclusive
       const r = this.getTransactionMeta(id);
       if (!r) continue; // index entry whose record retention just removed
@@ -456,7 +502,7 @@ class LmdbStoreImpl implements LmdbStore {
 
   /** The id ranges (each in scan order, from the cursor on) that hold every record the query can match.
    *  Both bounds are inclusive (`since`'s floor is an id a record can have); the caller skips the cursors. */
-  private idSources(q: TransactionQuery, lo: string, backward: boolean): IdSource[] {
+  private idSources(q: TransactionQuery, lo: string, backward: boolean): { sources: IdSource[]; groups?: Iterable<SourceGroup> } {
     const { tx, byConn, byHost, byKind } = this.d;
     const hi = q.before!;
     // `from`: a source's bound; its range starts there too, so a wrong bound could lose ids, never disorder the merge
@@ -467,23 +513,58 @@ class LmdbStoreImpl implements LmdbStore {
         .filter(({ value }) => !keep || keep(value))
         .map(({ key }) => (key as [string, string])[1]);
     const ofKind = q.kind === undefined ? undefined : (v: unknown) => v === q.kind || v === 1; // 1: written before byConn held kinds
-    if (q.conn !== undefined) return [{ open: () => range(byConn, q.conn!, ofKind) }];
+    if (q.conn !== undefined) return { sources: [{ open: () => range(byConn, q.conn!, ofKind) }] };
     if (q.host === undefined && q.kind === undefined) {
-      return [{ open: () => (backward ? tx.getKeys({ start: hi, end: lo || undefined, reverse: true, inclusiveEnd: true }) : tx.getKeys({ start: lo || undefined })).map((k) => k as string) }];
+      return { sources: [{ open: () => (backward ? tx.getKeys({ start: hi, end: lo || undefined, reverse: true, inclusiveEnd: true }) : tx.getKeys({ start: lo || undefined })).map((k) => k as string) }] };
     }
     // HTTP records (and WebSocket records of earlier stores) are in byHost and byKind.
     const sources: IdSource[] = [{ open: () => (q.host !== undefined && (q.kind === undefined || q.kind === 'HTTP') ? range(byHost, clip(q.host)) : range(byKind, q.kind!)) }];
-    if (q.kind === 'HTTP') return sources;
+    if (q.kind === 'HTTP') return { sources };
     const isWs = ofKind ?? ((v: unknown) => v !== 'HTTP');
     const host = q.host === undefined ? undefined : clip(q.host);
-    for (const { key, value } of this.d.wsConns.getRange({})) {
-      const span = value as WsConnSpan;
-      if (host !== undefined && !span.hosts.includes(host)) continue;
-      if (span.last < lo || (backward && span.first > hi)) continue; // none of its ids is on the page's side of the cursors
+    const source = (conn: string, span: WsConnSpan | undefined): IdSource | null => {
+      if (!span || (host !== undefined && !span.hosts.includes(host))) return null;
+      if (span.last < lo || (backward && span.first > hi)) return null; // none of its ids is on the page's side of the cursors
       const from = backward ? span.last : span.first;
-      sources.push({ from, open: () => range(byConn, key as string, isWs, from) });
+      return { from, open: () => range(byConn, conn, isWs, from) };
+    };
+    return { sources, groups: this.wsConnGroups(lo, hi, backward, source) };
+  }
+
+  /**
+   * The WebSocket connections a page may reach, one id bucket at a time in scan order from the
+   * cursor on (mergeIds reads a group only when the page gets that far). A connection spanning
+   * several buckets comes with the first of them the scan meets.
+   */
+  private *wsConnGroups(lo: string, hi: string, backward: boolean, source: (conn: string, span: WsConnSpan | undefined) => IdSource | null): Generator<SourceGroup> {
+    const { wsConns, wsConnBuckets } = this.d;
+    if (!wsConns) return; // a store from before wsConns: its WebSocket records are in byHost and byKind
+    if (!wsConnBuckets || isEmpty(wsConnBuckets)) {
+      // read-only, on a store no version with buckets has written to: every connection, as one group
+      const sources = Array.from(wsConns.getRange({}), ({ key, value }) => source(key as string, value as WsConnSpan)).filter((s) => s !== null);
+      yield { until: backward ? '' : END, sources };
+      return;
     }
-    return sources;
+    const keys = backward
+      ? wsConnBuckets.getKeys({ start: [bucketOf(hi, 0xffffffff), END], end: [bucketOf(lo)], reverse: true })
+      : wsConnBuckets.getKeys({ start: [bucketOf(lo)] });
+    const seen = new Set<string>();
+    let group: SourceGroup | undefined;
+    let bucket = -1;
+    for (const key of keys) {
+      const [b, conn] = key as [number, string];
+      if (b !== bucket) {
+        if (group) yield group;
+        bucket = b;
+        // backward: later buckets hold only smaller ids; forward: only ids past this prefix
+        group = { until: backward ? bucketPrefix(b) : bucketPrefix(b) + END, sources: [] };
+      }
+      if (seen.has(conn)) continue;
+      seen.add(conn);
+      const s = source(conn, wsConns.get(conn) as WsConnSpan | undefined);
+      if (s) group!.sources.push(s);
+    }
+    if (group) yield group;
   }
 
   getConnection(id: string): ConnectionRecord | undefined {
@@ -577,7 +658,8 @@ class LmdbStoreImpl implements LmdbStore {
 
   dataBytes(): number {
     let pages = 0;
-    for (const db of [this.d.root, this.d.tx, this.d.bodies, this.d.conns, this.d.convs, this.d.convKeys, this.d.convByClient, this.d.byHost, this.d.byConn, this.d.byKind, this.d.wsConns]) {
+    for (const db of Object.values(this.d) as (Database | undefined)[]) {
+      if (!db) continue;
       const s = db.getStats() as { treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number; pageSize: number };
       pages += s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages;
     }
@@ -602,7 +684,8 @@ class LmdbStoreImpl implements LmdbStore {
   }
 
   async purgeConnections(beforeId: string, beforeTs: number, max: number): Promise<number> {
-    const { conns, wsConns } = this.d;
+    const { conns } = this.d;
+    const wsConns = this.d.wsConns!, wsConnBuckets = this.d.wsConnBuckets!; // writing: created on open
     const victims: ConnectionRecord[] = [];
     for (const { key, value } of conns.getRange({ end: beforeId, limit: max * 4 })) {
       const c = value as ConnectionRecord;
@@ -617,7 +700,11 @@ class LmdbStoreImpl implements LmdbStore {
           w(conns.remove(c.id));
           // Only an ended connection's: an open one may commit a message between this read and this
           // write, and its entry must not vanish after that (the writer would not know to put it back).
-          if (c.endTs !== undefined) w(wsConns.remove(c.id));
+          if (c.endTs === undefined) continue;
+          const span = wsConns.get(c.id) as WsConnSpan | undefined;
+          if (!span) continue;
+          w(wsConns.remove(c.id));
+          for (const b of newBuckets(span)) w(wsConnBuckets.remove([b, c.id]));
         }
       });
     }

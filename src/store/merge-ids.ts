@@ -1,7 +1,8 @@
 // A lazy k-way merge of id-ordered index scans. A filtered listing may read one HTTP index range and
 // one byConn range per WebSocket connection. A min-heap pulls each open range only as far as the
 // page needs (plus one id), and a range is opened only once the merge reaches its first possible
-// id, so a page costs the connections it overlaps, not every connection in the store.
+// id, so a page costs the connections it overlaps, not every connection in the store. Sources may
+// also arrive in groups (one per time bucket of connections), read only as far as the page needs.
 
 export interface IdSource {
   /** No id of this source precedes `from` in scan order; absent: open at once. */
@@ -9,8 +10,18 @@ export interface IdSource {
   open(): Iterable<string>;
 }
 
-/** The sources' ids in scan order (ascending, or descending when `backward`), each id once. */
-export function* mergeIds(sources: IdSource[], backward: boolean): Generator<string> {
+/** Sources found together; no source of a LATER group holds an id at or before `until` in scan order. */
+export interface SourceGroup {
+  until: string;
+  sources: IdSource[];
+}
+
+/**
+ * The sources' ids in scan order (ascending, or descending when `backward`), each id once.
+ * `groups` are read one at a time, each only once the merge would otherwise yield an id past the
+ * previous group's `until`.
+ */
+export function* mergeIds(sources: IdSource[], backward: boolean, groups: Iterable<SourceGroup> = []): Generator<string> {
   const before = backward ? (a: string, b: string) => a > b : (a: string, b: string) => a < b;
   const heap: { id: string; it: Iterator<string> }[] = [];
   const opened: Iterator<string>[] = [];
@@ -43,14 +54,35 @@ export function* mergeIds(sources: IdSource[], backward: boolean): Generator<str
     opened.push(it);
     push(it);
   };
-  const lazy = sources.filter((s) => s.from !== undefined).sort((a, b) => (a.from === b.from ? 0 : before(a.from!, b.from!) ? -1 : 1));
+  const byFrom = (a: IdSource, b: IdSource) => (a.from === b.from ? 0 : before(a.from!, b.from!) ? -1 : 1);
+  let lazy: IdSource[] = [];
+  let next = 0;
+  const add = (list: IdSource[]) => {
+    for (const s of list) if (s.from === undefined) open(s);
+    const bounded = list.filter((s) => s.from !== undefined);
+    if (bounded.length) lazy = [...lazy.slice(next), ...bounded].sort(byFrom), (next = 0);
+  };
+  const more = groups[Symbol.iterator]();
+  let until: string | undefined; // of the last group read; undefined: none read yet
+  let groupsDone = false;
   try {
-    for (const s of sources) if (s.from === undefined) open(s);
-    let next = 0;
+    add(sources);
     let last: string | undefined;
     for (;;) {
-      // every source that could hold the heap's top (or anything before it) is open before it is yielded
-      while (next < lazy.length && (heap.length === 0 || !before(heap[0].id, lazy[next].from!))) open(lazy[next++]);
+      // Before an id is yielded, every source that could hold it (or anything before it) is open:
+      // groups are read until their bound passes the earliest candidate (the heap's top, or the next
+      // unopened source's bound), then unopened sources are opened up to the heap's top.
+      for (;;) {
+        const pending = next < lazy.length ? lazy[next].from! : undefined;
+        const top = heap.length ? heap[0].id : undefined;
+        const earliest = top === undefined || (pending !== undefined && before(pending, top)) ? pending : top;
+        if (!groupsDone && (until === undefined || earliest === undefined || before(until, earliest))) {
+          const g = more.next();
+          if (g.done) groupsDone = true;
+          else { until = g.value.until; add(g.value.sources); }
+        } else if (pending !== undefined && (top === undefined || !before(top, pending))) open(lazy[next++]);
+        else break;
+      }
       if (heap.length === 0) return;
       const { id, it } = pop();
       push(it);
@@ -58,5 +90,6 @@ export function* mergeIds(sources: IdSource[], backward: boolean): Generator<str
     }
   } finally {
     for (const it of opened) it.return?.(); // closes the LMDB cursors of unfinished scans
+    more.return?.();
   }
 }

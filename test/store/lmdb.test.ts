@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { open } from 'lmdb';
-import { openStore, StoreError, BODY_APART_THRESHOLD } from '../../src/store/lmdb.js';
+import { openStore, StoreError, BODY_APART_THRESHOLD, type LmdbStore } from '../../src/store/lmdb.js';
 import { lazyBody } from '../../src/store/body-bytes.js';
 import { idSharedBuffer, nextId } from '../../src/store/ids.js';
 import type { HttpTransaction, TransactionRecord, WsMessageRecord } from '../../src/records.js';
@@ -17,6 +17,30 @@ import { conn, http, tempDir, ws } from './fixtures.js';
 
 const child = fileURLToPath(new URL('./store-child.js', import.meta.url));
 const BODY_FIELDS = ['body', 'bodyBase64', 'reqBody', 'reqBodyBase64', 'respBody', 'respBodyBase64', 'respEvents'];
+
+type Query = Parameters<LmdbStore['listTransactions']>[0];
+
+/** Every id a query lists, paging forward with `after`. */
+function forwardIds(store: LmdbStore, q: Query, limit: number): string[] {
+  const ids: string[] = [];
+  for (let after: string | null | undefined = undefined, n = 0; n < 2000; n++) {
+    const p: { items: TransactionRecord[]; next: string | null } = store.listTransactions({ ...q, after: after ?? undefined, limit });
+    ids.push(...p.items.map((r) => r.id));
+    if (!(after = p.next)) return ids;
+  }
+  throw new Error('paging did not end');
+}
+
+/** Every id a query lists, paging backward with `before` from the newest, in id order. */
+function backwardIds(store: LmdbStore, q: Query, limit: number): string[] {
+  const ids: string[] = [];
+  for (let before: string | null = 'ffffffffffffffff', n = 0; before && n < 2000; n++) {
+    const p = store.listTransactions({ ...q, before, limit });
+    ids.unshift(...p.items.map((r) => r.id));
+    before = p.next;
+  }
+  return ids;
+}
 
 test('every record kind round-trips; big bodies are stored apart and listing omits bodies', async (t) => {
   const store = openStore(tempDir(t));
@@ -166,25 +190,9 @@ test('WebSocket messages are reached by host and kind through their connections:
   const nHttp = all.filter((r) => r.kind === 'HTTP').length;
   assert.deepEqual([count('byHost'), count('byKind'), count('byConn'), count('wsConns')], [nHttp, nHttp, all.length, 3], 'WebSocket messages add no host or kind entries');
 
-  const pages = (q: Parameters<typeof store.listTransactions>[0], limit: number): string[] => {
-    const ids: string[] = [];
-    for (let after: string | null | undefined = undefined, n = 0; n < 500; n++) {
-      const p: { items: TransactionRecord[]; next: string | null } = store.listTransactions({ ...q, after: after ?? undefined, limit });
-      ids.push(...p.items.map((r) => r.id));
-      if (!(after = p.next)) return ids;
-    }
-    throw new Error('paging did not end');
-  };
-  const backPages = (q: Parameters<typeof store.listTransactions>[0], limit: number): string[] => {
-    const ids: string[] = [];
-    for (let before: string | null = 'ffffffffffffffff', n = 0; before && n < 500; n++) {
-      const p = store.listTransactions({ ...q, before, limit });
-      ids.unshift(...p.items.map((r) => r.id));
-      before = p.next;
-    }
-    return ids;
-  };
-  const queries: [Parameters<typeof store.listTransactions>[0], (r: TransactionRecord) => boolean][] = [
+  const pages = (q: Query, limit: number) => forwardIds(store, q, limit);
+  const backPages = (q: Query, limit: number) => backwardIds(store, q, limit);
+  const queries: [Query, (r: TransactionRecord) => boolean][] = [
     [{ host: 'api.openai.com' }, (r) => r.host === 'api.openai.com'],
     [{ host: 'ws.example' }, (r) => r.host === 'ws.example'],
     [{ kind: 'WS_REQ' }, (r) => r.kind === 'WS_REQ'],
@@ -261,6 +269,96 @@ test('WebSocket messages are reached by host and kind through their connections:
     assert.deepEqual(store.listTransactions(q).items.map((r) => r.id), [edge.id], JSON.stringify(q));
     assert.deepEqual(store.listTransactions({ ...q, before: 'ffffffffffffffff' }).items.map((r) => r.id), [edge.id], `${JSON.stringify(q)} backward`);
   }
+});
+
+test('a filtered page finds WebSocket connections by the ~17-minute id buckets their messages span: any bucket, either direction, a store without buckets indexed on its first read-write open', async (t) => {
+  const dir = tempDir(t);
+  let store = openStore(dir);
+  t.after(() => store.close());
+  let n = 0;
+  const idAt = (ms: number) => ((BigInt(ms) << 12n) + BigInt(n++ % 4096)).toString(16).padStart(16, '0');
+  const BUCKET_MS = 2 ** 20;
+  const base = Math.floor(Date.now() / BUCKET_MS) * BUCKET_MS - 30 * 86_400_000;
+  const all: TransactionRecord[] = [];
+  let buckets = 0;
+  // 48 connections 7 hours apart: most last a minute (one bucket), every 8th two days, crossing
+  // the others' buckets; each sends 6 messages spread over its life, and some carry HTTP too
+  for (let i = 0; i < 48; i++) {
+    const c = conn({ host: `h${i % 3}.example` });
+    const start = base + i * 7 * 3_600_000 + (i % 5) * 60_000;
+    const life = i % 8 === 0 ? 2 * 86_400_000 : 60_000;
+    for (let k = 0; k < 6; k++) {
+      const ms = start + Math.floor((life * k) / 5);
+      const at = { id: idAt(ms), ts: ms, host: c.host };
+      all.push(k === 2 && i % 4 === 1 ? http(c.id, at) : ws(c.id, 'u', k % 2 ? 'server' : 'client', k, k === 5 && i % 6 === 0 ? { ...at, kind: 'WS_CTRL', opcode: 'ping' } : at));
+    }
+    buckets += Math.floor((start + life) / BUCKET_MS) - Math.floor(start / BUCKET_MS) + 1;
+  }
+  all.sort((a, b) => (a.id < b.id ? -1 : 1));
+  for (let i = 0; i < all.length; i += 40) await store.putTransactions(all.slice(i, i + 40));
+
+  const raw = () => open(join(dir, 'db'), { pageSize: 8192, maxDbs: 16 });
+  let root = raw();
+  assert.equal(root.openDB({ name: 'wsConnBuckets' }).getKeysCount(), buckets, 'one entry per bucket each connection spans');
+  await root.close();
+
+  const mid = all[all.length >> 1];
+  const queries: [Query, (r: TransactionRecord) => boolean][] = [
+    [{ kind: 'WS_REQ' }, (r) => r.kind === 'WS_REQ'],
+    [{ kind: 'WS_CTRL' }, (r) => r.kind === 'WS_CTRL'],
+    [{ host: 'h1.example' }, (r) => r.host === 'h1.example'],
+    [{ host: 'h0.example', kind: 'WS_RESP' }, (r) => r.host === 'h0.example' && r.kind === 'WS_RESP'],
+    [{ kind: 'WS_RESP', since: mid.ts }, (r) => r.kind === 'WS_RESP' && r.ts >= mid.ts],
+  ];
+  const check = (label: string) => {
+    for (const [q, f] of queries) {
+      const want = all.filter(f).map((r) => r.id);
+      assert.ok(want.length > 0, JSON.stringify(q));
+      for (const limit of [1, 5, 1000]) {
+        assert.deepEqual(forwardIds(store, q, limit), want, `${label} ${JSON.stringify(q)} forward, limit ${limit}`);
+        assert.deepEqual(backwardIds(store, q, limit), want, `${label} ${JSON.stringify(q)} backward, limit ${limit}`);
+      }
+      // a page from a cursor in the middle of the long connections' span, both ways
+      const after = all.filter((r) => f(r) && r.id > mid.id).slice(0, 4).map((r) => r.id);
+      assert.deepEqual(store.listTransactions({ ...q, after: mid.id, limit: 4 }).items.map((r) => r.id), after, `${label} ${JSON.stringify(q)} after the middle`);
+      const before = all.filter((r) => f(r) && r.id < mid.id).slice(-4).map((r) => r.id);
+      assert.deepEqual(store.listTransactions({ ...q, before: mid.id, limit: 4 }).items.map((r) => r.id), before, `${label} ${JSON.stringify(q)} before the middle`);
+    }
+  };
+  check('bucketed');
+
+  // The layout of the version before buckets: wsConns without wsConnBuckets.
+  await store.close();
+  root = raw();
+  await root.openDB({ name: 'wsConnBuckets' }).drop();
+  await root.close();
+  store = openStore(dir, { readOnly: true });
+  check('read-only, no buckets');
+  await store.close();
+  store = openStore(dir);
+  root = raw();
+  assert.equal(root.openDB({ name: 'wsConnBuckets' }).getKeysCount(), buckets, 'indexed again on the read-write open');
+  await root.close();
+  check('indexed on open');
+
+  // a store from before wsConns, opened read-only (lmdb-js cannot create sub-databases then): its
+  // WebSocket records are in byHost and byKind, and filtered pages list them
+  const older = tempDir(t);
+  const o = open(join(older, 'db'), { pageSize: 8192, compression: true, maxDbs: 16 });
+  const r = ws(conn().id, 'u', 'client', 0);
+  o.transactionSync(() => {
+    o.openDB({ name: 'transactions', compression: true }).putSync(r.id, r);
+    o.openDB({ name: 'byHost', compression: true }).putSync([r.host, r.id], 1);
+    o.openDB({ name: 'byKind', compression: true }).putSync([r.kind, r.id], 1);
+    o.openDB({ name: 'byConn', compression: true }).putSync([r.conn, r.id], 1);
+  });
+  await o.close();
+  const ro = openStore(older, { readOnly: true });
+  t.after(() => ro.close());
+  for (const q of [{ kind: 'WS_REQ' as const }, { host: r.host }, { kind: 'WS_REQ' as const, before: 'ffffffffffffffff' }]) {
+    assert.deepEqual(ro.listTransactions(q).items.map((x) => x.id), [r.id], `read-only, before wsConns: ${JSON.stringify(q)}`);
+  }
+  assert.ok(ro.dataBytes() > 0);
 });
 
 test('wsMessages returns a connection\'s messages in wire order', async (t) => {

@@ -54,3 +54,41 @@ test('a page reads each open source at most one id past its end, opens no source
   assert.ok(read.get(3)! <= 1, `source 3 read ${read.get(3)} ids`);
   assert.deepEqual([...closed].sort(), [0, 3]);
 });
+
+test('sources that arrive in groups (time buckets) merge in order, and a group is read only once the page reaches its bound', () => {
+  let seed = 11;
+  const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+  // 40 connections, each a run of ids inside [start, start + len]; buckets of 1,000 ids
+  const conns = Array.from({ length: 40 }, () => {
+    const start = rand(20_000), len = rand(3_000);
+    return [...new Set(Array.from({ length: 1 + rand(30) }, () => start + rand(len + 1)))].sort((a, b) => a - b).map(hex);
+  });
+  const bucket = (id: string) => Math.floor(parseInt(id, 16) / 1000);
+  const want = [...new Set(conns.flat())].sort();
+  for (const backward of [false, true]) {
+    const read: number[] = [];
+    const groups = function* () {
+      const order = Array.from({ length: 25 }, (_, i) => (backward ? 24 - i : i));
+      const seen = new Set<number>();
+      for (const b of order) {
+        read.push(b);
+        const sources: IdSource[] = [];
+        conns.forEach((l, i) => {
+          // a connection belongs to every bucket its ids span; it comes with the first the scan meets
+          if (seen.has(i) || bucket(l[0]) > b || bucket(l[l.length - 1]) < b) return;
+          seen.add(i);
+          sources.push({ from: backward ? l[l.length - 1] : l[0], open: () => (backward ? [...l].reverse() : l) });
+        });
+        yield { until: backward ? hex(b * 1000) : hex(b * 1000 + 999), sources };
+      }
+    };
+    const label = backward ? 'backward' : 'forward';
+    assert.deepEqual([...mergeIds([], backward, groups())], backward ? [...want].reverse() : want, `${label}: every id, in order`);
+    read.length = 0;
+    const page: string[] = [];
+    for (const id of mergeIds([], backward, groups())) if (page.push(id) === 5) break;
+    assert.deepEqual(page, (backward ? [...want].reverse() : want).slice(0, 5), `${label}: the first page`);
+    const last = bucket(page[4]);
+    assert.ok(read.length <= Math.abs(last - read[0]) + 2, `${label}: read buckets ${read.join(',')} for a page ending in bucket ${last}`);
+  }
+});

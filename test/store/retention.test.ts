@@ -17,7 +17,7 @@ const oldId = (msAgo: number) => ((BigInt(Date.now() - msAgo) << 12n) + BigInt(s
 function counts(dir: string) {
   const root = open(join(dir, 'db'), { pageSize: 8192, compression: true, maxDbs: 16 });
   const n = (name: string) => root.openDB({ name }).getKeysCount();
-  return { tx: n('transactions'), bodies: n('bodies'), byHost: n('byHost'), byConn: n('byConn'), byKind: n('byKind'), conns: n('connections'), convs: n('conversations'), convKeys: n('convKeys'), convByClient: n('convByClient'), wsConns: n('wsConns') };
+  return { tx: n('transactions'), bodies: n('bodies'), byHost: n('byHost'), byConn: n('byConn'), byKind: n('byKind'), conns: n('connections'), convs: n('conversations'), convKeys: n('convKeys'), convByClient: n('convByClient'), wsConns: n('wsConns'), wsConnBuckets: n('wsConnBuckets') };
 }
 
 test('retention by age removes old transactions, their bodies, index entries, ended connections and stale conversations', async (t) => {
@@ -53,7 +53,7 @@ test('retention by age removes old transactions, their bodies, index entries, en
   assert.equal(store.getConnection(idleConn.id), undefined);
   assert.ok(store.getConnection(newConn.id));
   assert.deepEqual(store.listConversations({}).items.map((c) => c.key), ['live']);
-  assert.deepEqual(counts(dir), { tx: 2, bodies: 1, byHost: 1, byConn: 2, byKind: 1, conns: 1, convs: 1, convKeys: 1, convByClient: 1, wsConns: 2 });
+  assert.deepEqual(counts(dir), { tx: 2, bodies: 1, byHost: 1, byConn: 2, byKind: 1, conns: 1, convs: 1, convKeys: 1, convByClient: 1, wsConns: 2, wsConnBuckets: 2 });
   assert.equal(await r.sweep(), 0, 'a second sweep finds nothing');
   // the idle connection speaks again: reachable by kind, its entry never having gone
   const late = ws(idleConn.id, 'u', 'server', 1);
