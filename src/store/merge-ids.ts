@@ -60,7 +60,9 @@ export function* mergeIds(sources: IdSource[], backward: boolean, groups: Iterab
   const add = (list: IdSource[]) => {
     for (const s of list) if (s.from === undefined) open(s);
     const bounded = list.filter((s) => s.from !== undefined);
-    if (bounded.length) lazy = [...lazy.slice(next), ...bounded].sort(byFrom), (next = 0);
+    if (bounded.length === 0) return;
+    lazy = [...lazy.slice(next), ...bounded].sort(byFrom);
+    next = 0;
   };
   const more = groups[Symbol.iterator]();
   let until: string | undefined; // of the last group read; undefined: none read yet
