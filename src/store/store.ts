@@ -16,7 +16,11 @@ export interface TransactionQuery {
 export interface Page<T> { items: T[]; next: string | null }
 
 export interface Store {
-  /** Commits records (assigning nothing: ids are set by the caller). Resolves when durable. */
+  /**
+   * Commits records (assigning nothing: ids are set by the caller). Resolves when durable. The
+   * records are written as they are at the end of the caller's event turn: they must not change
+   * before that.
+   */
   putTransactions(records: TransactionRecord[]): Promise<void>;
   putConnection(record: ConnectionRecord): Promise<void>;
   getTransaction(id: string): TransactionRecord | undefined;

@@ -43,7 +43,8 @@ function backwardIds(store: LmdbStore, q: Query, limit: number): string[] {
 }
 
 test('every record kind round-trips; big bodies are stored apart and listing omits bodies', async (t) => {
-  const store = openStore(tempDir(t));
+  const dir = tempDir(t);
+  const store = openStore(dir);
   t.after(() => store.close());
   const c = conn({ sni: 'api.openai.com', alpn: 'http/1.1', clientUser: 'agent-1' });
   await store.putConnection(c);
@@ -71,6 +72,17 @@ test('every record kind round-trips; big bodies are stored apart and listing omi
   for (const r of [small, bigHttp, up]) assert.deepEqual(store.getTransaction(r.id), JSON.parse(JSON.stringify(redacted(r))));
   for (const m of msgs) assert.deepEqual(store.getTransaction(m.id), JSON.parse(JSON.stringify(m)));
   assert.equal(store.getTransaction('ffffffffffffffff'), undefined);
+  // As stored: a small text body inline as text (its UTF-8 bytes, as msgpack writes strings), a big
+  // one apart as bytes, base64 as its decoded bytes.
+  const raw = open(join(dir, 'db'), { pageSize: 8192, maxDbs: 16, readOnly: true });
+  t.after(() => raw.close());
+  const stored = (id: string) => raw.openDB({ name: 'transactions' }).get(id) as Record<string, unknown>;
+  const apart = (id: string, f: string) => raw.openDB({ name: 'bodies', encoding: 'binary' }).get([id, f]) as Buffer | undefined;
+  assert.equal(stored(msgs[0].id).body, msgs[0].body);
+  assert.equal(apart(msgs[0].id, 'body'), undefined);
+  assert.equal(stored(msgs[1].id).body, undefined);
+  assert.deepEqual(apart(msgs[1].id, 'body'), Buffer.from(big));
+  assert.deepEqual(Buffer.from(stored(msgs[2].id).bodyBase64 as Uint8Array), Buffer.from([0, 1, 2]));
 
   const listed = store.listTransactions({});
   assert.deepEqual(listed.items.map((r) => r.id), [small, bigHttp, up, ...msgs].map((r) => r.id));
