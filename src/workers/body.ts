@@ -49,13 +49,17 @@ export function binaryFields(bytes: Uint8Array, maxBody: number): BodyFields {
 
 /**
  * Bodies up to this size are plain strings: the assembler reads every small text message anyway,
- * and an accessor per record costs more than it saves there.
+ * and an accessor per record costs more than it saves there. So a record never keeps bytes shorter
+ * than this: a caller may pass such bytes in memory it reuses afterwards.
  */
-const LAZY_FROM = 4096;
+export const LAZY_FROM = 4096;
 
+const decodeText = (b: Uint8Array): string => utf8.decode(b);
+
+// (one object literal, decoders made once: this runs for every WebSocket message)
 function fields(field: 'body' | 'bodyBase64', bytes: Uint8Array, rest: Omit<BodyFields, 'body' | 'bodyBase64'>): BodyFields {
-  const f = { ...rest } as BodyFields;
-  const decode = field === 'body' ? (b: Uint8Array) => utf8.decode(b) : toBase64;
+  const f: BodyFields = { size: rest.size, truncated: rest.truncated, invalidUtf8: rest.invalidUtf8 };
+  const decode = field === 'body' ? decodeText : toBase64;
   if (bytes.length < LAZY_FROM) f[field] = decode(bytes);
   else lazyBody(f, field, bytes, decode);
   return f;

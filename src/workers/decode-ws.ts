@@ -7,7 +7,7 @@ import { endianness } from 'node:os';
 import type { WsBatchTask } from './tasks.js';
 import type { ErrorCode, WsMessageRecord, WsOpcodeName } from '../records.js';
 import type { MetricDeltas } from '../metrics.js';
-import { assignBody, binaryFields, bodyFields, toBase64, type BodyFields } from './body.js';
+import { LAZY_FROM, assignBody, binaryFields, bodyFields, toBase64, type BodyFields } from './body.js';
 import { SyncZlib } from './zlib-sync.js';
 import { DeflateWindow, allocateWindow } from './deflate-window.js';
 
@@ -114,15 +114,40 @@ function keepInflater(key: string, z: SyncZlib, window: DeflateWindow): void {
   }
 }
 
-/** RFC 7692 §7.2.2 inflate of one message (tail appended); RangeError when over `cap`. */
+/**
+ * RFC 7692 §7.2.2 inflate of one message (tail appended); RangeError when over `cap`. A small
+ * message's plaintext is a view of the inflater's scratch space, valid until its next write:
+ * everything made of it (the window, the body string) is a copy, and a record never keeps bytes
+ * shorter than LAZY_FROM (body.ts); bigger output is a buffer of its own.
+ */
 function inflateMessage(z: SyncZlib | null, input: Uint8Array, window: DeflateWindow | null, cap: number): Uint8Array {
   if (!z) {
     const dictionary = window && window.length > 0 ? window.bytes() : undefined;
     return zlib.inflateRawSync(input, { windowBits: 15, finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: cap, dictionary });
   }
-  const r = z.write(input, zlib.constants.Z_SYNC_FLUSH, cap);
+  const r = z.write(input, zlib.constants.Z_SYNC_FLUSH, cap, LAZY_FROM);
   if (r.overflow) throw Object.assign(new RangeError(`inflated size over ${cap} bytes`), { code: 'ERR_BUFFER_TOO_LARGE' });
   return r.bytes;
+}
+
+/** Inflate input (payload + tail) is copied here rather than into a new buffer per message (it is read synchronously). */
+const INPUT_REUSE_MAX = 64 << 10;
+let inputSpace = new Uint8Array(4096);
+
+function withTail(bytes: Uint8Array): Uint8Array {
+  const n = bytes.length + TAIL.length;
+  if (n > inputSpace.length) {
+    if (n > INPUT_REUSE_MAX) {
+      const own = new Uint8Array(n);
+      own.set(bytes, 0);
+      own.set(TAIL, bytes.length);
+      return own;
+    }
+    inputSpace = new Uint8Array(Math.min(INPUT_REUSE_MAX, Math.max(n, 2 * inputSpace.length)));
+  }
+  inputSpace.set(bytes, 0);
+  inputSpace.set(TAIL, bytes.length);
+  return inputSpace.subarray(0, n);
 }
 
 export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchOutcome {
@@ -186,9 +211,7 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
     } else if (compressed && desynced) {
       rec.error ??= 'desynced';
     } else if (compressed) {
-      const input = new Uint8Array(copied + 4);
-      input.set(bytes, 0);
-      input.set(TAIL, copied);
+      const input = withTail(bytes);
       try {
         // RFC 7692 §7.2.2: append 00 00 ff ff and raw-inflate. The carried window is the dictionary
         // (exact: the sender's LZ77 window holds exactly this direction's earlier compressed

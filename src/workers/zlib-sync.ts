@@ -32,9 +32,11 @@ export class SyncZlib {
 
   /**
    * Feeds all of `input` with `flush`; keeps at most the first `limit` bytes of output (`overflow`
-   * says more was produced). Throws on corrupt data; the stream is then unusable.
+   * says more was produced). Throws on corrupt data; the stream is then unusable. Output shorter
+   * than `lendBelow` comes back as a view of this stream's scratch space, valid only until its next
+   * write (no buffer per call, for callers that copy what they keep).
    */
-  write(input: Uint8Array, flush: number, limit: number): { bytes: Buffer; overflow: boolean } {
+  write(input: Uint8Array, flush: number, limit: number, lendBelow = 0): { bytes: Buffer; overflow: boolean } {
     if (this.failure) throw this.failure;
     const parts: Buffer[] = [];
     let have = 0;
@@ -49,13 +51,15 @@ export class SyncZlib {
       const availIn = this.state[1];
       inOff += inLen - availIn;
       const produced = room - availOut;
+      // Output space left over: the decoder took all it could from the input.
+      const done = availOut !== 0;
       if (produced > 0) {
-        parts.push(out === this.scratch ? Buffer.from(out.subarray(0, produced)) : out.subarray(0, produced));
+        const lent = done && parts.length === 0 && produced < lendBelow;
+        parts.push(out === this.scratch && !lent ? Buffer.from(out.subarray(0, produced)) : out.subarray(0, produced));
         have += produced;
       }
       if (have > limit) return { bytes: Buffer.concat(parts, have).subarray(0, limit), overflow: true };
-      // Output space left over: the decoder took all it could from the input.
-      if (availOut !== 0) break;
+      if (done) break;
     }
     return { bytes: parts.length === 1 ? parts[0] : Buffer.concat(parts, have), overflow: false };
   }
