@@ -13,4 +13,3 @@ export function transactionMeta(store: Store, id: string): TransactionRecord | u
   return r;
 }
 
-export const ID_RE = /^[0-9a-f]{16}$/;

@@ -6,7 +6,7 @@ import type { Gauge, Registry } from 'prom-client';
 import type { RecordKind } from '../records.js';
 import type { Store, TransactionQuery } from '../store/store.js';
 import type { SseHub } from './sse.js';
-import { ID_RE } from './records.js';
+import { ID_RE } from '../store/ids.js';
 import { DASHBOARD_HTML } from './dashboard.js';
 import { getPublicConversation, listPublicConversations } from './public-conversations.js';
 

@@ -13,8 +13,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { RecordEvents } from './events.js';
 import type { Store } from '../store/store.js';
-import { idTime } from '../store/ids.js';
-import { ID_RE, transactionMeta } from './records.js';
+import { ID_RE, idTime } from '../store/ids.js';
+import { transactionMeta } from './records.js';
 
 export interface SseOptions {
   heartbeatMs?: number; // default 15 s

@@ -4,6 +4,9 @@
 // locks (compare-and-swap), and more than 4096 ids in one millisecond borrow from the next one
 // instead of repeating. Encoded as 16 lower-case hex digits, so string order = numeric order.
 
+/** What nextId() makes: the API's cursors and the store's time buckets rely on this shape. */
+export const ID_RE = /^[0-9a-f]{16}$/;
+
 let counter: BigInt64Array = new BigInt64Array(new SharedArrayBuffer(8));
 
 /** The buffer to hand to workers (workerData) so they share the sequence. */

@@ -36,7 +36,7 @@ import { resolve, join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import type { Conversation, ConnectionRecord, TransactionRecord, WsMessageRecord } from '../records.js';
 import type { Page, Store, TransactionQuery } from './store.js';
-import { nextId } from './ids.js';
+import { ID_RE, nextId } from './ids.js';
 import { redactHeaders } from './redact.js';
 import { bodyBytes } from './body-bytes.js';
 import { mergeIds, type IdSource, type SourceGroup } from './merge-ids.js';
@@ -116,7 +116,6 @@ interface Dbs {
 interface WsConnSpan { first: string; last: string; hosts: string[] }
 
 /** Record ids are 16 hex digits of milliseconds << 12 (ids.ts); ids are bucketed by their first 8 (2^20 ms, ~17.5 min). */
-const ID_RE = /^[0-9a-f]{16}$/;
 const BUCKET_RE = /^[0-9a-f]{8}/;
 /** The bucket of an id or cursor (`fallback` for a cursor that is not an id's prefix, e.g. the empty floor). */
 function bucketOf(id: string, fallback = 0): number {
@@ -211,7 +210,7 @@ function storableAsIs(r: TransactionRecord): boolean {
       return false; // (checked before reading the field: a lazy one would make its string)
     } else {
       const v = src[k];
-      if (typeof v !== 'string' || v.length > BODY_APART_THRESHOLD) return false;
+      if (typeof v !== 'string' || packedLength(v) > BODY_APART_THRESHOLD) return false; // (would go apart)
     }
   }
   return true;
@@ -405,8 +404,7 @@ class LmdbStoreImpl implements LmdbStore {
   /** Inside a write transaction: widens the connection's wsConns entry to cover `span`. */
   private widenWsSpan(conn: string, span: WsConnSpan): void {
     const wsConns = this.d.wsConns!, wsConnBuckets = this.d.wsConnBuckets!; // writing: created on open
-    const cur = wsConns.get(conn) as WsConnSpan | undefined;
-    const had = cur && { first: cur.first, last: cur.last };
+    const cur = wsConns.get(conn) as WsConnSpan | undefined; // (read-only here: `span` is what widens)
     if (cur) {
       if (cur.first < span.first) span.first = cur.first;
       if (cur.last > span.last) span.last = cur.last; // another writer thread may have committed later ids first
@@ -418,7 +416,7 @@ class LmdbStoreImpl implements LmdbStore {
       if (first !== undefined && first < span.first) span.first = first;
     }
     wsConns.putSync(conn, span);
-    for (const b of newBuckets(span, had)) wsConnBuckets.putSync([b, conn], 1);
+    for (const b of newBuckets(span, cur)) wsConnBuckets.putSync([b, conn], 1);
   }
 
   private prepare(r: TransactionRecord): { meta: TransactionRecord; apart: [BodyField, unknown][] } {
