@@ -29,6 +29,8 @@ class Run {
   elapsedMs: number;
   warmEnd = 0;
   end = 0;
+  /** this process's CPU from the job's arrival on: the load's own cost, beside the proxy's */
+  private readonly cpu0 = process.cpuUsage();
 
   constructor(readonly job: ClientJob) { this.elapsedMs = job.durationMs; }
   begin(): void {
@@ -51,7 +53,9 @@ class Run {
     this.firstError ??= e instanceof Error ? e.message : String(e);
   }
   result(): ClientResult {
+    const cpu = process.cpuUsage(this.cpu0);
     return {
+      cpuSeconds: (cpu.user + cpu.system) / 1e6,
       ok: this.job.workload.kind === 'bulk' ? this.bytes > 0 : this.ops > 0,
       ops: this.ops,
       opsTotal: this.opsTotal,

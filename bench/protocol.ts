@@ -70,6 +70,8 @@ export interface ClientResult {
   firstError?: string;
   /** an operation hit its deadline (e.g. a proxy that buffers a whole 64 MiB body); another round would too */
   gaveUp: boolean;
+  /** the client process's CPU over the whole job (connections, warm-up and drain included) */
+  cpuSeconds: number;
   /** totals over the whole run (warm-up and drain included), what a capturing proxy should record */
   wire: { wsClient: number; wsServer: number; httpExchanges: number };
 }

@@ -31,6 +31,12 @@ export interface Row {
   proxyCores?: number | null;
   /** proxy CPU (all threads, capture finished after the run included) per operation completed in the run, µs */
   proxyCpuUsPerOp?: number | null;
+  /**
+   * The bench's own load per operation, µs: the client process plus the upstream server over the
+   * same run. Where they keep the cores busy (2 cores here), a proxy's CPU per operation is taken
+   * from them, so throughput follows 1 / (load + proxy CPU per op).
+   */
+  loadCpuUsPerOp?: number | null;
   proxyPeakRssMiB?: number | null;
   /** sampled peak of RssAnon: the proxy's own memory, without the file pages a store maps in */
   proxyPeakAnonMiB?: number | null;
@@ -105,18 +111,19 @@ export function toMarkdown(res: BenchResult): string {
   out.push(`${m.cpus} × ${m.cpuModel}, Node ${m.node}, Linux ${m.kernel}${m.mitmproxy ? `, mitmproxy ${m.mitmproxy}` : ''}${m.greytapCommit ? `, greytap @ ${m.greytapCommit}` : ''}` +
     `${m.firstTouchUsPerPage !== undefined ? `; first write to fresh memory ${m.firstTouchUsPerPage.toFixed(1)} µs per 4 KiB page (what storing new data costs the kernel here)` : ''}. ` +
     `Warm-up ${res.settings.warmupMs / 1000} s, window ${res.settings.durationMs / 1000} s per run, best of ${res.settings.rounds} interleaved round(s); greytap --workers ${res.settings.greytapWorkers}; client, upstream and proxy are separate processes on the same cores. ` +
-    `Ratios are against **direct** (and the **TLS pipe** for bulk) measured in this same run; added latency is the contender's percentile minus direct's.`, '');
+    `Ratios are against **direct** (and the **TLS pipe** for bulk) measured in this same run; added latency is the contender's percentile minus direct's. ` +
+    `Load CPU is the bench's own client and upstream processes per operation: where they keep the cores busy, the proxy's CPU per operation is taken from them.`, '');
   out.push('| contender | status | what it is |', '|---|---|---|');
   for (const c of res.contenders) out.push(`| ${c.name} | ${c.status}${c.reason ? `: ${c.reason.replace(/\|/g, '/').slice(0, 160)}` : ''} | ${c.what} |`);
   out.push('');
   for (const w of res.workloads) {
     out.push(`## ${w.label}`, '');
     const unit = w.kind === 'bulk' ? 'downloads' : `${w.unit}`;
-    out.push(`| contender | ${unit}/s | MB/s | × direct | × pipe | +p50 ms | +p99 ms | +p99.9 ms | p50 / p99 ms | per round × direct / × pipe | proxy CPU s (cores) | proxy CPU µs/op | peak RSS / anon MiB | capture | drops | errors |`);
-    out.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
+    out.push(`| contender | ${unit}/s | MB/s | × direct | × pipe | +p50 ms | +p99 ms | +p99.9 ms | p50 / p99 ms | per round × direct / × pipe | proxy CPU s (cores) | proxy CPU µs/op | load CPU µs/op | peak RSS / anon MiB | capture | drops | errors |`);
+    out.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
     for (const r of res.rows.filter((r) => r.workload === w.id)) {
       if (r.status !== 'ok') {
-        out.push(`| ${r.contender} | ${r.status}${r.reason ? `: ${r.reason.replace(/\|/g, '/').slice(0, 120)}` : ''} | | | | | | | | | | | | | | |`);
+        out.push(`| ${r.contender} | ${r.status}${r.reason ? `: ${r.reason.replace(/\|/g, '/').slice(0, 120)}` : ''} | | | | | | | | | | | | | | | |`);
         continue;
       }
       const cap = r.capture ? `${(r.capture.completeness * 100).toFixed(1)} % (${r.capture.committed}/${r.capture.expected})` : '';
@@ -124,7 +131,7 @@ export function toMarkdown(res: BenchResult): string {
       const l = r.latencyMs;
       out.push(`| ${r.contender} | ${f(r.opsPerSec, w.kind === 'bulk' ? 2 : 0)} | ${f(r.mbPerSec, 1)} | ${x(r.ratioVsDirect)} | ${x(r.ratioVsPipe)} | ` +
         `${ms(r.addedLatencyMs?.p50)} | ${ms(r.addedLatencyMs?.p99)} | ${ms(r.addedLatencyMs?.p999)} | ${l ? `${f(l.p50, 2)} / ${f(l.p99, 2)}` : '–'} | ${spread(r.roundRatiosVsDirect)} / ${spread(r.roundRatiosVsPipe)} | ` +
-        `${r.proxyCpuSeconds == null ? '–' : `${r.proxyCpuSeconds.toFixed(2)} (${f(r.proxyCores, 2)})`} | ${r.proxyCpuUsPerOp == null ? '–' : f(r.proxyCpuUsPerOp)} | ${f(r.proxyPeakRssMiB)}${r.proxyPeakAnonMiB == null ? '' : ` / ${f(r.proxyPeakAnonMiB)}`} | ${cap} | ${drops} | ${r.errors ?? 0}${r.firstError ? ` (${r.firstError.replace(/\|/g, '/').slice(0, 60)})` : ''} |`);
+        `${r.proxyCpuSeconds == null ? '–' : `${r.proxyCpuSeconds.toFixed(2)} (${f(r.proxyCores, 2)})`} | ${r.proxyCpuUsPerOp == null ? '–' : f(r.proxyCpuUsPerOp)} | ${f(r.loadCpuUsPerOp)} | ${f(r.proxyPeakRssMiB)}${r.proxyPeakAnonMiB == null ? '' : ` / ${f(r.proxyPeakAnonMiB)}`} | ${cap} | ${drops} | ${r.errors ?? 0}${r.firstError ? ` (${r.firstError.replace(/\|/g, '/').slice(0, 60)})` : ''} |`);
     }
     out.push('');
   }

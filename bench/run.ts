@@ -114,13 +114,14 @@ async function settleCapture(url: string, pid: number | null | undefined, before
   return { expected, committed, completeness: expected > 0 ? committed / expected : 1, dropped, droppedByReason };
 }
 
-async function measure(o: Options, w: Workload, name: string, r: Running): Promise<Row> {
+async function measure(o: Options, w: Workload, name: string, r: Running, upstreamPid: number | undefined): Promise<Row> {
   const p = o.profile;
   const job: ClientJob = { workload: w, route: r.route, warmupMs: p.warmupMs, durationMs: p.durationMs, drainMs: p.drainMs, bulkTimeoutMs: p.bulkTimeoutMs };
   const pid = r.pid;
   if (pid) resetPeakRss(pid);
   const before = r.metricsUrl ? await scrape(r.metricsUrl) : null;
   const cpu0 = pid ? cpuSeconds(pid) : null;
+  const up0 = upstreamPid ? cpuSeconds(upstreamPid) : null;
   const anon = pid ? sampleAnonPeak(pid) : null;
   let anonPeak: number | null = null;
   const t0 = performance.now();
@@ -134,6 +135,7 @@ async function measure(o: Options, w: Workload, name: string, r: Running): Promi
   }
   const wallS = (performance.now() - t0) / 1000;
   const cpuRun = pid ? cpuSeconds(pid) : null;
+  const up1 = upstreamPid ? cpuSeconds(upstreamPid) : null;
   const rss = pid ? peakRssMiB(pid) : null;
   if (!r.alive()) return { workload: w.id, contender: name, status: 'crashed', reason: lastLines(r.tail(), 2) || 'process exited' };
   let capture: CaptureCheck | null = null;
@@ -154,6 +156,7 @@ async function measure(o: Options, w: Workload, name: string, r: Running): Promi
     proxyCpuSeconds: cpu0 !== null && cpuRun !== null ? cpuRun - cpu0 : null,
     proxyCores: cpu0 !== null && cpuRun !== null ? (cpuRun - cpu0) / wallS : null,
     proxyCpuUsPerOp: cpu0 !== null && cpuSettled !== null && res.opsTotal > 0 ? ((cpuSettled - cpu0) / res.opsTotal) * 1e6 : null,
+    loadCpuUsPerOp: up0 !== null && up1 !== null && res.opsTotal > 0 ? ((res.cpuSeconds + up1 - up0) / res.opsTotal) * 1e6 : null,
     proxyPeakRssMiB: rss,
     proxyPeakAnonMiB: anonPeak,
     capture,
@@ -165,7 +168,7 @@ async function measure(o: Options, w: Workload, name: string, r: Running): Promi
 }
 
 /** One measured run of workload w against one contender, with crash and budget bookkeeping. */
-async function runOne(o: Options, w: Workload, info: ContenderInfo, live: Map<string, Running>, started: number): Promise<Row> {
+async function runOne(o: Options, w: Workload, info: ContenderInfo, live: Map<string, Running>, started: number, upstreamPid: number | undefined): Promise<Row> {
   const r = live.get(info.name);
   if (!r) return { workload: w.id, contender: info.name, status: info.status === 'ok' ? 'crashed' : info.status, reason: info.reason };
   if (Date.now() - started > o.profile.budgetMs) return { workload: w.id, contender: info.name, status: 'skipped', reason: 'time budget' };
@@ -175,9 +178,9 @@ async function runOne(o: Options, w: Workload, info: ContenderInfo, live: Map<st
     live.delete(info.name);
     return { workload: w.id, contender: info.name, status: 'crashed', reason: info.reason };
   }
-  const row = await measure(o, w, info.name, r);
+  const row = await measure(o, w, info.name, r, upstreamPid);
   const cap = row.capture ? ` capture ${(row.capture.completeness * 100).toFixed(1)}% drops ${row.capture.dropped}` : '';
-  log(`${w.id} ${info.name}: ${row.status === 'ok' ? `${row.opsPerSec!.toFixed(w.kind === 'bulk' ? 2 : 0)} ${w.kind === 'bulk' ? 'downloads' : w.unit}/s ${row.mbPerSec!.toFixed(1)} MB/s p50 ${row.latencyMs?.p50.toFixed(2) ?? '–'} ms cpu ${row.proxyCpuSeconds?.toFixed(2) ?? '–'} s (${row.proxyCpuUsPerOp?.toFixed(0) ?? '–'} us/op)${cap}${row.errors ? ` errors ${row.errors}` : ''}` : `${row.status}: ${row.reason}`}`);
+  log(`${w.id} ${info.name}: ${row.status === 'ok' ? `${row.opsPerSec!.toFixed(w.kind === 'bulk' ? 2 : 0)} ${w.kind === 'bulk' ? 'downloads' : w.unit}/s ${row.mbPerSec!.toFixed(1)} MB/s p50 ${row.latencyMs?.p50.toFixed(2) ?? '–'} ms cpu ${row.proxyCpuSeconds?.toFixed(2) ?? '–'} s (${row.proxyCpuUsPerOp?.toFixed(0) ?? '–'} us/op; load ${row.loadCpuUsPerOp?.toFixed(0) ?? '–'} us/op)${cap}${row.errors ? ` errors ${row.errors}` : ''}` : `${row.status}: ${row.reason}`}`);
   if (row.status === 'crashed') { info.status = 'crashed'; info.reason = row.reason; live.delete(info.name); }
   return row;
 }
@@ -245,7 +248,7 @@ async function main(): Promise<void> {
         const prev = best.get(info.name);
         // crashed/unavailable, or an operation hit its deadline: another round would only repeat that
         if (prev && ((prev.status !== 'ok' && prev.status !== 'error') || prev.gaveUp)) continue;
-        const row = await runOne(o, w, info, live, started);
+        const row = await runOne(o, w, info, live, started, server.proc.pid);
         const throughput = rate(w, row);
         row.rounds = [...(prev?.rounds ?? []), throughput >= 0 ? throughput : null];
         if (!prev || throughput > rate(w, prev) || (prev.status === 'error' && row.status !== 'ok' && row.status !== 'error')) best.set(info.name, row);

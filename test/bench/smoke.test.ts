@@ -65,6 +65,7 @@ test('bench --smoke writes latest.json/md/svg with measured numbers for direct a
     assert.ok(pipe.proxyPeakAnonMiB! > 0 && pipe.proxyPeakAnonMiB! <= pipe.proxyPeakRssMiB!, 'peak anonymous RSS sampled, within the peak RSS');
     assert.ok(pipe.proxyCpuUsPerOp! > 0 && Number.isFinite(pipe.proxyCpuUsPerOp), 'proxy CPU per operation');
     assert.equal(direct.proxyCpuUsPerOp, null);
+    for (const r of [direct, pipe]) assert.ok(r.loadCpuUsPerOp! > 0 && Number.isFinite(r.loadCpuUsPerOp), `${r.contender}: the load's own CPU per operation (client + upstream)`);
     assert.ok(pipe.addedLatencyMs && Number.isFinite(pipe.addedLatencyMs.p50));
     // greytap is either measured (then its capture is checked) or reported with a reason.
     const gInfo = res.contenders.find((c) => c.name === 'greytap')!;
