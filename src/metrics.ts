@@ -27,20 +27,20 @@ export const bytesForwarded = new client.Counter({
   },
 });
 export const httpTransactions = new client.Counter({ name: p + 'http_transactions_total', help: 'HTTP transactions seen (request heads parsed)', registers: reg });
-// Per-message counts are tallied the same way (one increment per WebSocket message on the main thread).
-const wsSeen = new Map<string, number>(); // "direction opcode" → messages since the last scrape
+// Per-message counts are tallied the same way (one increment per WebSocket message on the main
+// thread), per direction then opcode: a "direction opcode" key was a new string to hash per message.
+const wsSeen = { client: new Map<string, number>(), server: new Map<string, number>() }; // messages since the last scrape
 export function countWsMessage(direction: 'client' | 'server', opcode: string): void {
-  const k = direction + ' ' + opcode;
-  wsSeen.set(k, (wsSeen.get(k) ?? 0) + 1);
+  const seen = wsSeen[direction];
+  seen.set(opcode, (seen.get(opcode) ?? 0) + 1);
 }
 export const wsMessages = new client.Counter({
   name: p + 'ws_messages_total', help: 'WebSocket messages seen on the wire', labelNames: ['direction', 'opcode'], registers: reg,
   collect() {
-    for (const [k, n] of wsSeen) {
-      const [direction, opcode] = k.split(' ');
-      this.inc({ direction, opcode }, n);
+    for (const direction of ['client', 'server'] as const) {
+      for (const [opcode, n] of wsSeen[direction]) this.inc({ direction, opcode }, n);
+      wsSeen[direction].clear();
     }
-    wsSeen.clear();
   },
 });
 export const captureLag = new client.Histogram({

@@ -127,8 +127,15 @@ export interface MemoryBudget {
   release(bytes: number): void;
 }
 
+/**
+ * The backing of a buffer with no bytes of its own (not yet sized, or taken): one for all, since a
+ * `new Uint8Array(0)` is an ArrayBuffer allocation, twice per WebSocket message on the forwarding
+ * thread. Never handed out: its buffer must not be transferred (and so detached) by a task.
+ */
+const NO_BYTES = new Uint8Array(0);
+
 export class CaptureBuffer {
-  private buf: Uint8Array;
+  private buf: Uint8Array = NO_BYTES;
   private len = 0;
   private reserved = 0;
   private slab: Slab | null = null;
@@ -141,7 +148,6 @@ export class CaptureBuffer {
 
   /** `slabs`: small buffers become a region of that direction's slab (WebSocket frames; the size hint is the frame's length). */
   constructor(private readonly max: number, private readonly budget: MemoryBudget, sizeHint = 0, slabs?: SlabCursor) {
-    this.buf = new Uint8Array(0);
     if (sizeHint <= 0) return;
     const n = Math.min(sizeHint, max);
     if (slabs && n <= SLAB_MAX_PAYLOAD && budget.reserve(n)) {
@@ -190,9 +196,10 @@ export class CaptureBuffer {
     if (this.slab) {
       this.slab.release();
       this.slab = null;
-    } else {
+    } else if (this.buf !== NO_BYTES) {
       captureBuffers.give(this.buf.buffer as ArrayBuffer);
     }
+    this.buf = NO_BYTES;
   }
 
   /**
@@ -203,7 +210,8 @@ export class CaptureBuffer {
     if (this.slab) {
       const out: TakenPayload = { buffer: this.buf.buffer, offset: this.buf.byteOffset, length: this.len, slab: this.slab };
       this.slab = null;
-      this.takeView();
+      this.releaseBudget();
+      this.buf = NO_BYTES;
       return out;
     }
     let ab: ArrayBuffer;
@@ -218,17 +226,19 @@ export class CaptureBuffer {
 
   /** The copied bytes as a view of the buffer, which may be larger (transfer `view.buffer`), releasing the budget. */
   takeView(): Uint8Array {
-    const view = this.buf.subarray(0, this.len);
-    this.budget.release(this.reserved);
-    this.reserved = 0;
-    this.buf = new Uint8Array(0);
+    const view = this.buf === NO_BYTES ? new Uint8Array(0) : this.buf.subarray(0, this.len);
+    this.releaseBudget();
+    this.buf = NO_BYTES;
     return view;
   }
 
   discard(): void {
+    this.releaseBudget();
+    this.dropBacking();
+  }
+
+  private releaseBudget(): void {
     this.budget.release(this.reserved);
     this.reserved = 0;
-    this.dropBacking();
-    this.buf = new Uint8Array(0);
   }
 }

@@ -99,3 +99,30 @@ test('budget and bounds hold for slab regions: over budget no region is taken; m
   assert.equal(bud.held, 0);
   assert.equal(idleSlabCount(), idle + 1, 'the discarded region was the slab\'s last reference');
 });
+
+test('an empty buffer hands out bytes of its own: transferring them (as an HTTP task does) leaves every other buffer whole', () => {
+  const bud = budget();
+  const { port1, port2 } = new MessageChannel();
+  try {
+    for (const empty of [new CaptureBuffer(1 << 20, bud), new CaptureBuffer(1 << 20, bud)]) {
+      const view = empty.takeView();
+      assert.equal(view.length, 0);
+      port1.postMessage(view, [view.buffer as ArrayBuffer]); // detaches what it was given
+      assert.equal(view.buffer.byteLength, 0);
+      const t = empty.take();
+      assert.equal(t.length, 0);
+      port1.postMessage(t.buffer, [t.buffer as ArrayBuffer]);
+    }
+    // buffers made after those transfers still copy and grow
+    const later = new CaptureBuffer(1 << 20, bud);
+    later.append(Buffer.from('after'));
+    later.append(Buffer.alloc(5000, 7));
+    const v = later.takeView();
+    assert.equal(Buffer.from(v.subarray(0, 5)).toString(), 'after');
+    assert.equal(v.length, 5005);
+    assert.equal(bud.held, 0);
+  } finally {
+    port1.close();
+    port2.close();
+  }
+});
