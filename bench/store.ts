@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { open } from 'lmdb';
 import { openStore } from '../src/store/lmdb.js';
-import { nextId } from '../src/store/ids.js';
+import { idAt, nextId } from '../src/store/ids.js';
 import type { HttpTransaction, TransactionRecord, WsMessageRecord } from '../src/records.js';
 
 const { values: o } = parseArgs({
@@ -37,10 +37,10 @@ const LIST_MS = Number(o['list-days']) * 86_400_000;
 const PER_CONN = 40;
 const body = JSON.stringify({ type: 'response.create', model: 'gpt-5', input: [{ role: 'user', content: 'x'.repeat(900) }] });
 
-/** A record id (and ts) at a given time, as ids.ts makes them. */
+/** A record id (and ts) at a given time. */
 let idSeq = 0;
 function at(ms: number): { id: string; ts: number } {
-  return { id: ((BigInt(ms) << 12n) + BigInt(idSeq++ % 4096)).toString(16).padStart(16, '0'), ts: ms };
+  return { id: idAt(ms, idSeq++ % 4096), ts: ms };
 }
 
 function wsRecord(conn: string, i: number, host = 'api.openai.com', when = { id: nextId(), ts: Date.now() }): WsMessageRecord {

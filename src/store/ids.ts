@@ -19,13 +19,25 @@ export function adoptIdBuffer(buf: SharedArrayBuffer): void {
   counter = new BigInt64Array(buf);
 }
 
+function encode(n: bigint): string {
+  return n.toString(16).padStart(16, '0');
+}
+
 export function nextId(): string {
   const floor = BigInt(Date.now()) << 12n;
   for (;;) {
     const prev = Atomics.load(counter, 0);
     const next = prev + 1n > floor ? prev + 1n : floor;
-    if (Atomics.compareExchange(counter, 0, prev, next) === prev) return next.toString(16).padStart(16, '0');
+    if (Atomics.compareExchange(counter, 0, prev, next) === prev) return encode(next);
   }
+}
+
+/**
+ * The id of the `seq`th allocation in millisecond `ms` (without a burst's borrowing): `idAt(ms)` is
+ * the lowest id a record of that millisecond can have, the floor of a time cursor.
+ */
+export function idAt(ms: number, seq = 0): string {
+  return encode((BigInt(Math.max(0, Math.floor(ms))) << 12n) + BigInt(seq));
 }
 
 /** The millisecond timestamp an id was allocated at (approximately, for ids under a burst). */

@@ -36,7 +36,7 @@ import { resolve, join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import type { Conversation, ConnectionRecord, TransactionRecord, WsMessageRecord } from '../records.js';
 import type { Page, Store, TransactionQuery } from './store.js';
-import { ID_RE, nextId } from './ids.js';
+import { ID_RE, idAt, nextId } from './ids.js';
 import { redactHeaders } from './redact.js';
 import { bodyBytes } from './body-bytes.js';
 import { mergeIds, type IdSource, type SourceGroup } from './merge-ids.js';
@@ -227,10 +227,6 @@ function packedLength(v: unknown): number {
   if (v instanceof Uint8Array || typeof v === 'string') return v.length;
   if (Array.isArray(v)) return v.reduce((n: number, e: { data?: string }) => n + (e?.data?.length ?? 0) + 16, 0);
   return 0;
-}
-
-function idFloor(ms: number): string {
-  return (BigInt(Math.max(0, Math.floor(ms))) << 12n).toString(16).padStart(16, '0');
 }
 
 /** Per connection, the id bounds and hosts of a batch's WebSocket records. */
@@ -506,7 +502,7 @@ class LmdbStoreImpl implements LmdbStore {
     const limit = Math.min(Math.max(1, Math.floor(q.limit ?? DEFAULT_LIMIT)), MAX_LIMIT);
     const backward = q.before !== undefined;
     // Ids are allocated no earlier than their record's ts (ids.ts), so `since` bounds the id range.
-    const floor = q.since !== undefined ? idFloor(q.since) : '';
+    const floor = q.since !== undefined ? idAt(q.since) : '';
     const lo = q.after !== undefined && q.after > floor ? q.after : floor;
     const items: TransactionRecord[] = [];
     let more = false;

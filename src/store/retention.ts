@@ -3,6 +3,7 @@
 // the main thread never stalls. Freed pages are reused by LMDB; the file itself does not shrink, so
 // the size limit applies to live data (dataBytes), not the file size.
 import type { LmdbStore } from './lmdb.js';
+import { idAt } from './ids.js';
 
 export interface RetentionOptions {
   maxAgeMs: number | null;
@@ -21,10 +22,6 @@ export interface Retention {
   sweep(): Promise<number>;
 }
 
-function idFloor(ms: number): string {
-  return (BigInt(Math.max(0, Math.floor(ms))) << 12n).toString(16).padStart(16, '0');
-}
-
 const tick = () => new Promise<void>((r) => setImmediate(r));
 
 export function startRetention(store: LmdbStore, opts: RetentionOptions): Retention {
@@ -36,7 +33,7 @@ export function startRetention(store: LmdbStore, opts: RetentionOptions): Retent
     let removed = 0;
     if (opts.maxAgeMs !== null && opts.maxAgeMs !== undefined) {
       const cutoffTs = Date.now() - opts.maxAgeMs;
-      const cutoff = idFloor(cutoffTs);
+      const cutoff = idAt(cutoffTs);
       for (let n; !stopped && (n = await store.purgeTransactions(cutoff, batch)) > 0; await tick()) removed += n;
       while (!stopped && (await store.purgeConnections(cutoff, cutoffTs, batch)) === batch) await tick();
       while (!stopped && (await store.purgeConversations(cutoff, cutoffTs, batch)) === batch) await tick();

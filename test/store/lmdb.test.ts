@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { open } from 'lmdb';
 import { openStore, StoreError, BODY_APART_THRESHOLD, type LmdbStore } from '../../src/store/lmdb.js';
 import { lazyBody } from '../../src/store/body-bytes.js';
-import { idSharedBuffer, nextId } from '../../src/store/ids.js';
+import { idAt, idSharedBuffer, nextId } from '../../src/store/ids.js';
 import type { HttpTransaction, TransactionRecord, WsMessageRecord } from '../../src/records.js';
 import { conn, http, tempDir, ws } from './fixtures.js';
 
@@ -288,7 +288,7 @@ test('a filtered page finds WebSocket connections by the ~17-minute id buckets t
   let store = openStore(dir);
   t.after(() => store.close());
   let n = 0;
-  const idAt = (ms: number) => ((BigInt(ms) << 12n) + BigInt(n++ % 4096)).toString(16).padStart(16, '0');
+  const idOf = (ms: number) => idAt(ms, n++ % 4096);
   const BUCKET_MS = 2 ** 20;
   const base = Math.floor(Date.now() / BUCKET_MS) * BUCKET_MS - 30 * 86_400_000;
   const all: TransactionRecord[] = [];
@@ -301,7 +301,7 @@ test('a filtered page finds WebSocket connections by the ~17-minute id buckets t
     const life = i % 8 === 0 ? 2 * 86_400_000 : 60_000;
     for (let k = 0; k < 6; k++) {
       const ms = start + Math.floor((life * k) / 5);
-      const at = { id: idAt(ms), ts: ms, host: c.host };
+      const at = { id: idOf(ms), ts: ms, host: c.host };
       all.push(k === 2 && i % 4 === 1 ? http(c.id, at) : ws(c.id, 'u', k % 2 ? 'server' : 'client', k, k === 5 && i % 6 === 0 ? { ...at, kind: 'WS_CTRL', opcode: 'ping' } : at));
     }
     buckets += Math.floor((start + life) / BUCKET_MS) - Math.floor(start / BUCKET_MS) + 1;

@@ -6,13 +6,14 @@ import { join } from 'node:path';
 import { open } from 'lmdb';
 import { openStore } from '../../src/store/lmdb.js';
 import { startRetention } from '../../src/store/retention.js';
+import { idAt } from '../../src/store/ids.js';
 import type { TransactionRecord } from '../../src/records.js';
 import { conn, http, tempDir, ws } from './fixtures.js';
 
 const DAY = 86_400_000;
 let seq = 0;
 /** An id allocated `ms` ago (ids are caller-assigned; retention reads their time). */
-const oldId = (msAgo: number) => ((BigInt(Date.now() - msAgo) << 12n) + BigInt(seq++)).toString(16).padStart(16, '0');
+const oldId = (msAgo: number) => idAt(Date.now() - msAgo, seq++);
 
 function counts(dir: string) {
   const root = open(join(dir, 'db'), { pageSize: 8192, compression: true, maxDbs: 16 });
