@@ -4,6 +4,11 @@ import type { LatencySummary } from './protocol.js';
 
 const CAP = 1 << 20;
 
+/** The middle value (the upper one of an even count): what the benches report over rounds. */
+export function median(xs: number[]): number {
+  return [...xs].sort((a, b) => a - b)[xs.length >> 1];
+}
+
 export class LatencyRecorder {
   private buf = new Float64Array(4096);
   private n = 0;

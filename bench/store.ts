@@ -17,6 +17,7 @@ import { parseArgs } from 'node:util';
 import { open } from 'lmdb';
 import { openStore } from '../src/store/lmdb.js';
 import { idAt, nextId } from '../src/store/ids.js';
+import { median } from './latency.js';
 import type { HttpTransaction, TransactionRecord, WsMessageRecord } from '../src/records.js';
 
 const { values: o } = parseArgs({
@@ -96,7 +97,6 @@ async function writePlain(dir: string, data: TransactionRecord[][]): Promise<num
   return us / RECORDS;
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 function fresh(): string {
   return mkdtempSync(join(tmpdir(), 'greytap-store-bench-'));

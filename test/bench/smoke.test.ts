@@ -166,3 +166,21 @@ test('the store bench runs and reports CPU per record against the plain table, a
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('the capture bench runs the real worker, checks every stored message against what was sent, and reports CPU per message', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'greytap-capture-bench-test-'));
+  try {
+    const out = join(dir, 'capture.json');
+    const code = await new Promise<number | null>((resolve) => {
+      const p = spawn(process.execPath, ['dist/bench/capture.js', '--messages', '960', '--rounds', '1', '--json', out], { stdio: 'ignore' });
+      p.on('exit', resolve);
+    });
+    assert.equal(code, 0);
+    const r = JSON.parse(readFileSync(out, 'utf8'));
+    // 960 asked for, in whole posts of 16 lanes × 15 messages, plus the warm-up post
+    assert.equal(r.verifiedRecords, 960 + 240);
+    assert.ok(r.capture[0].cpuUs > 0 && r.receiveOnly[0].cpuUs > 0, JSON.stringify(r));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

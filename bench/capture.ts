@@ -1,0 +1,161 @@
+// The capture worker on its own: CPU per WebSocket message of the (a) workload — 1 KiB JSON,
+// permessage-deflate with context takeover, client frames masked — decoded, committed to a fresh
+// LMDB store and assembled by the real worker (a one-thread Piscina pool running
+// dist/src/workers/worker.js), with the main thread only posting batches the way the pool does.
+// It measures what the full bench cannot separate from its noisy load: capture's own price per
+// message, all threads of this process (the worker, lmdb-js's sync thread, V8's helpers), against
+// a baseline in the same run — the same batches posted to a worker that only receives them.
+//
+//   node dist/bench/capture.js [--messages 40000] [--batch 15] [--conns 8] [--rounds 3] [--json FILE]
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { randomBytes } from 'node:crypto';
+import zlib from 'node:zlib';
+import { Piscina } from 'piscina';
+import { messagePool } from './payload.js';
+import { median } from './latency.js';
+import { idSharedBuffer } from '../src/store/ids.js';
+import { openStore } from '../src/store/lmdb.js';
+import { allocateWindow } from '../src/workers/deflate-window.js';
+import { SyncZlib } from '../src/workers/zlib-sync.js';
+import type { MultiTask, WsBatchTask, WsCapturedMessage } from '../src/workers/tasks.js';
+
+const { values: o } = parseArgs({
+  options: {
+    messages: { type: 'string', default: '40000' },
+    batch: { type: 'string', default: '15' },
+    conns: { type: 'string', default: '8' },
+    rounds: { type: 'string', default: '3' },
+    json: { type: 'string' },
+  },
+});
+const MESSAGES = Number(o.messages), BATCH = Number(o.batch), CONNS = Number(o.conns), ROUNDS = Number(o.rounds);
+
+/** One direction of one connection: its sender's compressor (context carried), and the lane's window. */
+interface Lane { conn: string; direction: 'client' | 'server'; deflater: SyncZlib; window: SharedArrayBuffer; seq: number; sent: Buffer[] }
+
+/** RFC 7692 §7.2.1: compress with a sync flush and drop the trailing 00 00 ff ff. */
+function compress(lane: Lane, plain: Buffer): Buffer {
+  const { bytes } = lane.deflater.write(plain, zlib.constants.Z_SYNC_FLUSH, 1 << 20);
+  return bytes.subarray(0, bytes.length - 4);
+}
+
+function mask(payload: Buffer, key: number): void {
+  for (let i = 0; i < payload.length; i++) payload[i] ^= (key >>> (8 * (3 - (i & 3)))) & 0xff;
+}
+
+const pool = messagePool(1024);
+let nth = 0;
+
+/** The next BATCH messages of a lane, as the forwarding thread hands them over: one slab holding their (masked) payloads. */
+function batchFor(lane: Lane): WsBatchTask {
+  const payloads: Buffer[] = [];
+  const masks: (number[] | undefined)[] = [];
+  for (let i = 0; i < BATCH; i++) {
+    const plain = pool[nth++ % pool.length];
+    lane.sent.push(plain);
+    const p = Buffer.from(compress(lane, plain));
+    if (lane.direction === 'client') {
+      const key = randomBytes(4).readUInt32BE(0) || 1;
+      mask(p, key);
+      masks.push([0, p.length, key]);
+    } else masks.push(undefined);
+    payloads.push(p);
+  }
+  const slab = new SharedArrayBuffer(payloads.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  const now = Date.now();
+  const messages: WsCapturedMessage[] = payloads.map((p, i) => {
+    new Uint8Array(slab, at, p.length).set(p);
+    const m: WsCapturedMessage = {
+      seq: lane.seq++, opcode: 1, rsv1: true, frames: 1, wireBytes: p.length + (lane.direction === 'client' ? 8 : 4),
+      payloadBytes: p.length, payload: slab, payloadOffset: at, masks: masks[i], copiedBytes: p.length,
+      ts: now, lastByteAt: performance.timeOrigin + performance.now(),
+    };
+    at += p.length;
+    return m;
+  });
+  return {
+    type: 'ws', origin: { conn: lane.conn, host: 'bench.test', port: 443, scheme: 'wss', path: '/v1/responses' },
+    upgrade: lane.conn, direction: lane.direction, deflate: { contextTakeover: true, windowBits: 15 }, window: lane.window,
+    desynced: false, maxBody: 16 << 20, messages,
+  };
+}
+
+function lanes(): Lane[] {
+  return Array.from({ length: CONNS }, (_, c) => (['client', 'server'] as const).map((direction) => ({
+    conn: `c${c}-${Date.now().toString(36)}`, direction, deflater: SyncZlib.open(zlib.createDeflateRaw({ windowBits: 15 }) as never)!, window: allocateWindow(15), seq: 0, sent: [],
+  }))).flat();
+}
+
+/** Every batch of a run, built before it starts (compressing and masking are the sender's work, not capture's). */
+function tasks(): { work: MultiTask[]; lanes: Lane[] } {
+  const ls = lanes();
+  const work: MultiTask[] = [];
+  // one post to warm the worker up, then the measured ones
+  const posts = 1 + Math.ceil(MESSAGES / (BATCH * ls.length));
+  for (let i = 0; i < posts; i++) work.push({ type: 'multi', parts: ls.map(batchFor) });
+  for (const l of ls) l.deflater.close();
+  return { work, lanes: ls };
+}
+
+/** A fast capture that stored garbage would be no result: every message must be in the store, decoded, in order. */
+function verify(dataDir: string, ls: Lane[]): number {
+  const store = openStore(dataDir, { readOnly: true });
+  try {
+    let n = 0;
+    for (const l of ls) {
+      const got = store.wsMessages(l.conn).filter((r) => r.direction === l.direction);
+      if (got.length !== l.sent.length) throw new Error(`${l.conn} ${l.direction}: ${got.length} records stored, ${l.sent.length} sent`);
+      got.forEach((r, i) => {
+        if (r.error || r.body !== l.sent[i].toString()) throw new Error(`${l.conn} ${l.direction} #${i}: stored ${r.error ?? 'a different body'}`);
+      });
+      n += got.length;
+    }
+    return n;
+  } finally {
+    void store.close();
+  }
+}
+
+interface Sample { cpuUs: number; wallMs: number }
+
+async function runOnce(filename: string, work: MultiTask[], dataDir: string): Promise<Sample> {
+  const p = new Piscina({
+    filename, minThreads: 1, maxThreads: 1,
+    workerData: { dataDir, idBuffer: idSharedBuffer(), redactHeaders: [], maxBody: 16 << 20 },
+  });
+  // warm: the worker's first batches compile and open the store
+  await p.run(work[0]);
+  const messages = work.slice(1).reduce((n, t) => n + t.parts.reduce((k, w) => k + (w as WsBatchTask).messages.length, 0), 0);
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  for (const t of work.slice(1)) await p.run(t);
+  const wallMs = performance.now() - t0;
+  const c = process.cpuUsage(c0);
+  await p.destroy();
+  return { cpuUs: (c.user + c.system) / messages, wallMs };
+}
+
+const worker = new URL('../src/workers/worker.js', import.meta.url).pathname;
+const sink = new URL('./capture-sink.js', import.meta.url).pathname;
+const result: { capture: Sample[]; receiveOnly: Sample[]; verifiedRecords: number } = { capture: [], receiveOnly: [], verifiedRecords: 0 };
+for (let r = 0; r < ROUNDS; r++) {
+  for (const [name, file] of [['receiveOnly', sink], ['capture', worker]] as const) {
+    const dir = mkdtempSync(join(tmpdir(), 'greytap-capture-bench-'));
+    try {
+      const { work, lanes: ls } = tasks();
+      const s = await runOnce(file, work, dir);
+      if (name === 'capture') result.verifiedRecords += verify(dir, ls);
+      result[name].push(s);
+      process.stderr.write(`[capture] round ${r + 1} ${name}: ${s.cpuUs.toFixed(1)} µs CPU per message (${(s.wallMs / 1000).toFixed(2)} s)\n`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+}
+const cap = median(result.capture.map((s) => s.cpuUs)), base = median(result.receiveOnly.map((s) => s.cpuUs));
+process.stdout.write(`capture worker, (a)'s messages: ${cap.toFixed(1)} µs CPU per message (median of ${ROUNDS}); receiving only: ${base.toFixed(1)} µs; capture's own ${(cap - base).toFixed(1)} µs = ${(cap / base).toFixed(1)}× the baseline\n`);
+if (o.json) writeFileSync(o.json, JSON.stringify({ messages: MESSAGES, batch: BATCH, conns: CONNS, ...result }, null, 2) + '\n');
