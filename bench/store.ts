@@ -97,7 +97,6 @@ async function writePlain(dir: string, data: TransactionRecord[][]): Promise<num
   return us / RECORDS;
 }
 
-
 function fresh(): string {
   return mkdtempSync(join(tmpdir(), 'greytap-store-bench-'));
 }
