@@ -21,6 +21,7 @@ import { openStore } from '../src/store/lmdb.js';
 import { allocateWindow } from '../src/workers/deflate-window.js';
 import { SyncZlib } from '../src/workers/zlib-sync.js';
 import type { MultiTask, WsBatchTask, WsCapturedMessage } from '../src/workers/tasks.js';
+import type { WorkerData } from '../src/workers/worker.js';
 
 const { values: o } = parseArgs({
   options: {
@@ -56,7 +57,7 @@ function batchFor(lane: Lane): WsBatchTask {
   for (let i = 0; i < BATCH; i++) {
     const plain = pool[nth++ % pool.length];
     lane.sent.push(plain);
-    const p = Buffer.from(compress(lane, plain));
+    const p = compress(lane, plain); // a buffer of its own (SyncZlib lends nothing unless asked)
     if (lane.direction === 'client') {
       const key = randomBytes(4).readUInt32BE(0) || 1;
       mask(p, key);
@@ -125,7 +126,7 @@ interface Sample { cpuUs: number; wallMs: number }
 async function runOnce(filename: string, work: MultiTask[], dataDir: string): Promise<Sample> {
   const p = new Piscina({
     filename, minThreads: 1, maxThreads: 1,
-    workerData: { dataDir, idBuffer: idSharedBuffer(), redactHeaders: [], maxBody: 16 << 20 },
+    workerData: { dataDir, idBuffer: idSharedBuffer(), redactHeaders: [], maxBody: 16 << 20 } satisfies WorkerData,
   });
   // warm: the worker's first batches compile and open the store
   await p.run(work[0]);

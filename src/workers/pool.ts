@@ -20,7 +20,7 @@ import { allocateWindow } from './deflate-window.js';
 import { captureBuffers, type Slab } from '../io/capture-buffer.js';
 import type { ConnectionRecord } from '../records.js';
 import type { CaptureTask, ConnectionTask, DeflateParams, HttpCaptureTask, LaneBatchTask, MultiTask, StreamOrigin, WsBatchTask, WsCapturedMessage } from './tasks.js';
-import type { TaskOutput } from './worker.js';
+import type { TaskOutput, WorkerData } from './worker.js';
 import { applyDeltas, captureDropped, poolQueueDepth, poolUtilization, reportCaptureMemory, workerTaskSeconds } from '../metrics.js';
 
 export interface CapturePoolOptions {
@@ -104,7 +104,7 @@ export class CapturePool {
       // Idle workers must keep their event loop turning: the assembler's trailing timers run there.
       atomics: 'async',
       idleTimeout: Infinity,
-      workerData: { dataDir: opts.dataDir, idBuffer: idSharedBuffer(), redactHeaders: opts.redactHeaders, maxBody: opts.maxBody, nice: opts.nice ?? 15 },
+      workerData: { dataDir: opts.dataDir, idBuffer: idSharedBuffer(), redactHeaders: opts.redactHeaders, maxBody: opts.maxBody, nice: opts.nice ?? 15 } satisfies WorkerData,
     });
     // A crashed worker is replaced by Piscina; its tasks reject and are handled per lane.
     this.piscina.on('error', () => {});

@@ -15,7 +15,8 @@ import type { MetricDeltas } from '../metrics.js';
 import type { Store } from '../store/store.js';
 import type { TransactionRecord } from '../records.js';
 
-interface WorkerData {
+/** What the pool hands each capture worker at start-up (Piscina's workerData). */
+export interface WorkerData {
   dataDir: string;
   idBuffer: SharedArrayBuffer;
   redactHeaders: string[];
