@@ -1,12 +1,13 @@
 // The capture worker on its own: CPU per WebSocket message of the (a) workload — 1 KiB JSON,
-// permessage-deflate with context takeover, client frames masked — decoded, committed to a fresh
-// LMDB store and assembled by the real worker (a one-thread Piscina pool running
-// dist/src/workers/worker.js), with the main thread only posting batches the way the pool does.
+// permessage-deflate with context takeover, client frames masked; `--size` and `--plain` give (b)'s
+// and (c)'s shapes — decoded, committed to a fresh LMDB store and assembled by the real worker (a
+// one-thread Piscina pool running dist/src/workers/worker.js), with the main thread only posting
+// batches the way the pool does.
 // It measures what the full bench cannot separate from its noisy load: capture's own price per
 // message, all threads of this process (the worker, lmdb-js's sync thread, V8's helpers), against
 // a baseline in the same run — the same batches posted to a worker that only receives them.
 //
-//   node dist/bench/capture.js [--messages 40000] [--batch 15] [--conns 8] [--rounds 3] [--json FILE]
+//   node dist/bench/capture.js [--messages 40000] [--batch 15] [--conns 8] [--rounds 3] [--size 1024] [--plain] [--json FILE]
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +19,7 @@ import { messagePool } from './payload.js';
 import { median } from './latency.js';
 import { idSharedBuffer } from '../src/store/ids.js';
 import { openStore } from '../src/store/lmdb.js';
+import { SLAB_MAX_PAYLOAD } from '../src/io/capture-buffer.js';
 import { allocateWindow } from '../src/workers/deflate-window.js';
 import { SyncZlib } from '../src/workers/zlib-sync.js';
 import type { MultiTask, WsBatchTask, WsCapturedMessage } from '../src/workers/tasks.js';
@@ -29,10 +31,14 @@ const { values: o } = parseArgs({
     batch: { type: 'string', default: '15' },
     conns: { type: 'string', default: '8' },
     rounds: { type: 'string', default: '3' },
+    size: { type: 'string', default: '1024' },
+    plain: { type: 'boolean', default: false },
     json: { type: 'string' },
   },
 });
-const MESSAGES = Number(o.messages), BATCH = Number(o.batch), CONNS = Number(o.conns), ROUNDS = Number(o.rounds);
+const MESSAGES = Number(o.messages), BATCH = Number(o.batch), CONNS = Number(o.conns), ROUNDS = Number(o.rounds), SIZE = Number(o.size);
+/** permessage-deflate with context takeover, unless --plain */
+const DEFLATE = !o.plain;
 
 /** One direction of one connection: its sender's compressor (context carried), and the lane's window. */
 interface Lane { conn: string; direction: 'client' | 'server'; deflater: SyncZlib; window: SharedArrayBuffer; seq: number; sent: Buffer[] }
@@ -43,21 +49,30 @@ function compress(lane: Lane, plain: Buffer): Buffer {
   return bytes.subarray(0, bytes.length - 4);
 }
 
+/** RFC 6455 §5.2: 2 bytes, a 16- or 64-bit extended length, and the client's masking key. */
+function headerBytes(payload: number, masked: boolean): number {
+  return 2 + (payload > 65535 ? 8 : payload > 125 ? 2 : 0) + (masked ? 4 : 0);
+}
+
 function mask(payload: Buffer, key: number): void {
   for (let i = 0; i < payload.length; i++) payload[i] ^= (key >>> (8 * (3 - (i & 3)))) & 0xff;
 }
 
-const pool = messagePool(1024);
+const pool = messagePool(SIZE);
 let nth = 0;
 
-/** The next BATCH messages of a lane, as the forwarding thread hands them over: one slab holding their (masked) payloads. */
-function batchFor(lane: Lane): WsBatchTask {
+/**
+ * The next BATCH messages of a lane, as the forwarding thread hands them over (capture-buffer.ts):
+ * payloads up to SLAB_MAX_PAYLOAD in one shared slab, bigger ones each in an ArrayBuffer of its own,
+ * moved to the worker (`transfer`). Payloads stay masked (client) and compressed (unless --plain).
+ */
+function batchFor(lane: Lane, transfer: ArrayBuffer[]): WsBatchTask {
   const payloads: Buffer[] = [];
   const masks: (number[] | undefined)[] = [];
   for (let i = 0; i < BATCH; i++) {
     const plain = pool[nth++ % pool.length];
     lane.sent.push(plain);
-    const p = compress(lane, plain); // a buffer of its own (SyncZlib lends nothing unless asked)
+    const p = DEFLATE ? compress(lane, plain) : Buffer.from(plain); // a buffer of its own either way
     if (lane.direction === 'client') {
       const key = randomBytes(4).readUInt32BE(0) || 1;
       mask(p, key);
@@ -65,22 +80,29 @@ function batchFor(lane: Lane): WsBatchTask {
     } else masks.push(undefined);
     payloads.push(p);
   }
-  const slab = new SharedArrayBuffer(payloads.reduce((n, p) => n + p.length, 0));
+  const small = payloads.filter((p) => p.length <= SLAB_MAX_PAYLOAD);
+  const slab = new SharedArrayBuffer(small.reduce((n, p) => n + p.length, 0));
   let at = 0;
   const now = Date.now();
   const messages: WsCapturedMessage[] = payloads.map((p, i) => {
-    new Uint8Array(slab, at, p.length).set(p);
-    const m: WsCapturedMessage = {
-      seq: lane.seq++, opcode: 1, rsv1: true, frames: 1, wireBytes: p.length + (lane.direction === 'client' ? 8 : 4),
-      payloadBytes: p.length, payload: slab, payloadOffset: at, masks: masks[i], copiedBytes: p.length,
+    let payload: ArrayBuffer | SharedArrayBuffer = slab, offset = 0;
+    if (p.length <= SLAB_MAX_PAYLOAD) {
+      new Uint8Array(slab, at, p.length).set(p);
+      offset = at;
+      at += p.length;
+    } else {
+      payload = new Uint8Array(p).buffer;
+      transfer.push(payload);
+    }
+    return {
+      seq: lane.seq++, opcode: 1, rsv1: DEFLATE, frames: 1, wireBytes: p.length + headerBytes(p.length, lane.direction === 'client'),
+      payloadBytes: p.length, payload, payloadOffset: offset, masks: masks[i], copiedBytes: p.length,
       ts: now, lastByteAt: performance.timeOrigin + performance.now(),
     };
-    at += p.length;
-    return m;
   });
   return {
     type: 'ws', origin: { conn: lane.conn, host: 'bench.test', port: 443, scheme: 'wss', path: '/v1/responses' },
-    upgrade: lane.conn, direction: lane.direction, deflate: { contextTakeover: true, windowBits: 15 }, window: lane.window,
+    upgrade: lane.conn, direction: lane.direction, deflate: DEFLATE ? { contextTakeover: true, windowBits: 15 } : null, window: DEFLATE ? lane.window : null,
     desynced: false, maxBody: 16 << 20, messages,
   };
 }
@@ -91,13 +113,18 @@ function lanes(): Lane[] {
   }))).flat();
 }
 
+interface Post { task: MultiTask; transfer: ArrayBuffer[] }
+
 /** Every batch of a run, built before it starts (compressing and masking are the sender's work, not capture's). */
-function tasks(): { work: MultiTask[]; lanes: Lane[] } {
+function tasks(): { work: Post[]; lanes: Lane[] } {
   const ls = lanes();
-  const work: MultiTask[] = [];
+  const work: Post[] = [];
   // one post to warm the worker up, then the measured ones
   const posts = 1 + Math.ceil(MESSAGES / (BATCH * ls.length));
-  for (let i = 0; i < posts; i++) work.push({ type: 'multi', parts: ls.map(batchFor) });
+  for (let i = 0; i < posts; i++) {
+    const transfer: ArrayBuffer[] = [];
+    work.push({ task: { type: 'multi', parts: ls.map((l) => batchFor(l, transfer)) }, transfer });
+  }
   for (const l of ls) l.deflater.close();
   return { work, lanes: ls };
 }
@@ -123,17 +150,18 @@ function verify(dataDir: string, ls: Lane[]): number {
 
 interface Sample { cpuUs: number; wallMs: number }
 
-async function runOnce(filename: string, work: MultiTask[], dataDir: string): Promise<Sample> {
+async function runOnce(filename: string, work: Post[], dataDir: string): Promise<Sample> {
   const p = new Piscina({
     filename, minThreads: 1, maxThreads: 1,
     workerData: { dataDir, idBuffer: idSharedBuffer(), redactHeaders: [], maxBody: 16 << 20 } satisfies WorkerData,
   });
   // warm: the worker's first batches compile and open the store
-  await p.run(work[0]);
-  const messages = work.slice(1).reduce((n, t) => n + t.parts.reduce((k, w) => k + (w as WsBatchTask).messages.length, 0), 0);
+  const post = ({ task, transfer }: Post) => p.run(task, { transferList: transfer as never });
+  await post(work[0]);
+  const messages = work.slice(1).reduce((n, t) => n + t.task.parts.reduce((k, w) => k + (w as WsBatchTask).messages.length, 0), 0);
   const c0 = process.cpuUsage();
   const t0 = performance.now();
-  for (const t of work.slice(1)) await p.run(t);
+  for (const t of work.slice(1)) await post(t);
   const wallMs = performance.now() - t0;
   const c = process.cpuUsage(c0);
   await p.destroy();
@@ -158,5 +186,5 @@ for (let r = 0; r < ROUNDS; r++) {
   }
 }
 const cap = median(result.capture.map((s) => s.cpuUs)), base = median(result.receiveOnly.map((s) => s.cpuUs));
-process.stdout.write(`capture worker, (a)'s messages: ${cap.toFixed(1)} µs CPU per message (median of ${ROUNDS}); receiving only: ${base.toFixed(1)} µs; capture's own ${(cap - base).toFixed(1)} µs = ${(cap / base).toFixed(1)}× the baseline\n`);
-if (o.json) writeFileSync(o.json, JSON.stringify({ messages: MESSAGES, batch: BATCH, conns: CONNS, ...result }, null, 2) + '\n');
+process.stdout.write(`capture worker, ${SIZE} B messages, ${DEFLATE ? 'deflate on (context takeover)' : 'deflate off'}: ${cap.toFixed(1)} µs CPU per message (median of ${ROUNDS}); receiving only: ${base.toFixed(1)} µs; capture's own ${(cap - base).toFixed(1)} µs = ${(cap / base).toFixed(1)}× the baseline\n`);
+if (o.json) writeFileSync(o.json, JSON.stringify({ messages: MESSAGES, batch: BATCH, conns: CONNS, size: SIZE, deflate: DEFLATE, ...result }, null, 2) + '\n');
