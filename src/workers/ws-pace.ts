@@ -15,6 +15,7 @@
 // much as writing them. Any gap (another worker took a batch, the budget ran out) falls back to the
 // store.
 import type { WsMessageRecord } from '../records.js';
+import { bodyBytes } from '../store/body-bytes.js';
 
 export const WS_ASSEMBLE_INTERVAL_MS = 250;
 const LIVE_SHARE = 0.1;
@@ -32,7 +33,8 @@ function refill(now: number): void {
   credit = Math.min(CREDIT_MS, credit + (now - creditAt) * LIVE_SHARE);
   creditAt = now;
 }
-const unfolded = new Map<string, { records: WsMessageRecord[]; chars: number }>();
+/** per connection: the records, each with the weight it was counted with (so forgetting it subtracts the same) */
+const unfolded = new Map<string, { records: { r: WsMessageRecord; n: number }[]; chars: number }>();
 let unfoldedChars = 0;
 
 /** Milliseconds until a delta-only batch of `conn` may be assembled again (≤ 0: now). */
@@ -56,8 +58,17 @@ export function noteAssembly(conn: string, at: number, cost: number): void {
   }
 }
 
+/**
+ * A record's weight against MEMORY_BUDGET. A body still held as bytes (body-bytes.ts) is weighed by
+ * its byte length: reading the field only to count it would make its string here, where skipped
+ * batches are merely remembered (measured: a 64 KiB message's whole decode, per message).
+ */
 function chars(r: WsMessageRecord): number {
-  return 64 + (r.body?.length ?? 0) + (r.bodyBase64?.length ?? 0);
+  return 64 + size(r, 'body') + size(r, 'bodyBase64');
+}
+
+function size(r: WsMessageRecord, field: 'body' | 'bodyBase64'): number {
+  return bodyBytes(r, field)?.length ?? r[field]?.length ?? 0;
 }
 
 /** Remembers a batch's server records of `conn` until an assembly folds them (within the budget; over it, the connection's memory is dropped). */
@@ -68,7 +79,7 @@ export function rememberUnfolded(conn: string, records: readonly WsMessageRecord
     const n = chars(r);
     if (unfoldedChars + n > MEMORY_BUDGET) { forgetUnfolded(conn); return; }
     if (!u) unfolded.set(conn, (u = { records: [], chars: 0 }));
-    u.records.push(r);
+    u.records.push({ r, n });
     u.chars += n;
     unfoldedChars += n;
   }
@@ -86,7 +97,7 @@ export function forgetUnfolded(conn: string): void {
  * run on from mark + 1 without a gap; null when the store must be asked.
  */
 export function unfoldedAfter(conn: string, mark: number, batchIds: ReadonlySet<string>): WsMessageRecord[] | null {
-  const past = (unfolded.get(conn)?.records ?? []).filter((r) => r.seq > mark).sort((a, b) => a.seq - b.seq);
+  const past = (unfolded.get(conn)?.records ?? []).map((e) => e.r).filter((r) => r.seq > mark).sort((a, b) => a.seq - b.seq);
   if (past.length === 0) return null;
   for (let i = 0; i < past.length; i++) if (past[i].seq !== mark + 1 + i) return null;
   return past.filter((r) => !batchIds.has(r.id));
@@ -96,9 +107,9 @@ export function unfoldedAfter(conn: string, mark: number, batchIds: ReadonlySet<
 export function foldedUpTo(conn: string, mark: number): void {
   const u = unfolded.get(conn);
   if (!u) return;
-  const keep = u.records.filter((r) => r.seq > mark);
+  const keep = u.records.filter((e) => e.r.seq > mark);
   if (keep.length === 0) { forgetUnfolded(conn); return; }
-  const kept = keep.reduce((n, r) => n + chars(r), 0);
+  const kept = keep.reduce((n, e) => n + e.n, 0);
   unfoldedChars -= u.chars - kept;
   u.records = keep;
   u.chars = kept;
