@@ -21,7 +21,7 @@ export const WS_ASSEMBLE_INTERVAL_MS = 250;
 const LIVE_SHARE = 0.1;
 const CREDIT_MS = 50;
 const MAX_PACED_CONNS = 4096;
-/** Body characters kept per worker across all connections (about twice that in bytes). */
+/** Body characters kept per worker across all connections (bytes for a body not yet made a string; a string takes up to twice its length). */
 const MEMORY_BUDGET = 16 << 20;
 
 const paced = new Map<string, number>(); // conn → when its last paced assembly started
@@ -63,7 +63,7 @@ export function noteAssembly(conn: string, at: number, cost: number): void {
  * its byte length: reading the field only to count it would make its string here, where skipped
  * batches are merely remembered (measured: a 64 KiB message's whole decode, per message).
  */
-function chars(r: WsMessageRecord): number {
+function weight(r: WsMessageRecord): number {
   return 64 + size(r, 'body') + size(r, 'bodyBase64');
 }
 
@@ -76,7 +76,7 @@ export function rememberUnfolded(conn: string, records: readonly WsMessageRecord
   let u = unfolded.get(conn);
   for (const r of records) {
     if (r.direction !== 'server') continue;
-    const n = chars(r);
+    const n = weight(r);
     if (unfoldedChars + n > MEMORY_BUDGET) { forgetUnfolded(conn); return; }
     if (!u) unfolded.set(conn, (u = { records: [], chars: 0 }));
     u.records.push({ r, n });
