@@ -37,6 +37,7 @@ const { values: o } = parseArgs({
   },
 });
 const MESSAGES = Number(o.messages), BATCH = Number(o.batch), CONNS = Number(o.conns), ROUNDS = Number(o.rounds), SIZE = Number(o.size);
+if (!(SIZE >= 64)) throw new Error(`--size ${o.size}: at least 64 bytes (a JSON message of that size)`);
 /** permessage-deflate with context takeover, unless --plain */
 const DEFLATE = !o.plain;
 

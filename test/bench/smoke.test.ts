@@ -167,20 +167,33 @@ test('the store bench runs and reports CPU per record against the plain table, a
   }
 });
 
-test('the capture bench runs the real worker, checks every stored message against what was sent, and reports CPU per message', async () => {
+async function captureBench(args: string[]): Promise<{ verifiedRecords: number; size: number; deflate: boolean; capture: { cpuUs: number }[]; receiveOnly: { cpuUs: number }[] }> {
   const dir = mkdtempSync(join(tmpdir(), 'greytap-capture-bench-test-'));
   try {
     const out = join(dir, 'capture.json');
     const code = await new Promise<number | null>((resolve) => {
-      const p = spawn(process.execPath, ['dist/bench/capture.js', '--messages', '960', '--rounds', '1', '--json', out], { stdio: 'ignore' });
+      const p = spawn(process.execPath, ['dist/bench/capture.js', ...args, '--rounds', '1', '--json', out], { stdio: 'ignore' });
       p.on('exit', resolve);
     });
     assert.equal(code, 0);
-    const r = JSON.parse(readFileSync(out, 'utf8'));
-    // 960 asked for, in whole posts of 16 lanes × 15 messages, plus the warm-up post
-    assert.equal(r.verifiedRecords, 960 + 240);
-    assert.ok(r.capture[0].cpuUs > 0 && r.receiveOnly[0].cpuUs > 0, JSON.stringify(r));
+    return JSON.parse(readFileSync(out, 'utf8'));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+test('the capture bench runs the real worker, checks every stored message against what was sent, and reports CPU per message', async () => {
+  const r = await captureBench(['--messages', '960']);
+  // 960 asked for, in whole posts of 16 lanes × 15 messages, plus the warm-up post
+  assert.equal(r.verifiedRecords, 960 + 240);
+  assert.ok(r.capture[0].cpuUs > 0 && r.receiveOnly[0].cpuUs > 0, JSON.stringify(r));
+});
+
+test("the capture bench's (c) shape: 32 KiB messages, deflate off, each payload in a buffer of its own, all verified", async () => {
+  const r = await captureBench(['--messages', '240', '--size', '32768', '--plain', '--batch', '5']);
+  assert.equal(r.size, 32768);
+  assert.equal(r.deflate, false);
+  // 240 in posts of 16 lanes × 5 messages, plus the warm-up post
+  assert.equal(r.verifiedRecords, 240 + 80);
+  assert.ok(r.capture[0].cpuUs > 0, JSON.stringify(r));
 });
