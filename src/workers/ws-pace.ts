@@ -33,8 +33,8 @@ function refill(now: number): void {
   credit = Math.min(CREDIT_MS, credit + (now - creditAt) * LIVE_SHARE);
   creditAt = now;
 }
-/** per connection: the records, each with the weight it was counted with (so forgetting it subtracts the same) */
-const unfolded = new Map<string, { records: { r: WsMessageRecord; n: number }[]; chars: number }>();
+/** per connection: the records, each with the weight it was counted with (so forgetting it subtracts the same), and their sum */
+const unfolded = new Map<string, { records: { record: WsMessageRecord; weight: number }[]; chars: number }>();
 let unfoldedChars = 0;
 
 /** Milliseconds until a delta-only batch of `conn` may be assembled again (≤ 0: now). */
@@ -79,7 +79,7 @@ export function rememberUnfolded(conn: string, records: readonly WsMessageRecord
     const n = weight(r);
     if (unfoldedChars + n > MEMORY_BUDGET) { forgetUnfolded(conn); return; }
     if (!u) unfolded.set(conn, (u = { records: [], chars: 0 }));
-    u.records.push({ r, n });
+    u.records.push({ record: r, weight: n });
     u.chars += n;
     unfoldedChars += n;
   }
@@ -97,7 +97,7 @@ export function forgetUnfolded(conn: string): void {
  * run on from mark + 1 without a gap; null when the store must be asked.
  */
 export function unfoldedAfter(conn: string, mark: number, batchIds: ReadonlySet<string>): WsMessageRecord[] | null {
-  const past = (unfolded.get(conn)?.records ?? []).map((e) => e.r).filter((r) => r.seq > mark).sort((a, b) => a.seq - b.seq);
+  const past = (unfolded.get(conn)?.records ?? []).map((e) => e.record).filter((r) => r.seq > mark).sort((a, b) => a.seq - b.seq);
   if (past.length === 0) return null;
   for (let i = 0; i < past.length; i++) if (past[i].seq !== mark + 1 + i) return null;
   return past.filter((r) => !batchIds.has(r.id));
@@ -107,9 +107,9 @@ export function unfoldedAfter(conn: string, mark: number, batchIds: ReadonlySet<
 export function foldedUpTo(conn: string, mark: number): void {
   const u = unfolded.get(conn);
   if (!u) return;
-  const keep = u.records.filter((e) => e.r.seq > mark);
+  const keep = u.records.filter((e) => e.record.seq > mark);
   if (keep.length === 0) { forgetUnfolded(conn); return; }
-  const kept = keep.reduce((n, e) => n + e.n, 0);
+  const kept = keep.reduce((n, e) => n + e.weight, 0);
   unfoldedChars -= u.chars - kept;
   u.records = keep;
   u.chars = kept;
