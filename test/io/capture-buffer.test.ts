@@ -2,7 +2,7 @@
 // copied into — regions, growth out of a slab, and slabs going idle once nothing refers to them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CaptureBuffer, SLAB_BYTES, SLAB_MAX_PAYLOAD, SlabCursor, idleSlabCount, type MemoryBudget } from '../../src/io/capture-buffer.js';
+import { CaptureBuffer, RECYCLE_MIN, SLAB_BYTES, SLAB_MAX_PAYLOAD, SlabCursor, captureBuffers, idleSlabCount, type MemoryBudget } from '../../src/io/capture-buffer.js';
 
 function budget(limit = Infinity): MemoryBudget & { held: number } {
   const b = {
@@ -125,4 +125,50 @@ test('an empty buffer hands out bytes of its own: transferring them (as an HTTP 
     port1.close();
     port2.close();
   }
+});
+
+test('over the memory bound a message allocates nothing: the budget is asked before any buffer is taken', () => {
+  const allocUnsafeSlow = Buffer.allocUnsafeSlow;
+  let allocated = 0;
+  Buffer.allocUnsafeSlow = (n: number) => { allocated++; return allocUnsafeSlow(n); };
+  try {
+    const full = budget(0);
+    for (const hint of [100, SLAB_MAX_PAYLOAD + 1, 0]) {
+      const c = new CaptureBuffer(1 << 20, full, hint, new SlabCursor());
+      c.append(Buffer.alloc(hint || 10));
+      c.append(Buffer.alloc(10));
+      assert.equal(c.overBudget, true);
+      c.discard();
+    }
+    assert.equal(allocated, 0, 'a refused message costs no ArrayBuffer (it cost two: ~7 µs per 1 KiB message)');
+    assert.equal(full.held, 0);
+    const room = budget();
+    const ok = new CaptureBuffer(1 << 20, room, SLAB_MAX_PAYLOAD + 1);
+    assert.equal(allocated, 1, 'within the bound the buffer is allocated as before');
+    ok.discard();
+    assert.equal(room.held, 0);
+  } finally {
+    Buffer.allocUnsafeSlow = allocUnsafeSlow;
+  }
+});
+
+test('a recycled buffer larger than asked is taken only if its surplus fits the budget too', () => {
+  const size = RECYCLE_MIN + (RECYCLE_MIN >> 1);
+  captureBuffers.give(new ArrayBuffer(size));
+  const idle = captureBuffers.idleByteLength;
+  const tight = budget(RECYCLE_MIN + 1000); // room for what is asked, not for the recycled surplus
+  const c = new CaptureBuffer(4 * RECYCLE_MIN, tight, RECYCLE_MIN);
+  c.append(Buffer.alloc(RECYCLE_MIN));
+  assert.equal(c.overBudget, true);
+  assert.equal(tight.held, 0, 'the reservation for the asked size is given back');
+  assert.equal(captureBuffers.idleByteLength, idle, 'the recycled buffer went back idle');
+  c.discard();
+  const roomy = budget(2 * RECYCLE_MIN);
+  const d = new CaptureBuffer(4 * RECYCLE_MIN, roomy, RECYCLE_MIN);
+  assert.equal(roomy.held, size, 'the budget holds the buffer\'s whole size');
+  assert.equal(captureBuffers.idleByteLength, idle - size);
+  d.append(Buffer.alloc(RECYCLE_MIN, 5));
+  const v = d.takeView();
+  assert.ok(v.length === RECYCLE_MIN && v.every((b) => b === 5));
+  assert.equal(roomy.held, 0);
 });
