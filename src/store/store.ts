@@ -15,6 +15,12 @@ export interface TransactionQuery {
 
 export interface Page<T> { items: T[]; next: string | null }
 
+/**
+ * Records read from the store one at a time, as they are iterated (again on each iteration): a
+ * catch-up over a long backlog holds one record's body at a time, not the whole backlog's.
+ */
+export interface LazyRecords<T> extends Iterable<T> { readonly length: number }
+
 export interface Store {
   /**
    * Commits records (assigning nothing: ids are set by the caller). Resolves when durable. The
@@ -27,8 +33,8 @@ export interface Store {
   listTransactions(q: TransactionQuery): Page<TransactionRecord>; // bodies omitted
   getConnection(id: string): ConnectionRecord | undefined;
   wsMessages(connId: string): WsMessageRecord[]; // wire order: by direction seq, interleaved by ts
-  /** A connection's WebSocket records past the given per-direction seq marks, each direction in seq order (client first); ids in `known` are skipped (the caller has them); a mark of Infinity skips that direction. */
-  wsMessagesAfter(connId: string, marks: { client: number; server: number }, known?: ReadonlySet<string>): WsMessageRecord[];
+  /** A connection's WebSocket records past the given per-direction seq marks, each direction in seq order (client first), loaded as iterated; ids in `known` are skipped (the caller has them); a mark of Infinity skips that direction. */
+  wsMessagesAfter(connId: string, marks: { client: number; server: number }, known?: ReadonlySet<string>): LazyRecords<WsMessageRecord>;
   /** Atomic read-modify-write of one conversation by its assembly key (safe across threads). */
   updateConversation(key: string, fn: (c: Conversation | undefined) => Conversation | undefined): Promise<Conversation | undefined>;
   getConversation(id: string): Conversation | undefined;

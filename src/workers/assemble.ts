@@ -69,6 +69,16 @@ function bySeq(a: WsMessageRecord, b: WsMessageRecord): number {
   return a.direction === b.direction ? a.seq - b.seq : a.direction === 'client' ? -1 : 1;
 }
 
+/** Two record sequences, each already in bySeq order, as one (`a` first on ties, as a stable sort of a then b); `a` is read as it goes. */
+function* mergeBySeq(a: Iterable<WsMessageRecord>, b: readonly WsMessageRecord[]): Generator<WsMessageRecord> {
+  let j = 0;
+  for (const r of a) {
+    while (j < b.length && bySeq(b[j], r) < 0) yield b[j++];
+    yield r;
+  }
+  while (j < b.length) yield b[j++];
+}
+
 /**
  * How much of a message's text the pacing tests read: the event or request type leads its JSON
  * (codex serialises `type` first). A request whose type came later would only be folded with the
@@ -440,17 +450,21 @@ async function assembleWs(store: Store, conn: string, records: WsMessageRecord[]
     // batch (already among them once committed; folding is idempotent by seq).
     // Only server delta batches are ever skipped, so only the server direction can lag its mark.
     const missed = unfoldedAfter(conn, s.serverSeq, batchIds) ?? store.wsMessagesAfter(conn, { client: Infinity, server: s.serverSeq }, batchIds);
-    const folded = missed.length ? [...missed, ...records].sort(bySeq) : records;
-    for (const r of folded) if (foldWsRecord(s, r) === 'bad') bads++;
+    const folded = missed.length ? mergeBySeq(missed, [...records].sort(bySeq)) : records;
+    let firstTs: number | undefined, lastTs = -Infinity;
+    for (const r of folded) {
+      firstTs ??= r.ts;
+      if (r.ts > lastTs) lastTs = r.ts;
+      if (foldWsRecord(s, r) === 'bad') bads++;
+    }
     // Nothing folded and nothing known: no state to keep. Once records were folded the state is
     // kept even with no turns (a socket that only looks like the Responses API), so its seq marks
     // spare the next assembly a catch-up read from the connection's first record.
-    if (folded.length === 0 && !prev) return undefined;
+    if (firstTs === undefined && !prev) return undefined;
     if (closedAt !== undefined && s.closedTs === undefined) s.closedTs = closedAt;
     s.client = betterClient(headersClient, s.client);
-    let ts = closedAt ?? prev?.updatedTs ?? Date.now();
-    if (folded.length) { ts = folded[0].ts; for (const r of folded) if (r.ts > ts) ts = r.ts; }
-    return internalObject(key, 'openai-ws', prev?.startedTs ?? folded[0]?.ts ?? ts, { updatedTs: Math.max(prev?.updatedTs ?? 0, ts), client: s.client ?? 'generic', _ws: s, _v: (prev?._v ?? 0) + 1 });
+    const ts = firstTs === undefined ? closedAt ?? prev?.updatedTs ?? Date.now() : lastTs;
+    return internalObject(key, 'openai-ws', prev?.startedTs ?? firstTs ?? ts, { updatedTs: Math.max(prev?.updatedTs ?? 0, ts), client: s.client ?? 'generic', _ws: s, _v: (prev?._v ?? 0) + 1 });
   })) as StoredConversation | undefined;
   for (let i = 0; i < bads; i++) bad();
   if (stored?._ws) foldedUpTo(conn, stored._ws.serverSeq);

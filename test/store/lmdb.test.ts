@@ -392,6 +392,29 @@ test('wsMessages returns a connection\'s messages in wire order', async (t) => {
   assert.deepEqual(store.wsMessages('nope'), []);
 });
 
+test('wsMessagesAfter: each direction past its mark in seq order, client first, known ids left out, each record read from the store as it is iterated', async (t) => {
+  const store = openStore(tempDir(t));
+  t.after(() => store.close());
+  const c = conn();
+  const up = http(c.id, { status: 101 });
+  const big = 'x'.repeat(BODY_APART_THRESHOLD * 4); // stored apart: read only when its record is loaded
+  const msgs = [0, 1, 2, 3].flatMap((seq) => [
+    ws(c.id, up.id, 'client', seq, { ts: 10 * seq }),
+    ws(c.id, up.id, 'server', seq, { ts: 10 * seq + 5, body: `{"seq":${seq},"pad":"${big}"}` }),
+  ]);
+  await store.putTransactions([up, ...msgs]);
+  const known = new Set([msgs[5].id]); // server 2: the caller has it
+  const after = store.wsMessagesAfter(c.id, { client: 2, server: 0 }, known);
+  assert.equal(after.length, 3, 'counted by the scan, before any record is loaded');
+  const first = [...after];
+  assert.deepEqual(first.map((m) => `${m.direction}${m.seq}`), ['client3', 'server1', 'server3']);
+  assert.equal(first[1].body, msgs[3].body, 'bodies stored apart come with their records');
+  const again = [...after];
+  assert.notEqual(again[1], first[1], 'iterating again reads the records again: nothing of them is held in between');
+  assert.deepEqual(again, first);
+  assert.equal(store.wsMessagesAfter(c.id, { client: Infinity, server: 3 }).length, 0);
+});
+
 test('conversations: created by key with an id, updated in place, listed by client with paging', async (t) => {
   const store = openStore(tempDir(t));
   t.after(() => store.close());

@@ -336,7 +336,7 @@ test('live (throttled) assembly: skipped delta batches fold from the worker\'s m
       const readBack = new Set<string>(); // record ids the assembler's catch-up read from the store
       const store = new Proxy(real, {
         // counts records read back from the store by the assembler's catch-up
-        get: (t, p) => (p === 'wsMessagesAfter' ? (...a: unknown[]) => { const got = (t.wsMessagesAfter as (...x: unknown[]) => WsMessageRecord[])(...a); for (const r of got) readBack.add(r.id); return got; } : Reflect.get(t, p)),
+        get: (t, p) => (p === 'wsMessagesAfter' ? (...a: unknown[]) => { const got = (t.wsMessagesAfter as (...x: unknown[]) => Iterable<WsMessageRecord>)(...a); for (const r of got) readBack.add(r.id); return got; } : Reflect.get(t, p)),
       }) as Store;
       const live = async (records: TransactionRecord[]) => {
         await store.putTransactions(records);
