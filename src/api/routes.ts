@@ -137,8 +137,7 @@ export async function route(ctx: RouteContext, req: IncomingMessage, res: Server
       const limit = intParam(p, 'limit', 1, MAX_MESSAGES) ?? DEFAULT_MESSAGES;
       const c = ctx.store.getConnection(id);
       if (!c) return json(res, 404, { error: `no connection ${id}` });
-      const s = ctx.store as Store & { wsMessages(id: string, o?: { limit?: number }): ReturnType<Store['wsMessages']> };
-      const messages = s.wsMessages(id, { limit: limit + 1 });
+      const messages = ctx.store.wsMessages(id, { limit: limit + 1 });
       const truncated = messages.length > limit;
       return json(res, 200, { ...c, messages: truncated ? messages.slice(0, limit) : messages, ...(truncated ? { messagesTruncated: true } : {}) });
     }

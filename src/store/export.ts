@@ -1,13 +1,14 @@
 // `greytap export`: streams stored transactions as JSON Lines (one record with bodies per line, the
 // same shape as the API) or as one HAR 1.2 document. Pages through the store by id cursor and waits
-// for 'drain' whenever the output pushes back, so memory stays at one page whatever the store size.
+// for 'drain' whenever the output pushes back, so memory stays at one page whatever the store size
+// (plus, for a HAR WebSocket entry, its connection's message metadata: bodies are read one by one).
 // Runs against a read-only open of the environment while `serve` keeps writing (LMDB readers see
 // a consistent snapshot per page).
 import { readFileSync } from 'node:fs';
 import { once } from 'node:events';
-import type { HttpTransaction, RecordKind, TransactionRecord } from '../records.js';
+import type { HttpTransaction, RecordKind, TransactionRecord, WsMessageRecord } from '../records.js';
 import type { Store } from './store.js';
-import { harCreator, harEntry } from './har.js';
+import { harCreator, harEntry, harWsMessage } from './har.js';
 
 export interface ExportOptions {
   format: 'jsonl' | 'har';
@@ -61,11 +62,27 @@ export async function exportRecords(store: Store, opts: ExportOptions, out: Node
   if (opts.kind === undefined || opts.kind === 'HTTP') {
     for (const r of transactions(store, { ...q, kind: 'HTTP' })) {
       const tx = r as HttpTransaction;
-      const ws = tx.status === 101 ? store.wsMessages(tx.conn).filter((m) => m.upgrade === tx.id) : [];
-      await write(out, (n ? ',\n' : '\n') + JSON.stringify(harEntry(tx, ws)));
-      n++;
+      const sep = n++ ? ',\n' : '\n';
+      if (tx.status !== 101) { await write(out, sep + JSON.stringify(harEntry(tx))); continue; }
+      await writeWsEntry(store, tx, sep, out);
     }
   }
   await write(out, '\n]}}\n');
   return n;
+}
+
+/**
+ * A 101 entry with its messages written one at a time, each body read as it is written: a long
+ * session's messages (64 KiB each in the bench's (c)) never sit in memory together.
+ */
+async function writeWsEntry(store: Store, tx: HttpTransaction, sep: string, out: NodeJS.WritableStream): Promise<void> {
+  const { _webSocketMessages: _none, ...entry } = harEntry(tx);
+  await write(out, sep + JSON.stringify(entry).slice(0, -1) + ',"_webSocketMessages":[');
+  let i = 0;
+  for (const meta of store.wsMessages(tx.conn, { bodies: false })) {
+    if (meta.upgrade !== tx.id) continue;
+    const m = store.getTransaction(meta.id) as WsMessageRecord | undefined;
+    if (m) await write(out, (i++ ? ',' : '') + JSON.stringify(harWsMessage(m))); // gone: removed by retention meanwhile
+  }
+  await write(out, ']}');
 }

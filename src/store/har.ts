@@ -133,14 +133,18 @@ export function harEntry(tx: HttpTransaction, ws: WsMessageRecord[] = []): HarEn
   if (notes.length) e.comment = notes.join('; ');
   if (tx.status === 101) {
     e._resourceType = 'websocket';
-    e._webSocketMessages = ws.map((m) => ({
-      type: m.direction === 'client' ? 'send' : 'receive',
-      time: m.ts / 1000,
-      opcode: OPCODES[m.opcode] ?? 1,
-      data: m.body ?? m.bodyBase64 ?? '',
-    }));
+    e._webSocketMessages = ws.map(harWsMessage);
   }
   return e;
+}
+
+export function harWsMessage(m: WsMessageRecord): HarWebSocketMessage {
+  return {
+    type: m.direction === 'client' ? 'send' : 'receive',
+    time: m.ts / 1000,
+    opcode: OPCODES[m.opcode] ?? 1,
+    data: m.body ?? m.bodyBase64 ?? '',
+  };
 }
 
 export function harCreator(version: string): { name: string; version: string } {

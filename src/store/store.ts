@@ -32,7 +32,8 @@ export interface Store {
   getTransaction(id: string): TransactionRecord | undefined;
   listTransactions(q: TransactionQuery): Page<TransactionRecord>; // bodies omitted
   getConnection(id: string): ConnectionRecord | undefined;
-  wsMessages(connId: string): WsMessageRecord[]; // wire order: by direction seq, interleaved by ts
+  /** Wire order: by direction seq, interleaved by ts. `bodies: false`: metadata only (no body is read); `limit`: the first n by id. */
+  wsMessages(connId: string, opts?: { limit?: number; bodies?: boolean }): WsMessageRecord[];
   /** A connection's WebSocket records past the given per-direction seq marks, each direction in seq order (client first), loaded as iterated; ids in `known` are skipped (the caller has them); a mark of Infinity skips that direction. */
   wsMessagesAfter(connId: string, marks: { client: number; server: number }, known?: ReadonlySet<string>): LazyRecords<WsMessageRecord>;
   /** Atomic read-modify-write of one conversation by its assembly key (safe across threads). */

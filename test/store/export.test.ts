@@ -106,6 +106,28 @@ test('HAR export is valid HAR 1.2 and carries WebSocket messages on the 101 entr
   assert.ok(validate(JSON.parse(none.text())));
 });
 
+test('HAR export writes a WebSocket entry\'s messages one at a time: each body is read from the store after the one before it was written', async (t) => {
+  const dir = tempDir(t);
+  const { store: real, up } = await fill(dir);
+  t.after(() => real.close());
+  const log: string[] = [];
+  const wsIds = new Set(real.wsMessages(up.conn, { bodies: false }).map((m) => m.id));
+  const store = new Proxy(real, {
+    get: (target, p) => (p === 'getTransaction'
+      ? (id: string) => { if (wsIds.has(id)) log.push('read'); return target.getTransaction(id); }
+      : Reflect.get(target, p)),
+  });
+  const out = sink();
+  const write = out.stream.write.bind(out.stream);
+  out.stream.write = ((chunk: string, ...rest: never[]) => {
+    if (/"type":"(send|receive)"/.test(chunk)) log.push('wrote');
+    return write(chunk, ...rest);
+  }) as typeof out.stream.write;
+  await exportRecords(store, { format: 'har' }, out.stream);
+  assert.deepEqual(log, ['read', 'wrote', 'read', 'wrote', 'read', 'wrote', 'read', 'wrote']);
+  assert.equal(JSON.parse(out.text()).log.entries[0]._webSocketMessages.length, 4);
+});
+
 test('export runs in another process (read-only) while this one holds the store open for writing', async (t) => {
   const dir = tempDir(t);
   const { store, records } = await fill(dir);
