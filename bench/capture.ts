@@ -11,12 +11,12 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import zlib from 'node:zlib';
 import { Piscina } from 'piscina';
 import { messagePool } from './payload.js';
 import { median } from './latency.js';
+import { benchArgs } from './args.js';
 import { idSharedBuffer } from '../src/store/ids.js';
 import { openStore } from '../src/store/lmdb.js';
 import { SLAB_MAX_PAYLOAD } from '../src/io/capture-buffer.js';
@@ -25,19 +25,14 @@ import { SyncZlib } from '../src/workers/zlib-sync.js';
 import type { MultiTask, WsBatchTask, WsCapturedMessage } from '../src/workers/tasks.js';
 import type { WorkerData } from '../src/workers/worker.js';
 
-const { values: o } = parseArgs({
-  options: {
-    messages: { type: 'string', default: '40000' },
-    batch: { type: 'string', default: '15' },
-    conns: { type: 'string', default: '8' },
-    rounds: { type: 'string', default: '3' },
-    size: { type: 'string', default: '1024' },
-    plain: { type: 'boolean', default: false },
-    json: { type: 'string' },
-  },
-});
-const MESSAGES = Number(o.messages), BATCH = Number(o.batch), CONNS = Number(o.conns), ROUNDS = Number(o.rounds), SIZE = Number(o.size);
-if (!(SIZE >= 64)) throw new Error(`--size ${o.size}: at least 64 bytes (a JSON message of that size)`);
+const o = benchArgs('node dist/bench/capture.js [options]: the capture worker alone, CPU per message against a receive-only worker', {
+  messages: { default: 40000, min: 1, help: 'messages per round' },
+  batch: { default: 15, min: 1, help: 'messages per direction per post' },
+  conns: { default: 8, min: 1, help: 'connections, each two directions' },
+  rounds: { default: 3, min: 1, help: 'rounds of each kind, alternating' },
+  size: { default: 1024, min: 64, help: 'bytes per message (a JSON message of that size)' },
+}, { plain: 'deflate off (default: permessage-deflate with context takeover)' }, { json: 'also write the result as JSON' });
+const MESSAGES = o.messages, BATCH = o.batch, CONNS = o.conns, ROUNDS = o.rounds, SIZE = o.size;
 /** permessage-deflate with context takeover, unless --plain */
 const DEFLATE = !o.plain;
 

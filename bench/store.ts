@@ -13,26 +13,23 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { open } from 'lmdb';
 import { openStore } from '../src/store/lmdb.js';
 import { idAt, nextId } from '../src/store/ids.js';
 import { median } from './latency.js';
+import { benchArgs } from './args.js';
 import type { HttpTransaction, TransactionRecord, WsMessageRecord } from '../src/records.js';
 
-const { values: o } = parseArgs({
-  options: {
-    records: { type: 'string', default: '60000' },
-    batch: { type: 'string', default: '150' },
-    conns: { type: 'string', default: '8' },
-    rounds: { type: 'string', default: '3' },
-    'list-conns': { type: 'string', default: '2000' },
-    'list-days': { type: 'string', default: '7' },
-    json: { type: 'string' },
-  },
-});
-const RECORDS = Number(o.records), BATCH = Number(o.batch), CONNS = Number(o.conns), ROUNDS = Number(o.rounds), LIST_CONNS = Number(o['list-conns']);
-const LIST_MS = Number(o['list-days']) * 86_400_000;
+const o = benchArgs('node dist/bench/store.js [options]: the capture store alone, CPU per WebSocket record and the time of a filtered page', {
+  records: { default: 60000, min: 1, help: 'records per round' },
+  batch: { default: 150, min: 1, help: 'records per commit' },
+  conns: { default: 8, min: 1, help: 'connections the records belong to' },
+  rounds: { default: 3, min: 1, help: 'rounds of each kind, alternating' },
+  'list-conns': { default: 2000, min: 1, help: 'WebSocket connections in the listing\'s store' },
+  'list-days': { default: 7, min: 0, help: 'days those connections are spread over (0: all at once)' },
+}, {}, { json: 'also write the result as JSON' });
+const RECORDS = o.records, BATCH = o.batch, CONNS = o.conns, ROUNDS = o.rounds, LIST_CONNS = o['list-conns'];
+const LIST_MS = o['list-days'] * 86_400_000;
 
 /** Records per connection in the listing's store (one in ten an HTTP exchange). */
 const PER_CONN = 40;

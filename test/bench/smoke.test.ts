@@ -197,3 +197,28 @@ test("the capture bench's (c) shape: 32 KiB messages, deflate off, each payload 
   assert.equal(r.verifiedRecords, 240 + 80);
   assert.ok(r.capture[0].cpuUs > 0, JSON.stringify(r));
 });
+
+test('the standalone benches answer --help, and refuse an unknown option or an out-of-range number with the usage, not a stack trace', async () => {
+  const run = (script: string, args: string[]) => new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+    const p = spawn(process.execPath, [`dist/bench/${script}`, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '', err = '';
+    p.stdout.on('data', (b: Buffer) => { out += b; });
+    p.stderr.on('data', (b: Buffer) => { err += b; });
+    p.on('exit', (code) => resolve({ code, out, err }));
+  });
+  for (const script of ['capture.js', 'store.js']) {
+    const help = await run(script, ['--help']);
+    assert.equal(help.code, 0);
+    assert.match(help.out, /--rounds N {2}rounds of each kind/);
+    const unknown = await run(script, ['--bogus']);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.err, /Unknown option '--bogus'[\s\S]*--batch N/);
+    assert.doesNotMatch(unknown.err, /\n\s+at /, 'no stack trace');
+  }
+  const small = await run('capture.js', ['--size', '10']);
+  assert.equal(small.code, 2);
+  assert.match(small.err, /^--size 10: needs a number, at least 64\n/);
+  const nan = await run('store.js', ['--records', 'many']);
+  assert.equal(nan.code, 2);
+  assert.match(nan.err, /^--records many: needs a number, at least 1\n/);
+});
