@@ -599,13 +599,15 @@ class LmdbStoreImpl implements LmdbStore {
     const limit = opts.limit ?? Infinity;
     const byDir: Record<'client' | 'server', WsMessageRecord[]> = { client: [], server: [] };
     let n = 0;
-    for (const k of this.d.byConn.getKeys({ start: [connId, ''], end: [connId, END] })) {
+    for (const { key, value } of this.d.byConn.getRange({ start: [connId, ''], end: [connId, END] })) {
       if (n >= limit) break;
-      const id = (k as [string, string])[1];
-      const meta = this.d.tx.get(id) as TransactionRecord | undefined;
-      if (!meta || meta.kind === 'HTTP') continue;
-      const m = (opts.bodies === false ? this.getTransactionMeta(id) : this.getTransaction(id)) as WsMessageRecord;
-      (byDir[m.direction] ?? byDir.client).push(m);
+      // The index value is the record's kind (1 in stores from before it was): HTTP exchanges are
+      // skipped unread, and each message is read once (it was read twice, the first time whole).
+      if (value === 'HTTP') continue;
+      const id = (key as [string, string])[1];
+      const r = opts.bodies === false ? this.getTransactionMeta(id) : this.getTransaction(id);
+      if (!r || r.kind === 'HTTP') continue;
+      (byDir[r.direction] ?? byDir.client).push(r);
       n++;
     }
     // Wire order: each direction by its seq, the two directions interleaved by ts (the time the
