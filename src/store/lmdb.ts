@@ -595,16 +595,23 @@ class LmdbStoreImpl implements LmdbStore {
     return this.d.conns.get(id) as ConnectionRecord | undefined;
   }
 
+  /**
+   * Ids of a connection's records that may be WebSocket messages, in id order (or newest first).
+   * The byConn value is the record's kind, so HTTP exchanges are skipped unread; stores from before
+   * it held kinds (value 1) yield every id, and the caller's read of the record decides.
+   */
+  private *wsIdsOf(connId: string, newestFirst: boolean): Generator<string> {
+    const range = newestFirst ? { start: [connId, END], end: [connId, ''], reverse: true } : { start: [connId, ''], end: [connId, END] };
+    for (const { key, value } of this.d.byConn.getRange(range)) if (value !== 'HTTP') yield (key as [string, string])[1];
+  }
+
   wsMessages(connId: string, opts: { limit?: number; bodies?: boolean } = {}): WsMessageRecord[] {
     const limit = opts.limit ?? Infinity;
     const byDir: Record<'client' | 'server', WsMessageRecord[]> = { client: [], server: [] };
     let n = 0;
-    for (const { key, value } of this.d.byConn.getRange({ start: [connId, ''], end: [connId, END] })) {
+    for (const id of this.wsIdsOf(connId, false)) {
       if (n >= limit) break;
-      // The index value is the record's kind (1 in stores from before it was): HTTP exchanges are
-      // skipped unread, and each message is read once (it was read twice, the first time whole).
-      if (value === 'HTTP') continue;
-      const id = (key as [string, string])[1];
+      // each message is read once (it was read twice, the first time whole only to learn its kind)
       const r = opts.bodies === false ? this.getTransactionMeta(id) : this.getTransaction(id);
       if (!r || r.kind === 'HTTP') continue;
       (byDir[r.direction] ?? byDir.client).push(r);
@@ -630,8 +637,8 @@ class LmdbStoreImpl implements LmdbStore {
     // them all into one array (264 MB of heap measured, most of the fold's time in GC).
     const out = { client: [] as string[], server: [] as string[] };
     const done = { client: marks.client === Infinity, server: marks.server === Infinity };
-    for (const k of this.d.byConn.getKeys({ start: [connId, END], end: [connId, ''], reverse: true })) {
-      const meta = this.d.tx.get((k as [string, string])[1]) as TransactionRecord | undefined;
+    for (const id of this.wsIdsOf(connId, true)) {
+      const meta = this.d.tx.get(id) as TransactionRecord | undefined;
       if (!meta || meta.kind === 'HTTP') continue;
       const dir = meta.direction;
       if (done[dir]) continue;
