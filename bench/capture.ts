@@ -7,7 +7,7 @@
 // message, all threads of this process (the worker, lmdb-js's sync thread, V8's helpers), against
 // a baseline in the same run — the same batches posted to a worker that only receives them.
 //
-//   node dist/bench/capture.js [--messages 40000] [--batch 15] [--conns 8] [--rounds 3] [--size 1024] [--plain] [--json FILE]
+//   node dist/bench/capture.js [options]     (--help lists them with their defaults)
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -1,7 +1,7 @@
 // The capture store on its own: CPU per WebSocket record committed, and the time of a filtered
 // listing page, each against a baseline measured in the same run.
 //
-//   node dist/bench/store.js [--records 60000] [--batch 150] [--conns 8] [--rounds 3] [--list-conns 2000] [--list-days 7] [--json FILE]
+//   node dist/bench/store.js [options]     (--help lists them with their defaults)
 //
 // Write: batches of the (a) workload's records (1 KiB JSON bodies, 8 connections, both directions)
 // go through the Store's putTransactions, each batch one commit, into a fresh store; the baseline
