@@ -1,7 +1,11 @@
 // Watches an HTTP/1.1 connection (plaintext or decrypted) in both directions and turns each
 // request/response exchange into a capture task. It only observes: the pipe has already forwarded
 // every chunk it sees. On `101 Switching Protocols` it hands the connection to the WebSocket tap;
-// on malformed HTTP it stops watching (the bytes keep flowing raw) and records the error.
+// on malformed HTTP it stops watching (the bytes keep flowing raw) and records the error — except
+// on a plain-HTTP proxy connection bound to one origin, where checking each request's origin is
+// not capture but what keeps another origin's request from being answered by the bound one: there
+// request heads stay watched after a response fails to parse, and request bytes that cannot be
+// checked before the origin could answer them close the connection.
 import { Http1Parser, headerValues, type RequestHead, type ResponseHead } from './http1.js';
 import { absoluteHttpOrigin } from './authority.js';
 import { CaptureBuffer, type MemoryBudget } from './capture-buffer.js';
@@ -23,11 +27,15 @@ export interface HttpTapOptions {
   maxBody: number;
   /**
    * A plain-HTTP proxy connection is bound to the origin of its first request ("host:port"). A
-   * later absolute-URI request for another origin must not be answered by the bound one.
+   * later request for another origin must not be answered by the bound one.
    */
   boundOrigin?: string;
-  /** Called when such a request is seen: the connection is closed (the client retries elsewhere). */
-  onForeignOrigin?: () => void;
+  /**
+   * Bound connections: called once with the close reason when a request names another origin
+   * (`foreign_origin`) or request bytes cannot be checked in time (`unchecked_request`); the
+   * callee closes both sides (the client retries on a new connection).
+   */
+  closeBound?: (reason: 'foreign_origin' | 'unchecked_request') => void;
 }
 
 interface Exchange {
@@ -57,8 +65,14 @@ export function targetPath(target: string): string {
   return m ? m[1] || '/' : target;
 }
 
+/**
+ * 'guard': a bound connection whose responses could not be parsed; capture has stopped, but
+ * request heads are still parsed for their origin.
+ */
+type Mode = 'http' | 'guard' | 'ws' | 'raw';
+
 export class HttpTap implements Tap {
-  private mode: 'http' | 'ws' | 'raw' = 'http';
+  private mode: Mode = 'http';
   private ws?: WsConnectionTap;
   private readonly reqParser: Http1Parser;
   private readonly respParser: Http1Parser;
@@ -83,7 +97,7 @@ export class HttpTap implements Tap {
         this.flushDone();
       },
       onUpgrade: () => {},
-      onError: (_code, detail) => this.fail(this.reqEx, detail),
+      onError: (_code, detail) => this.fail('request', this.reqEx, detail),
     });
     this.respParser = new Http1Parser('response', {
       onHead: (h) => this.onResponseHead(h as ResponseHead),
@@ -97,13 +111,18 @@ export class HttpTap implements Tap {
         this.flushDone();
       },
       onUpgrade: (rest) => this.onUpgrade(rest),
-      onError: (_code, detail) => this.fail(this.respEx ?? this.exchanges[0], detail),
+      onError: (_code, detail) => this.fail('response', this.respEx ?? this.exchanges[0], detail),
     });
   }
 
   fromClient(chunk: Buffer): void {
-    if (this.mode === 'http') this.reqParser.push(chunk);
-    else if (this.mode === 'ws') this.ws!.fromClient(chunk);
+    if (this.mode === 'http' || this.mode === 'guard') {
+      this.reqParser.push(chunk);
+      // Bytes behind an Upgrade request are parsed only once the origin's answer to it has been
+      // passed to the client, with whatever the origin answered after it: too late to check them.
+      // (A WebSocket client sends nothing before the 101, RFC 6455 §4.1.)
+      if (this.o.boundOrigin !== undefined && (this.mode as Mode) !== 'raw' && this.reqParser.heldBytes > 0) this.closeBound('unchecked_request');
+    } else if (this.mode === 'ws') this.ws!.fromClient(chunk);
   }
 
   fromServer(chunk: Buffer): void {
@@ -113,11 +132,17 @@ export class HttpTap implements Tap {
 
   close(): void {
     if (this.mode === 'ws') { this.ws!.close(); return; }
+    if (this.mode === 'guard') { this.mode = 'raw'; return; } // capture stopped at the failure
     if (this.mode === 'http') {
       this.respParser.end(); // completes a read-until-close body
       this.reqParser.end();
     }
-    // Whatever is still open was cut short by a close.
+    this.submitOpen();
+    this.mode = 'raw';
+  }
+
+  /** Whatever is still open was cut short by a close. */
+  private submitOpen(): void {
     for (const ex of this.exchanges.splice(0)) {
       if (!ex.reqDone || (ex.resp && !ex.respDone) || !ex.resp) {
         ex.error ??= 'truncated_stream';
@@ -125,23 +150,22 @@ export class HttpTap implements Tap {
       }
       this.submit(ex);
     }
-    this.mode = 'raw';
   }
 
   private onRequestHead(h: RequestHead): void {
+    if (this.mode === 'raw') return; // closed by an earlier request of the same chunk
     httpTransactions.inc();
-    const o = this.o.boundOrigin !== undefined ? absoluteHttpOrigin(h.target) : undefined;
-    const foreign = o && `${o.host}:${o.port}`;
-    if (foreign && foreign !== this.o.boundOrigin) {
+    const foreign = this.foreignTarget(h);
+    if (foreign !== undefined) {
       // Its bytes may already be on their way to the bound origin (forwarding does not wait for
       // parsing), so the only safe answer is to close before that origin's reply reaches the client.
       decodeErrors.inc({ kind: 'bad_http' });
       this.o.pool.http({ ...this.emptyTask(), method: h.method, target: h.target, httpVersion: h.version, reqHeaders: h.headers,
         error: 'bad_http', errorDetail: `request for ${foreign} on a proxy connection bound to ${this.o.boundOrigin}: connection closed` }, this.o.conn.id);
-      this.mode = 'raw';
-      this.o.onForeignOrigin?.();
+      this.closeBound('foreign_origin');
       return;
     }
+    if (this.mode === 'guard') return;
     const ex: Exchange = {
       req: h,
       path: targetPath(h.target),
@@ -158,12 +182,32 @@ export class HttpTap implements Tap {
     this.respParser.expectResponseTo(h.method);
   }
 
+  /**
+   * On a bound connection, what a request names instead of the bound origin; undefined when it
+   * may go there. Absolute-form of any other scheme or origin and CONNECT are foreign; origin-form
+   * and asterisk-form name no origin, so they stay with the one the connection has.
+   */
+  private foreignTarget(h: RequestHead): string | undefined {
+    if (this.o.boundOrigin === undefined) return undefined;
+    if (h.method === 'CONNECT') return `CONNECT ${h.target}`;
+    if (h.target.startsWith('/') || h.target === '*') return undefined;
+    const o = absoluteHttpOrigin(h.target);
+    const named = o ? `${o.host}:${o.port}` : h.target;
+    return named === this.o.boundOrigin ? undefined : named;
+  }
+
+  private closeBound(reason: 'foreign_origin' | 'unchecked_request'): void {
+    this.submitOpen();
+    this.mode = 'raw';
+    this.o.closeBound?.(reason);
+  }
+
   private onResponseHead(h: ResponseHead): void {
     if (h.informational) return; // 100 Continue / 103: the final response follows for the same request
     // An Upgrade/CONNECT request the origin refused: the request side goes back to parsing HTTP.
     if (h.status !== 101 && this.reqParser.state === 'held') this.reqParser.resume();
     const ex = this.exchanges.find((e) => !e.resp);
-    if (!ex) return this.fail(undefined, `response ${h.status} without a request`);
+    if (!ex) return this.fail('response', undefined, `response ${h.status} without a request`);
     ex.resp = h;
     ex.respBytes = h.headBytes;
     ex.respBody = new CaptureBuffer(this.o.maxBody, this.budget, contentLength(h.headers));
@@ -175,8 +219,10 @@ export class HttpTap implements Tap {
     if (!ex?.resp) return;
     ex.respDone = ex.reqDone = true;
     this.exchanges.splice(this.exchanges.indexOf(ex), 1);
-    if (ex.resp.status !== 101) {
-      // a 2xx to CONNECT inside the tunnel: a nested tunnel we do not decode
+    // A 2xx to CONNECT inside the tunnel is a nested tunnel, and a 101 to anything but WebSocket
+    // (h2c, Docker's `Upgrade: tcp`) another protocol: neither is decoded, so their bytes are not
+    // mistaken for WebSocket frames.
+    if (ex.resp.status !== 101 || !headerValues(ex.resp.headers, 'upgrade').some((v) => /(^|,)\s*websocket\s*(,|$)/i.test(v))) {
       this.submit(ex);
       this.mode = 'raw';
       return;
@@ -196,8 +242,13 @@ export class HttpTap implements Tap {
     if (rest.length) this.ws.fromServer(rest);
   }
 
-  /** Malformed or cut-short HTTP: record it and stop watching; the pipe keeps forwarding raw. */
-  private fail(ex: Exchange | undefined, detail: string): void {
+  /**
+   * Malformed or cut-short HTTP: record it and stop watching; the pipe keeps forwarding raw. On a
+   * bound connection requests must still be checked: after a response side failure their heads are
+   * watched on ('guard'); after a request side failure nothing later on it can be, so it closes.
+   */
+  private fail(side: 'request' | 'response', ex: Exchange | undefined, detail: string): void {
+    if (this.mode === 'guard') return this.closeBound('unchecked_request'); // only requests are parsed now
     // the parser reports a message cut by the close as bad_http with a "truncated…" detail
     const code: ErrorCode = detail.startsWith('truncated') ? 'truncated_stream' : 'bad_http';
     decodeErrors.inc({ kind: code });
@@ -208,7 +259,9 @@ export class HttpTap implements Tap {
       // nothing to attach it to: record a transaction that only says what went wrong
       this.o.pool.http({ ...this.emptyTask(), error: code, errorDetail: detail }, this.o.conn.id);
     }
-    this.mode = 'raw';
+    if (this.o.boundOrigin === undefined) this.mode = 'raw';
+    else if (side === 'response') this.mode = 'guard';
+    else this.closeBound('unchecked_request');
   }
 
   /** Submits finished exchanges from the front, keeping wire order. */

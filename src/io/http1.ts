@@ -104,6 +104,11 @@ export class Http1Parser {
     return this.st;
   }
 
+  /** Request side: bytes received while 'held' (behind an Upgrade or CONNECT request). */
+  get heldBytes(): number {
+    return this.heldLen;
+  }
+
   expectResponseTo(method: string): void {
     this.pendingMethods.push(method.toUpperCase());
   }

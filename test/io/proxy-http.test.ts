@@ -22,7 +22,8 @@ let rawReceived: Buffer[] = [];
 const rawSockets = new Set<tls.TLSSocket>();
 let rawReply = Buffer.alloc(0);
 let sseGate: (() => void) | undefined;
-let originPort = 0, plainPort = 0, rawPort = 0;
+let odd: net.Server; // plain TCP origin with HTTP that clients accept and greytap's tap does not follow
+let originPort = 0, plainPort = 0, rawPort = 0, oddPort = 0;
 const BIG = 100 * 1024 * 1024;
 
 /** n bytes of letters that differ by seed everywhere (so a stale byte from another body shows). */
@@ -73,7 +74,26 @@ before(async () => {
       if (Buffer.concat(rawReceived).includes('X-Trailer: t\r\n\r\n')) s.write(rawReply);
     });
   });
-  [originPort, plainPort, rawPort] = await Promise.all([listen(origin), listen(plain), listen(raw)]);
+  odd = net.createServer((s) => {
+    let pending = '';
+    s.on('error', () => {});
+    s.on('data', (d) => {
+      pending += d.toString('latin1');
+      for (let end; (end = pending.indexOf('\r\n\r\n')) >= 0; pending = pending.slice(end + 4)) {
+        const line = pending.slice(0, pending.indexOf('\r\n'));
+        if (/^GET \S+\/h2c /.test(line)) {
+          // an h2c upgrade, then an HTTP/2 SETTINGS frame: not WebSocket
+          s.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n');
+          s.write(Buffer.from('000000040000000000', 'hex'));
+          return;
+        }
+        // a folded header line (obs-fold): RFC 9112 §5.2 has user agents accept it
+        const body = `odd answered: ${line}`;
+        s.write(`HTTP/1.1 200 OK\r\nX-Folded: one\r\n two\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      }
+    });
+  });
+  [originPort, plainPort, rawPort, oddPort] = await Promise.all([listen(origin), listen(plain), listen(raw), listen(odd)]);
   g = await startGreytap([
     '--upstream-ca', pki.caPath,
     '--map', `api.test:443=127.0.0.1:${originPort}`,
@@ -81,6 +101,7 @@ before(async () => {
     '--map', `big.test:443=127.0.0.1:${originPort}`,
     '--map', `raw.test:443=127.0.0.1:${rawPort}`,
     '--map', `plain.test:80=127.0.0.1:${plainPort}`,
+    '--map', `odd.test:80=127.0.0.1:${oddPort}`,
     '--map', `nocert.test:443=127.0.0.1:${originPort}`,
     '--map', `dead.test:443=127.0.0.1:1`,
   ]);
@@ -91,6 +112,7 @@ after(async () => {
   for (const s of rawSockets) s.destroy();
   for (const srv of [origin, plain]) { srv?.closeAllConnections(); srv?.close(); }
   raw?.close();
+  odd?.close();
 });
 
 async function httpRecords(host: string): Promise<any[]> {
@@ -293,22 +315,92 @@ test('config: a CA file that is missing fails serve start with a clear reason', 
   await assert.rejects(startGreytap(['--upstream-ca', join(dir, 'bad.pem')]), /bad\.pem/);
 });
 
-test('a reused plain-HTTP proxy connection asking for another origin is closed, never answered by the bound one', async () => {
+/**
+ * On a raw connection to the HTTP proxy: sends `first`, waits for its answer (`answered`), then
+ * sends `second`. Resolves with what the client had when `second` went and all it got by the close.
+ */
+async function reuseProxyConnection(first: string, answered: string, second: string): Promise<{ before: number; after: number }> {
   const [h, p] = g.httpProxy.split(':');
   const s = net.connect(Number(p), h);
   const got: Buffer[] = [];
   s.on('data', (d) => got.push(d));
   const closed = new Promise<void>((r) => s.on('close', () => r()));
   s.on('error', () => {});
-  s.write('GET http://plain.test/first HTTP/1.1\r\nHost: plain.test\r\n\r\n');
-  await waitFor(() => Buffer.concat(got).includes('plain GET http://plain.test/first'), 'first response');
+  s.write(first);
+  await waitFor(() => Buffer.concat(got).includes(answered), 'first response');
   const before = Buffer.concat(got).length;
-  s.write('GET http://elsewhere.test/second HTTP/1.1\r\nHost: elsewhere.test\r\n\r\n');
+  s.write(second);
   await closed;
-  assert.equal(Buffer.concat(got).length, before, 'nothing after the first response reached the client');
-  const bad = await waitFor(async () => (await httpRecords('plain.test')).find((t) => t.error === 'bad_http'), 'the refused request recorded');
-  const full = await apiGet(g, `/api/transactions/${bad.id}`);
-  assert.match(full.errorDetail, /elsewhere\.test:80 on a proxy connection bound to plain\.test:80/);
+  return { before, after: Buffer.concat(got).length };
+}
+
+async function refusedRecord(host: string, detail: RegExp): Promise<any> {
+  const bad = await waitFor(async () => {
+    for (const t of (await httpRecords(host)).filter((r) => r.error === 'bad_http')) {
+      const full = await apiGet(g, `/api/transactions/${t.id}`);
+      if (detail.test(full.errorDetail)) return full;
+    }
+    return undefined;
+  }, `the refused request recorded (${detail})`);
+  return bad;
+}
+
+test('a reused plain-HTTP proxy connection asking for another origin is closed, never answered by the bound one', async () => {
+  const r = await reuseProxyConnection('GET http://plain.test/first HTTP/1.1\r\nHost: plain.test\r\n\r\n', 'plain GET http://plain.test/first',
+    'GET http://elsewhere.test/second HTTP/1.1\r\nHost: elsewhere.test\r\n\r\n');
+  assert.equal(r.after, r.before, 'nothing after the first response reached the client');
+  await refusedRecord('plain.test', /elsewhere\.test:80 on a proxy connection bound to plain\.test:80/);
+  // Another scheme in absolute-form names another origin too.
+  const s = await reuseProxyConnection('GET http://plain.test/third HTTP/1.1\r\nHost: plain.test\r\n\r\n', 'plain GET http://plain.test/third',
+    'GET https://plain.test/fourth HTTP/1.1\r\nHost: plain.test\r\n\r\n');
+  assert.equal(s.after, s.before, 'an https:// request on a plain connection is not answered by the http origin');
+  await refusedRecord('plain.test', /https:\/\/plain\.test\/fourth on a proxy connection bound to plain\.test:80/);
+});
+
+test('the origin check holds after a response greytap cannot parse (obs-fold), while the client reads it fine', async () => {
+  const r = await reuseProxyConnection('GET http://odd.test/first HTTP/1.1\r\nHost: odd.test\r\n\r\n', 'odd answered: GET http://odd.test/first',
+    'GET http://plain.test/second HTTP/1.1\r\nHost: plain.test\r\n\r\n');
+  assert.equal(r.after, r.before, 'the second origin\'s request was not answered by the first');
+  const first = await waitFor(async () => (await httpRecords('odd.test')).find((t) => t.path === '/first'), 'the folded exchange recorded');
+  assert.equal(first.error, 'bad_http');
+  await refusedRecord('odd.test', /plain\.test:80 on a proxy connection bound to odd\.test:80/);
+});
+
+test('request bytes behind an Upgrade request on a plain-HTTP proxy connection close it: they could only be checked too late', async () => {
+  const [h, p] = g.httpProxy.split(':');
+  const s = net.connect(Number(p), h);
+  const got: Buffer[] = [];
+  s.on('data', (d) => got.push(d));
+  s.on('error', () => {});
+  const closed = new Promise<void>((r) => s.on('close', () => r()));
+  // plain.test has no upgrade handler: it answers both; the second must never reach the client
+  s.write('GET http://plain.test/up HTTP/1.1\r\nHost: plain.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n' +
+    'GET http://elsewhere.test/behind HTTP/1.1\r\nHost: elsewhere.test\r\n\r\n');
+  await closed;
+  assert.ok(!Buffer.concat(got).includes('/behind'), `the pipelined request was answered: ${Buffer.concat(got)}`);
+  const up = await waitFor(async () => (await httpRecords('plain.test')).find((t) => t.path === '/up'), 'the Upgrade request recorded');
+  assert.equal(up.error, 'truncated_stream');
+  const conn = await waitFor(async () => { const c = await apiGet(g, `/api/connections/${up.conn}`); return c.endTs !== undefined && c; }, 'connection closed');
+  assert.equal(conn.closeReason, 'unchecked_request');
+});
+
+test('a 101 to another protocol (h2c) is not decoded as WebSocket', async () => {
+  const badFrames = async () => Number(/greytap_decode_errors_total\{kind="bad_frame"\} (\d+)/.exec(await (await fetch(g.api + '/metrics')).text())?.[1] ?? 0);
+  const before = await badFrames();
+  const [h, p] = g.httpProxy.split(':');
+  const s = net.connect(Number(p), h);
+  const got: Buffer[] = [];
+  s.on('data', (d) => got.push(d));
+  s.on('error', () => {});
+  s.write('GET http://odd.test/h2c HTTP/1.1\r\nHost: odd.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n');
+  await waitFor(() => Buffer.concat(got).length >= 80, 'the 101 and the SETTINGS frame');
+  s.write('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+  s.destroy();
+  const up = await waitFor(async () => (await httpRecords('odd.test')).find((t) => t.path === '/h2c'), 'the 101 recorded');
+  assert.equal(up.status, 101);
+  const conn = (await apiGet(g, `/api/transactions?host=odd.test&limit=100`)).items.filter((t: any) => t.conn === up.conn);
+  assert.deepEqual(conn.map((t: any) => t.kind), ['HTTP'], 'no WebSocket records from HTTP/2 bytes');
+  assert.equal(await badFrames(), before, 'no bad_frame counted');
 });
 
 test('a client that disconnects right after CONNECT is finished: connections_active returns to zero', async () => {
