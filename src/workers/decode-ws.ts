@@ -84,7 +84,8 @@ export function inflateCap(maxBody: number): number {
  * per 1 KiB message with a fresh inflateRawSync). Reuse is exact only when nothing has touched the
  * lane's window since this inflater produced it (same stamp): after a sync flush an inflater's
  * whole state is its window. Any other case (another worker decoded the last batch, a miss, an
- * error) starts fresh from the window as dictionary. Bounded; evicted inflaters are closed.
+ * error, a message that ended its DEFLATE stream) starts fresh from the window as dictionary.
+ * Bounded; evicted inflaters are closed.
  */
 const MAX_INFLATERS = 128;
 interface CachedInflater { z: SyncZlib; stamp: string }
@@ -98,6 +99,10 @@ function claimInflater(key: string, window: DeflateWindow, cap: number): SyncZli
     if (c.stamp === window.stamp) return c.z;
     c.z.close();
   }
+  return openInflater(window, cap);
+}
+
+function openInflater(window: DeflateWindow, cap: number): SyncZlib | null {
   const dictionary = window.length > 0 ? window.bytes() : undefined;
   const stream = zlib.createInflateRaw({ windowBits: 15, maxOutputLength: cap, dictionary });
   const z = SyncZlib.open(stream);
@@ -119,15 +124,34 @@ function keepInflater(key: string, z: SyncZlib, window: DeflateWindow): void {
  * message's plaintext is a view of the inflater's scratch space, valid until its next write:
  * everything made of it (the window, the body string) is a copy, and a record never keeps bytes
  * shorter than LAZY_FROM (body.ts); bigger output is a buffer of its own.
+ *
+ * `ended`: the message ended its DEFLATE stream with a final block, which RFC 7692 §7.2.3.3 allows
+ * as a flush; the inflater then takes no more input, so the next message needs a new one. null
+ * when `z`'s stream had already ended before this message and read none of it.
  */
-function inflateMessage(z: SyncZlib | null, input: Uint8Array, window: DeflateWindow | null, cap: number): Uint8Array {
+function inflateMessage(z: SyncZlib | null, input: Uint8Array, window: DeflateWindow | null, cap: number): { plain: Uint8Array; ended: boolean } | null {
   if (!z) {
+    // a new inflater per message: a stream's end carries nothing over (but bytes after it go unseen)
     const dictionary = window && window.length > 0 ? window.bytes() : undefined;
-    return zlib.inflateRawSync(input, { windowBits: 15, finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: cap, dictionary });
+    return { plain: zlib.inflateRawSync(input, { windowBits: 15, finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: cap, dictionary }), ended: false };
   }
   const r = z.write(input, zlib.constants.Z_SYNC_FLUSH, cap, LAZY_FROM);
   if (r.overflow) throw Object.assign(new RangeError(`inflated size over ${cap} bytes`), { code: 'ERR_BUFFER_TOO_LARGE' });
-  return r.bytes;
+  if (r.ended && r.unread === input.length) return null;
+  if (r.ended && !onlyFlushAfterEnd(input, r.unread)) {
+    throw new Error(`${r.unread - TAIL.length} bytes after the end of the DEFLATE stream (a final block) within the message`);
+  }
+  return { plain: r.bytes, ended: r.ended };
+}
+
+/**
+ * After a final block a sender still appends the empty stored block of RFC 7692 §7.2.1 step 2 and
+ * strips its last 4 bytes (the §7.2.3.3 example ends f3 48 cd c9 c9 07 00 | 00), so at most that
+ * block's header byte (BTYPE 00) and our tail are left unread. More is data §7.2.2 cannot
+ * decompress as part of the message: one DEFLATE stream ends at its final block.
+ */
+function onlyFlushAfterEnd(input: Uint8Array, unread: number): boolean {
+  return unread <= TAIL.length || (unread === TAIL.length + 1 && (input[input.length - unread] & 0b110) === 0);
 }
 
 /** Inflate input (payload + tail) is copied here rather than into a new buffer per message (it is read synchronously). */
@@ -218,7 +242,22 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
         // plaintext). windowBits 15 is always safe: a smaller agreed window only limits how far back
         // the sender refers, which a larger inflate window covers.
         if (window) z ??= claimInflater(laneKey, window, cap);
-        plain = inflateMessage(z, input, window, cap);
+        let r = inflateMessage(z, input, window, cap);
+        if (!r) {
+          // The previous message's final block was an empty stored block whose length fields are
+          // the tail, so its stream's end showed only now; its plaintext is in the window already.
+          z!.close();
+          z = openInflater(window!, cap);
+          r = inflateMessage(z, input, window, cap)!;
+        }
+        plain = r.plain;
+        if (r.ended) {
+          // The window carries over the stream's end (the next message, a new stream, may refer
+          // back into this one's plaintext): the next message starts from it. A lent `plain`
+          // stays valid: nothing writes to this inflater's scratch space again.
+          z?.close();
+          z = null;
+        }
       } catch (e) {
         z?.close(); // its state is unknown after a failure
         z = null;

@@ -13,6 +13,20 @@ type Stream = zlib.Inflate | zlib.InflateRaw | zlib.Gunzip | zlib.Unzip | zlib.B
 
 const SLICE = 64 * 1024;
 
+export interface SyncWrite {
+  bytes: Buffer;
+  overflow: boolean;
+  /**
+   * The stream reached its end (a final block) and the last `unread` bytes of the input were not
+   * taken. Inferred as Node's own streams do (lib/zlib.js processCallback): zlib stopped with both
+   * input and output space left, which only the end of the stream does. A stream that ends exactly
+   * at the end of the input is not seen here; its next write then takes nothing (unread = all of it).
+   * Not told on overflow.
+   */
+  ended: boolean;
+  unread: number;
+}
+
 export class SyncZlib {
   private failure: Error | undefined;
   /** reused output space: small outputs are copied out of it instead of allocating 64 KiB per call */
@@ -36,7 +50,7 @@ export class SyncZlib {
    * than `lendBelow` comes back as a view of this stream's scratch space, valid only until its next
    * write (no buffer per call, for callers that copy what they keep).
    */
-  write(input: Uint8Array, flush: number, limit: number, lendBelow = 0): { bytes: Buffer; overflow: boolean } {
+  write(input: Uint8Array, flush: number, limit: number, lendBelow = 0): SyncWrite {
     if (this.failure) throw this.failure;
     const parts: Buffer[] = [];
     let have = 0;
@@ -58,10 +72,9 @@ export class SyncZlib {
         parts.push(out === this.scratch && !lent ? Buffer.from(out.subarray(0, produced)) : out.subarray(0, produced));
         have += produced;
       }
-      if (have > limit) return { bytes: Buffer.concat(parts, have).subarray(0, limit), overflow: true };
-      if (done) break;
+      if (have > limit) return { bytes: Buffer.concat(parts, have).subarray(0, limit), overflow: true, ended: false, unread: 0 };
+      if (done) return { bytes: parts.length === 1 ? parts[0] : Buffer.concat(parts, have), overflow: false, ended: availIn > 0, unread: availIn };
     }
-    return { bytes: parts.length === 1 ? parts[0] : Buffer.concat(parts, have), overflow: false };
   }
 
   close(): void {

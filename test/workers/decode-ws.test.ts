@@ -301,6 +301,65 @@ test('invalid deflate data → inflate_failed, stored raw; the takeover directio
   assertBody(r3[1], plains[2], 'independent');
 });
 
+type StreamEnd = 'sync' | 'final' | 'stored';
+
+/**
+ * A context-takeover sender that may end a message's DEFLATE stream with a final block (RFC 7692
+ * §7.2.3.3). Its next message is then a new stream with the earlier plaintext as dictionary, which is
+ * how the LZ77 window carries over the end. `final`: a BFINAL=1 block, then the empty stored block of
+ * §7.2.1 minus its last 4 bytes; `stored`: an empty message at level 0, whose final block is an empty
+ * stored block, all stripped but its first byte; `sync`: no end, as usual.
+ */
+function finalBlockSender(): (plain: Buffer, end: StreamEnd) => Buffer {
+  let sent = Buffer.alloc(0);
+  return (plain, end) => {
+    const dictionary = sent.length > 0 ? sent : undefined;
+    sent = Buffer.concat([sent, plain]).subarray(-32768);
+    if (end === 'final') return Buffer.concat([zlib.deflateRawSync(plain, { dictionary }), Buffer.from([0])]);
+    const out = zlib.deflateRawSync(plain, end === 'stored' ? { dictionary, level: 0 } : { dictionary, finishFlush: zlib.constants.Z_SYNC_FLUSH });
+    assert.deepEqual([...out.subarray(out.length - 4)], [0, 0, 0xff, 0xff]);
+    return out.subarray(0, out.length - 4);
+  };
+}
+
+test('context takeover across final blocks (RFC 7692 §7.2.3.3): later messages decode exact, in one batch and across batches', () => {
+  assert.deepEqual([...finalBlockSender()(Buffer.from('Hello'), 'final')], [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00], 'the RFC example');
+  const send = finalBlockSender();
+  const plains = corpus(40, (i) => (i % 13 === 5 ? 0 : i === 17 ? 9000 : 30 + ((i * 89) % 700)));
+  // final blocks back to back, between sync-flushed messages, and an empty stored one whose stream
+  // end the decoder sees only at the next message
+  const ends = plains.map((p, i): StreamEnd => (p.length === 0 ? 'stored' : i < 4 || i % 3 === 0 ? 'final' : 'sync'));
+  const msgs = plains.map((p, i) => capture(i, { plain: p, compressed: send(p, ends[i]) }, false));
+  const deflate = { contextTakeover: true, windowBits: 15 };
+  const { records } = decodeWsBatch({
+    type: 'ws', origin: { conn: 'c1', host: 'h', port: 443, scheme: 'wss', path: '/ws' }, upgrade: 'u1', direction: 'server', deflate,
+    window: allocateWindow(15), desynced: false, maxBody: 1 << 20, messages: msgs.map((m) => ({ ...m, payload: m.payload?.slice(0) })),
+  }, nextId);
+  records.forEach((r, i) => assertBody(r, plains[i], `one batch, message ${i} (${ends[i]})`));
+  decodeAll(msgs, deflate, 'server', 1 << 20, 1).forEach((r, i) => assertBody(r, plains[i], `own batch, message ${i} (${ends[i]})`));
+  decodeAll(msgs, deflate, 'server').forEach((r, i) => assertBody(r, plains[i], `random batches, message ${i} (${ends[i]})`));
+});
+
+test('DEFLATE data after a final block within one message → inflate_failed, stored raw, counted; the takeover direction desyncs', () => {
+  const send = finalBlockSender();
+  const plains = corpus(4, () => 300);
+  const first = send(plains[0], 'final');
+  // two streams in one message: §7.2.2 inflates a message as one stream, so the second is not part of it
+  const two = Buffer.concat([zlib.deflateRawSync(plains[1], { dictionary: plains[0] }), zlib.deflateRawSync(plains[2]), Buffer.from([0])]);
+  const msgs = [first, two, send(plains[3], 'final')].map((c, i) => capture(i, { plain: plains[i], compressed: c }, false));
+  const out = decodeWsBatch({
+    type: 'ws', origin: { conn: 'c1', host: 'h', port: 443, scheme: 'wss', path: '/ws' }, upgrade: 'u1', direction: 'server',
+    deflate: { contextTakeover: true, windowBits: 15 }, window: allocateWindow(15), desynced: false, maxBody: 1 << 20, messages: msgs,
+  }, nextId);
+  assertBody(out.records[0], plains[0], 'before');
+  assert.equal(out.records[1].error, 'inflate_failed');
+  assert.match(out.records[1].errorDetail ?? '', /after the end of the DEFLATE stream/);
+  assert.deepEqual(Buffer.from(out.records[1].bodyBase64!, 'base64'), two);
+  assert.equal(out.records[2].error, 'desynced');
+  assert.equal(out.desynced, true);
+  assert.deepEqual(out.metrics.decodeErrors, { inflate_failed: 1 });
+});
+
 test('invalid UTF-8 in a text message → invalid_utf8 with bodyBase64; binary is always bodyBase64, never judged', () => {
   const bad = Buffer.from([0x61, 0xc3, 0x28, 0x62]);
   const recs = decodeAll([capture(0, { plain: bad, opcode: 1 }, true), capture(1, { plain: bad, opcode: 2 }, true)], null);
