@@ -192,7 +192,8 @@ export class HttpTap implements Tap {
     if (h.method === 'CONNECT') return `CONNECT ${h.target}`;
     if (h.target.startsWith('/') || h.target === '*') return undefined;
     const o = absoluteHttpOrigin(h.target);
-    const named = o ? `${o.host}:${o.port}` : h.target;
+    // scheme and authority only: the rest of a target may carry credentials (?key=)
+    const named = o ? `${o.host}:${o.port}` : /^[^/?#]*(?:\/\/[^/?#]*)?/.exec(h.target)![0];
     return named === this.o.boundOrigin ? undefined : named;
   }
 

@@ -37,7 +37,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import type { Conversation, ConnectionRecord, TransactionRecord, WsMessageRecord } from '../records.js';
 import type { LazyRecords, Page, Store, TransactionQuery } from './store.js';
 import { ID_RE, idAt, nextId } from './ids.js';
-import { redactHeaders } from './redact.js';
+import { redactHeaders, redactPath } from './redact.js';
 import { bodyBytes } from './body-bytes.js';
 import { mergeIds, type IdSource, type SourceGroup } from './merge-ids.js';
 import { pack, unpack } from 'msgpackr';
@@ -431,6 +431,7 @@ class LmdbStoreImpl implements LmdbStore {
     if (meta.kind === 'HTTP') {
       meta.reqHeaders = redactHeaders(meta.reqHeaders ?? [], this.redact);
       meta.respHeaders = redactHeaders(meta.respHeaders ?? [], this.redact);
+      meta.path = redactPath(meta.path ?? '', this.redact);
     }
     const apart: [BodyField, unknown][] = [];
     for (const f of BODY_FIELDS) {

@@ -4,7 +4,7 @@
 import { setPriority } from 'node:os';
 import { Piscina } from 'piscina';
 import { openStore } from '../store/lmdb.js';
-import { redactHeaders } from '../store/redact.js';
+import { redactHeaders, redactPath } from '../store/redact.js';
 import { adoptIdBuffer, nextId } from '../store/ids.js';
 import { decodeWsBatch } from './decode-ws.js';
 import { RECYCLE_MIN } from '../io/capture-buffer.js';
@@ -98,6 +98,7 @@ async function runOne(task: CaptureTask): Promise<TaskOutput> {
     return { ids: outs.flatMap((o) => o.ids), metrics, recycle: outs.flatMap((o) => o.recycle ?? []), seconds: (performance.now() - t0) / 1000 };
   }
   if (task.type === 'ws') {
+    task.origin.path = redactPath(task.origin.path, wd.redactHeaders); // every record of the batch carries it
     const out = decodeWsBatch(task, nextId);
     add(metrics, out.metrics);
     const ids = await commit(out.records, task.messages.map((m) => m.lastByteAt), metrics);
@@ -108,6 +109,7 @@ async function runOne(task: CaptureTask): Promise<TaskOutput> {
     add(metrics, m);
     record.reqHeaders = redactHeaders(record.reqHeaders, wd.redactHeaders);
     record.respHeaders = redactHeaders(record.respHeaders, wd.redactHeaders);
+    record.path = redactPath(record.path, wd.redactHeaders);
     const ids = await commit([record], [task.lastByteAt], metrics);
     // Committed and assembled: nothing refers to the captured bytes any more (the record's body
     // fields are views of them, and the record is dropped here).

@@ -85,10 +85,12 @@ test('no_context_takeover, and window bits 9–15 negotiated by the origin', asy
   for (const b of [9, 11, 13, 15]) await echoRun(`/bits${b}`, 'socks', msgs, true);
 });
 
-test('deflate off: plain frames captured', async () => {
+test('deflate off: plain frames captured; a key in the URL is redacted in every record', async () => {
   const msgs = Array.from({ length: 100 }, (_, i) => codexLike(i));
-  const { c } = await echoRun('/plain', 'http', msgs, false, { perMessageDeflate: false });
+  const { c, messages } = await echoRun('/plain?api_key=sk-ws-secret', 'http', msgs, false, { perMessageDeflate: false });
   assert.equal(side.offers.get(c.tag), undefined);
+  const { upgrade } = await capturedMessages(g, c.tag);
+  for (const r of [upgrade, ...messages]) assert.equal(r.path, `/plain?api_key=[REDACTED]&t=${c.tag}`);
 });
 
 test('fragmented messages with pings between fragments', async () => {
