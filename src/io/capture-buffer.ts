@@ -138,6 +138,8 @@ export class CaptureBuffer {
   private buf: Uint8Array = NO_BYTES;
   private len = 0;
   private reserved = 0;
+  /** reserved for memory kept beside the copy (charge()), released with the buffer's */
+  private charged = 0;
   private slab: Slab | null = null;
   /** payload bytes seen on the wire, copied or not */
   total = 0;
@@ -162,6 +164,22 @@ export class CaptureBuffer {
 
   get length(): number { return this.len; }
   get complete(): boolean { return !this.tooLarge && !this.overBudget; }
+  /** whether bytes appended now would be copied (false once --max-body or the budget stopped the copy) */
+  get copying(): boolean { return this.complete && this.len < this.max; }
+
+  /**
+   * Memory the caller keeps beside the copy for as long as the copy (a WebSocket message's frame
+   * masks), reserved from the same budget and released with it. Refused: the capture is dropped
+   * (overBudget), as when the payload itself does not fit.
+   */
+  charge(bytes: number): boolean {
+    if (!this.budget.reserve(bytes)) {
+      this.overBudget = true;
+      return false;
+    }
+    this.charged += bytes;
+    return true;
+  }
 
   append(data: Uint8Array): void {
     this.total += data.length;
@@ -245,7 +263,7 @@ export class CaptureBuffer {
   }
 
   private releaseBudget(): void {
-    this.budget.release(this.reserved);
-    this.reserved = 0;
+    this.budget.release(this.reserved + this.charged);
+    this.reserved = this.charged = 0;
   }
 }

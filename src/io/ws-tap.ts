@@ -6,7 +6,7 @@
 import { FrameParser, type FrameHeader, type FrameSink } from './ws-frames.js';
 import { negotiatedExtensions } from './ws-extensions.js';
 import { CaptureBuffer, SlabCursor, type MemoryBudget, type TakenPayload } from './capture-buffer.js';
-import type { CapturePool, WsStream } from '../workers/pool.js';
+import { masksBytes, type CapturePool, type WsStream } from '../workers/pool.js';
 import type { DeflateParams, StreamOrigin, WsCapturedMessage } from '../workers/tasks.js';
 import type { ErrorCode, Header } from '../records.js';
 import { captureDropped, countWsMessage, decodeErrors } from '../metrics.js';
@@ -29,6 +29,8 @@ interface Capture {
   wireBytes: number;
   buf: CaptureBuffer;
   masks: number[] | null;
+  /** numbers `masks` may hold before more of it is charged to the budget */
+  maskRoom: number;
   error?: ErrorCode;
   errorDetail?: string;
 }
@@ -77,8 +79,7 @@ class DirectionTap implements FrameSink {
       c.frames++;
       c.wireBytes += h.headerBytes;
     }
-    // Client frames are unmasked per frame (RFC 6455 §5.3: the key index restarts at each frame).
-    if (h.masked && h.payloadLength > 0) (c.masks ??= []).push(c.buf.length, h.payloadLength, h.maskKey);
+    if (h.masked && h.payloadLength > 0 && c.buf.copying) this.recordMask(c, h);
     this.cur = c;
     this.curFin = h.fin;
   }
@@ -99,6 +100,27 @@ class DirectionTap implements FrameSink {
       this.data = null;
       this.finish(c);
     }
+  }
+
+  /**
+   * Client frames are unmasked per frame (RFC 6455 §5.3: the key index restarts at each frame), so
+   * each frame keeps 3 numbers, 24 bytes: 24 times its payload for a 1-byte frame, sent by a client
+   * as fast as it likes. Only frames the copy reaches keep theirs (so --max-body bounds them), and
+   * they are charged to the capture budget like the copy.
+   */
+  private recordMask(c: Capture, h: FrameHeader): void {
+    const masks = (c.masks ??= []);
+    if (masks.length === c.maskRoom) {
+      // room doubles: a budget call per doubling, not per frame (none for a one-frame message)
+      const room = Math.max(3, 2 * c.maskRoom);
+      const more = masksBytes(room) - masksBytes(c.maskRoom);
+      if (more > 0 && !c.buf.charge(more)) {
+        c.masks = null; // the capture is dropped (queue_full): nothing left to unmask
+        return;
+      }
+      c.maskRoom = room;
+    }
+    masks.push(c.buf.length, h.payloadLength, h.maskKey);
   }
 
   error(code: 'bad_frame', detail: string, fatal: boolean, opcode: number): void {
@@ -152,6 +174,7 @@ class DirectionTap implements FrameSink {
       // Preallocate from the first frame's length (exact for the common single-frame message).
       buf: new CaptureBuffer(this.maxBody, this.budget, h.payloadLength, this.slabs),
       masks: null,
+      maskRoom: 0,
     };
   }
 
@@ -190,7 +213,7 @@ class DirectionTap implements FrameSink {
       payloadBytes: c.buf.total,
       payload: payload?.buffer,
       payloadOffset: payload?.offset ?? 0,
-      masks: c.masks ?? undefined,
+      masks: (payload && c.masks) || undefined,
       copiedBytes: payload ? payload.length : 0,
       ts: at,
       lastByteAt: at,

@@ -71,6 +71,14 @@ function recordsOf(t: CaptureTask): number {
 const MAX_BATCH = MAX_TASK_RECORDS;
 /** Bytes counted per queued item for its metadata (an estimate of a captured message object). */
 export const ITEM_OVERHEAD = 256;
+/**
+ * Bytes a message's `masks` list of `numbers` entries holds past ITEM_OVERHEAD, which covers one
+ * frame's [offset, length, key]: a fragmented message of tiny client frames grows it by 3 numbers a
+ * frame, 8 bytes each (mask keys past 2^30 make V8 store the list as doubles).
+ */
+export function masksBytes(numbers: number): number {
+  return Math.max(0, numbers - 3) * 8;
+}
 
 export class CapturePool {
   private readonly piscina: Piscina<CaptureTask | MultiTask, any>;
@@ -327,7 +335,7 @@ class WsLane extends Lane {
       if (this.deflate?.contextTakeover && m.rsv1 && m.opcode < 8) this.gap = true;
       return;
     }
-    const bytes = m.copiedBytes + ITEM_OVERHEAD;
+    const bytes = m.copiedBytes + masksBytes(m.masks?.length ?? 0) + ITEM_OVERHEAD;
     this.pool.hold(this.connKey, bytes);
     this.pending.push({ m, bytes, slab });
     this.pool.itemsIn(1);

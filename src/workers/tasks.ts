@@ -37,7 +37,10 @@ export interface WsCapturedMessage {
    */
   payload?: ArrayBuffer | SharedArrayBuffer;
   payloadOffset?: number;
-  /** client frames: per frame [offsetInPayload, length, maskKey (uint32, big-endian)] */
+  /**
+   * Client frames: per frame [offsetInPayload, length, maskKey (uint32, big-endian)], for the frames
+   * that start within the copied bytes (the rest need no unmasking). Absent without a payload.
+   */
   masks?: number[];
   copiedBytes: number; // bytes of payload copied (< payloadBytes when truncated)
   ts: number; // ms since epoch (fractional: the forwarding thread's clock) when the last byte was read

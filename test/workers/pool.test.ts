@@ -301,6 +301,63 @@ test('a flood of messages far over the bound: records beyond the slack are dropp
   await pool.close();
 });
 
+/** One client frame (masked with a random key, a 7-bit length) per byte of `plain`: one fragmented message. */
+function oneByteFrames(plain: Buffer, opcode: number): Buffer {
+  return Buffer.concat(Array.from(plain, (x, i) => {
+    const key = randomBytes(4);
+    const b0 = (i === plain.length - 1 ? 0x80 : 0) | (i === 0 ? opcode : 0);
+    return Buffer.concat([Buffer.from([b0, 0x81]), key, Buffer.from([x ^ key[0]])]);
+  }));
+}
+
+/** Every message the pool is handed, as the tap built it (the real stream still gets it). */
+function handedOver(pool: CapturePool): WsCapturedMessage[] {
+  const out: WsCapturedMessage[] = [];
+  const wsStream = pool.wsStream.bind(pool);
+  pool.wsStream = (...a) => {
+    const s = wsStream(...a);
+    return { ...s, push: (m, slab) => { out.push(m); s.push(m, slab); } };
+  };
+  return out;
+}
+
+test('a message of tiny masked frames: masks are kept only for the frames the copy reaches, and the copy is unmasked up to the cap', async () => {
+  const { pool, dir } = newPool({ workers: 1, maxBody: 1024 });
+  const handed = handedOver(pool);
+  const tap = new WsConnectionTap({ origin: origin('conn-masks'), upgrade: 'u', responseHeaders: [], pool, maxBody: 1024 });
+  const plain = randomBytes(30_000);
+  tap.fromClient(oneByteFrames(plain, 2));
+  assert.equal(handed.length, 1);
+  // it kept 3 numbers for every one of the 30,000 frames, copied or not: ~4 bytes of heap per wire byte, unbounded
+  assert.equal(handed[0].masks!.length, 3 * 1024);
+  assert.ok(pool.memoryBytes >= 1024 + 3 * 1024 * 4, `the queued message's masks count against the budget too (held ${pool.memoryBytes})`);
+  tap.close();
+  await pool.drain();
+  const [r] = records(dir, 'conn-masks', 'client');
+  assert.deepEqual([r.error, r.truncated, r.size, r.frames], ['too_large', true, 30_000, 30_000]);
+  assert.deepEqual(text(r), plain.subarray(0, 1024));
+  await pool.close();
+});
+
+test('masks past the capture budget drop the message (queue_full, counted) like a payload past it; the budget comes back', async () => {
+  const { pool, dir } = newPool({ workers: 1, maxCaptureMemory: 64 << 10, maxConnCaptureMemory: 64 << 10 });
+  const before = await metricValue('greytap_capture_dropped_total', { reason: 'queue_full' });
+  const tap = new WsConnectionTap({ origin: origin('conn-masks-budget'), upgrade: 'u', responseHeaders: [], pool, maxBody: 1 << 20 });
+  // 20,000 payload bytes fit the budget; their 20,000 frames' masks (~480 KB) do not
+  tap.fromClient(oneByteFrames(randomBytes(20_000), 2));
+  assert.ok(pool.memoryBytes <= 64 << 10, `held ${pool.memoryBytes} bytes`);
+  const after = Buffer.from('after the flood');
+  tap.fromClient(oneByteFrames(after, 1));
+  tap.close();
+  await pool.drain();
+  const recs = records(dir, 'conn-masks-budget', 'client');
+  assert.deepEqual(recs.map((r) => [r.error ?? null, r.size]), [['queue_full', 20_000], [null, after.length]]);
+  assert.deepEqual(text(recs[1]), after);
+  assert.equal(await metricValue('greytap_capture_dropped_total', { reason: 'queue_full' }), before + 1);
+  assert.equal(pool.memoryBytes, 0);
+  await pool.close();
+});
+
 test('a worker crash: its batch is recorded as worker_error from a fresh task, later items keep their order', async () => {
   const { pool, dir } = crashingPool("(t) => t.type === 'ws' && t.messages.some((m) => m.errorDetail === 'crash this worker')");
   const before = await metricValue('greytap_capture_dropped_total', { reason: 'worker_error' });
