@@ -128,6 +128,14 @@ export interface MemoryBudget {
 }
 
 /**
+ * The most a size hint (a WebSocket frame's length, a Content-Length) reserves before its bytes
+ * arrive; past it the buffer grows as they do. A declared length costs its sender a few bytes:
+ * reserved whole, 16 frame headers of 16 MiB (224 bytes) held the whole default budget and every
+ * other connection's capture was dropped.
+ */
+export const PREALLOC_MAX = 64 << 10;
+
+/**
  * The backing of a buffer with no bytes of its own (not yet sized, or taken): one for all, since a
  * `new Uint8Array(0)` is an ArrayBuffer allocation, twice per WebSocket message on the forwarding
  * thread. Never handed out: its buffer must not be transferred (and so detached) by a task.
@@ -141,6 +149,8 @@ export class CaptureBuffer {
   /** reserved for memory kept beside the copy (charge()), released with the buffer's */
   private charged = 0;
   private slab: Slab | null = null;
+  /** the size hint, within max: growth stops there while the bytes stay within it */
+  private readonly expected: number = 0;
   /** payload bytes seen on the wire, copied or not */
   total = 0;
   /** stopped copying because of --max-body */
@@ -151,7 +161,8 @@ export class CaptureBuffer {
   /** `slabs`: small buffers become a region of that direction's slab (WebSocket frames; the size hint is the frame's length). */
   constructor(private readonly max: number, private readonly budget: MemoryBudget, sizeHint = 0, slabs?: SlabCursor) {
     if (sizeHint <= 0) return;
-    const n = Math.min(sizeHint, max);
+    this.expected = Math.min(sizeHint, max);
+    const n = Math.min(this.expected, PREALLOC_MAX);
     if (slabs && n <= SLAB_MAX_PAYLOAD && budget.reserve(n)) {
       const { slab, offset } = slabs.alloc(n);
       this.slab = slab;
@@ -188,12 +199,22 @@ export class CaptureBuffer {
     const n = Math.min(room, data.length);
     if (n < data.length) this.tooLarge = true;
     if (n === 0) return;
-    if (this.len + n > this.buf.length && !this.grow(Math.min(this.max, Math.max(this.len + n, this.buf.length * 2, 4096)))) {
+    if (this.len + n > this.buf.length && !this.grow(this.capacityFor(this.len + n))) {
       this.overBudget = true;
       return;
     }
     this.buf.set(n === data.length ? data : data.subarray(0, n), this.len);
     this.len += n;
+  }
+
+  /**
+   * Doubling (copies stay linear in the bytes), but no further than the declared size while the
+   * bytes stay within it: a body that arrives as declared ends in a buffer of exactly its size,
+   * which take() hands over without another copy.
+   */
+  private capacityFor(need: number): number {
+    const doubled = Math.max(need, this.buf.length * 2, 4096);
+    return Math.min(this.max, need <= this.expected ? Math.min(doubled, this.expected) : doubled);
   }
 
   private grow(capacity: number): boolean {

@@ -171,7 +171,8 @@ class DirectionTap implements FrameSink {
       rsv1: h.rsv1,
       frames: 1,
       wireBytes: h.headerBytes,
-      // Preallocate from the first frame's length (exact for the common single-frame message).
+      // Preallocate from the first frame's length (exact for the common single-frame message; a
+      // header alone reserves at most PREALLOC_MAX, the rest as the payload arrives).
       buf: new CaptureBuffer(this.maxBody, this.budget, h.payloadLength, this.slabs),
       masks: null,
       maskRoom: 0,

@@ -2,7 +2,8 @@
 // copied into — regions, growth out of a slab, and slabs going idle once nothing refers to them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CaptureBuffer, RECYCLE_MIN, SLAB_BYTES, SLAB_MAX_PAYLOAD, SlabCursor, captureBuffers, idleSlabCount, type MemoryBudget } from '../../src/io/capture-buffer.js';
+import { randomBytes } from 'node:crypto';
+import { CaptureBuffer, PREALLOC_MAX, RECYCLE_MIN, SLAB_BYTES, SLAB_MAX_PAYLOAD, SlabCursor, captureBuffers, idleSlabCount, type MemoryBudget } from '../../src/io/capture-buffer.js';
 
 function budget(limit = Infinity): MemoryBudget & { held: number } {
   const b = {
@@ -158,17 +159,55 @@ test('a recycled buffer larger than asked is taken only if its surplus fits the 
   const idle = captureBuffers.idleByteLength;
   const tight = budget(RECYCLE_MIN + 1000); // room for what is asked, not for the recycled surplus
   const c = new CaptureBuffer(4 * RECYCLE_MIN, tight, RECYCLE_MIN);
+  const initial = tight.held;
   c.append(Buffer.alloc(RECYCLE_MIN));
   assert.equal(c.overBudget, true);
-  assert.equal(tight.held, 0, 'the reservation for the asked size is given back');
+  assert.equal(tight.held, initial, 'the reservation for the asked size is given back');
   assert.equal(captureBuffers.idleByteLength, idle, 'the recycled buffer went back idle');
   c.discard();
   const roomy = budget(2 * RECYCLE_MIN);
   const d = new CaptureBuffer(4 * RECYCLE_MIN, roomy, RECYCLE_MIN);
+  d.append(Buffer.alloc(RECYCLE_MIN, 5));
   assert.equal(roomy.held, size, 'the budget holds the buffer\'s whole size');
   assert.equal(captureBuffers.idleByteLength, idle - size);
-  d.append(Buffer.alloc(RECYCLE_MIN, 5));
   const v = d.takeView();
   assert.ok(v.length === RECYCLE_MIN && v.every((b) => b === 5));
   assert.equal(roomy.held, 0);
+});
+
+test('a declared length reserves at most PREALLOC_MAX before its bytes arrive; the buffer grows as they do, to exactly that length', () => {
+  const bud = budget();
+  const declared = 300 << 10; // under RECYCLE_MIN: a fresh buffer of the size asked
+  for (const slabs of [undefined, new SlabCursor()]) {
+    const c = new CaptureBuffer(1 << 20, bud, declared, slabs);
+    assert.equal(bud.held, PREALLOC_MAX, 'a frame header or a Content-Length alone holds no more');
+    const body = randomBytes(declared);
+    for (let i = 0; i < declared; i += 10_000) {
+      c.append(body.subarray(i, i + 10_000));
+      assert.ok(bud.held <= Math.max(PREALLOC_MAX, 2 * c.length), `${bud.held} held for ${c.length} bytes`);
+    }
+    const v = c.takeView();
+    assert.equal(v.buffer.byteLength, declared, 'no larger than declared: take() needs no copy');
+    assert.deepEqual(Buffer.from(v), body);
+    assert.equal(bud.held, 0);
+  }
+});
+
+test('a message within PREALLOC_MAX is still one buffer of its declared size: no regrowth', () => {
+  const allocUnsafeSlow = Buffer.allocUnsafeSlow;
+  let allocated = 0;
+  Buffer.allocUnsafeSlow = (n: number) => { allocated++; return allocUnsafeSlow(n); };
+  try {
+    const bud = budget();
+    for (const n of [1024, PREALLOC_MAX]) {
+      const c = new CaptureBuffer(1 << 20, bud, n);
+      c.append(Buffer.alloc(n >> 1, 1));
+      c.append(Buffer.alloc(n >> 1, 2));
+      assert.equal(c.takeView().buffer.byteLength, n);
+    }
+    assert.equal(allocated, 2);
+    assert.equal(bud.held, 0);
+  } finally {
+    Buffer.allocUnsafeSlow = allocUnsafeSlow;
+  }
 });

@@ -13,6 +13,7 @@ import { randomBytes, randomInt } from 'node:crypto';
 import WebSocket, { WebSocketServer } from 'ws';
 import { CapturePool, type CapturePoolOptions } from '../../src/workers/pool.js';
 import { WsConnectionTap } from '../../src/io/ws-tap.js';
+import { PREALLOC_MAX } from '../../src/io/capture-buffer.js';
 import { openStore } from '../../src/store/lmdb.js';
 import { nextId } from '../../src/store/ids.js';
 import { registry } from '../../src/metrics.js';
@@ -354,6 +355,34 @@ test('masks past the capture budget drop the message (queue_full, counted) like 
   assert.deepEqual(recs.map((r) => [r.error ?? null, r.size]), [['queue_full', 20_000], [null, after.length]]);
   assert.deepEqual(text(recs[1]), after);
   assert.equal(await metricValue('greytap_capture_dropped_total', { reason: 'queue_full' }), before + 1);
+  assert.equal(pool.memoryBytes, 0);
+  await pool.close();
+});
+
+test('frame headers alone reserve at most PREALLOC_MAX each: other connections are still captured, and a declared message that does arrive is whole', async () => {
+  const { pool, dir } = newPool({ workers: 1, maxBody: 512 << 10, maxCaptureMemory: 1 << 20, maxConnCaptureMemory: 1 << 20 });
+  const tap = (conn: string) => new WsConnectionTap({ origin: origin(conn), upgrade: 'u', responseHeaders: [], pool, maxBody: 512 << 10 });
+  const key = Buffer.from([9, 8, 7, 6]);
+  const masked = (p: Buffer) => Buffer.from(p.map((x, i) => x ^ key[i & 3]));
+  // a masked binary frame declaring 512 KiB (64-bit length), then nothing: two of them took the whole 1 MiB
+  const header = Buffer.concat([Buffer.from([0x82, 0x80 | 127]), Buffer.from([0, 0, 0, 0, 0, 8, 0, 0]), key]);
+  const idle = Array.from({ length: 4 }, (_, i) => tap(`conn-idle-${i}`));
+  for (const t of idle) t.fromClient(header);
+  assert.ok(pool.memoryBytes <= 4 * PREALLOC_MAX, `${pool.memoryBytes} bytes held for 4 headers`);
+  const hello = Buffer.from('hello from another connection');
+  const other = tap('conn-other');
+  other.fromClient(Buffer.concat([Buffer.from([0x81, 0x80 | hello.length]), key, masked(hello)]));
+  // one declared payload does arrive, in reads of 64 KiB
+  const body = randomBytes(512 << 10);
+  const wire = masked(body);
+  for (let i = 0; i < wire.length; i += 64 << 10) idle[0].fromClient(wire.subarray(i, i + (64 << 10)));
+  for (const t of [...idle, other]) t.close();
+  await pool.drain();
+  assert.deepEqual(records(dir, 'conn-other', 'client').map((r) => [r.error ?? null, r.body]), [[null, hello.toString()]]);
+  const [whole] = records(dir, 'conn-idle-0', 'client');
+  assert.equal(whole.error, undefined);
+  assert.deepEqual(text(whole), body);
+  assert.deepEqual(records(dir, 'conn-idle-1', 'client').map((r) => [r.error, r.size]), [['truncated_stream', 0]]);
   assert.equal(pool.memoryBytes, 0);
   await pool.close();
 });
