@@ -8,6 +8,7 @@ const USAGE = `usage:
                 [--workers N] [--upstream-ca FILE]... [--map HOST:PORT=HOST:PORT]... [--no-intercept GLOB]...
                 [--max-body BYTES] [--retention AGE|SIZE] [--socks-auth USER:PASS]... [--redact-header NAME]...
                 [--allow-remote] [--max-capture-memory BYTES] [--max-conn-capture-memory BYTES] [--capture-nice 0-19]
+                [--handshake-timeout DURATION]
   greytap ca [--data-dir DIR]
   greytap export [--data-dir DIR] [--format jsonl|har] [--kind K] [--host H] [--since T]
   greytap conversations [--data-dir DIR] [--id ID] [--format json|markdown] [--rebuild]`;

@@ -26,6 +26,7 @@ export interface Config {
   maxCaptureMemory: number; // bytes held in capture buffers, all connections together
   maxConnCaptureMemory: number; // per connection
   captureNice: number; // CPU niceness of the capture workers (0 = same as forwarding)
+  handshakeTimeoutMs: number; // accept → proxy request, and ClientHello → TLS established
 }
 
 export const DEFAULTS = {
@@ -37,6 +38,7 @@ export const DEFAULTS = {
   maxCaptureMemory: 256 * 1024 * 1024,
   maxConnCaptureMemory: 64 * 1024 * 1024,
   captureNice: 15,
+  handshakeTimeout: '60s', // as long as Node's own HTTP server waits for request headers
 };
 
 const UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kb: 1024, kib: 1024, m: 1 << 20, mb: 1 << 20, mib: 1 << 20, g: 1 << 30, gb: 1 << 30, gib: 1 << 30, t: 2 ** 40, tib: 2 ** 40 };
@@ -49,6 +51,12 @@ export function parseBytes(s: string, what: string): number {
 }
 
 const AGE: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
+
+/** "90s", "7d" → milliseconds; null when not a duration. */
+function parseAge(s: string): number | null {
+  const m = /^(\d+)([smhdw])$/.exec(s.trim());
+  return m ? Number(m[1]) * AGE[m[2]] : null;
+}
 
 export function parseHostPort(s: string, what: string): HostPort {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(String(s).trim());
@@ -86,6 +94,7 @@ const FLAGS: Record<string, { key: string; repeat?: boolean; bool?: boolean }> =
   '--max-capture-memory': { key: 'maxCaptureMemory' },
   '--max-conn-capture-memory': { key: 'maxConnCaptureMemory' },
   '--capture-nice': { key: 'captureNice' },
+  '--handshake-timeout': { key: 'handshakeTimeout' },
 };
 
 /** Raw option values by camelCase key, from argv (flags only; the subcommand is already removed). */
@@ -152,10 +161,12 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
   let retentionMs: number | null = null;
   let retentionBytes: number | null = null;
   for (const r of list(o.retention)) {
-    const age = /^(\d+)([smhdw])$/.exec(r);
-    if (age) retentionMs = Number(age[1]) * AGE[age[2]];
+    const age = parseAge(r);
+    if (age !== null) retentionMs = age;
     else retentionBytes = parseBytes(r, '--retention');
   }
+  const handshakeTimeoutMs = parseAge(String(o.handshakeTimeout ?? DEFAULTS.handshakeTimeout));
+  if (!handshakeTimeoutMs) throw new ConfigError(`--handshake-timeout: expected a duration like 60s or 2m, got "${o.handshakeTimeout}"`);
 
   const socksAuth = list(o.socksAuth).map((s) => {
     const i = s.indexOf(':');
@@ -181,6 +192,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
     maxCaptureMemory: o.maxCaptureMemory === undefined ? DEFAULTS.maxCaptureMemory : parseBytes(String(o.maxCaptureMemory), '--max-capture-memory'),
     maxConnCaptureMemory: o.maxConnCaptureMemory === undefined ? DEFAULTS.maxConnCaptureMemory : parseBytes(String(o.maxConnCaptureMemory), '--max-conn-capture-memory'),
     captureNice,
+    handshakeTimeoutMs,
   };
   // No open relay by default: a proxy listener reachable from other hosts must be asked for.
   for (const [name, l] of [['--http-proxy', cfg.httpProxy], ['--socks', cfg.socks], ['--api', cfg.api]] as const) {

@@ -15,6 +15,7 @@ test('defaults follow DESIGN.md', () => {
   assert.deepEqual(c.api, { host: '127.0.0.1', port: 43080 });
   assert.equal(c.maxBody, 16 * 1024 * 1024);
   assert.equal(c.captureNice, DEFAULTS.captureNice);
+  assert.equal(c.handshakeTimeoutMs, 60_000);
   assert.ok(c.workers >= 1);
 });
 
@@ -36,6 +37,8 @@ test('bad options fail with a one-line reason', () => {
     [['--max-body', 'lots'], /--max-body: expected a size/],
     [['--workers', '0'], /--workers/],
     [['--capture-nice', '25'], /--capture-nice: expected a whole number from 0 to 19/],
+    [['--handshake-timeout', '0s'], /--handshake-timeout: expected a duration like 60s/],
+    [['--handshake-timeout', '5'], /--handshake-timeout: expected a duration like 60s/],
     [['--map', 'nope'], /--map: expected HOST:PORT=HOST:PORT/],
     [['--socks', '127.0.0.1'], /--socks: expected HOST:PORT/],
     [['--frobnicate'], /unknown option --frobnicate/],

@@ -30,6 +30,18 @@ export class ProxyConnection {
 
   get id(): string { return this.record.id; }
 
+  /**
+   * Runs `expire` (which closes the sockets) and finishes the connection as `handshake_timeout`
+   * unless the returned cancel comes first: a client that never completes its proxy request or its
+   * TLS handshake must not hold its socket (and a dialled upstream) for ever.
+   */
+  deadline(ms: number, expire: () => void): () => void {
+    const t = setTimeout(() => {
+      try { expire(); } finally { this.finish('handshake_timeout'); }
+    }, ms);
+    return () => clearTimeout(t);
+  }
+
   /** The target is known (CONNECT / SOCKS request / absolute URI): the record becomes visible. */
   opened(host: string, port: number, dialed?: string): void {
     Object.assign(this.record, { host, port, dialed });

@@ -16,7 +16,9 @@ export function createHttpProxy(ctx: ProxyContext): net.Server {
   return net.createServer({ allowHalfOpen: true, noDelay: true }, (client) => {
     client.on('error', ignore); // the pipe reports errors once it runs; before that, the close says enough
     const conn = new ProxyConnection('http', client, ctx.pool);
+    const cancel = conn.deadline(ctx.cfg.handshakeTimeoutMs, () => answer(client, 408, 'greytap: no complete request head in time', true));
     readProxyHead(client)
+      .finally(cancel)
       .then((head) => handle(ctx, conn, client, head))
       .catch((e: Error) => {
         answer(client, 400, `greytap: ${e.message}`);
@@ -55,10 +57,12 @@ function readProxyHead(client: net.Socket): Promise<ProxyHead> {
   });
 }
 
-function answer(client: net.Socket, status: number, text: string): void {
-  const reason = { 400: 'Bad Request', 502: 'Bad Gateway' }[status] ?? 'Error';
+/** A final answer from greytap itself; `drop`: then close at once (the client may not be reading). */
+function answer(client: net.Socket, status: number, text: string, drop = false): void {
+  const reason = { 400: 'Bad Request', 408: 'Request Timeout', 502: 'Bad Gateway' }[status] ?? 'Error';
   const body = text + '\n';
   client.end(`HTTP/1.1 ${status} ${reason}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  if (drop) client.destroySoon();
 }
 
 async function handle(ctx: ProxyContext, conn: ProxyConnection, client: net.Socket, head: ProxyHead): Promise<void> {

@@ -12,10 +12,12 @@ export function createSocksProxy(ctx: ProxyContext): net.Server {
     client.on('error', ignore); // the pipe reports errors once it runs
     const conn = new ProxyConnection('socks', client, ctx.pool);
     const hs = new Socks5Handshake({ users: ctx.cfg.socksAuth });
+    const cancel = conn.deadline(ctx.cfg.handshakeTimeoutMs, () => client.destroy());
     const onData = (chunk: Buffer) => {
       const step = hs.push(chunk);
       if (step.write) client.write(step.write);
       if (step.type === 'need-more') return;
+      cancel();
       client.off('data', onData);
       if (step.type === 'error') {
         client.end();
@@ -32,6 +34,6 @@ export function createSocksProxy(ctx: ProxyContext): net.Server {
       });
     };
     client.on('data', onData);
-    client.once('close', () => { if (!conn.record.host) conn.finish('client_close'); });
+    client.once('close', () => { if (!conn.record.host) { cancel(); conn.finish('client_close'); } });
   });
 }

@@ -7,7 +7,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { classifyFirstBytes, MAX_PEEK } from './client-hello.js';
-import { dial, ignore, mapTarget, upstreamTls } from './upstream.js';
+import { dial, handshakeWithin, ignore, mapTarget, upstreamTls } from './upstream.js';
 import { pipeConnection, NO_TAP } from './pipe.js';
 import { HttpTap } from './http-tap.js';
 import type { ProxyConnection } from './connection.js';
@@ -120,8 +120,9 @@ async function intercept(ctx: ProxyContext, conn: ProxyConnection, client: net.S
     clientTls.once('secure', resolve);
     clientTls.once('error', reject);
   });
+  handshakeWithin(clientTls, 'secure', ctx.cfg.handshakeTimeoutMs);
   // Both handshakes run at once: the origin's cost hides behind the client's.
-  const [c, u] = await Promise.allSettled([clientReady, upstreamTls(upstream, name, ctx.upstreamTrust)]);
+  const [c, u] = await Promise.allSettled([clientReady, upstreamTls(upstream, name, ctx.upstreamTrust, ctx.cfg.handshakeTimeoutMs)]);
   tlsHandshakes.inc({ side: 'client', result: c.status === 'fulfilled' ? 'ok' : 'error' });
   tlsHandshakes.inc({ side: 'upstream', result: u.status === 'fulfilled' ? 'ok' : 'error' });
   if (c.status === 'rejected') {

@@ -39,7 +39,7 @@ export function upstreamTrust(ca: string[]): tls.SecureContext {
  * literals, which TLS forbids as SNI), verified against system roots + --upstream-ca for that name.
  * Only http/1.1 is offered so the origin never picks h2 (the tap parses HTTP/1.1).
  */
-export function upstreamTls(socket: net.Socket, name: string, trust: tls.SecureContext): Promise<tls.TLSSocket> {
+export function upstreamTls(socket: net.Socket, name: string, trust: tls.SecureContext, timeoutMs: number): Promise<tls.TLSSocket> {
   return new Promise((resolve, reject) => {
     const t = tls.connect({
       socket,
@@ -48,7 +48,19 @@ export function upstreamTls(socket: net.Socket, name: string, trust: tls.SecureC
       secureContext: trust,
       ALPNProtocols: ['http/1.1'],
     });
+    handshakeWithin(t, 'secureConnect', timeoutMs);
     t.once('secureConnect', () => { t.removeAllListeners('error'); t.on('error', ignore); resolve(t); });
     t.once('error', reject);
   });
+}
+
+/**
+ * Fails a TLS socket whose handshake has not finished `ms` after it started: a peer that stalls
+ * mid-handshake must not hold its socket, and the other side's, for ever.
+ */
+export function handshakeWithin(t: tls.TLSSocket, done: 'secure' | 'secureConnect', ms: number): void {
+  const timer = setTimeout(() => t.destroy(new Error(`TLS handshake not finished within ${ms / 1000} s`)), ms);
+  const stop = () => clearTimeout(timer);
+  t.once(done, stop);
+  t.once('close', stop);
 }

@@ -7,7 +7,7 @@ import https from 'node:https';
 import http from 'node:http';
 import tls from 'node:tls';
 import net from 'node:net';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeTestPki } from '../helpers/test-ca.js';
 import { startGreytap, apiGet, waitFor, connectTunnel, curl, tmpDir, type Greytap } from '../helpers/harness.js';
@@ -414,4 +414,45 @@ test('a client that disconnects right after CONNECT is finished: connections_act
     t.destroy(); // gone before sending a byte: the peek sees a closed socket
   }
   await waitFor(async () => (await active()) === 0, 'every abandoned tunnel finished', 10_000);
+});
+
+test('handshake timeout: a silent client of either listener, and an origin that stalls its TLS handshake, are closed with a clear reason', async () => {
+  const silent = net.createServer(() => {}); // accepts, never speaks
+  const silentPort = await listen(silent);
+  const g2 = await startGreytap(['--handshake-timeout', '1s', '--upstream-ca', pki.caPath, '--map', `silent.test:443=127.0.0.1:${silentPort}`]);
+  const opened: net.Socket[] = [];
+  const connect = (addr: string) => {
+    const [h, p] = addr.split(':');
+    const s = net.connect(Number(p), h);
+    opened.push(s);
+    const got: Buffer[] = [];
+    s.on('data', (d) => got.push(d));
+    s.on('error', () => {});
+    return { s, got, closed: new Promise<void>((r) => s.on('close', () => r())) };
+  };
+  try {
+    const t0 = Date.now();
+    const http = connect(g2.httpProxy);
+    http.s.write('GET http://plain.test/ HTTP/1.1\r\n'); // a head that never ends
+    const socks = connect(g2.socks);
+    socks.s.write(Buffer.from([5, 1, 0])); // a greeting, then no request
+    await Promise.all([http.closed, socks.closed]);
+    assert.ok(Date.now() - t0 >= 900, 'not before the timeout');
+    assert.match(Buffer.concat(http.got).toString(), /^HTTP\/1\.1 408 /);
+    assert.deepEqual(Buffer.concat(socks.got), Buffer.from([5, 0]), 'the method reply, then the close');
+
+    const tunnel = await connectTunnel(g2.httpProxy, 'silent.test:443');
+    const tlsClient = tls.connect({ socket: tunnel, servername: 'silent.test', ca: readFileSync(g2.caPath) });
+    const reply: Buffer[] = [];
+    tlsClient.on('data', (d) => reply.push(d));
+    tlsClient.on('error', () => {});
+    await new Promise<void>((r) => tlsClient.on('close', () => r()));
+    assert.match(Buffer.concat(reply).toString(), /^HTTP\/1\.1 502 [\s\S]*TLS to silent\.test:443 failed: TLS handshake not finished within 1 s/);
+    const active = async () => [...(await (await fetch(g2.api + '/metrics')).text()).matchAll(/^greytap_connections_active\{listener="(?:http|socks)"\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
+    await waitFor(async () => (await active()) === 0, 'every timed-out connection finished');
+  } finally {
+    for (const s of opened) s.destroy();
+    await g2.stop();
+    silent.close();
+  }
 });
