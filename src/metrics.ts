@@ -12,6 +12,8 @@ const reg = [registry];
 
 export const connectionsActive = new client.Gauge({ name: p + 'connections_active', help: 'Open client connections', labelNames: ['listener'], registers: reg });
 export const connectionsTotal = new client.Counter({ name: p + 'connections_total', help: 'Accepted client connections', labelNames: ['listener', 'intercepted'], registers: reg });
+export const connectionErrors = new client.Counter({ name: p + 'connection_errors_total', help: 'Connections that ended on an error (a dead upstream, a failed TLS handshake, a bad proxy request), by listener and error code', labelNames: ['listener', 'error'], registers: reg });
+export const CONNECTION_ERRORS = ['upstream_unreachable', 'upstream_tls', 'client_tls', 'bad_http'] as const;
 // Forwarded bytes are tallied in plain numbers on the hot path (a labelled inc() per 16 KiB chunk
 // cost ~15 % of bulk throughput) and handed to the counter when it is scraped.
 const forwarded = { up: 0, down: 0 };
@@ -86,6 +88,7 @@ export const RECORD_KINDS = ['HTTP', 'WS_REQ', 'WS_RESP', 'WS_CTRL', 'CONN', 'CO
 for (const l of ['http', 'socks']) {
   connectionsActive.set({ listener: l }, 0);
   for (const i of ['true', 'false']) connectionsTotal.inc({ listener: l, intercepted: i }, 0);
+  for (const e of CONNECTION_ERRORS) connectionErrors.inc({ listener: l, error: e }, 0);
 }
 for (const d of ['up', 'down']) bytesForwarded.inc({ direction: d }, 0);
 for (const d of ['client', 'server']) for (const o of ['text', 'binary', 'ping', 'pong', 'close']) wsMessages.inc({ direction: d, opcode: o }, 0);

@@ -3,7 +3,7 @@
 import type net from 'node:net';
 import type { ConnectionRecord, ErrorCode, Listener } from '../records.js';
 import { nextId } from '../store/ids.js';
-import { connectionsActive, connectionsTotal } from '../metrics.js';
+import { connectionErrors, connectionsActive, connectionsTotal } from '../metrics.js';
 import type { CapturePool } from '../workers/pool.js';
 
 export class ProxyConnection {
@@ -56,6 +56,7 @@ export class ProxyConnection {
     if (error && !this.record.error) this.record.error = error;
     connectionsActive.dec({ listener: this.listener });
     connectionsTotal.inc({ listener: this.listener, intercepted: String(this.record.intercepted) });
+    if (this.record.error) connectionErrors.inc({ listener: this.listener, error: this.record.error });
     if (this.record.host) this.pool.connection({ ...this.record });
   }
 }

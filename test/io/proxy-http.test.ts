@@ -254,6 +254,9 @@ test('client that closes early and dead upstreams: clear errors, proxy keeps ser
   await new Promise((r) => s.once('secureConnect', r));
   s.write('GET /big HTTP/1.1\r\nHost: big.test\r\n\r\n');
   await new Promise<void>((r) => { let n = 0; s.on('data', (d) => { n += d.length; if (n > 1 << 20) { s.destroy(); r(); } }); });
+  const unreachable = async () => Object.fromEntries([...(await (await fetch(g.api + '/metrics')).text())
+    .matchAll(/^greytap_connection_errors_total\{listener="(\w+)",error="upstream_unreachable"\} (\d+)/gm)].map((m) => [m[1], Number(m[2])]));
+  const before = await unreachable();
   // dead upstream via HTTP CONNECT → 502, via SOCKS5 → connection refused reply
   const r1 = await curl(['-x', `http://${g.httpProxy}`, '--cacert', g.caPath, 'https://dead.test/']);
   assert.notEqual(r1.code, 0);
@@ -261,6 +264,8 @@ test('client that closes early and dead upstreams: clear errors, proxy keeps ser
   const r2 = await curl(['--socks5-hostname', g.socks, '--cacert', g.caPath, 'https://dead.test/']);
   assert.notEqual(r2.code, 0);
   assert.match(r2.stderr, /refused|SOCKS/i);
+  const after = await unreachable();
+  assert.deepEqual([after.http - before.http, after.socks - before.socks], [1, 1], 'each dead upstream is counted, by listener');
   // still serving
   const ok = await curl(['-x', `http://${g.httpProxy}`, '--cacert', g.caPath, 'https://api.test/after']);
   assert.equal(ok.code, 0, ok.stderr);
