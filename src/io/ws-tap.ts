@@ -132,11 +132,11 @@ class DirectionTap implements FrameSink {
       c.errorDetail ??= detail;
       return;
     }
-    // The direction stops being parsed (the bytes keep flowing). What was open ends here.
+    // The direction stops being parsed (the bytes keep flowing). What was open ends here, cut.
     this.stopped = true;
     const open = this.ctrl ?? this.data;
-    if (this.ctrl) this.finishWith(this.ctrl, code, detail);
-    if (this.data) this.finishWith(this.data, code, detail);
+    if (this.ctrl) this.finishWith(this.ctrl, code, detail, true);
+    if (this.data) this.finishWith(this.data, code, detail, true);
     this.ctrl = this.data = this.cur = null;
     if (!open) {
       // Nothing open: the offending frame itself becomes the record (payload unknown).
@@ -179,25 +179,27 @@ class DirectionTap implements FrameSink {
     };
   }
 
-  private finishWith(c: Capture, error: ErrorCode, detail: string): void {
+  private finishWith(c: Capture, error: ErrorCode, detail: string, cut = false): void {
     c.error ??= error;
     c.errorDetail ??= detail;
-    this.finish(c);
+    this.finish(c, cut);
   }
 
-  private finish(c: Capture): void {
+  /** `cut`: a fatal framing error ended the message: what was seen of it is not all of it. */
+  private finish(c: Capture, cut = false): void {
     let payload: TakenPayload | undefined;
     let error = c.error;
+    // A dropped payload is counted here once, whatever error the message already carries.
     if (c.buf.overBudget) {
       // Over the capture memory bound: the message is still recorded (and, on a context-takeover
       // direction, the gap is known to the decoder), just without its bytes.
       c.buf.discard();
-      if (!error) captureDropped.inc({ reason: 'queue_full' });
+      captureDropped.inc({ reason: 'queue_full' });
       error ??= 'queue_full';
     } else {
-      if (c.buf.tooLarge && !error) {
+      if (c.buf.tooLarge) {
         captureDropped.inc({ reason: 'too_large' });
-        error = 'too_large';
+        error ??= 'too_large';
       }
       if (c.buf.length > 0) payload = c.buf.take();
       else c.buf.discard();
@@ -221,6 +223,7 @@ class DirectionTap implements FrameSink {
     };
     if (error) m.error = error;
     if (c.errorDetail && error === c.error) m.errorDetail = c.errorDetail;
+    if (cut) m.cut = true;
     countWsMessage(this.direction, OPCODE_NAMES[c.opcode] ?? 'binary');
     this.stream.push(m, payload?.slab ?? null);
   }

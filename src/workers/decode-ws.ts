@@ -219,7 +219,7 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
     // A slab region is borrowed for this task only: what a record keeps of it must be a copy.
     const borrowed = m.payload instanceof SharedArrayBuffer;
     unmask(bytes, m.masks, copied);
-    const lost = LOST.has(m.error) || (!m.payload && m.payloadBytes > 0) || copied < m.payloadBytes;
+    const lost = LOST.has(m.error) || (!m.payload && m.payloadBytes > 0) || copied < m.payloadBytes || m.cut === true;
 
     let plain: Uint8Array | null = null;
     if (lost) {
@@ -231,7 +231,7 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
         window = null;
       }
       // a message cut by the connection's end is incomplete even when every byte seen was copied
-      rec.truncated = copied < m.payloadBytes || m.error === 'truncated_stream';
+      rec.truncated = copied < m.payloadBytes || m.error === 'truncated_stream' || m.cut === true;
     } else if (compressed && desynced) {
       rec.error ??= 'desynced';
     } else if (compressed) {

@@ -330,8 +330,9 @@ class WsLane extends Lane {
 
   push(m: WsCapturedMessage, slab: Slab | null = null): void {
     if (!m.payload && !this.pool.admitMetadata(this.connKey)) {
-      // Far over the bound: not even the record is kept. The tap counted a dropped payload already.
-      if (m.error !== 'queue_full') captureDropped.inc({ reason: 'queue_full' });
+      // Far over the bound: not even the record is kept. The tap counted a dropped payload already
+      // (a message with payload bytes and none here).
+      if (m.payloadBytes === 0) captureDropped.inc({ reason: 'queue_full' });
       if (this.deflate?.contextTakeover && m.rsv1 && m.opcode < 8) this.gap = true;
       return;
     }

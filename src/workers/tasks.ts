@@ -42,6 +42,8 @@ export interface WsCapturedMessage {
    * that start within the copied bytes (the rest need no unmasking). Absent without a payload.
    */
   masks?: number[];
+  /** a fatal framing error ended the message on the wire: the bytes seen are not all of it */
+  cut?: boolean;
   copiedBytes: number; // bytes of payload copied (< payloadBytes when truncated)
   ts: number; // ms since epoch (fractional: the forwarding thread's clock) when the last byte was read
   lastByteAt: number; // performance.timeOrigin + performance.now() at the last byte (for capture lag)

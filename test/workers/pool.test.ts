@@ -359,6 +359,21 @@ test('masks past the capture budget drop the message (queue_full, counted) like 
   await pool.close();
 });
 
+test('a payload dropped for memory is counted even when its message already carries an error (a masked server frame)', async () => {
+  const { pool, dir } = newPool({ workers: 1, maxCaptureMemory: 8 << 10, maxConnCaptureMemory: 8 << 10 });
+  const before = await metricValue('greytap_capture_dropped_total', { reason: 'queue_full' });
+  const tap = new WsConnectionTap({ origin: origin('conn-masked-server'), upgrade: 'u', responseHeaders: [], pool, maxBody: 1 << 20 });
+  const key = randomBytes(4);
+  const payload = randomBytes(16 << 10).map((x, i) => x ^ key[i % 4]);
+  tap.fromServer(Buffer.concat([Buffer.from([0x82, 0x80 | 126, 0x40, 0x00]), key, payload]));
+  tap.close();
+  await pool.drain();
+  const [r] = records(dir, 'conn-masked-server', 'server');
+  assert.deepEqual([r.error, r.size, r.truncated], ['bad_frame', 16 << 10, true], 'the first error stays the record\'s');
+  assert.equal(await metricValue('greytap_capture_dropped_total', { reason: 'queue_full' }), before + 1);
+  await pool.close();
+});
+
 test('frame headers alone reserve at most PREALLOC_MAX each: other connections are still captured, and a declared message that does arrive is whole', async () => {
   const { pool, dir } = newPool({ workers: 1, maxBody: 512 << 10, maxCaptureMemory: 1 << 20, maxConnCaptureMemory: 1 << 20 });
   const tap = (conn: string) => new WsConnectionTap({ origin: origin(conn), upgrade: 'u', responseHeaders: [], pool, maxBody: 512 << 10 });

@@ -178,6 +178,9 @@ test('bad input on one connection is recorded and does not disturb another', asy
   // reserved opcode 3
   const s3 = await rawClient('/plain?t=bad-opcode', false);
   s3.write(frame(0x83, Buffer.from('x')));
+  // a fragmented message cut by a fatal framing error (a reserved opcode between its fragments)
+  const s5 = await rawClient('/plain?t=cut-by-error', false);
+  s5.write(Buffer.concat([frame(0x01, Buffer.from('part one')), frame(0x83, Buffer.from('x'))]));
   // disconnect in the middle of a frame
   const s4 = await rawClient('/plain?t=mid-frame', false);
   s4.write(frame(0x81, Buffer.from('hello world')).subarray(0, 9));
@@ -196,7 +199,9 @@ test('bad input on one connection is recorded and does not disturb another', asy
   assert.deepEqual(Buffer.from(badUtf8.bodyBase64, 'base64'), Buffer.from([0x68, 0xc3, 0x28]));
   assert.ok(await errorOf('bad-opcode', 'bad_frame'));
   assert.ok(await errorOf('mid-frame', 'truncated_stream'));
+  const cut = await apiGet(g, `/api/transactions/${(await errorOf('cut-by-error', 'bad_frame')).id}`);
+  assert.deepEqual([cut.opcode, cut.body, cut.truncated], ['text', 'part one', true], 'what was seen of it, marked incomplete');
   const { messages } = await capturedMessages(g, c.tag, (ms) => ms.some((m) => m.opcode === 'text'));
   assert.equal(await payloadOf(g, messages.find((m) => m.opcode === 'text' && m.direction === 'client')), 'still fine');
-  for (const s of [s1, s2, s3]) s.destroy();
+  for (const s of [s1, s2, s3, s5]) s.destroy();
 });
