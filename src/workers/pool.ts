@@ -247,7 +247,7 @@ export class CapturePool {
     }
     const multi: MultiTask = { type: 'multi', parts: parts.map((p) => p.task) };
     this.piscina.run(multi, { transferList: parts.flatMap((p) => p.transferList) as never }).then(
-      (outs: TaskOutput[]) => parts.forEach((p, i) => p.resolve(outs[i])),
+      (outs: TaskOutput[]) => parts.forEach((p, i) => (outs[i].failed === undefined ? p.resolve(outs[i]) : p.reject(new Error(outs[i].failed)))),
       (e) => parts.forEach((p) => p.reject(e)),
     );
   }

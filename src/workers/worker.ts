@@ -26,6 +26,8 @@ export interface WorkerData {
 
 /** What every task returns to the pool (WsBatchResult fields are present for 'ws' tasks). */
 export interface TaskOutput extends Partial<Pick<WsBatchResult, 'desynced'>> {
+  /** a part of a multi task that threw: only that part fails (the pool records its items as worker_error) */
+  failed?: string;
   ids: string[];
   metrics: MetricDeltas;
   /** HTTP tasks: the body buffers, committed and no longer referenced, handed back for reuse (capture-buffer.ts) */
@@ -131,13 +133,21 @@ async function runOne(task: CaptureTask): Promise<TaskOutput> {
 
 /**
  * The Piscina entry. A multi task's parts run concurrently: their synchronous parts (decode, puts)
- * fall in one event turn, so lmdb-js commits all their records in one transaction.
+ * fall in one event turn, so lmdb-js commits all their records in one transaction. A part that
+ * throws fails alone: the others' records are committed, and failing them too would have their
+ * lanes record them again as worker_error (and desync their context-takeover directions).
  */
 export default async function run(task: CaptureTask | MultiTask): Promise<unknown> {
-  const outs = task.type === 'multi' ? await Promise.all(task.parts.map(runOne)) : [await runOne(task)];
+  const outs: TaskOutput[] = task.type === 'multi'
+    ? (await Promise.allSettled(task.parts.map(runOne))).map((s) => (s.status === 'fulfilled' ? s.value : failedPart(s.reason)))
+    : [await runOne(task)];
   const result = task.type === 'multi' ? outs : outs[0];
   const buffers = outs.flatMap((o) => o.recycle ?? []);
   if (buffers.length === 0) return result;
   // Moved back, not cloned (Piscina transfers a top-level movable).
   return Piscina.move({ [Piscina.transferableSymbol]: buffers, [Piscina.valueSymbol]: result } as never);
+}
+
+function failedPart(e: unknown): TaskOutput {
+  return { ids: [], metrics: {}, seconds: 0, failed: (e as Error)?.message ?? String(e) };
 }

@@ -36,23 +36,28 @@ function newPool(over: Partial<CapturePoolOptions> = {}): { pool: CapturePool; d
   return { pool, dir };
 }
 
+/** A one-worker pool whose worker runs `prelude` (JavaScript over `task`, with `items(task)`) before the real one. */
+function wrappedPool(prelude: string): { pool: CapturePool; dir: string } {
+  const real = new URL('../../src/workers/worker.js', import.meta.url).href;
+  const dir0 = mkdtempSync(join(tmpdir(), 'greytap-wrapped-'));
+  dirs.push(dir0);
+  const file = join(dir0, 'wrapped-worker.mjs');
+  writeFileSync(file, `import run from ${JSON.stringify(real)};
+const items = (t) => (t.type === 'multi' ? t.parts.flatMap(items) : t.type === 'lane' ? t.items : [t]);
+export default async function (task) {
+  ${prelude}
+  return run(task);
+}
+`);
+  return newPool({ workers: 1, workerFile: file });
+}
+
 /**
  * A one-worker pool whose worker process exits when a task carries an item matching `crashIf`
  * (JavaScript source of a predicate over one WebSocket batch, HTTP exchange or connection record).
  */
 function crashingPool(crashIf: string): { pool: CapturePool; dir: string } {
-  const real = new URL('../../src/workers/worker.js', import.meta.url).href;
-  const dir0 = mkdtempSync(join(tmpdir(), 'greytap-crash-'));
-  dirs.push(dir0);
-  const crashWorker = join(dir0, 'crash-worker.mjs');
-  writeFileSync(crashWorker, `import run from ${JSON.stringify(real)};
-const items = (t) => (t.type === 'multi' ? t.parts.flatMap(items) : t.type === 'lane' ? t.items : [t]);
-export default async function (task) {
-  if (items(task).some(${crashIf})) process.exit(1);
-  return run(task);
-}
-`);
-  return newPool({ workers: 1, workerFile: crashWorker });
+  return wrappedPool(`if (items(task).some(${crashIf})) process.exit(1);`);
 }
 
 function records(dir: string, conn: string, direction: 'client' | 'server'): WsMessageRecord[] {
@@ -537,6 +542,27 @@ test('a busy keep-alive connection: exchanges queued behind the one in flight go
   } finally {
     await store.close();
   }
+  await pool.close();
+});
+
+test('a part of a multi task that throws fails alone: the other connections\' records are kept once and their directions stay in sync', async () => {
+  // the bombed batch's decode throws (its messages are gone), inside the worker, beside a good one
+  const { pool, dir } = wrappedPool(`if (task.type === 'multi') for (const p of task.parts) if (p.type === 'ws' && p.origin.conn === 'conn-bomb') p.messages = null;`);
+  const compress = compressor();
+  const good = pool.wsStream(origin('conn-good'), 'u', 'server', { contextTakeover: true, windowBits: 15 }, 'conn-good');
+  const bad = pool.wsStream(origin('conn-bomb'), 'u', 'server', null, 'conn-bomb');
+  const plains = Array.from({ length: 6 }, (_, i) => Buffer.from(`good ${i} `.repeat(20)));
+  const compressed = [];
+  for (const p of plains) compressed.push(await compress(p));
+  for (let i = 0; i < 3; i++) good.push(message(i, compressed[i], true));
+  bad.push(message(0, Buffer.from('boom'), false)); // same turn: one multi task
+  await pool.drain();
+  for (let i = 3; i < 6; i++) good.push(message(i, compressed[i], true));
+  await pool.drain();
+  const recs = records(dir, 'conn-good', 'server');
+  assert.deepEqual(recs.map((r) => [r.seq, r.error ?? null]), plains.map((_, i) => [i, null]), 'each once, none worker_error or desynced');
+  recs.forEach((r, i) => assert.deepEqual(text(r), plains[i]));
+  assert.deepEqual(records(dir, 'conn-bomb', 'server').map((r) => r.error), ['worker_error']);
   await pool.close();
 });
 
