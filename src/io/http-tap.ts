@@ -135,7 +135,9 @@ export class HttpTap implements Tap {
     if (this.mode === 'guard') { this.mode = 'raw'; return; } // capture stopped at the failure
     if (this.mode === 'http') {
       this.respParser.end(); // completes a read-until-close body
-      this.reqParser.end();
+      // (unless the response was cut: then that record says it, and a partial request behind it is
+      // no exchange of its own)
+      if ((this.mode as Mode) === 'http') this.reqParser.end();
     }
     this.submitOpen();
     this.mode = 'raw';

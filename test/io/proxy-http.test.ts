@@ -81,6 +81,10 @@ before(async () => {
       pending += d.toString('latin1');
       for (let end; (end = pending.indexOf('\r\n\r\n')) >= 0; pending = pending.slice(end + 4)) {
         const line = pending.slice(0, pending.indexOf('\r\n'));
+        if (/^GET \S+\/short /.test(line)) {
+          s.end('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this'); // then the close: cut short
+          return;
+        }
         if (/^GET \S+\/h2c /.test(line)) {
           // an h2c upgrade, then an HTTP/2 SETTINGS frame: not WebSocket
           s.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n');
@@ -460,4 +464,21 @@ test('handshake timeout: a silent client of either listener, and an origin that 
     await g2.stop();
     silent.close();
   }
+});
+
+test('a response cut by the close, with a partial request behind it: one record, one error', async () => {
+  const errors = async () => Number(/greytap_decode_errors_total\{kind="truncated_stream"\} (\d+)/.exec(await (await fetch(g.api + '/metrics')).text())?.[1] ?? 0);
+  const before = await errors();
+  const [h, p] = g.httpProxy.split(':');
+  const s = net.connect(Number(p), h);
+  s.on('error', () => {});
+  s.resume();
+  s.write('GET http://odd.test/short HTTP/1.1\r\nHost: odd.test\r\n\r\nGET http://odd.test/next HTTP/1.1\r\nHo');
+  await new Promise<void>((r) => s.on('close', () => r()));
+  const cut = await waitFor(async () => (await httpRecords('odd.test')).find((t) => t.path === '/short'), 'the cut exchange');
+  assert.equal(cut.error, 'truncated_stream');
+  await g.drain();
+  const all = (await apiGet(g, '/api/transactions?host=odd.test&limit=1000')).items.filter((t: any) => t.conn === cut.conn);
+  assert.equal(all.length, 1, `records of that connection: ${JSON.stringify(all.map((t: any) => [t.path, t.error]))}`);
+  assert.equal(await errors(), before + 1);
 });
