@@ -316,6 +316,8 @@ class WsLane extends Lane {
   private desynced = false;
   /** a compressed message of this context-takeover direction was dropped without a record: desynced from here on */
   private gap = false;
+  /** how many of `pending` were queued before that gap: they decode as if it had not happened */
+  private beforeGap = 0;
 
   constructor(
     private readonly pool: CapturePool,
@@ -333,7 +335,10 @@ class WsLane extends Lane {
       // Far over the bound: not even the record is kept. The tap counted a dropped payload already
       // (a message with payload bytes and none here).
       if (m.payloadBytes === 0) captureDropped.inc({ reason: 'queue_full' });
-      if (this.deflate?.contextTakeover && m.rsv1 && m.opcode < 8) this.gap = true;
+      if (this.deflate?.contextTakeover && m.rsv1 && m.opcode < 8 && !this.gap) {
+        this.gap = true;
+        this.beforeGap = this.pending.length;
+      }
       return;
     }
     const bytes = m.copiedBytes + masksBytes(m.masks?.length ?? 0) + ITEM_OVERHEAD;
@@ -346,14 +351,17 @@ class WsLane extends Lane {
 
   protected kick(): void {
     if (this.pending.length === 0) return;
-    const batch = this.pending.splice(0, MAX_BATCH);
+    // Messages queued before the gap go in batches of their own, not desynced by it.
+    const ahead = this.beforeGap > 0;
+    const batch = this.pending.splice(0, ahead ? Math.min(this.beforeGap, MAX_BATCH) : MAX_BATCH);
+    if (ahead) this.beforeGap -= batch.length;
     this.pool.waiting -= batch.length;
     this.busy = true;
     const messages = batch.map((b) => b.m);
     const bytes = batch.reduce((s, b) => s + b.bytes, 0);
     // Own buffers move to the worker; slabs are shared, not moved (one slab may hold many messages).
     const transfer = messages.flatMap((m) => (m.payload instanceof ArrayBuffer ? [m.payload] : []));
-    this.submit(messages, transfer).finally(() => {
+    this.submit(messages, transfer, ahead).finally(() => {
       for (const b of batch) b.slab?.release();
       this.pool.release(this.connKey, bytes);
       this.pool.itemsSettled(batch.length);
@@ -362,18 +370,19 @@ class WsLane extends Lane {
     });
   }
 
-  private task(messages: WsCapturedMessage[]): WsBatchTask {
+  /** `aheadOfGap`: the messages were queued before the gap (if any) */
+  private task(messages: WsCapturedMessage[], aheadOfGap: boolean): WsBatchTask {
     if (this.deflate?.contextTakeover) this.window ??= allocateWindow(this.deflate.windowBits);
     return {
       type: 'ws', origin: this.origin, upgrade: this.upgrade, direction: this.direction, deflate: this.deflate,
-      window: this.window, desynced: this.desynced || this.gap, maxBody: this.pool.opts.maxBody, messages,
+      window: this.window, desynced: this.desynced || (this.gap && !aheadOfGap), maxBody: this.pool.opts.maxBody, messages,
     };
   }
 
-  private async submit(messages: WsCapturedMessage[], transfer: ArrayBuffer[]): Promise<void> {
+  private async submit(messages: WsCapturedMessage[], transfer: ArrayBuffer[], aheadOfGap: boolean): Promise<void> {
     let failure: unknown;
     try {
-      const out = await this.pool.run(this.task(messages), transfer);
+      const out = await this.pool.run(this.task(messages, aheadOfGap), transfer);
       this.desynced = out.desynced ?? false;
       return;
     } catch (e) {
@@ -398,7 +407,7 @@ class WsLane extends Lane {
     });
     captureDropped.inc({ reason: 'worker_error' }, n);
     try {
-      const out = await this.pool.run(this.task(meta), []);
+      const out = await this.pool.run(this.task(meta, aheadOfGap), []);
       this.desynced = out.desynced ?? false;
     } catch {
       // Even the metadata could not be written: give up on these items (already counted).

@@ -291,6 +291,26 @@ test('the tap under a small budget: every message still gets a record (with its 
   await pool.close();
 });
 
+test('a compressed message dropped without a record desyncs what follows it, not what was queued before it', async () => {
+  const { pool, dir } = newPool({ maxCaptureMemory: 64 << 10, maxConnCaptureMemory: 64 << 10, workers: 1 });
+  const compress = compressor();
+  const s = pool.wsStream(origin('conn-gap'), 'u', 'server', { contextTakeover: true, windowBits: 15 }, 'conn-gap');
+  const plains = Array.from({ length: 5 }, (_, i) => Buffer.from(`gap ${i} `.repeat(30)));
+  const compressed = [];
+  for (const p of plains) compressed.push(await compress(p));
+  // one tick: three complete messages queue, then memory is far over the bound for the fourth
+  for (let i = 0; i < 3; i++) s.push(message(i, compressed[i], true));
+  pool.hold('conn-gap', 100 << 10);
+  s.push({ ...message(3, compressed[3], true), payload: undefined, copiedBytes: 0, error: 'queue_full' });
+  pool.release('conn-gap', 100 << 10);
+  s.push(message(4, compressed[4], true));
+  await pool.drain();
+  const recs = records(dir, 'conn-gap', 'server');
+  assert.deepEqual(recs.map((r) => [r.seq, r.error ?? null]), [[0, null], [1, null], [2, null], [4, 'desynced']]);
+  recs.slice(0, 3).forEach((r, i) => assert.deepEqual(text(r), plains[i]));
+  await pool.close();
+});
+
 test('a flood of messages far over the bound: records beyond the slack are dropped whole, all counted, memory bounded', async () => {
   const { pool, dir } = newPool({ maxCaptureMemory: 8 << 10, maxConnCaptureMemory: 8 << 10, workers: 1 });
   const before = await metricValue('greytap_capture_dropped_total', { reason: 'queue_full' });
