@@ -6,8 +6,9 @@ const ROLE: Record<Turn['role'], string> = { user: 'User', assistant: 'Assistant
 
 /** A fence longer than any backtick run inside, so content cannot close it. */
 function fenced(body: string, lang = ''): string {
-  const runs = body.match(/`+/g) ?? [];
-  const n = Math.max(3, ...runs.map((r) => r.length + 1));
+  // a loop, not Math.max(...runs): a tool output with ~150k runs overflowed the call stack
+  let n = 3;
+  for (const m of body.matchAll(/`+/g)) if (m[0].length >= n) n = m[0].length + 1;
   const f = '`'.repeat(n);
   return `${f}${lang}\n${body}\n${f}`;
 }

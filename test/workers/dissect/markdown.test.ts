@@ -28,3 +28,13 @@ test('conversation rendered as Markdown', () => {
   assert.match(md, /## 4\. Assistant \(incomplete: aborted\)/);
   assert.match(md, /<sub>source: 02, 09<\/sub>/);
 });
+
+test('a tool result with hundreds of thousands of backtick runs still renders, fenced past its longest run', () => {
+  const output = '`x'.repeat(200_000) + '````y';
+  const c: Conversation = {
+    id: 'big', key: 'k', client: 'codex', provider: 'openai-ws', startedTs: 0, updatedTs: 0,
+    turns: [{ role: 'tool', blocks: [{ type: 'tool_result', callId: 'c1', name: 'shell', output }], source: ['01'] }],
+  };
+  const md = conversationMarkdown(c);
+  assert.ok(md.includes('`````\n' + output + '\n`````'), 'a fence of five: one longer than the four-backtick run');
+});
