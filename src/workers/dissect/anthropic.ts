@@ -1,7 +1,7 @@
 // Anthropic Messages API (POST /v1/messages, JSON or SSE). Claude Code puts its session id in
 // metadata.user_id ("user_<hash>_account_<uuid>_session_<uuid>"): that session is the key.
 import type { Block, HttpTransaction, Usage } from '../../records.js';
-import { addUsage, errorReply, isObj, num, parseJson, prefixKey, pushMsg, roleFor, str, textBlock, toolCall, wasCut, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
+import { addUsage, errorReply, isObj, num, parseJson, prefixKey, pushMsg, roleFor, stoppedShort, str, textBlock, toolCall, wasCut, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
 
 function blocksOf(content: unknown, role: Role): Block[] {
   if (typeof content === 'string') return [textBlock(content, role)];
@@ -51,6 +51,8 @@ function messageReply(m: unknown): Reply | undefined {
   if (!isObj(m)) return undefined;
   if (m.type === 'error') return { blocks: [], incomplete: 'error', error: str(m.error?.message) };
   const r: Reply = { blocks: blocksOf(m.content, 'assistant') };
+  const short = stoppedShort(m.stop_reason);
+  if (short) r.incomplete = short;
   if (str(m.id)) r.responseId = m.id;
   if (str(m.model)) r.model = m.model;
   const u = usageOf(m.usage);
@@ -65,6 +67,7 @@ export function anthropicSseReply(events: { event?: string; data: string }[]): R
   const partialJson: string[] = [];
   let usage: Record<string, any> = {};
   let stopped = false;
+  let stopReason: unknown;
   let error: string | undefined;
   for (const e of events) {
     const ev = parseJson(e.data);
@@ -80,7 +83,7 @@ export function anthropicSseReply(events: { event?: string; data: string }[]): R
         break;
       }
       case 'content_block_stop': break;
-      case 'message_delta': Object.assign(usage, ev.usage ?? {}); break;
+      case 'message_delta': Object.assign(usage, ev.usage ?? {}); stopReason = ev.delta?.stop_reason ?? stopReason; break;
       case 'message_stop': stopped = true; break;
       case 'error': error = str(ev.error?.message) ?? 'error'; break;
     }
@@ -95,6 +98,7 @@ export function anthropicSseReply(events: { event?: string; data: string }[]): R
   const u = usageOf(usage);
   if (u) r.usage = u;
   if (error) { r.incomplete = 'error'; r.error = error; } else if (!stopped) r.incomplete = 'aborted';
+  else { const short = stoppedShort(stopReason); if (short) r.incomplete = short; }
   return r;
 }
 

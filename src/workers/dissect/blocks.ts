@@ -16,11 +16,27 @@ export interface Reply {
   usage?: Usage;
   responseId?: string;
   model?: string;
-  /** 'response.failed' | 'response.incomplete' | 'error' | 'aborted' — absent when complete (or still streaming) */
+  /**
+   * 'response.failed' | 'response.incomplete' | 'error' | 'aborted' | 'max_tokens' | 'refused' —
+   * absent when complete (or still streaming)
+   */
   incomplete?: string;
   error?: string;
   /** the stream is still open (a live view of a response in progress) */
   streaming?: boolean;
+}
+
+/**
+ * A finish reason that means the reply was cut short or withheld, as `incomplete`: Anthropic's
+ * stop_reason, Chat Completions' finish_reason and Gemini's finishReason name the same two things
+ * differently. (A tool call cut at the token limit carries half its arguments.)
+ */
+export function stoppedShort(reason: unknown): string | undefined {
+  switch (reason) {
+    case 'max_tokens': case 'length': case 'MAX_TOKENS': return 'max_tokens';
+    case 'refusal': case 'content_filter': case 'SAFETY': case 'PROHIBITED_CONTENT': case 'BLOCKLIST': return 'refused';
+    default: return undefined;
+  }
 }
 
 export function parseJson(s: string | undefined): unknown {

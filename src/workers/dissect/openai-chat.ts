@@ -1,7 +1,7 @@
 // OpenAI Chat Completions (…/chat/completions, JSON or SSE with choices[].delta) — aider, opencode,
 // LiteLLM, vLLM, Ollama. No session id on the wire: conversations grow by message prefix.
 import type { Block, HttpTransaction, Usage } from '../../records.js';
-import { addUsage, errorReply, isObj, num, parseJson, prefixKey, pushMsg, str, textBlock, toolCall, wasCut, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
+import { addUsage, errorReply, isObj, num, parseJson, prefixKey, pushMsg, stoppedShort, str, textBlock, toolCall, wasCut, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
 
 function contentBlocks(content: unknown, role: Role): Block[] {
   if (typeof content === 'string') return content ? [textBlock(content, role)] : [];
@@ -47,6 +47,8 @@ function messageReply(body: unknown): Reply | undefined {
   if (!isObj(body) || !Array.isArray(body.choices)) return undefined;
   const m = body.choices[0]?.message ?? {};
   const r: Reply = { blocks: chatMessages([{ ...m, role: 'assistant' }])[0]?.blocks ?? [] };
+  const short = stoppedShort(body.choices[0]?.finish_reason);
+  if (short) r.incomplete = short;
   if (str(body.id)) r.responseId = body.id;
   if (str(body.model)) r.model = body.model;
   const u = usageOf(body.usage);
@@ -61,6 +63,7 @@ export function chatSseReply(events: { data: string }[]): Reply {
   const calls: { id: string; name: string; args: string }[] = [];
   let id: string | undefined, model: string | undefined, usage: Usage | undefined;
   let finished = false, done = false;
+  let finishReason: unknown;
   for (const e of events) {
     if (e.data.trim() === '[DONE]') { done = true; continue; }
     const ch = parseJson(e.data);
@@ -69,7 +72,7 @@ export function chatSseReply(events: { data: string }[]): Reply {
     if (isObj(ch.usage)) usage = usageOf(ch.usage);
     for (const c of Array.isArray(ch.choices) ? ch.choices : []) {
       if (!isObj(c) || (c.index ?? 0) !== 0) continue;
-      if (c.finish_reason) finished = true;
+      if (c.finish_reason) { finished = true; finishReason = c.finish_reason; }
       const d = c.delta ?? {};
       if (typeof d.content === 'string') text += d.content;
       const rc = str(d.reasoning_content) ?? str(d.reasoning);
@@ -93,6 +96,7 @@ export function chatSseReply(events: { data: string }[]): Reply {
   if (model) r.model = model;
   if (usage) r.usage = usage;
   if (!finished && !done) r.incomplete = 'aborted';
+  else { const short = stoppedShort(finishReason); if (short) r.incomplete = short; }
   return r;
 }
 

@@ -6,7 +6,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { classifyHttp, detectClient, DissectRulesError, isOpenaiWsPath, loadDissectRules } from '../../../src/workers/dissect/index.js';
-import { sessionKey } from '../../../src/workers/dissect/anthropic.js';
+import { anthropicSseReply, dissectAnthropic, sessionKey } from '../../../src/workers/dissect/anthropic.js';
+import { chatSseReply, dissectChat } from '../../../src/workers/dissect/openai-chat.js';
 import { isScaffolding } from '../../../src/workers/dissect/blocks.js';
 import { foldEvent, foldReply, newFold, responseObjectReply, sseReply } from '../../../src/workers/dissect/openai-responses.js';
 
@@ -99,4 +100,29 @@ test('Responses: incomplete / error / JSON body / SSE without a terminal event',
   foldEvent(f, { type: 'error', error: { message: 'Rate limit reached' } });
   assert.deepEqual(foldReply(f, false), { blocks: [], incomplete: 'error', error: 'Rate limit reached' });
   assert.deepEqual(sseReply([{ event: 'response.created', data: '{"response":{"id":"r9"}}' }, { data: 'not json' }], true), { blocks: [], responseId: 'r9', incomplete: 'aborted' });
+});
+
+test('a reply cut at the token limit or withheld is marked incomplete (Anthropic stop_reason, Chat finish_reason), streamed or not', () => {
+  const sse = (evs: object[]) => evs.map((e) => ({ data: JSON.stringify(e) }));
+  const claude = (stop: string) => anthropicSseReply(sse([
+    { type: 'message_start', message: { id: 'msg_1', model: 'claude', usage: { input_tokens: 5 } } },
+    { type: 'content_block_start', index: 0, content_block: { type: 'tool_use', id: 't1', name: 'Write', input: {} } },
+    { type: 'content_block_delta', index: 0, delta: { type: 'input_json_delta', partial_json: '{"file_path":"/a","content":"par' } },
+    { type: 'message_delta', delta: { stop_reason: stop }, usage: { output_tokens: 4096 } },
+    { type: 'message_stop' },
+  ]));
+  assert.equal(claude('max_tokens').incomplete, 'max_tokens');
+  assert.equal(claude('refusal').incomplete, 'refused');
+  assert.equal(claude('tool_use').incomplete, undefined);
+  const chat = (finish: string) => chatSseReply([
+    ...sse([{ id: 'c1', choices: [{ index: 0, delta: { content: 'The answer is' }, finish_reason: null } ] }, { id: 'c1', choices: [{ index: 0, delta: {}, finish_reason: finish }] }]),
+    { data: '[DONE]' },
+  ]);
+  assert.equal(chat('length').incomplete, 'max_tokens');
+  assert.equal(chat('content_filter').incomplete, 'refused');
+  assert.equal(chat('stop').incomplete, undefined);
+  const body = (finish: string) => ({ id: 'c2', choices: [{ index: 0, message: { role: 'assistant', content: 'x' }, finish_reason: finish }] });
+  const tx = (resp: object, path: string) => ({ kind: 'HTTP', method: 'POST', host: 'h', path, status: 200, respBody: JSON.stringify(resp) }) as never;
+  assert.equal(dissectChat(tx(body('length'), '/v1/chat/completions'), { model: 'm', messages: [] }).reply?.incomplete, 'max_tokens');
+  assert.equal(dissectAnthropic(tx({ id: 'm', type: 'message', content: [{ type: 'text', text: 'x' }], stop_reason: 'max_tokens' }, '/v1/messages'), { model: 'm', messages: [] }).reply?.incomplete, 'max_tokens');
 });
