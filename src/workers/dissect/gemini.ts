@@ -1,5 +1,10 @@
 // Gemini (…/models/{model}:generateContent, :streamGenerateContent — SSE with alt=sse, else a JSON
 // array of chunks). The model is in the path, not the body.
+// Code Assist (cloudcode-pa.googleapis.com/v1internal:generateContent / :streamGenerateContent —
+// what Gemini CLI talks to with "Login with Google", its default) carries the same request and
+// response one level down: the body is {model, project, user_prompt_id, request: {contents,
+// systemInstruction, …, session_id?}} and every chunk is {response: {candidates, usageMetadata,
+// modelVersion}, traceId} (gemini-cli packages/core/src/code_assist/converter.ts).
 import type { Block, HttpTransaction, Usage } from '../../records.js';
 import { addUsage, errorReply, isObj, num, parseJson, prefixKey, pushMsg, roleFor, str, textBlock, toolCall, wasCut, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
 
@@ -31,8 +36,9 @@ function usageOf(u: unknown): Usage | undefined {
 export function geminiReply(chunks: unknown[], cut: boolean): Reply {
   const blocks: Block[] = [];
   let usage: Usage | undefined, model: string | undefined, id: string | undefined, finished = false;
-  for (const c of chunks) {
-    if (!isObj(c)) continue;
+  for (const chunk of chunks) {
+    if (!isObj(chunk)) continue;
+    const c = isObj(chunk.response) ? chunk.response : chunk; // Code Assist wraps each chunk
     if (isObj(c.error)) return { blocks, incomplete: 'error', error: str(c.error.message) };
     const cand = Array.isArray(c.candidates) ? c.candidates[0] : undefined;
     if (cand?.finishReason) finished = true;
@@ -42,7 +48,8 @@ export function geminiReply(chunks: unknown[], cut: boolean): Reply {
       else blocks.push(b);
     }
     usage = usageOf(c.usageMetadata) ?? usage;
-    model ??= str(c.modelVersion); id ??= str(c.responseId);
+    // Code Assist has no responseId; Gemini CLI uses the traceId as the response id
+    model ??= str(c.modelVersion); id ??= str(c.responseId) ?? str(chunk.traceId);
   }
   const r: Reply = { blocks };
   if (id) r.responseId = id;
@@ -52,7 +59,18 @@ export function geminiReply(chunks: unknown[], cut: boolean): Reply {
   return r;
 }
 
-export function dissectGemini(tx: HttpTransaction, req: Record<string, any>): Exchange {
+/**
+ * The session of a Code Assist request. user_prompt_id is "<session id>########<prompt count>" in an
+ * interactive session, so it changes with every prompt: only the part before the marker names the
+ * conversation (newer clients also send the session id itself as request.session_id).
+ */
+function codeAssistSession(body: Record<string, any>, req: Record<string, any>): string | undefined {
+  return str(req.session_id) || str(body.user_prompt_id)?.split('########')[0] || undefined;
+}
+
+export function dissectGemini(tx: HttpTransaction, body: Record<string, any>): Exchange {
+  const codeAssist = isObj(body.request) && Array.isArray(body.request.contents);
+  const req: Record<string, any> = codeAssist ? body.request : body;
   const history: Msg[] = [];
   if (isObj(req.systemInstruction)) pushMsg(history, 'system', partBlocks(req.systemInstruction.parts, 'system'));
   for (const c of Array.isArray(req.contents) ? req.contents : []) {
@@ -61,8 +79,11 @@ export function dissectGemini(tx: HttpTransaction, req: Record<string, any>): Ex
     const blocks = partBlocks(c.parts, role);
     pushMsg(history, roleFor(role, blocks), blocks);
   }
-  const model = /\/models\/([^/:?]+)/.exec(tx.path)?.[1] ?? str(req.model);
-  const ex: Exchange = { provider: 'gemini', key: prefixKey('gemini', model, history), model, history };
+  // Code Assist's path names no model and its inner request has none: the wrapper carries it
+  const model = /\/models\/([^/:?]+)/.exec(tx.path)?.[1] ?? str(req.model) ?? str(body.model);
+  // Code Assist names its session; the public API does not, so the conversation is found by its prefix
+  const session = codeAssist ? codeAssistSession(body, req) : undefined;
+  const ex: Exchange = { provider: 'gemini', key: session ? `gemini:${session}` : prefixKey('gemini', model, history), model, history };
   let reply = errorReply(tx);
   if (!reply) {
     const cut = wasCut(tx);

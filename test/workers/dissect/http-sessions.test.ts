@@ -6,6 +6,7 @@ import { assembleRecords, conversationByKey, publicConversation, rebuildConversa
 import type { Conversation, TransactionRecord } from '../../../src/records.js';
 import type { Store } from '../../../src/store/store.js';
 import { allConversations, httpTx, sse, testStore } from './session-fixtures.js';
+import { geminiCodeAssistSession } from './sessions.js';
 
 async function feed(store: Store, records: TransactionRecord[]) {
   await store.putTransactions(records);
@@ -74,5 +75,22 @@ test('chat: an aborted reply stays (incomplete) when the client retries; a regen
     const [c] = [...allConversations(store).values()];
     assert.deepEqual(texts(c), ['user:write a haiku', 'assistant:Autumn !aborted', 'assistant:Cold pond, frog jumps', 'user:another', 'assistant: !error']);
     assert.equal(c.turns[4].error, 'HTTP 429: rate limited');
+  });
+});
+
+test('Gemini CLI through Code Assist: one conversation per session, two sessions with the same opening stay apart', async () => {
+  await withStore(async (store) => {
+    const a = geminiCodeAssistSession('aaaaaaaa-0000-4000-8000-000000000001', 5000);
+    const b = geminiCodeAssistSession('bbbbbbbb-0000-4000-8000-000000000002', 5005);
+    await feed(store, [a[0], b[0]]);
+    await feed(store, [b[1], a[1]]);
+    const all = allConversations(store);
+    assert.deepEqual([...all.keys()].sort(), ['gemini:aaaaaaaa-0000-4000-8000-000000000001', 'gemini:bbbbbbbb-0000-4000-8000-000000000002']);
+    for (const [txs, c] of [[a, all.get('gemini:aaaaaaaa-0000-4000-8000-000000000001')!], [b, all.get('gemini:bbbbbbbb-0000-4000-8000-000000000002')!]] as const) {
+      assert.equal(c.client, 'gemini-cli');
+      assert.equal(c.model, 'gemini-2.5-pro');
+      assert.deepEqual(texts(c), ['system:You are Gemini CLI.', 'user:How big is README.md?', 'assistant:Checking the size|call(stat_file)', 'tool:result(stat_file stat_file)', 'assistant:README.md is 1234 bytes.']);
+      assert.deepEqual(c.turns.map((t) => t.source), [[txs[0].id], [txs[0].id], [txs[0].id], [txs[1].id], [txs[1].id]]);
+    }
   });
 });

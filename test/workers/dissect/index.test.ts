@@ -5,11 +5,12 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { classifyHttp, detectClient, DissectRulesError, isOpenaiWsPath, loadDissectRules } from '../../../src/workers/dissect/index.js';
+import { classifyHttp, detectClient, dissectHttp, DissectRulesError, isOpenaiWsPath, loadDissectRules } from '../../../src/workers/dissect/index.js';
 import { anthropicSseReply, dissectAnthropic, sessionKey } from '../../../src/workers/dissect/anthropic.js';
 import { chatSseReply, dissectChat } from '../../../src/workers/dissect/openai-chat.js';
 import { isScaffolding } from '../../../src/workers/dissect/blocks.js';
 import { foldEvent, foldReply, newFold, responseObjectReply, sseReply } from '../../../src/workers/dissect/openai-responses.js';
+import { geminiCodeAssistSession, geminiSession } from './sessions.js';
 
 const tx = (method: string, host: string, path: string) => ({ method, host, path });
 
@@ -22,6 +23,8 @@ test('endpoint table: provider by method + path', () => {
   assert.equal(classifyHttp(tx('POST', 'api.anthropic.com', '/v1/messages/count_tokens'), {}), undefined);
   assert.equal(classifyHttp(tx('POST', 'generativelanguage.googleapis.com', '/v1beta/models/gemini-2.5-pro:generateContent'), {}), 'gemini');
   assert.equal(classifyHttp(tx('POST', 'generativelanguage.googleapis.com', '/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse'), {}), 'gemini');
+  assert.equal(classifyHttp(tx('POST', 'cloudcode-pa.googleapis.com', '/v1internal:streamGenerateContent?alt=sse'), {}), 'gemini');
+  assert.equal(classifyHttp(tx('POST', 'cloudcode-pa.googleapis.com', '/v1internal:generateContent'), {}), 'gemini');
   assert.equal(classifyHttp(tx('GET', 'api.openai.com', '/v1/responses'), {}), undefined, 'GET is not a model call');
   assert.equal(classifyHttp(tx('POST', 'example.com', '/upload'), { file: 1 }), undefined);
 });
@@ -75,6 +78,31 @@ test('Claude Code session id from metadata.user_id', () => {
   assert.equal(sessionKey('user_abc_account_0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0_session_7f1c2a9e-3b4d-4e5f-8a6b-1c2d3e4f5a6b'), '7f1c2a9e-3b4d-4e5f-8a6b-1c2d3e4f5a6b');
   assert.equal(sessionKey('{"device_id":"d","session_id":"s-1"}'), 's-1');
   assert.equal(sessionKey('plain-user'), 'plain-user');
+});
+
+test('Gemini Code Assist: the wrapped request and {response} chunks dissect like the public API; the session is the key', () => {
+  const [s1, j1] = geminiCodeAssistSession('5e3c1a2b-0d4f-4a6b-9c8d-7e6f5a4b3c2d', 1000).map((t) => dissectHttp(t).exchange!);
+  const sys = { role: 'system', blocks: [{ type: 'text', text: 'You are Gemini CLI.' }] };
+  const u1 = { role: 'user', blocks: [{ type: 'text', text: 'How big is README.md?' }] };
+  const call = { type: 'tool_call', callId: 'stat_file', name: 'stat_file', arguments: { path: 'README.md' } };
+  assert.deepEqual(s1, {
+    provider: 'gemini', key: 'gemini:5e3c1a2b-0d4f-4a6b-9c8d-7e6f5a4b3c2d', model: 'gemini-2.5-pro', history: [sys, u1],
+    reply: { blocks: [{ type: 'reasoning', text: 'Checking the size' }, call], responseId: '5e3c1a2b-0d4f-4a6b-9c8d-7e6f5a4b3c2d-t1', model: 'gemini-2.5-pro',
+      usage: { inputTokens: 50, outputTokens: 30, reasoningTokens: 20, totalTokens: 80 } },
+  });
+  // the next prompt (user_prompt_id …########2), not streamed: same conversation
+  assert.deepEqual(j1, {
+    provider: 'gemini', key: s1.key, model: 'gemini-2.5-pro',
+    history: [sys, u1, { role: 'assistant', blocks: [call] }, { role: 'tool', blocks: [{ type: 'tool_result', callId: 'stat_file', name: 'stat_file', output: { size: 1234 } }] }],
+    reply: { blocks: [{ type: 'text', text: 'README.md is 1234 bytes.' }], responseId: '5e3c1a2b-0d4f-4a6b-9c8d-7e6f5a4b3c2d-t2', model: 'gemini-2.5-pro', usage: { inputTokens: 90, outputTokens: 8, totalTokens: 98 } },
+  });
+  // request.session_id, when the client sends it, is the session
+  const t = geminiCodeAssistSession('a', 1000)[0];
+  const body = JSON.parse(t.reqBody!);
+  body.request.session_id = 'sess-9';
+  assert.equal(dissectHttp({ ...t, reqBody: JSON.stringify(body) }).exchange!.key, 'gemini:sess-9');
+  // the public API has no session: still keyed by model + opening messages
+  assert.match(dissectHttp(geminiSession(1000)[0]).exchange!.key, /^gemini:prefix:[0-9a-f]{16}$/);
 });
 
 test('scaffolding markers', () => {

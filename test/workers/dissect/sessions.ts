@@ -231,4 +231,34 @@ export function geminiSession(t0: number): HttpTransaction[] {
   return [tx1, tx2];
 }
 
+/**
+ * Gemini CLI signed in with Google: the same exchange through Code Assist, where the request is
+ * wrapped in {model, project, user_prompt_id, request} and every response chunk in {response,
+ * traceId}. The tool round trip is the next prompt of the session, so user_prompt_id moves on
+ * ("<session>########<n>"); the second call is not streamed.
+ */
+export function geminiCodeAssistSession(session: string, t0: number): HttpTransaction[] {
+  const host = 'cloudcode-pa.googleapis.com';
+  const headers: [string, string][] = [['User-Agent', 'GeminiCLI/0.9.0 (linux; x64) google-api-nodejs-client/9.15.1']];
+  const sys = { role: 'user', parts: [{ text: 'You are Gemini CLI.' }] };
+  const u1 = { role: 'user', parts: [{ text: 'How big is README.md?' }] };
+  const wrap = (n: number, contents: unknown[]) => ({ model: 'gemini-2.5-pro', project: 'proj-1', user_prompt_id: `${session}########${n}`, request: { contents, systemInstruction: sys, generationConfig: { temperature: 0 } } });
+  const tx1 = httpTx({
+    ts: t0, host, path: '/v1internal:streamGenerateContent?alt=sse', headers, req: wrap(1, [u1]),
+    events: sse([
+      { response: { candidates: [{ content: { role: 'model', parts: [{ text: 'Checking the size', thought: true }] } }], modelVersion: 'gemini-2.5-pro' }, traceId: `${session}-t1` },
+      { response: { candidates: [{ content: { role: 'model', parts: [{ functionCall: { name: 'stat_file', args: { path: 'README.md' } } }] }, finishReason: 'STOP' }],
+        usageMetadata: { promptTokenCount: 50, candidatesTokenCount: 10, thoughtsTokenCount: 20, totalTokenCount: 80 }, modelVersion: 'gemini-2.5-pro' }, traceId: `${session}-t1` },
+    ], false),
+  });
+  const tx2 = httpTx({
+    ts: t0 + 10, host, path: '/v1internal:generateContent', headers,
+    req: wrap(2, [u1,
+      { role: 'model', parts: [{ functionCall: { name: 'stat_file', args: { path: 'README.md' } } }] },
+      { role: 'user', parts: [{ functionResponse: { name: 'stat_file', response: { size: 1234 } } }] }]),
+    resp: { response: { candidates: [{ content: { role: 'model', parts: [{ text: 'README.md is 1234 bytes.' }] }, finishReason: 'STOP' }], usageMetadata: { promptTokenCount: 90, candidatesTokenCount: 8, totalTokenCount: 98 }, modelVersion: 'gemini-2.5-pro' }, traceId: `${session}-t2` },
+  });
+  return [tx1, tx2];
+}
+
 export type { TransactionRecord };
