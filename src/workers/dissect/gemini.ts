@@ -6,7 +6,7 @@
 // systemInstruction, …, session_id?}} and every chunk is {response: {candidates, usageMetadata,
 // modelVersion}, traceId} (gemini-cli packages/core/src/code_assist/converter.ts).
 import type { Block, HttpTransaction, Usage } from '../../records.js';
-import { addUsage, errorReply, isObj, num, parseJson, prefixKey, pushMsg, roleFor, str, textBlock, toolCall, wasCut, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
+import { addUsage, errorReply, isObj, num, parseJson, prefixKey, pushMsg, roleFor, stoppedShort, str, textBlock, toolCall, wasCut, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
 
 function partBlocks(parts: unknown, role: Role): Block[] {
   const out: Block[] = [];
@@ -35,13 +35,13 @@ function usageOf(u: unknown): Usage | undefined {
 /** Chunks of a (streamed) GenerateContentResponse → one reply: text parts concatenate, others append. */
 export function geminiReply(chunks: unknown[], cut: boolean): Reply {
   const blocks: Block[] = [];
-  let usage: Usage | undefined, model: string | undefined, id: string | undefined, finished = false;
+  let usage: Usage | undefined, model: string | undefined, id: string | undefined, finished: unknown;
   for (const chunk of chunks) {
     if (!isObj(chunk)) continue;
     const c = isObj(chunk.response) ? chunk.response : chunk; // Code Assist wraps each chunk
     if (isObj(c.error)) return { blocks, incomplete: 'error', error: str(c.error.message) };
     const cand = Array.isArray(c.candidates) ? c.candidates[0] : undefined;
-    if (cand?.finishReason) finished = true;
+    if (cand?.finishReason) finished = cand.finishReason;
     for (const b of partBlocks(cand?.content?.parts, 'assistant')) {
       const last = blocks[blocks.length - 1];
       if (last && last.type === b.type && (b.type === 'text' || b.type === 'reasoning')) (last as { text: string }).text += (b as { text: string }).text;
@@ -56,6 +56,7 @@ export function geminiReply(chunks: unknown[], cut: boolean): Reply {
   if (model) r.model = model;
   if (usage) r.usage = usage;
   if (!finished && cut) r.incomplete = 'aborted';
+  else { const short = stoppedShort(finished); if (short) r.incomplete = short; }
   return r;
 }
 

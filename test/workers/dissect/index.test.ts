@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { classifyHttp, detectClient, dissectHttp, DissectRulesError, isOpenaiWsPath, loadDissectRules } from '../../../src/workers/dissect/index.js';
 import { anthropicSseReply, dissectAnthropic, sessionKey } from '../../../src/workers/dissect/anthropic.js';
 import { chatSseReply, dissectChat } from '../../../src/workers/dissect/openai-chat.js';
+import { geminiReply } from '../../../src/workers/dissect/gemini.js';
 import { isScaffolding } from '../../../src/workers/dissect/blocks.js';
 import { foldEvent, foldReply, newFold, responseObjectReply, sseReply } from '../../../src/workers/dissect/openai-responses.js';
 import { geminiCodeAssistSession, geminiSession } from './sessions.js';
@@ -153,4 +154,6 @@ test('a reply cut at the token limit or withheld is marked incomplete (Anthropic
   const tx = (resp: object, path: string) => ({ kind: 'HTTP', method: 'POST', host: 'h', path, status: 200, respBody: JSON.stringify(resp) }) as never;
   assert.equal(dissectChat(tx(body('length'), '/v1/chat/completions'), { model: 'm', messages: [] }).reply?.incomplete, 'max_tokens');
   assert.equal(dissectAnthropic(tx({ id: 'm', type: 'message', content: [{ type: 'text', text: 'x' }], stop_reason: 'max_tokens' }, '/v1/messages'), { model: 'm', messages: [] }).reply?.incomplete, 'max_tokens');
+  const gemini = (finishReason: string) => geminiReply([{ candidates: [{ content: { role: 'model', parts: [{ text: 'x' }] }, finishReason }] }], false).incomplete;
+  assert.deepEqual([gemini('MAX_TOKENS'), gemini('SAFETY'), gemini('STOP')], ['max_tokens', 'refused', undefined]);
 });
