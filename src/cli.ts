@@ -59,12 +59,18 @@ async function main(argv: string[]): Promise<number> {
       const a = running.addresses;
       const fmt = (x?: { host: string; port: number }) => (x ? `${x.host.includes(':') ? `[${x.host}]` : x.host}:${x.port}` : 'off');
       console.log(`greytap serving: http-proxy ${fmt(a.httpProxy)}  socks5 ${fmt(a.socks)}  api ${a.api ? `http://${fmt(a.api)}/` : 'off'}`);
-      console.log(`CA certificate: ${running.caPath}  (trust it, or: curl http://${fmt(a.api)}/ca.pem)`);
+      console.log(`CA certificate: ${running.caPath}  (trust it${a.api ? `, or: curl http://${fmt(a.api)}/ca.pem` : ''})`);
       console.log(`data: ${cfg.dataDir}  workers: ${cfg.workers}  max-body: ${cfg.maxBody} bytes`);
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => {
           console.log(`greytap: ${sig}, flushing captured records…`);
-          running.stop().then(resolve, (e) => { console.error(`greytap: shutdown: ${(e as Error).message}`); resolve(); });
+          const stopped = () => {
+            // Everything is committed and closed by now; a socket still mid-dial (up to its 10 s
+            // connect timeout) must not hold the exit: container managers kill after ~10 s.
+            setTimeout(() => process.exit(), 2_000).unref();
+            resolve();
+          };
+          running.stop().then(stopped, (e) => { console.error(`greytap: shutdown: ${(e as Error).message}`); stopped(); });
         };
         process.once('SIGINT', () => stop('SIGINT'));
         process.once('SIGTERM', () => stop('SIGTERM'));

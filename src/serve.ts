@@ -1,8 +1,8 @@
 // `greytap serve`: CA, pool, store, API and the two proxy listeners, wired once.
-import { mkdirSync } from 'node:fs';
+import { chmodSync, mkdirSync } from 'node:fs';
 import type net from 'node:net';
 import type http from 'node:http';
-import type { Config, HostPort } from './config.js';
+import { ConfigError, type Config, type HostPort } from './config.js';
 import { loadOrCreateCA, upstreamCaList } from './io/tls-intercept.js';
 import { upstreamTrust } from './io/upstream.js';
 import { createHttpProxy } from './io/http-proxy.js';
@@ -23,11 +23,17 @@ export interface Running {
   stop(): Promise<void>;
 }
 
-function listen(server: net.Server | http.Server, at: HostPort): Promise<HostPort> {
+/** A listener that cannot start, as one line naming the option that chose its address. */
+function listenError(option: string, at: HostPort, e: NodeJS.ErrnoException): ConfigError {
+  return new ConfigError(`${option} ${at.host}:${at.port}: ${e.code === 'EADDRINUSE' ? 'address already in use' : e.code ?? e.message}`);
+}
+
+function listen(server: net.Server | http.Server, at: HostPort, option: string): Promise<HostPort> {
   return new Promise((resolve, reject) => {
-    server.once('error', reject);
+    const fail = (e: NodeJS.ErrnoException) => reject(listenError(option, at, e));
+    server.once('error', fail);
     server.listen(at.port, at.host, () => {
-      server.off('error', reject);
+      server.off('error', fail);
       const a = server.address() as net.AddressInfo;
       resolve({ host: a.address, port: a.port });
     });
@@ -35,8 +41,21 @@ function listen(server: net.Server | http.Server, at: HostPort): Promise<HostPor
 }
 
 export async function serve(cfg: Config): Promise<Running> {
-  mkdirSync(cfg.dataDir, { recursive: true });
-  const ca = loadOrCreateCA(cfg.dataDir);
+  // Captured bodies are not redacted (prompts, OAuth token exchanges): the data directory is the
+  // owner's alone, set again on every start (LMDB creates its files by the umask, 0644 by default;
+  // they are reached only through this directory).
+  try {
+    mkdirSync(cfg.dataDir, { recursive: true, mode: 0o700 });
+    chmodSync(cfg.dataDir, 0o700);
+  } catch (e) {
+    throw new ConfigError(`--data-dir ${cfg.dataDir}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  let ca: ReturnType<typeof loadOrCreateCA>;
+  try {
+    ca = loadOrCreateCA(cfg.dataDir);
+  } catch (e) {
+    throw new ConfigError((e as Error).message); // its message names the file and the way out
+  }
   const trust = upstreamTrust(upstreamCaList(cfg.upstreamCa));
   const store = openStore(cfg.dataDir, { retention: { maxAgeMs: cfg.retentionMs, maxBytes: cfg.retentionBytes } });
   const events = new RecordEvents();
@@ -58,10 +77,12 @@ export async function serve(cfg: Config): Promise<Running> {
   const addresses: Running['addresses'] = {};
   let up = false;
   try {
-    if (cfg.httpProxy) { const s = createHttpProxy(ctx); track(s); servers.push(s); addresses.httpProxy = await listen(s, cfg.httpProxy); }
-    if (cfg.socks) { const s = createSocksProxy(ctx); track(s); servers.push(s); addresses.socks = await listen(s, cfg.socks); }
+    if (cfg.httpProxy) { const s = createHttpProxy(ctx); track(s); servers.push(s); addresses.httpProxy = await listen(s, cfg.httpProxy, '--http-proxy'); }
+    if (cfg.socks) { const s = createSocksProxy(ctx); track(s); servers.push(s); addresses.socks = await listen(s, cfg.socks, '--socks'); }
     if (cfg.api) {
-      const s = await startApi({ host: cfg.api.host, port: cfg.api.port, store, registry, caPem: ca.caCertPem, health: () => up, events });
+      const at = cfg.api;
+      const s = await startApi({ host: at.host, port: at.port, store, registry, caPem: ca.caCertPem, health: () => up, events })
+        .catch((e: NodeJS.ErrnoException) => { throw listenError('--api', at, e); });
       servers.push(s);
       const a = s.address() as net.AddressInfo;
       addresses.api = { host: a.address, port: a.port };

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real peers the tests drive, when missing: Python websockets + socks (a second,
-# independent WebSocket implementation) and Chromium (a real browser's handshake and compression).
+# independent WebSocket implementation), Chromium (a real browser's handshake and compression),
+# curl, and the openssl CLI (an independent TLS client for the certificate tests).
 # Debian packages only; needs root (CI runs as root). Idempotent and quiet when all is there.
 set -euo pipefail
 need=()
@@ -8,6 +9,7 @@ need=()
 /usr/bin/python3 -c 'import socks' 2>/dev/null || need+=(python3-socks)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test/setup.sh: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

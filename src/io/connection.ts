@@ -9,6 +9,7 @@ import type { CapturePool } from '../workers/pool.js';
 export class ProxyConnection {
   readonly record: ConnectionRecord;
   private finished = false;
+  private counted = false;
 
   constructor(readonly listener: Listener, client: net.Socket, private readonly pool: CapturePool) {
     const now = Date.now();
@@ -39,6 +40,7 @@ export class ProxyConnection {
     const t = setTimeout(() => {
       try { expire(); } finally { this.finish('handshake_timeout'); }
     }, ms);
+    t.unref(); // the socket keeps the process up while it lives, not this timer
     return () => clearTimeout(t);
   }
 
@@ -48,6 +50,16 @@ export class ProxyConnection {
     this.pool.connection({ ...this.record });
   }
 
+  /**
+   * Counts the connection in connections_total once, as soon as it is known whether it is
+   * intercepted (forwarding starts): a long agent session shows when it begins, not when it ends.
+   */
+  count(): void {
+    if (this.counted) return;
+    this.counted = true;
+    connectionsTotal.inc({ listener: this.listener, intercepted: String(this.record.intercepted) });
+  }
+
   finish(closeReason: string, error?: ErrorCode): void {
     if (this.finished) return;
     this.finished = true;
@@ -55,7 +67,7 @@ export class ProxyConnection {
     this.record.closeReason = this.record.closeReason ?? closeReason;
     if (error && !this.record.error) this.record.error = error;
     connectionsActive.dec({ listener: this.listener });
-    connectionsTotal.inc({ listener: this.listener, intercepted: String(this.record.intercepted) });
+    this.count(); // one that never got as far as forwarding is counted as it ends
     if (this.record.error) connectionErrors.inc({ listener: this.listener, error: this.record.error });
     if (this.record.host) this.pool.connection({ ...this.record });
   }

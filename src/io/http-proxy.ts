@@ -21,7 +21,12 @@ export function createHttpProxy(ctx: ProxyContext): net.Server {
       .finally(cancel)
       .then((head) => handle(ctx, conn, client, head))
       .catch((e: Error) => {
-        answer(client, 400, `greytap: ${e.message}`);
+        // A connect-and-close (a health check, a port probe) is no bad request.
+        if (e instanceof ClosedEarly && e.bytes === 0) {
+          client.destroy();
+          return conn.finish('client_close');
+        }
+        if (!client.destroyed) answer(client, 400, `greytap: ${e.message}`);
         conn.finish('bad_request', 'bad_http');
       });
   });
@@ -29,13 +34,18 @@ export function createHttpProxy(ctx: ProxyContext): net.Server {
 
 interface ProxyHead { method: string; target: string; chunks: Buffer[]; headEnd: number }
 
+class ClosedEarly extends Error {
+  constructor(readonly bytes: number) { super('connection closed before a request head'); }
+}
+
 /** Reads until the end of the first request head; the chunks are kept to be forwarded as they were read. */
 function readProxyHead(client: net.Socket): Promise<ProxyHead> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    const cleanup = () => { client.off('data', onData); client.off('end', onEnd); client.off('error', onEnd); };
-    const onEnd = () => { cleanup(); reject(new Error('connection closed before a request head')); };
+    // 'close' too: a socket destroyed by stop() or the handshake deadline emits neither 'end' nor 'error'
+    const cleanup = () => { client.off('data', onData); client.off('end', onEnd); client.off('error', onEnd); client.off('close', onEnd); };
+    const onEnd = () => { cleanup(); reject(new ClosedEarly(size)); };
     const onData = (c: Buffer) => {
       chunks.push(c);
       size += c.length;
@@ -54,6 +64,7 @@ function readProxyHead(client: net.Socket): Promise<ProxyHead> {
     client.on('data', onData);
     client.once('end', onEnd);
     client.once('error', onEnd);
+    client.once('close', onEnd);
   });
 }
 

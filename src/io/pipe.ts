@@ -25,6 +25,7 @@ const LINGER_MS = 30_000;
 
 export function pipeConnection(conn: ProxyConnection, client: Duplex, server: Duplex, tap: Tap, opts: PipeOptions = {}): void {
   const rec = conn.record;
+  conn.count();
   let openSides = 2;
   let lingerTimer: NodeJS.Timeout | undefined;
 

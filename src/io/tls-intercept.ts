@@ -245,6 +245,9 @@ function ensureCaFiles(dataDir: string, cn: string | undefined): { certPath: str
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   fs.chmodSync(dir, 0o700);
   if (!fs.existsSync(certPath)) {
+    // A key without its certificate is a CA half lost, not a first start: a new one would leave
+    // every client that trusts the old certificate failing without a word.
+    if (fs.existsSync(keyPath)) throw new Error(`CA key ${keyPath} is there but its certificate ${certPath} is not; restore it, or delete ${dir} to create a new CA (clients must then trust the new one)`);
     createCaFiles(dir, certPath, keyPath, cn ?? `greytap CA ${os.hostname()}`);
   } else if ((fs.statSync(keyPath, { throwIfNoEntry: false })?.mode ?? 0) & 0o077) {
     fs.chmodSync(keyPath, 0o600); // someone widened it; the CA key must stay private

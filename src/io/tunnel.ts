@@ -121,8 +121,12 @@ async function intercept(ctx: ProxyContext, conn: ProxyConnection, client: net.S
     clientTls.once('error', reject);
   });
   handshakeWithin(clientTls, 'secure', ctx.cfg.handshakeTimeoutMs);
+  // A client gone mid-handshake (or closed by stop()) takes the origin's half-done handshake with it.
+  const abandon = () => upstream.destroy();
+  client.once('close', abandon);
   // Both handshakes run at once: the origin's cost hides behind the client's.
   const [c, u] = await Promise.allSettled([clientReady, upstreamTls(upstream, name, ctx.upstreamTrust, ctx.cfg.handshakeTimeoutMs)]);
+  client.off('close', abandon);
   tlsHandshakes.inc({ side: 'client', result: c.status === 'fulfilled' ? 'ok' : 'error' });
   tlsHandshakes.inc({ side: 'upstream', result: u.status === 'fulfilled' ? 'ok' : 'error' });
   if (c.status === 'rejected') {

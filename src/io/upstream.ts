@@ -60,6 +60,7 @@ export function upstreamTls(socket: net.Socket, name: string, trust: tls.SecureC
  */
 export function handshakeWithin(t: tls.TLSSocket, done: 'secure' | 'secureConnect', ms: number): void {
   const timer = setTimeout(() => t.destroy(new Error(`TLS handshake not finished within ${ms / 1000} s`)), ms);
+  timer.unref();
   const stop = () => clearTimeout(timer);
   t.once(done, stop);
   t.once('close', stop);

@@ -28,7 +28,15 @@ function version(): string {
 }
 
 async function write(out: NodeJS.WritableStream, s: string): Promise<void> {
-  if (!out.write(s)) await Promise.race([once(out, 'drain'), once(out, 'close')]);
+  if (out.write(s)) return;
+  // Whichever comes first, both listeners go: a race of two once() left the loser registered at
+  // every pushback, growing with the export.
+  const ac = new AbortController();
+  try {
+    await Promise.race([once(out, 'drain', { signal: ac.signal }), once(out, 'close', { signal: ac.signal })]);
+  } finally {
+    ac.abort();
+  }
 }
 
 /** Every matching transaction (with bodies), oldest first. */

@@ -481,3 +481,24 @@ test('a response cut by the close, with a partial request behind it: one record,
   assert.equal(all.length, 1, `records of that connection: ${JSON.stringify(all.map((t: any) => [t.path, t.error]))}`);
   assert.equal(await errors(), before + 1);
 });
+
+test('metrics: a connect-and-close probe is no bad request; a connection is counted in connections_total when it opens, not when it ends', async () => {
+  const metric = async (re: RegExp) => Number(re.exec(await (await fetch(g.api + '/metrics')).text())?.[1] ?? NaN);
+  const badHttp = () => metric(/^greytap_connection_errors_total\{listener="http",error="bad_http"\} (\d+)/m);
+  const total = () => metric(/^greytap_connections_total\{listener="http",intercepted="false"\} (\d+)/m);
+  const before = await badHttp();
+  const [h, p] = g.httpProxy.split(':');
+  await Promise.all(Array.from({ length: 3 }, () => new Promise<void>((r) => {
+    const s = net.connect(Number(p), h, () => s.end());
+    s.on('close', () => r());
+    s.on('error', () => r());
+  })));
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(await badHttp(), before, 'health-check probes are not bad_http');
+
+  const opened = await total();
+  const t = await connectTunnel(g.httpProxy, 'plain.test:80');
+  t.write('GET / HTTP/1.1\r\nHost: plain.test\r\n\r\n');
+  await waitFor(async () => (await total()) === opened + 1, 'counted while still open');
+  t.destroy();
+});
