@@ -9,8 +9,9 @@
 //     sorts by wire keys, so the result does not depend on which worker ran first, on the order of
 //     the two WebSocket directions, or on a re-delivered batch — and a rebuild equals the live result.
 //   • HTTP APIs re-send the history on every request: exchanges are folded into a main line by
-//     message-prefix matching (see foldExchanges). codex over WebSocket sends only new items: turns
-//     are requests and responses merged in wire order (see dissect/openai-ws.ts).
+//     message-prefix matching (see foldExchanges). codex over WebSocket mostly sends only new items:
+//     turns are requests and responses merged in wire order, a request that re-sends the whole
+//     history folded by the same prefix matching (see dissect/openai-ws.ts, dissect/line.ts).
 // Bad data (non-JSON, unknown shapes) is skipped and counted, never thrown.
 import type { ClientName, Conversation, HttpTransaction, Provider, TransactionRecord, Turn, WsMessageRecord } from '../records.js';
 import type { MetricDeltas } from '../metrics.js';
@@ -18,6 +19,7 @@ import type { Store } from '../store/store.js';
 import { hash, msgSig, type Exchange, type Msg, type Reply } from './dissect/blocks.js';
 import { detectClient, dissectHttp, isOpenaiWsPath, type DissectRule } from './dissect/index.js';
 import { deriveWs, foldWsRecord, newConnState, type WsConnState } from './dissect/openai-ws.js';
+import { continueLine, type LineTurn } from './dissect/line.js';
 import { utf8Head } from '../store/body-bytes.js';
 import { assemblyDueIn, foldedUpTo, forgetUnfolded, noteAssembly, rememberUnfolded, unfoldedAfter } from './ws-pace.js';
 
@@ -312,15 +314,12 @@ function mainModel(st: HttpState): string | undefined {
   return best?.model ?? best?.reply?.model;
 }
 
-interface LineTurn { turn: Turn; sig: string; optional: boolean }
-
 /**
- * Folds exchanges (oldest first) into one line of turns. For each request history R against the
- * line T (incomplete replies in T are optional — a client may or may not send a cut reply back):
- *   - R extends T → the new messages, then the reply, are appended;
- *   - R is T minus its last reply → a retry/regenerate: that reply is replaced;
- *   - R diverges after a common start, same model → the line is rebased there (history rewritten, e.g. compaction);
- *   - otherwise (another model, or nothing in common: title/quota calls, sub-agents) → a side call, not shown.
+ * Folds exchanges (oldest first) into one line of turns. Each request history continues the line
+ * (incomplete replies in it are optional — a client may or may not send a cut reply back) as
+ * continueLine says: extended, a reply retried, or rebased where the history was rewritten (same
+ * model); a history with nothing in common, or on another model (title/quota calls, sub-agents),
+ * is a side call, not shown.
  * previous_response_id requests carry only new items: R = T + new items.
  */
 function foldExchanges(st: HttpState): Turn[] {
@@ -329,18 +328,11 @@ function foldExchanges(st: HttpState): Turn[] {
   for (const e of st.exchanges) {
     const emodel = e.model ?? e.reply?.model;
     if (model && emodel && emodel !== model) continue;
-    const R = e.prev ? [...T.filter((t) => !t.optional).map((t) => t.sig), ...e.hist] : e.hist;
-    let i = 0, j = 0;
-    while (i < T.length && j < R.length) {
-      if (T[i].sig === R[j]) { i++; j++; } else if (T[i].optional) i++; else break;
-    }
-    while (j === R.length && i < T.length && T[i].optional) i++;
-    if (i === T.length) { /* extends */ }
-    else if (j === R.length && T.slice(i).filter((t) => !t.optional).length === 1 && T.slice(i).find((t) => !t.optional)!.turn.role === 'assistant') {
-      T = T.filter((t, k) => k < i || t.optional);
-    } else if (j > 0) T = T.slice(0, i);
-    else continue;
-    for (const sig of R.slice(j)) {
+    const R = (e.prev ? [...T.filter((t) => !t.optional).map((t) => t.sig), ...e.hist] : e.hist).map((sig) => ({ sig }));
+    const c = continueLine(T, R);
+    if (!c) continue;
+    T = c.line;
+    for (const { sig } of R.slice(c.from)) {
       const msg = st.msgs[sig]?.msg;
       if (msg) T.push({ turn: { role: msg.role, blocks: msg.blocks, source: [e.id] }, sig, optional: false });
     }

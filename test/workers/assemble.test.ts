@@ -8,8 +8,8 @@ import { assembleRecords, conversationByKey, conversationId, publicConversation,
 import type { Conversation, TransactionRecord, Turn, WsMessageRecord } from '../../src/records.js';
 import type { Store } from '../../src/store/store.js';
 import { waitFor } from '../helpers/harness.js';
-import { allConversations, testStore } from './dissect/session-fixtures.js';
-import { CC_SESSION, CODEX_INSTRUCTIONS, chatSession, claudeCodeSession, codexSession, geminiSession, type CodexLanes } from './dissect/sessions.js';
+import { allConversations, testStore, turnTexts } from './dissect/session-fixtures.js';
+import { CC_SESSION, CODEX_INSTRUCTIONS, chatSession, claudeCodeSession, codexAnswer, codexCreate, codexSession, codexSocket, geminiSession, msg, type CodexLanes } from './dissect/sessions.js';
 
 async function feed(store: Store, records: TransactionRecord[]): Promise<void> {
   await store.putTransactions(records);
@@ -186,6 +186,33 @@ test('codex: a new response.created while the previous response was open marks t
     assert.deepEqual(t.blocks, [{ type: 'reasoning', text: '**Listing files** with ls' }, { type: 'tool_call', callId: 'call_1', name: 'shell', arguments: '', argumentsRaw: '' }]);
     assert.deepEqual(c.turns[5].blocks, [{ type: 'text', text: 'Two entries: README.md and src.' }]);
     assert.equal(c.turns[5].incomplete, undefined);
+  });
+});
+
+test('codex over WebSocket: a request with no previous_response_id re-sends the whole history — only what is new is added, changed instructions shown where they change', async () => {
+  await withStore(async (store) => {
+    const call = { type: 'function_call', call_id: 'call_9', name: 'shell', arguments: '{"command":["ls"]}' };
+    const out = { type: 'function_call_output', call_id: 'call_9', output: 'README.md' };
+    const h1 = [msg('user', 'list the files')];
+    const h2 = [...h1, call, out, msg('assistant', 'Just README.md.'), msg('user', 'summarise it')];
+    const gpt5 = { model: 'gpt-5', instructions: 'You are GPT-5.' };
+    const l = codexSocket([
+      { request: codexCreate('sess-F', h1), events: codexAnswer('resp_1', [call]) },
+      { request: codexCreate('sess-F', [out], { previous_response_id: 'resp_1' }), events: codexAnswer('resp_2', [msg('assistant', 'Just README.md.')]) },
+      // after /model codex-rs sends the whole history on the same socket, with that model's instructions
+      { request: codexCreate('sess-F', h2, gpt5), events: codexAnswer('resp_3', [msg('assistant', 'A readme.')], 'gpt-5') },
+      // and again when the request does not extend the last one (tools changed, say): same instructions
+      { request: codexCreate('sess-F', [...h2, msg('assistant', 'A readme.'), msg('user', 'thanks')], gpt5), events: codexAnswer('resp_4', [msg('assistant', 'Welcome.')], 'gpt-5') },
+    ], 1_700_000_600_000);
+    await feed(store, [l.upgrade, ...[...l.client, ...l.server].sort(byId)]);
+    const c = await conv(store, `openai-ws:${l.upgrade.conn}:sess-F`);
+    assert.deepEqual(turnTexts(c), [
+      `system:${CODEX_INSTRUCTIONS}`, 'user:list the files', 'assistant:call(call_9)', 'tool:result(call_9 shell)', 'assistant:Just README.md.',
+      'system:You are GPT-5.', 'user:summarise it', 'assistant:A readme.', 'user:thanks', 'assistant:Welcome.',
+    ]);
+    const [r1, r2, r3, r4] = l.client.map((r) => [r.id]);
+    assert.deepEqual(c.turns.filter((t) => t.role !== 'assistant').map((t) => t.source), [r1, r1, r2, r3, r3, r4], 'each turn from the request that first carried it');
+    assert.equal(c.model, 'gpt-5');
   });
 });
 

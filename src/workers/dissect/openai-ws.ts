@@ -1,14 +1,20 @@
-// codex's Responses API over WebSocket. Client messages (`response.create`) carry only the NEW input
-// items; the server streams one event per message. The two directions are separate ordered streams
-// that different workers may assemble in either order, so this module keeps a per-connection state
-// (stored, folded atomically by direction) and derives turns from it deterministically: requests
+// codex's Responses API over WebSocket. A client message (`response.create`) that names the response
+// it continues (previous_response_id) carries only the NEW input items; one that does not carries
+// the whole history (codex sends that when the request does not extend the last one: another
+// model, effort or tools, a compaction, no completed response), and it is folded into the line by
+// message prefix, like an HTTP request (line.ts). The server streams one event per message. The
+// two directions are separate ordered streams that different workers may assemble in either order,
+// so this module keeps a per-connection state (stored, folded atomically by direction) and derives
+// turns from it deterministically: requests
 // and responses are merged by (ts, client-before-server, seq) — a response cannot start before the
 // request that caused it was read — and each response belongs to the request it follows.
 import type { ClientName, Turn, WsMessageRecord } from '../../records.js';
 import { isObj, msgSig, parseJson, str, type Msg } from './blocks.js';
+import { continueLine, lastSystemSig, type LineTurn } from './line.js';
 import { foldEvent, foldReply, inputMessages, newFold, type ResponseFold } from './openai-responses.js';
 
-export interface WsRequest { seq: number; ts: number; id: string; pck: string; model?: string; msgs: Msg[]; prewarm?: boolean }
+/** `prev`: the previous_response_id the request continues (then `msgs` are only the new items) */
+export interface WsRequest { seq: number; ts: number; id: string; pck: string; prev?: string; model?: string; msgs: Msg[]; prewarm?: boolean }
 export interface WsResponse { seq: number; ts: number; lastTs: number; firstId: string; lastId: string; fold: ResponseFold }
 
 /** Everything assembled so far about one codex WebSocket connection. */
@@ -51,6 +57,7 @@ export function foldWsRecord(s: WsConnState, r: WsMessageRecord): 'used' | 'igno
     const meta = isObj(msg.client_metadata) ? msg.client_metadata : {};
     if (meta['x-codex-turn-metadata'] !== undefined && (!s.client || s.client === 'generic')) s.client = 'codex';
     const req: WsRequest = { seq: r.seq, ts: r.ts, id: r.id, pck: str(msg.prompt_cache_key) ?? 'default', msgs: inputMessages(msg.input, msg.instructions) };
+    if (str(msg.previous_response_id)) req.prev = msg.previous_response_id;
     if (str(msg.model)) req.model = msg.model;
     if (msg.generate === false) req.prewarm = true;
     s.requests.push(req);
@@ -75,6 +82,43 @@ export function foldWsRecord(s: WsConnState, r: WsMessageRecord): 'used' | 'igno
 
 export interface WsConversation { pck: string; model?: string; startedTs: number; updatedTs: number; turns: Turn[] }
 
+/** A line of codex turns, and the signature of the last instructions shown in it. */
+export interface WsLine { turns: LineTurn[]; sys?: string }
+
+/**
+ * A codex turn in a line. Instructions are optional: a whole history carries them apart (from
+ * `instructions`, ahead of everything), so they are matched on their own; so is a cut reply, which
+ * codex does not send back. The signature is hashed when first read: a line that only ever grows
+ * by new items (the usual socket) reads none but its instructions'.
+ */
+export class WsLineTurn implements LineTurn {
+  readonly optional: boolean;
+  private s?: string;
+  constructor(readonly turn: Turn) { this.optional = turn.role === 'system' || turn.incomplete !== undefined; }
+  get sig(): string { return (this.s ??= msgSig(this.turn.role, this.turn.blocks)); }
+}
+
+/** Appends turns, leaving out instructions equal to the last ones shown: codex repeats `instructions` on every request. */
+export function appendTurns(l: WsLine, add: readonly LineTurn[]): void {
+  for (const t of add) {
+    if (t.turn.role === 'system') { if (t.sig === l.sys) continue; l.sys = t.sig; }
+    l.turns.push(t);
+  }
+}
+
+/**
+ * A whole history folded into the line: what the line already has stays (with its sources), only
+ * what is new is appended. A history rewritten after a common start cuts the line there (as for
+ * HTTP); one with nothing in common is still this session's, so it is appended whole.
+ */
+export function foldHistory(l: WsLine, history: readonly LineTurn[]): void {
+  const lead = history[0]?.turn.role === 'system' ? history[0] : undefined;
+  const rest = lead ? history.slice(1) : history;
+  const c = continueLine(l.turns, rest);
+  if (c && c.line !== l.turns) { l.turns = c.line; l.sys = lastSystemSig(c.line); }
+  appendTurns(l, lead ? [lead, ...rest.slice(c?.from ?? 0)] : rest.slice(c?.from ?? 0));
+}
+
 /** The conversations of one connection, one per prompt_cache_key, derived from the state alone. */
 export function deriveWs(s: WsConnState): WsConversation[] {
   type E = { ts: number; dir: 0 | 1; seq: number; req?: WsRequest; resp?: WsResponse; i: number };
@@ -82,20 +126,17 @@ export function deriveWs(s: WsConnState): WsConversation[] {
     ...s.requests.map((req, i) => ({ ts: req.ts, dir: 0 as const, seq: req.seq, req, i })),
     ...s.responses.map((resp, i) => ({ ts: resp.ts, dir: 1 as const, seq: resp.seq, resp, i })),
   ].sort((a, b) => a.ts - b.ts || a.dir - b.dir || a.seq - b.seq);
-  const convs = new Map<string, WsConversation & { lastSys?: string }>();
-  let cur: (WsConversation & { lastSys?: string }) | undefined;
+  const convs = new Map<string, Omit<WsConversation, 'turns'> & { line: WsLine }>();
+  let cur: (Omit<WsConversation, 'turns'> & { line: WsLine }) | undefined;
   for (const e of entries) {
     if (e.req) {
       const req = e.req;
       cur = convs.get(req.pck);
-      if (!cur) { cur = { pck: req.pck, startedTs: req.ts, updatedTs: req.ts, turns: [] }; convs.set(req.pck, cur); }
+      if (!cur) { cur = { pck: req.pck, startedTs: req.ts, updatedTs: req.ts, line: { turns: [] } }; convs.set(req.pck, cur); }
       if (req.model) cur.model = req.model;
       cur.updatedTs = Math.max(cur.updatedTs, req.ts);
-      for (const m of req.msgs) {
-        // codex repeats `instructions` on every request: show them once while they do not change
-        if (m.role === 'system') { const sig = msgSig(m.role, m.blocks); if (sig === cur.lastSys) continue; cur.lastSys = sig; }
-        cur.turns.push({ role: m.role, blocks: m.blocks, source: [req.id] });
-      }
+      const add = req.msgs.map((m) => new WsLineTurn({ role: m.role, blocks: m.blocks, source: [req.id] }));
+      if (req.prev) appendTurns(cur.line, add); else foldHistory(cur.line, add);
     } else if (e.resp && cur) {
       const resp = e.resp;
       const superseded = e.i < s.responses.length - 1;
@@ -107,10 +148,10 @@ export function deriveWs(s: WsConnState): WsConversation[] {
       if (reply.model) { t.model = reply.model; cur.model ??= reply.model; }
       if (reply.incomplete) t.incomplete = reply.incomplete;
       if (reply.error) t.error = reply.error;
-      cur.turns.push(t);
+      cur.line.turns.push(new WsLineTurn(t));
       cur.updatedTs = Math.max(cur.updatedTs, resp.lastTs ?? resp.ts);
     }
     // a response before any request of this connection is known stays in the state until it is
   }
-  return [...convs.values()].map(({ lastSys: _l, ...c }) => c);
+  return [...convs.values()].map(({ line, ...c }) => ({ ...c, turns: line.turns.map((t) => t.turn) }));
 }

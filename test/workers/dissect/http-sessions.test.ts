@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { assembleRecords, conversationByKey, publicConversation, rebuildConversations, type StoredConversation } from '../../../src/workers/assemble.js';
 import type { Conversation, TransactionRecord } from '../../../src/records.js';
 import type { Store } from '../../../src/store/store.js';
-import { allConversations, httpTx, sse, testStore } from './session-fixtures.js';
+import { allConversations, httpTx, sse, testStore, turnTexts } from './session-fixtures.js';
 import { geminiCodeAssistSession } from './sessions.js';
 
 async function feed(store: Store, records: TransactionRecord[]) {
@@ -16,7 +16,7 @@ async function withStore(fn: (s: Store) => Promise<void>) {
   const { store, done } = await testStore();
   try { await fn(store); } finally { await done(); }
 }
-const texts = (c: Conversation) => c.turns.map((t) => `${t.role}:${t.blocks.map((b) => (b.type === 'text' || b.type === 'reasoning' ? b.text : b.type === 'tool_call' ? `call(${b.callId})` : `result(${b.callId}${b.name ? ' ' + b.name : ''})`)).join('|')}${t.incomplete ? ' !' + t.incomplete : ''}`);
+const texts = turnTexts;
 
 const H: [string, string][] = [['originator', 'codex_cli_rs'], ['User-Agent', 'codex_cli_rs/0.46.0']];
 const user = (text: string) => ({ type: 'message', role: 'user', content: [{ type: 'input_text', text }] });

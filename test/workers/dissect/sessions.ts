@@ -17,7 +17,16 @@ export function codexCreate(pck: string, input: unknown[], extra: Record<string,
   };
 }
 
-const msg = (role: string, text: string) => ({ type: 'message', role, content: [{ type: role === 'assistant' ? 'output_text' : 'input_text', text }] });
+/** A Responses message item as codex sends it (and as an output item). */
+export const msg = (role: string, text: string) => ({ type: 'message', role, content: [{ type: role === 'assistant' ? 'output_text' : 'input_text', text }] });
+
+/** The events of a response with these output items (no deltas). */
+export function codexAnswer(id: string, output: unknown[], model = 'gpt-5-codex'): Record<string, unknown>[] {
+  return [
+    { type: 'response.created', response: { id, model, status: 'in_progress' } },
+    { type: 'response.completed', response: { id, model, status: 'completed', output } },
+  ];
+}
 
 export interface CodexLanes { client: WsMessageRecord[]; server: WsMessageRecord[]; upgrade: HttpTransaction }
 
@@ -92,15 +101,20 @@ export function codexScript(pck: string, end: 'completed' | 'failed' | 'close' =
 
 /** codexScript as the records the decoders commit: each request, then its events, 1 ms apart; the client closes at the end. */
 export function codexSession(pck: string, t0: number, end: 'completed' | 'failed' | 'close' = 'completed', conn = nextId()): CodexLanes {
+  return codexSocket(codexScript(pck, end), t0, conn, end === 'close' ? 1001 : 1000);
+}
+
+/** Steps on one socket as the records the decoders commit: each request, then its events, 1 ms apart; a close where a step says so. */
+export function codexSocket(steps: CodexStep[], t0: number, conn = nextId(), closeCode = 1000): CodexLanes {
   const upgrade = upgradeTx(conn, t0, [['originator', 'codex_cli_rs'], ['User-Agent', 'codex_cli_rs/0.46.0 (Debian 12; x86_64)']]);
   const c = new WsLane(conn, upgrade.id, 'client');
   const s = new WsLane(conn, upgrade.id, 'server');
   const client: WsMessageRecord[] = [], server: WsMessageRecord[] = [];
   let ts = t0 + 1;
-  for (const step of codexScript(pck, end)) {
+  for (const step of steps) {
     client.push(c.msg(ts++, step.request));
     for (const e of step.events) server.push(s.msg(ts++, e));
-    if (step.closeAfter) client.push(c.close(ts++, end === 'close' ? 1001 : 1000));
+    if (step.closeAfter) client.push(c.close(ts++, closeCode));
   }
   return { client, server, upgrade };
 }

@@ -1,0 +1,37 @@
+// One line of turns and how a re-sent history continues it, by message signature (msgSig). Shared
+// by the HTTP assembly (every request re-sends the history) and codex's WebSocket (a request with
+// no previous_response_id re-sends the whole history, and so does a new socket of the same session).
+import type { Turn } from '../../records.js';
+
+/**
+ * A turn of a line with its message signature. `optional`: a history that continues the line may
+ * leave it out (a cut reply a client may or may not send back).
+ */
+export interface LineTurn { readonly turn: Turn; readonly sig: string; readonly optional: boolean }
+
+/**
+ * Where a history R (oldest first) continues the line T, by signature (read only as far as the
+ * two match). Returns the line to keep and
+ * the index in R from which R is new, or undefined when R has nothing in common with T:
+ *   - R extends T → T is kept, R is new past what matched;
+ *   - R is T minus its last reply → a retry/regenerate: that reply is dropped;
+ *   - R diverges after a common start → the line is cut there (history rewritten, e.g. compaction).
+ */
+export function continueLine(T: LineTurn[], R: readonly { readonly sig: string }[]): { line: LineTurn[]; from: number } | undefined {
+  let i = 0, j = 0;
+  while (i < T.length && j < R.length) {
+    if (T[i].sig === R[j].sig) { i++; j++; } else if (T[i].optional) i++; else break;
+  }
+  while (j === R.length && i < T.length && T[i].optional) i++;
+  if (i === T.length) return { line: T, from: j };
+  const rest = T.slice(i).filter((t) => !t.optional);
+  if (j === R.length && rest.length === 1 && rest[0].turn.role === 'assistant') return { line: T.filter((t, k) => k < i || t.optional), from: j };
+  if (j > 0) return { line: T.slice(0, i), from: j };
+  return undefined;
+}
+
+/** The signature of the last instructions (system turn) in the line: clients re-send unchanged ones with every request. */
+export function lastSystemSig(T: readonly LineTurn[]): string | undefined {
+  for (let i = T.length - 1; i >= 0; i--) if (T[i].turn.role === 'system') return T[i].sig;
+  return undefined;
+}
