@@ -146,7 +146,7 @@ export interface Turn {
 
 export interface Conversation {
   id: string;
-  key: string; // the assembly key (e.g. "openai-ws:<conn>:<prompt_cache_key>")
+  key: string; // the assembly key (e.g. "openai-ws:<prompt_cache_key>")
   client: ClientName;
   provider: Provider;
   model?: string;

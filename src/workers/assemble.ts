@@ -3,8 +3,9 @@
 // Workers are stateless and share the pool, so every bit of assembly state lives in the store and
 // is changed only through store.updateConversation (an atomic read-modify-write). The model:
 //   • Each conversation stores what it was built from (private `_http` exchanges, or for codex's
-//     WebSocket a per-connection `_ws` state in an internal object) and its `turns` are DERIVED from
-//     that state by a pure function, never patched in place. Folding a record is idempotent
+//     WebSocket the line each socket of the session gave, `_lines`, each derived from that socket's
+//     `_ws` state in an internal object) and its `turns` are DERIVED from that by a pure function,
+//     never patched in place. Folding a record is idempotent
 //     (exchanges by transaction id, WebSocket directions by seq high-water mark) and the derivation
 //     sorts by wire keys, so the result does not depend on which worker ran first, on the order of
 //     the two WebSocket directions, or on a re-delivered batch — and a rebuild equals the live result.
@@ -18,7 +19,7 @@ import type { MetricDeltas } from '../metrics.js';
 import type { Store } from '../store/store.js';
 import { hash, msgSig, type Exchange, type Msg, type Reply } from './dissect/blocks.js';
 import { detectClient, dissectHttp, isOpenaiWsPath, type DissectRule } from './dissect/index.js';
-import { deriveWs, foldWsRecord, newConnState, type WsConnState } from './dissect/openai-ws.js';
+import { NO_SESSION_KEY, WsLineTurn, deriveWs, foldHistory, foldWsRecord, newConnState, type WsConnState, type WsLine } from './dissect/openai-ws.js';
 import { continueLine, type LineTurn } from './dissect/line.js';
 import { utf8Head } from '../store/body-bytes.js';
 import { assemblyDueIn, foldedUpTo, forgetUnfolded, noteAssembly, rememberUnfolded, unfoldedAfter } from './ws-pace.js';
@@ -39,11 +40,25 @@ interface HttpState {
   exchanges: StoredExchange[]; // sorted by (ts, id)
 }
 
+/** One socket's line of a codex session, as its session's conversation keeps it. */
+interface WsSocketLine {
+  /** version of the connection state it was derived from: a later state replaces it */
+  v: number;
+  startedTs: number;
+  updatedTs: number;
+  client: ClientName;
+  model?: string;
+  /** absent: the conversation's own turns (a session seen on one socket, the usual case, is not stored twice) */
+  turns?: Turn[];
+}
+
 /** What the store holds: a Conversation plus private state (stripped by publicConversation). */
 export interface StoredConversation extends Conversation {
   _http?: HttpState;
   _ws?: WsConnState;
-  /** version of the connection state a WebSocket conversation was derived from */
+  /** a codex session's lines, by connection */
+  _lines?: Record<string, WsSocketLine>;
+  /** version of a WebSocket connection state */
   _v?: number;
   /** response-id pointer: the conversation key that response belongs to */
   _target?: string;
@@ -464,18 +479,68 @@ async function assembleWs(store: Store, conn: string, records: WsMessageRecord[]
   const v = stored._v ?? 0;
   let n = 0;
   for (const d of deriveWs(stored._ws)) {
-    const ckey = `openai-ws:${conn}:${d.pck}`;
-    const conv: StoredConversation = {
-      id: conversationId(ckey), key: ckey, client: stored._ws.client ?? 'generic', provider: 'openai-ws',
-      startedTs: d.startedTs, updatedTs: d.updatedTs, turns: finishTurns(d.turns), _v: v,
-    };
-    if (d.model) conv.model = d.model;
-    const inc = lastAssistant(conv.turns)?.incomplete;
-    if (inc) conv.incomplete = inc;
+    const ckey = wsConversationKey(conn, d.pck);
+    const line: WsSocketLine = { v, startedTs: d.startedTs, updatedTs: d.updatedTs, client: stored._ws.client ?? 'generic', turns: finishTurns(d.turns) };
+    if (d.model) line.model = d.model;
     const fresh = takeFresh(opts, ckey);
-    // Two workers may derive from successive states: the later state (higher version) wins.
-    await store.updateConversation(ckey, (old) => (!fresh && old && ((old as StoredConversation)._v ?? 0) >= v ? old : conv));
+    await store.updateConversation(ckey, (old) => foldWsLine(fresh ? undefined : (old as StoredConversation | undefined), ckey, conn, line));
     n++;
   }
   return n + 1;
+}
+
+/**
+ * A codex session's conversation key. prompt_cache_key is codex's session id, the same on every
+ * socket the session opens: codex reconnects (the 60-minute connection limit, a network drop, an
+ * idle close) and re-sends the whole history on the new socket, which is still the same
+ * conversation. Requests with no key are one session per socket.
+ */
+function wsConversationKey(conn: string, pck: string): string {
+  return pck === NO_SESSION_KEY ? `openai-ws:${conn}:${pck}` : `openai-ws:${pck}`;
+}
+
+/** A socket's line into its session's conversation. Two workers may derive from successive states of a socket: the later state (higher version) wins. */
+function foldWsLine(old: StoredConversation | undefined, key: string, conn: string, line: WsSocketLine): StoredConversation | undefined {
+  if (old && (old._lines?.[conn]?.v ?? -1) >= line.v) return old;
+  const lines = storedLines(old);
+  lines[conn] = line;
+  return wsConversation(old, key, lines);
+}
+
+/** The lines a conversation holds, with a sole line's turns (not stored twice) taken from the conversation's. */
+function storedLines(c: StoredConversation | undefined): Record<string, WsSocketLine> {
+  const lines: Record<string, WsSocketLine> = {};
+  for (const [conn, l] of Object.entries(c?._lines ?? {})) lines[conn] = l.turns ? l : { ...l, turns: c!.turns };
+  return lines;
+}
+
+/**
+ * A session's conversation from its sockets' lines, in the order the sockets started. A new socket
+ * re-sends the whole history, so each line is folded like a whole history (foldHistory): what an
+ * earlier socket showed stays, only what is new is added. The result depends only on the lines,
+ * not on the order they were folded in, so a rebuild equals the live result.
+ */
+function wsConversation(old: StoredConversation | undefined, key: string, lines: Record<string, WsSocketLine>): StoredConversation {
+  const order = Object.entries(lines).sort(([a, x], [b, y]) => x.startedTs - y.startedTs || (a < b ? -1 : a > b ? 1 : 0));
+  const line: WsLine = { turns: [] };
+  let client: ClientName | undefined, model: string | undefined;
+  for (const [, l] of order) {
+    foldHistory(line, l.turns!.map((t) => new WsLineTurn(t)));
+    client = betterClient(client, l.client);
+    model = l.model ?? model;
+  }
+  const conv: StoredConversation = {
+    id: old?.id ?? conversationId(key), key, client: client ?? 'generic', provider: 'openai-ws',
+    startedTs: Math.min(...order.map(([, l]) => l.startedTs)), updatedTs: Math.max(...order.map(([, l]) => l.updatedTs)),
+    turns: finishTurns(line.turns.map((t) => t.turn)),
+    _lines: order.length === 1 ? { [order[0][0]]: withoutTurns(order[0][1]) } : lines,
+  };
+  if (model) conv.model = model;
+  const inc = lastAssistant(conv.turns)?.incomplete;
+  if (inc) conv.incomplete = inc;
+  return conv;
+}
+
+function withoutTurns({ turns: _t, ...l }: WsSocketLine): WsSocketLine {
+  return l;
 }

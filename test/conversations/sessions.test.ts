@@ -173,7 +173,7 @@ test('codex: multi-turn session over context-takeover permessage-deflate — pre
   assert.equal(r2.text, r2.terminal.response.output[0].content[0].text, 'folded deltas equal the completed output');
   c.send([userMsg('Now run the whole suite and summarise.')]);
 
-  const key = `openai-ws:${(await capturedMessages(g, 'codex-main')).upgrade.conn}:${pck}`;
+  const key = `openai-ws:${pck}`;
   const history: T[] = [
     { role: 'system', blocks: [text(CODEX_INSTRUCTIONS)] },
     { role: 'developer', blocks: [scaffold(PERMISSIONS)] },
@@ -221,7 +221,7 @@ test('codex: multi-turn session over context-takeover permessage-deflate — pre
   assert.ok((await listConversations()).some((x) => x.id === conv.id), 'listed');
 });
 
-test('codex: two concurrent sessions on two sockets, same prompt_cache_key and response ids, events interleaved on the wire — never mixed', async () => {
+test('codex: two sockets at once with the same prompt_cache_key and response ids, events interleaved on the wire — one session, each socket\'s turns together, never mixed', async () => {
   const pck = 'shared-session-key';
   const step = new Lockstep(2);
   const party = (tag: string) => (tag === 'codex-A' ? 0 : 1);
@@ -250,8 +250,9 @@ test('codex: two concurrent sessions on two sockets, same prompt_cache_key and r
     assert.ok(at('codex-A', 'response.created', id) < at('codex-B', 'response.completed', id), `${id}: interleaved (A started before B completed)`);
   }
 
-  const expected = (who: 'A' | 'B'): T[] => [
-    { role: 'system', blocks: [text(CODEX_INSTRUCTIONS)] },
+  // prompt_cache_key is codex's session id: both sockets are one session, each socket's line folded
+  // in the order the sockets started (their first request; the connection id breaks a tie)
+  const line = (who: 'A' | 'B'): T[] => [
     { role: 'user', blocks: [text(`What is in /srv/${who}?`)] },
     { role: 'assistant', blocks: [
       { type: 'reasoning', text: `Listing ${who}'s files` },
@@ -260,20 +261,17 @@ test('codex: two concurrent sessions on two sockets, same prompt_cache_key and r
     { role: 'tool', blocks: [{ type: 'tool_result', callId: 'call_same', output: `${who}1.txt\n${who}2.txt`, name: 'shell' }] },
     { role: 'assistant', blocks: [text(`${who} has two files.`)], usage: { inputTokens: 980, cachedTokens: 896, outputTokens: 6, reasoningTokens: 0, totalTokens: 986 }, responseId: 'resp_s2', model: MODEL },
   ];
-  const convs: Conversation[] = [];
-  for (const who of ['A', 'B'] as const) {
-    const wire = await codexWire(`codex-${who}`, (ms) => ms.some((m) => m.opcode === 'close'));
-    const conv = await settled(`openai-ws:${wire.upgrade.conn}:${pck}`, expected(who));
-    assert.equal(conv.client, 'codex');
-    assert.equal(conv.provider, 'openai-ws');
-    assert.equal(conv.incomplete, undefined);
-    const own = new Set(wire.messages.map((m) => m.id));
-    assert.ok(conv.turns.every((t) => t.source.every((s) => own.has(s))), `${who}: every source record is from its own connection`);
-    convs.push(conv);
-  }
-  assert.notEqual(convs[0].id, convs[1].id);
+  const wires = await Promise.all((['A', 'B'] as const).map(async (who) => ({ who, wire: await codexWire(`codex-${who}`, (ms) => ms.some((m) => m.opcode === 'close')) })));
+  wires.sort((x, y) => x.wire.requests[0].ts - y.wire.requests[0].ts || (x.wire.upgrade.conn < y.wire.upgrade.conn ? -1 : 1));
+  const conv = await settled(`openai-ws:${pck}`, [{ role: 'system', blocks: [text(CODEX_INSTRUCTIONS)] }, ...line(wires[0].who), ...line(wires[1].who)]);
+  assert.equal(conv.client, 'codex');
+  assert.equal(conv.provider, 'openai-ws');
+  assert.equal(conv.incomplete, undefined);
+  const own = (w: (typeof wires)[number]) => new Set(w.wire.messages.map((m) => m.id));
+  assert.ok(conv.turns.slice(0, 5).every((t) => t.source.every((s) => own(wires[0]).has(s))), 'the first socket\'s turns are from its own records');
+  assert.ok(conv.turns.slice(5).every((t) => t.source.every((s) => own(wires[1]).has(s))), 'the second socket\'s turns are from its own records');
   const listed = await listConversations();
-  assert.equal(listed.filter((x) => x.key?.endsWith(':' + pck)).length, 2, 'exactly two conversations for the shared key');
+  assert.equal(listed.filter((x) => x.key?.endsWith(':' + pck)).length, 1, 'one conversation for the shared key');
 });
 
 test('codex: the client gives up mid-stream (close 1001 before response.completed) → last turn incomplete "aborted", earlier turns intact', async () => {
@@ -290,7 +288,7 @@ test('codex: the client gives up mid-stream (close 1001 before response.complete
   await c.response(1, (r) => r.text === partial.join(''));
   await c.close(1001, 'going away');
   const wire = await codexWire('codex-abort', (ms) => ms.some((m) => m.opcode === 'close'));
-  const conv = await settled(`openai-ws:${wire.upgrade.conn}:${pck}`, [
+  const conv = await settled(`openai-ws:${pck}`, [
     { role: 'system', blocks: [text(CODEX_INSTRUCTIONS)] },
     { role: 'user', blocks: [text('Is the build green?')] },
     { role: 'assistant', blocks: [text(first)], usage: { inputTokens: 500, cachedTokens: 0, outputTokens: 12, reasoningTokens: 0, totalTokens: 512 }, responseId: 'resp_a1', model: MODEL },
@@ -318,7 +316,7 @@ test('codex: the connection dies mid-stream with no close frame (TCP reset) → 
   await c.response(1, (r) => r.text === partial.join(''));
   const wire = await codexWire('codex-reset', (ms) => ms.filter((m) => m.direction === 'server').length >= 2);
   c.ws.terminate(); // the agent was killed: no close frame, the TCP connection just ends
-  const conv = await settled(`openai-ws:${wire.upgrade.conn}:${pck}`, [
+  const conv = await settled(`openai-ws:${pck}`, [
     { role: 'system', blocks: [text(CODEX_INSTRUCTIONS)] },
     { role: 'user', blocks: [text('Format the code.')] },
     { role: 'assistant', blocks: [text(first)], usage: { inputTokens: 400, cachedTokens: 0, outputTokens: 8, reasoningTokens: 0, totalTokens: 408 }, responseId: 'resp_r1', model: MODEL },

@@ -84,7 +84,7 @@ test('codex over WebSocket: pre-warm, reasoning, tool call paired with its outpu
     await feed(store, [l.upgrade]);
     const all = [...l.client, ...l.server].sort(byId); // wire/commit order
     for (const b of chunks(all, 5)) await feed(store, b);
-    const c = await conv(store, `openai-ws:${l.upgrade.conn}:sess-A`);
+    const c = await conv(store, 'openai-ws:sess-A');
     assert.deepEqual(noSource(c.turns), expectedCodexTurns('completed'));
     assert.deepEqual(c.turns.map((t) => t.source), expectedCodexSources(l));
     assert.equal(c.client, 'codex');
@@ -92,15 +92,15 @@ test('codex over WebSocket: pre-warm, reasoning, tool call paired with its outpu
     assert.equal(c.model, 'gpt-5-codex');
     assert.equal(c.incomplete, undefined);
     assert.deepEqual(publicConversation(store.getConversation(c.id) as StoredConversation), c, 'readable by its id');
-    assert.equal(c.id, conversationId(`openai-ws:${l.upgrade.conn}:sess-A`), 'the id derives from the key (the store keeps a given id)');
-    assert.deepEqual([...allConversations(store).keys()], [`openai-ws:${l.upgrade.conn}:sess-A`], 'one visible conversation; the connection state stays internal');
+    assert.equal(c.id, conversationId('openai-ws:sess-A'), 'the id derives from the key (the store keeps a given id)');
+    assert.deepEqual([...allConversations(store).keys()], ['openai-ws:sess-A'], 'one visible conversation; the connection state stays internal');
   });
 });
 
 test('codex over WebSocket: the result does not depend on which direction is assembled first, batching or re-delivery', async () => {
   const t0 = 1_700_000_100_000;
   const l = codexSession('sess-B', t0);
-  const key = `openai-ws:${l.upgrade.conn}:sess-B`;
+  const key = 'openai-ws:sess-B';
   const results: Conversation[] = [];
   const orders: [string, (s: Store) => Promise<void>][] = [
     ['server first', async (s) => { for (const b of chunks(l.server, 7)) await feed(s, b); for (const b of chunks(l.client, 2)) await feed(s, b); }],
@@ -130,34 +130,88 @@ test('codex: server events assembled before the upgrade and the request still en
     for (const b of chunks(l.server, 6)) await feed(store, b);
     assert.equal(allConversations(store).size, 0, 'responses with no request known yet are held in the connection state');
     await feed(store, l.client); // the 101 transaction was never committed
-    const c = await conv(store, `openai-ws:${l.upgrade.conn}:sess-C`);
+    const c = await conv(store, 'openai-ws:sess-C');
     assert.deepEqual(noSource(c.turns), expectedCodexTurns('completed'));
     assert.equal(c.client, 'codex');
   });
 });
 
-test('two concurrent codex connections with the same prompt_cache_key never interleave', async () => {
+test('two concurrent codex sessions on two sockets never interleave', async () => {
   await withStore(async (store) => {
     const t0 = 1_700_000_300_000;
-    const a = codexSession('shared', t0);
-    const b = codexSession('shared', t0 + 2, 'failed'); // overlapping in time, one ms apart per event
+    const a = codexSession('sess-X', t0);
+    const b = codexSession('sess-Y', t0 + 2, 'failed'); // overlapping in time, one ms apart per event
     await feed(store, [a.upgrade, b.upgrade]);
     const lanes = [a.client, a.server, b.client, b.server];
     await Promise.all(lanes.map(async (lane) => { for (const ch of chunks(lane, 3)) await feed(store, ch); }));
-    const ca = await conv(store, `openai-ws:${a.upgrade.conn}:shared`);
-    const cb = await conv(store, `openai-ws:${b.upgrade.conn}:shared`);
+    const ca = await conv(store, 'openai-ws:sess-X');
+    const cb = await conv(store, 'openai-ws:sess-Y');
     assert.deepEqual(noSource(ca.turns), expectedCodexTurns('completed'));
     assert.deepEqual(noSource(cb.turns), expectedCodexTurns('failed'));
+    assert.deepEqual(ca.turns.map((t) => t.source), expectedCodexSources(a));
     assert.deepEqual(cb.turns.map((t) => t.source), expectedCodexSources(b));
     assert.equal(cb.incomplete, 'response.failed');
     assert.equal(allConversations(store).size, 2);
   });
 });
 
+test('codex reconnects (a new socket re-sends the whole history): one conversation for the session, the same in any order and rebuilt', async () => {
+  const t0 = 1_700_000_350_000;
+  const call = { type: 'function_call', call_id: 'call_7', name: 'shell', arguments: '{"command":["ls"]}' };
+  const out = { type: 'function_call_output', call_id: 'call_7', output: 'README.md' };
+  const h = [msg('user', 'list the files'), call, out, msg('assistant', 'Just README.md.')];
+  const ask = msg('user', 'what is in it?');
+  // the first socket: its last request is refused at the connection's time limit
+  const limit = { type: 'error', status: 400, error: { type: 'invalid_request_error', code: 'websocket_connection_limit_reached', message: 'Responses websocket connection limit reached (60 minutes).' } };
+  const a = codexSocket([
+    { request: codexCreate('sess-G', h.slice(0, 1)), events: codexAnswer('resp_1', [call]) },
+    { request: codexCreate('sess-G', [out], { previous_response_id: 'resp_1' }), events: codexAnswer('resp_2', [h[3]]) },
+    { request: codexCreate('sess-G', [ask], { previous_response_id: 'resp_2' }), events: [limit], closeAfter: true },
+  ], t0);
+  // so codex opens another: the whole history with the prompt again, then new items only
+  const b = codexSocket([
+    { request: codexCreate('sess-G', [...h, ask]), events: codexAnswer('resp_3', [msg('assistant', 'A title.')]) },
+    { request: codexCreate('sess-G', [msg('user', 'thanks')], { previous_response_id: 'resp_3' }), events: codexAnswer('resp_4', [msg('assistant', 'Welcome.')]) },
+  ], t0 + 100);
+  // another session on a socket of its own at the same time stays apart
+  const other = codexSession('sess-H', t0 + 50);
+  const expected = [
+    `system:${CODEX_INSTRUCTIONS}`, 'user:list the files', 'assistant:call(call_7)', 'tool:result(call_7 shell)', 'assistant:Just README.md.',
+    'user:what is in it?', 'assistant: !error', 'assistant:A title.', 'user:thanks', 'assistant:Welcome.',
+  ];
+  const wire = (l: CodexLanes) => [...l.client, ...l.server].sort(byId);
+  const orders: [string, (s: Store) => Promise<void>][] = [
+    ['in order', async (s) => { for (const l of [a, other, b]) for (const ch of chunks(wire(l), 3)) await feed(s, ch); }],
+    ['the new socket first', async (s) => { for (const l of [b, other, a]) for (const ch of chunks(wire(l), 2)) await feed(s, ch); }],
+    ['concurrently', async (s) => { await Promise.all([a, b, other].map(async (l) => { for (const ch of chunks(wire(l), 1)) await feed(s, ch); })); }],
+  ];
+  const results: Conversation[] = [];
+  for (const [name, run] of orders) {
+    await withStore(async (store) => {
+      await feed(store, [a.upgrade, b.upgrade, other.upgrade]);
+      await run(store);
+      const c = await conv(store, 'openai-ws:sess-G');
+      assert.deepEqual(turnTexts(c), expected, name);
+      const [a1, a2, a3] = a.client.map((r) => [r.id]), [, b2] = b.client.map((r) => [r.id]);
+      assert.deepEqual(c.turns.filter((t) => t.role !== 'assistant').map((t) => t.source), [a1, a1, a2, a3, b2], `${name}: what the first socket showed keeps its sources`);
+      assert.equal(c.incomplete, undefined, name);
+      assert.equal(c.startedTs, a.client[0].ts, name);
+      assert.equal(c.updatedTs, b.server.at(-1)!.ts, name);
+      assert.deepEqual(noSource((await conv(store, 'openai-ws:sess-H')).turns), expectedCodexTurns('completed'), name);
+      assert.equal(allConversations(store).size, 2, name);
+      results.push(c);
+      await rebuildConversations(store);
+      assert.deepEqual(await conv(store, 'openai-ws:sess-G'), c, `${name}: rebuilt`);
+    });
+  }
+  const noId = ({ id: _i, ...c }: Conversation) => c;
+  for (const r of results.slice(1)) assert.deepEqual(noId(r), noId(results[0]));
+});
+
 test('codex: socket closed mid-response → last turn aborted with the folded deltas, earlier turns intact', async () => {
   await withStore(async (store) => {
     const l = codexSession('sess-D', 1_700_000_400_000, 'close');
-    const key = `openai-ws:${l.upgrade.conn}:sess-D`;
+    const key = 'openai-ws:sess-D';
     await feed(store, [l.upgrade]);
     await feed(store, l.client.slice(0, -1));
     await feed(store, l.server);
@@ -180,7 +234,7 @@ test('codex: a new response.created while the previous response was open marks t
     const resp2 = server.findIndex((r) => r.body!.includes('"resp_2"'));
     await feed(store, [l.upgrade, ...l.client.slice(0, 3)]);
     await feed(store, [...server.slice(0, cut), ...server.slice(resp2, resp2 + 8)]);
-    const c = await conv(store, `openai-ws:${l.upgrade.conn}:sess-E`);
+    const c = await conv(store, 'openai-ws:sess-E');
     const t = c.turns[3];
     assert.equal(t.incomplete, 'aborted');
     assert.deepEqual(t.blocks, [{ type: 'reasoning', text: '**Listing files** with ls' }, { type: 'tool_call', callId: 'call_1', name: 'shell', arguments: '', argumentsRaw: '' }]);
@@ -205,7 +259,7 @@ test('codex over WebSocket: a request with no previous_response_id re-sends the 
       { request: codexCreate('sess-F', [...h2, msg('assistant', 'A readme.'), msg('user', 'thanks')], gpt5), events: codexAnswer('resp_4', [msg('assistant', 'Welcome.')], 'gpt-5') },
     ], 1_700_000_600_000);
     await feed(store, [l.upgrade, ...[...l.client, ...l.server].sort(byId)]);
-    const c = await conv(store, `openai-ws:${l.upgrade.conn}:sess-F`);
+    const c = await conv(store, 'openai-ws:sess-F');
     assert.deepEqual(turnTexts(c), [
       `system:${CODEX_INSTRUCTIONS}`, 'user:list the files', 'assistant:call(call_9)', 'tool:result(call_9 shell)', 'assistant:Just README.md.',
       'system:You are GPT-5.', 'user:summarise it', 'assistant:A readme.', 'user:thanks', 'assistant:Welcome.',
@@ -345,7 +399,7 @@ test('a long streamed answer: 3000 deltas in small batches fold to exactly the c
     const server = [s.msg(ts++, { type: 'response.created', response: { id: 'rl' } }), s.msg(ts++, { type: 'response.output_item.added', output_index: 0, item: { type: 'message', role: 'assistant', content: [] } })];
     for (const d of pieces) server.push(s.msg(ts, { type: 'response.output_text.delta', output_index: 0, content_index: 0, delta: d }));
     for (const b of chunks(server, 16)) await feed(store, b);
-    const key = `openai-ws:${up.conn}:long`;
+    const key = 'openai-ws:long';
     assert.deepEqual((await conv(store, key)).turns[2].blocks, [{ type: 'text', text: full }], 'live view: the deltas so far');
     await feed(store, [s.msg(ts++, { type: 'response.completed', response: { id: 'rl', output: [{ type: 'message', role: 'assistant', content: [{ type: 'output_text', text: full }] }], usage: { input_tokens: 25000, output_tokens: 6000, total_tokens: 31000 } } })]);
     const done = await conv(store, key);
@@ -383,7 +437,7 @@ test('live (throttled) assembly: skipped delta batches fold from the worker\'s m
         if (gap && i === 50) await store.putTransactions(batches[i]);
         else await live(batches[i]);
       }
-      const key = `openai-ws:${up.conn}:live`;
+      const key = 'openai-ws:live';
       const text = async () => ((await conv(store, key)).turns.at(-1)?.blocks[0] as { text?: string } | undefined)?.text;
       // the trailing assembly folds what the last skips left
       await waitFor(async () => (await text()) === pieces.join(''), 'the live view catches up with every delta', 5000);

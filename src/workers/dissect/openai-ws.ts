@@ -29,6 +29,9 @@ export interface WsConnState {
   closedTs?: number;
 }
 
+/** The session key of a request with no prompt_cache_key. */
+export const NO_SESSION_KEY = 'default';
+
 export function newConnState(conn: string): WsConnState {
   return { conn, requests: [], responses: [], clientSeq: -1, serverSeq: -1 };
 }
@@ -56,7 +59,7 @@ export function foldWsRecord(s: WsConnState, r: WsMessageRecord): 'used' | 'igno
     if (!isResponseCreate(msg)) return 'ignored';
     const meta = isObj(msg.client_metadata) ? msg.client_metadata : {};
     if (meta['x-codex-turn-metadata'] !== undefined && (!s.client || s.client === 'generic')) s.client = 'codex';
-    const req: WsRequest = { seq: r.seq, ts: r.ts, id: r.id, pck: str(msg.prompt_cache_key) ?? 'default', msgs: inputMessages(msg.input, msg.instructions) };
+    const req: WsRequest = { seq: r.seq, ts: r.ts, id: r.id, pck: str(msg.prompt_cache_key) ?? NO_SESSION_KEY, msgs: inputMessages(msg.input, msg.instructions) };
     if (str(msg.previous_response_id)) req.prev = msg.previous_response_id;
     if (str(msg.model)) req.model = msg.model;
     if (msg.generate === false) req.prewarm = true;
