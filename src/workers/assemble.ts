@@ -20,7 +20,7 @@ import type { Store } from '../store/store.js';
 import { hash, msgSig, type Exchange, type Msg, type Reply } from './dissect/blocks.js';
 import { detectClient, dissectHttp, isOpenaiWsPath, type DissectRule } from './dissect/index.js';
 import { NO_SESSION_KEY, WsLineTurn, deriveWs, foldHistory, foldWsRecord, newConnState, type WsConnState, type WsLine } from './dissect/openai-ws.js';
-import { continueLine, type LineTurn } from './dissect/line.js';
+import { continueLine, lastSystemSig, type LineTurn } from './dissect/line.js';
 import { utf8Head } from '../store/body-bytes.js';
 import { assemblyDueIn, foldedUpTo, forgetUnfolded, noteAssembly, rememberUnfolded, unfoldedAfter } from './ws-pace.js';
 
@@ -343,7 +343,7 @@ function foldExchanges(st: HttpState): Turn[] {
   for (const e of st.exchanges) {
     const emodel = e.model ?? e.reply?.model;
     if (model && emodel && emodel !== model) continue;
-    const R = (e.prev ? [...T.filter((t) => !t.optional).map((t) => t.sig), ...e.hist] : e.hist).map((sig) => ({ sig }));
+    const R = (e.prev ? [...T.filter((t) => !t.optional).map((t) => t.sig), ...newItems(T, e.hist)] : e.hist).map((sig) => ({ sig }));
     const c = continueLine(T, R);
     if (!c) continue;
     T = c.line;
@@ -357,6 +357,15 @@ function foldExchanges(st: HttpState): Turn[] {
     }
   }
   return T.map((t) => t.turn);
+}
+
+/**
+ * A previous_response_id request's history past the line: its input items, without the
+ * instructions when they are the line's last ones — the API does not carry `instructions` over to
+ * the next response, so clients send them again with every request.
+ */
+function newItems(T: LineTurn[], hist: string[]): string[] {
+  return hist.length && hist[0] === lastSystemSig(T) ? hist.slice(1) : hist;
 }
 
 function replyTurn(r: Reply, source: string[]): Turn {

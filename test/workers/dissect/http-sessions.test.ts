@@ -62,6 +62,32 @@ test('previous_response_id chain without prompt_cache_key, incremental and in on
   });
 });
 
+test('previous_response_id chain: instructions re-sent with every request are shown once, and again only when they change', async () => {
+  await withStore(async (store) => {
+    const answer = (id: string, text: string) => sse([
+      { type: 'response.created', response: { id, model: 'gpt-4.1', status: 'in_progress' } },
+      { type: 'response.completed', response: { id, model: 'gpt-4.1', status: 'completed', output: [{ type: 'message', role: 'assistant', content: [{ type: 'output_text', text }] }] } },
+    ]);
+    // the OpenAI Agents SDK's way: `instructions` on every request (the API does not carry them over), new input only
+    const req = (input: string, instructions: string, prev?: string) => ({ model: 'gpt-4.1', instructions, input: [user(input)], stream: true, ...(prev ? { previous_response_id: prev } : {}) });
+    const txs = [
+      httpTx({ ts: 4000, host: 'api.openai.com', path: '/v1/responses', req: req('q1', 'You are helpful.'), events: answer('resp_1', 'a1') }),
+      httpTx({ ts: 4010, host: 'api.openai.com', path: '/v1/responses', req: req('q2', 'You are helpful.', 'resp_1'), events: answer('resp_2', 'a2') }),
+      httpTx({ ts: 4020, host: 'api.openai.com', path: '/v1/responses', req: req('q3', 'You are terse.', 'resp_2'), events: answer('resp_3', 'a3') }),
+      httpTx({ ts: 4030, host: 'api.openai.com', path: '/v1/responses', req: req('q4', 'You are terse.', 'resp_3'), events: answer('resp_4', 'a4') }),
+    ];
+    for (const t of txs) await feed(store, [t]);
+    const convs = [...allConversations(store).values()];
+    assert.equal(convs.length, 1);
+    assert.deepEqual(texts(convs[0]), [
+      'system:You are helpful.', 'user:q1', 'assistant:a1', 'user:q2', 'assistant:a2',
+      'system:You are terse.', 'user:q3', 'assistant:a3', 'user:q4', 'assistant:a4',
+    ]);
+    await rebuildConversations(store);
+    assert.deepEqual([...allConversations(store).values()].map((c) => texts(c)), convs.map((c) => texts(c)));
+  });
+});
+
 test('chat: an aborted reply stays (incomplete) when the client retries; a regenerate replaces the last reply; an HTTP error is a turn', async () => {
   await withStore(async (store) => {
     const msgs = [{ role: 'user', content: 'write a haiku' }];
