@@ -6,6 +6,8 @@
 //                 written as they are (format 2; earlier stores: msgpack values) — listing never reads these
 //   connections   id → ConnectionRecord
 //   conversations id → Conversation;  convKeys  key → id;  convByClient [client, id] → 1
+//   convByUpdated [updatedTs, id] → 1                     (retention's order: conversation ids are
+//                 hashes of their keys, so they do not sort by age)
 //   byConn        [conn, id] → kind                        (every record; 1 in earlier stores)
 //   byHost / byKind   [value, id] → 1                      (HTTP records; WebSocket ones in earlier stores)
 //   wsConns       conn → { first, last, hosts }            (connections that carried WebSocket messages:
@@ -27,10 +29,11 @@
 // Synchronous on purpose: the writers are the capture workers, which run at capture priority, so
 // the B-tree inserts, page writes and sync of capture happen at that priority too — lmdb-js's
 // asynchronous writes ran them on libuv threads at the forwarding thread's priority, behind a
-// thread hand-off and a promise per put. Other writes (retention) use lmdb-js's async puts.
+// thread hand-off and a promise per put. Retention removes transactions with lmdb-js's async puts.
 // Async `transaction(cb)` is deliberately not used: on this platform its callback was never
 // invoked (lmdb 3.5.6, Node 20.20), so read-modify-write uses `transactionSync`, which holds LMDB's
-// single writer lock across threads and processes.
+// single writer lock across threads and processes (conversation updates, and retention's removals
+// that must re-check under that lock what a concurrent writer may have changed).
 import { statSync } from 'node:fs';
 import { resolve, join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
@@ -70,8 +73,8 @@ export interface LmdbStore extends Store {
   purgeTransactions(beforeId: string, max: number): Promise<number>;
   /** Removes connections with id < beforeId that no stored transaction references and that ended before `beforeTs`. */
   purgeConnections(beforeId: string, beforeTs: number, max: number): Promise<number>;
-  /** Removes conversations with id < beforeId not updated since `beforeTs`. */
-  purgeConversations(beforeId: string, beforeTs: number, max: number): Promise<number>;
+  /** Removes up to `max` conversations not updated since `beforeTs` (least recently updated first). */
+  purgeConversations(beforeTs: number, max: number): Promise<number>;
   /** One transaction without any body field (what listings and SSE events carry). */
   getTransactionMeta(id: string): TransactionRecord | undefined;
   /** Messages of a connection in wire order; `limit` caps how many are read, `bodies: false` skips bodies. */
@@ -104,6 +107,8 @@ interface Dbs {
   convs: Database;
   convKeys: Database;
   convByClient: Database;
+  /** Absent only when opened read-only on a store written before it existed; only writers use it. */
+  convByUpdated?: Database;
   byHost: Database;
   byConn: Database;
   byKind: Database;
@@ -316,13 +321,17 @@ class LmdbStoreImpl implements LmdbStore {
       convs: sub('conversations'),
       convKeys: sub('convKeys'),
       convByClient: sub('convByClient'),
+      convByUpdated: sub('convByUpdated'),
       byHost: sub('byHost'),
       byConn: sub('byConn'),
       byKind: sub('byKind'),
       wsConns: sub('wsConns'),
       wsConnBuckets: sub('wsConnBuckets'),
     };
-    if (!this.readOnly) this.bucketWsConns();
+    if (!this.readOnly) {
+      this.bucketWsConns();
+      this.indexConversationAges();
+    }
   }
 
   /** A store written before wsConnBuckets existed gets them once, on its first read-write open. */
@@ -334,6 +343,16 @@ class LmdbStoreImpl implements LmdbStore {
       for (const { key, value } of wsConns.getRange({})) {
         for (const b of newBuckets(value as WsConnSpan)) wsConnBuckets.putSync([b, key], 1);
       }
+    });
+  }
+
+  /** A store written before convByUpdated existed gets it once, on its first read-write open. */
+  private indexConversationAges(): void {
+    const { root, convs } = this.d;
+    const convByUpdated = this.d.convByUpdated!; // read-write: created on open
+    if (isEmpty(convs) || !isEmpty(convByUpdated)) return;
+    root.transactionSync(() => {
+      for (const { key, value } of convs.getRange({})) convByUpdated.putSync([(value as Conversation).updatedTs, key], 1);
     });
   }
 
@@ -454,6 +473,7 @@ class LmdbStoreImpl implements LmdbStore {
     try {
       this.writable();
       const { root, convs, convKeys, convByClient } = this.d;
+      const convByUpdated = this.d.convByUpdated!; // writing: created on open
       // transactionSync holds LMDB's writer lock from the read to the write: updates from other
       // threads/processes serialise, so none is lost. (It blocks this thread while another writer
       // commits — fine in workers, where conversations are assembled.)
@@ -469,6 +489,10 @@ class LmdbStoreImpl implements LmdbStore {
         convs.put(c.id, c);
         if (id !== c.id) convKeys.put(key, c.id);
         convByClient.put([clip(c.client), c.id], 1);
+        if (cur?.updatedTs !== c.updatedTs) {
+          if (cur) convByUpdated.remove([cur.updatedTs, c.id]);
+          convByUpdated.put([c.updatedTs, c.id], 1);
+        }
         return c;
       });
       return Promise.resolve(result);
@@ -767,24 +791,41 @@ class LmdbStoreImpl implements LmdbStore {
     return undefined;
   }
 
-  async purgeConversations(beforeId: string, beforeTs: number, max: number): Promise<number> {
+  async purgeConversations(beforeTs: number, max: number): Promise<number> {
     const { convs, convKeys, convByClient } = this.d;
-    const victims: Conversation[] = [];
-    for (const { value } of convs.getRange({ end: beforeId, limit: max * 4 })) {
-      const c = value as Conversation;
-      if (c.updatedTs < beforeTs) victims.push(c);
-      if (victims.length >= max) break;
+    const convByUpdated = this.d.convByUpdated!; // writing: created on open
+    const aged = Array.from(convByUpdated.getKeys({ end: [beforeTs], limit: max }), (k) => k as [number, string]);
+    return this.purgeLocked(aged, ([ts, id]) => {
+      const c = convs.get(id) as Conversation | undefined;
+      convByUpdated.removeSync([ts, id]);
+      if (c?.updatedTs !== ts) {
+        // Updated since the scan (its entry has moved on already), or an earlier version updated it
+        // without moving the entry: it stays, indexed where it is now.
+        if (c) convByUpdated.putSync([c.updatedTs, id], 1);
+        return false;
+      }
+      if (convKeys.get(c.key) === c.id) convKeys.removeSync(c.key);
+      convByClient.removeSync([clip(c.client), c.id]);
+      convs.removeSync(c.id);
+      return true;
+    });
+  }
+
+  /**
+   * Removes, in one write transaction under LMDB's writer lock, each victim `remove` still finds
+   * removable there; resolves with how many it removed. The victims were chosen outside the lock
+   * (the scan holds no writer up), so a capture or assembly commit may have revived one since: an
+   * async remove would then delete what was just written. Synchronous on the calling thread, as
+   * updateConversation's: async `transaction(cb)` never runs its callback here (see the top).
+   */
+  private async purgeLocked<T>(victims: T[], remove: (v: T) => boolean): Promise<number> {
+    if (victims.length === 0) return 0;
+    this.writable();
+    try {
+      return this.d.root.transactionSync(() => victims.filter(remove).length);
+    } catch (e) {
+      throw this.wrap(e);
     }
-    if (victims.length) {
-      await this.commit((w) => {
-        for (const c of victims) {
-          if (convKeys.get(c.key) === c.id) w(convKeys.remove(c.key));
-          w(convByClient.remove([clip(c.client), c.id]));
-          w(convs.remove(c.id));
-        }
-      });
-    }
-    return victims.length;
   }
 
   async close(): Promise<void> {

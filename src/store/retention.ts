@@ -36,7 +36,7 @@ export function startRetention(store: LmdbStore, opts: RetentionOptions): Retent
       const cutoff = idAt(cutoffTs);
       for (let n; !stopped && (n = await store.purgeTransactions(cutoff, batch)) > 0; await tick()) removed += n;
       while (!stopped && (await store.purgeConnections(cutoff, cutoffTs, batch)) === batch) await tick();
-      while (!stopped && (await store.purgeConversations(cutoff, cutoffTs, batch)) === batch) await tick();
+      while (!stopped && (await store.purgeConversations(cutoffTs, batch)) === batch) await tick();
     }
     if (opts.maxBytes !== null && opts.maxBytes !== undefined) {
       // Oldest first until live data fits; then drop connections/conversations older than what is left.
@@ -51,7 +51,7 @@ export function startRetention(store: LmdbStore, opts: RetentionOptions): Retent
         const cutoff = oldest ?? 'ffffffffffffffff';
         const cutoffTs = oldest ? Number(BigInt('0x' + oldest) >> 12n) : Date.now();
         while (!stopped && (await store.purgeConnections(cutoff, cutoffTs, batch)) === batch) await tick();
-        while (!stopped && (await store.purgeConversations(cutoff, cutoffTs, batch)) === batch) await tick();
+        while (!stopped && (await store.purgeConversations(cutoffTs, batch)) === batch) await tick();
       }
     }
     return removed;

@@ -7,18 +7,22 @@ import { open } from 'lmdb';
 import { openStore } from '../../src/store/lmdb.js';
 import { startRetention } from '../../src/store/retention.js';
 import { idAt } from '../../src/store/ids.js';
-import type { TransactionRecord } from '../../src/records.js';
+import { conversationId } from '../../src/workers/assemble.js';
+import type { Conversation, TransactionRecord } from '../../src/records.js';
 import { conn, http, tempDir, ws } from './fixtures.js';
 
 const DAY = 86_400_000;
 let seq = 0;
 /** An id allocated `ms` ago (ids are caller-assigned; retention reads their time). */
 const oldId = (msAgo: number) => idAt(Date.now() - msAgo, seq++);
+/** A conversation as the assembler makes it: its id is a hash of its key, unrelated to its age. */
+const conversation = (key: string, updatedTs: number): Conversation =>
+  ({ id: conversationId(key), key, client: 'codex', provider: 'openai-ws', startedTs: updatedTs, updatedTs, turns: [] });
 
 function counts(dir: string) {
   const root = open(join(dir, 'db'), { pageSize: 8192, compression: true, maxDbs: 16 });
   const n = (name: string) => root.openDB({ name }).getKeysCount();
-  return { tx: n('transactions'), bodies: n('bodies'), byHost: n('byHost'), byConn: n('byConn'), byKind: n('byKind'), conns: n('connections'), convs: n('conversations'), convKeys: n('convKeys'), convByClient: n('convByClient'), wsConns: n('wsConns'), wsConnBuckets: n('wsConnBuckets') };
+  return { tx: n('transactions'), bodies: n('bodies'), byHost: n('byHost'), byConn: n('byConn'), byKind: n('byKind'), conns: n('connections'), convs: n('conversations'), convKeys: n('convKeys'), convByClient: n('convByClient'), wsConns: n('wsConns'), wsConnBuckets: n('wsConnBuckets'), convByUpdated: n('convByUpdated') };
 }
 
 test('retention by age removes old transactions, their bodies, index entries, ended connections and stale conversations', async (t) => {
@@ -41,8 +45,8 @@ test('retention by age removes old transactions, their bodies, index entries, en
   old.push(ws(idleConn.id, 'u', 'server', 0, { id: oldId(10 * DAY), ts: Date.now() - 10 * DAY }));
   await store.putTransactions(old);
   await store.putTransactions(fresh);
-  await store.updateConversation('stale', () => ({ id: oldId(10 * DAY), key: 'stale', client: 'codex', provider: 'openai-ws', startedTs: 0, updatedTs: Date.now() - 9 * DAY, turns: [] }));
-  await store.updateConversation('live', () => ({ id: '', key: 'live', client: 'codex', provider: 'openai-ws', startedTs: 0, updatedTs: Date.now(), turns: [] }));
+  await store.updateConversation('stale', () => conversation('stale', Date.now() - 9 * DAY));
+  await store.updateConversation('live', () => conversation('live', Date.now()));
 
   assert.equal(counts(dir).wsConns, 3, 'three connections carried WebSocket messages');
   const r = startRetention(store, { maxAgeMs: 7 * DAY, maxBytes: null, batch: 50, intervalMs: 3_600_000 });
@@ -54,7 +58,7 @@ test('retention by age removes old transactions, their bodies, index entries, en
   assert.equal(store.getConnection(idleConn.id), undefined);
   assert.ok(store.getConnection(newConn.id));
   assert.deepEqual(store.listConversations({}).items.map((c) => c.key), ['live']);
-  assert.deepEqual(counts(dir), { tx: 2, bodies: 1, byHost: 1, byConn: 2, byKind: 1, conns: 1, convs: 1, convKeys: 1, convByClient: 1, wsConns: 2, wsConnBuckets: 2 });
+  assert.deepEqual(counts(dir), { tx: 2, bodies: 1, byHost: 1, byConn: 2, byKind: 1, conns: 1, convs: 1, convKeys: 1, convByClient: 1, wsConns: 2, wsConnBuckets: 2, convByUpdated: 1 });
   assert.equal(await r.sweep(), 0, 'a second sweep finds nothing');
   // the idle connection speaks again: reachable by kind, its entry never having gone
   const late = ws(idleConn.id, 'u', 'server', 1);
@@ -68,12 +72,14 @@ test('retention by size removes the oldest until live data fits, keeping the new
   t.after(() => store.close());
   const c = conn();
   await store.putConnection(c);
+  await store.updateConversation('stale', () => conversation('stale', Date.now() - DAY));
   const all: TransactionRecord[] = [];
   for (let b = 0; b < 10; b++) {
     const batch = Array.from({ length: 100 }, (_, i) => http(c.id, { host: `h${i % 4}`, respBody: `${b}:${i}:` + 'r'.repeat(6000) }));
     await store.putTransactions(batch);
     all.push(...batch);
   }
+  await store.updateConversation('live', () => conversation('live', Date.now()));
   const before = store.dataBytes();
   const maxBytes = Math.floor(before / 3);
   const r = startRetention(store, { maxAgeMs: null, maxBytes, batch: 100, intervalMs: 3_600_000 });
@@ -86,5 +92,39 @@ test('retention by size removes the oldest until live data fits, keeping the new
   const n = counts(dir);
   assert.deepEqual([n.tx, n.bodies, n.byHost, n.byConn, n.byKind], [left.length, left.length, left.length, left.length, left.length]);
   assert.ok(store.getConnection(c.id), 'a connection still referenced by records stays');
+  assert.deepEqual(store.listConversations({}).items.map((x) => x.key), ['live'], 'a conversation last updated before the oldest record left goes');
   assert.ok((store.getTransaction(left[left.length - 1]) as { respBody: string }).respBody.startsWith('9:99:'));
+});
+
+test('retention removes conversations by when they were last updated, not by id; a store without that index gets it on its first read-write open', async (t) => {
+  const dir = tempDir(t);
+  let store = openStore(dir);
+  t.after(() => store.close());
+  const now = Date.now();
+  const keys = Array.from({ length: 30 }, (_, i) => `openai-ws:conn${i}:cache${i}`);
+  for (const [i, key] of keys.entries()) await store.updateConversation(key, () => conversation(key, i < 20 ? now - 30 * DAY : now));
+  // one stale conversation assembled again: it moves to the recent end
+  await store.updateConversation(keys[0], (c) => ({ ...c!, updatedTs: now }));
+  assert.ok(keys.some((k) => conversationId(k) > idAt(now - 7 * DAY)), 'ids that sort after any time-based cutoff');
+
+  // the layout of the version before the index
+  await store.close();
+  const root = open(join(dir, 'db'), { pageSize: 8192, maxDbs: 16 });
+  await root.openDB({ name: 'convByUpdated' }).drop();
+  await root.close();
+  store = openStore(dir);
+  assert.equal(counts(dir).convByUpdated, 30, 'indexed on the read-write open');
+  // an entry left behind (as by an update racing a sweep) removes no conversation, only itself
+  const raw = open(join(dir, 'db'), { pageSize: 8192, maxDbs: 16 });
+  raw.openDB({ name: 'convByUpdated' }).putSync([now - 30 * DAY, conversationId(keys[25])], 1);
+  await raw.close();
+
+  const r = startRetention(store, { maxAgeMs: 7 * DAY, maxBytes: null, batch: 7, intervalMs: 3_600_000 });
+  t.after(() => r.stop());
+  await r.sweep();
+  const left = [keys[0], ...keys.slice(20)];
+  assert.deepEqual(store.listConversations({ limit: 1000 }).items.map((c) => c.key).sort(), left.sort());
+  assert.equal(store.getConversation(conversationId(keys[1])), undefined);
+  const n = counts(dir);
+  assert.deepEqual([n.convs, n.convKeys, n.convByClient, n.convByUpdated], [11, 11, 11, 11]);
 });
