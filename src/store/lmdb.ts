@@ -69,7 +69,8 @@ export interface LmdbStore extends Store {
   readonly path: string;
   /** Bytes held by live pages of every sub-database (what `--retention SIZE` bounds). */
   dataBytes(): number;
-  /** Removes up to `max` transactions with id < beforeId (oldest first), with bodies and index entries. */
+  /** Removes up to `max` transactions with id < beforeId (oldest first), with bodies and index entries;
+   *  a WebSocket upgrade (101) stays while its connection has later records. */
   purgeTransactions(beforeId: string, max: number): Promise<number>;
   /** Removes connections with id < beforeId that no stored transaction references and that ended before `beforeTs`. */
   purgeConnections(beforeId: string, beforeTs: number, max: number): Promise<number>;
@@ -427,7 +428,7 @@ class LmdbStoreImpl implements LmdbStore {
     } else {
       // A new entry starts at the connection's oldest record, not this batch's: records committed
       // before it (an earlier version's, or any an entry removed too early covered) stay reachable.
-      const first = this.oldestRecordId(conn);
+      const first = this.recordIdAt(conn, 'oldest');
       if (first !== undefined && first < span.first) span.first = first;
     }
     wsConns.putSync(conn, span);
@@ -738,7 +739,17 @@ class LmdbStoreImpl implements LmdbStore {
 
   async purgeTransactions(beforeId: string, max: number): Promise<number> {
     const { tx, bodies, byHost, byConn, byKind } = this.d;
-    const victims = Array.from(tx.getRange({ end: beforeId, limit: max }), ({ key, value }) => ({ id: key as string, r: value as TransactionRecord }));
+    const victims: { id: string; r: TransactionRecord }[] = [];
+    for (const { key, value } of tx.getRange({ end: beforeId })) {
+      if (victims.length === max) break;
+      const id = key as string, r = value as TransactionRecord;
+      // A 101 outlives its age while its socket's messages do: they name it (`upgrade`), HAR export
+      // writes them only under its entry, the dashboard links to it. It goes in the first batch
+      // after the last of them. Skipped, not waited on: the scan goes on to the next oldest record,
+      // so a size bound still makes progress past a long-lived socket's 101.
+      if (r.kind === 'HTTP' && r.status === 101 && (this.recordIdAt(r.conn, 'newest') ?? '') > id) continue;
+      victims.push({ id, r });
+    }
     const bodyKeys = victims.flatMap(({ id }) => Array.from(bodies.getKeys({ start: [id], end: [id, END] })));
     if (victims.length === 0) return 0;
     await this.commit((w) => {
@@ -782,12 +793,13 @@ class LmdbStoreImpl implements LmdbStore {
   }
 
   private hasRecords(conn: string): boolean {
-    return this.oldestRecordId(conn) !== undefined;
+    return this.recordIdAt(conn, 'oldest') !== undefined;
   }
 
-  /** The smallest id among a connection's records (its first byConn entry). */
-  private oldestRecordId(conn: string): string | undefined {
-    for (const k of this.d.byConn.getKeys({ start: [conn, ''], end: [conn, END], limit: 1 })) return (k as [string, string])[1];
+  /** The smallest or largest id among a connection's records (its first or last byConn entry). */
+  private recordIdAt(conn: string, end: 'oldest' | 'newest'): string | undefined {
+    const range = end === 'oldest' ? { start: [conn, ''], end: [conn, END] } : { start: [conn, END], end: [conn, ''], reverse: true };
+    for (const k of this.d.byConn.getKeys({ ...range, limit: 1 })) return (k as [string, string])[1];
     return undefined;
   }
 

@@ -3,9 +3,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { open } from 'lmdb';
 import { openStore } from '../../src/store/lmdb.js';
 import { startRetention } from '../../src/store/retention.js';
+import { exportRecords } from '../../src/store/export.js';
 import { idAt } from '../../src/store/ids.js';
 import { conversationId } from '../../src/workers/assemble.js';
 import type { Conversation, TransactionRecord } from '../../src/records.js';
@@ -127,4 +129,68 @@ test('retention removes conversations by when they were last updated, not by id;
   assert.equal(store.getConversation(conversationId(keys[1])), undefined);
   const n = counts(dir);
   assert.deepEqual([n.convs, n.convKeys, n.convByClient, n.convByUpdated], [11, 11, 11, 11]);
+});
+
+/** The WebSocket messages of each HAR entry, by the entry's URL. */
+async function harMessages(store: Parameters<typeof exportRecords>[0]): Promise<Record<string, number>> {
+  const out = new PassThrough();
+  let text = '';
+  out.on('data', (d) => (text += d));
+  await exportRecords(store, { format: 'har' }, out);
+  const entries = JSON.parse(text).log.entries as { request: { url: string }; _webSocketMessages?: unknown[] }[];
+  return Object.fromEntries(entries.map((e) => [e.request.url, e._webSocketMessages?.length ?? -1]));
+}
+
+test('a WebSocket upgrade (101) stays while its socket has later records, without holding retention up, and goes after the last of them', async (t) => {
+  const dir = tempDir(t);
+  const store = openStore(dir);
+  t.after(() => store.close());
+  const start = Date.now() - 10 * DAY;
+  const socket = conn({ id: oldId(10 * DAY), startTs: start }); // still open
+  const other = conn({ id: oldId(10 * DAY), startTs: start, endTs: start });
+  await store.putConnection(socket);
+  await store.putConnection(other);
+  const up = http(socket.id, { id: oldId(10 * DAY), ts: start, status: 101, method: 'GET', path: '/ws', scheme: 'wss', reqBody: undefined, respBody: undefined });
+  const at = (msAgo: number) => ({ id: oldId(msAgo), ts: Date.now() - msAgo });
+  const oldMsgs = [ws(socket.id, up.id, 'client', 0, at(9 * DAY)), ws(socket.id, up.id, 'server', 0, at(9 * DAY))];
+  const oldHttp = Array.from({ length: 5 }, () => http(other.id, { ...at(8 * DAY), path: '/old' }));
+  const newMsgs = [ws(socket.id, up.id, 'client', 1, at(DAY)), ws(socket.id, up.id, 'server', 1, at(DAY))];
+  await store.putTransactions([up, ...oldMsgs, ...oldHttp, ...newMsgs]);
+
+  // batch 1: every batch starts at the 101 and must get past it
+  const week = startRetention(store, { maxAgeMs: 7 * DAY, maxBytes: null, batch: 1, intervalMs: 3_600_000 });
+  t.after(() => week.stop());
+  assert.equal(await week.sweep(), oldMsgs.length + oldHttp.length);
+  assert.deepEqual(store.listTransactions({}).items.map((x) => x.id), [up.id, ...newMsgs.map((m) => m.id)]);
+  assert.ok(store.getConnection(socket.id), 'the socket\'s connection stays with its records');
+  assert.equal(store.getConnection(other.id), undefined);
+  assert.deepEqual(await harMessages(store), { 'wss://api.openai.com/ws': newMsgs.length }, 'the remaining messages are exported under their 101');
+
+  // the socket's last messages age out: the 101 and the connection go with them, in the same sweep
+  const hours = startRetention(store, { maxAgeMs: 12 * 3_600_000, maxBytes: null, batch: 1, intervalMs: 3_600_000 });
+  t.after(() => hours.stop());
+  assert.equal(await hours.sweep(), newMsgs.length + 1);
+  assert.deepEqual(counts(dir).tx, 0);
+  assert.equal(store.getConnection(socket.id), undefined);
+});
+
+test('retention by size gets past a long-lived socket\'s 101 and keeps it', async (t) => {
+  const dir = tempDir(t);
+  const store = openStore(dir);
+  t.after(() => store.close());
+  const socket = conn(), c = conn();
+  await store.putConnection(socket);
+  await store.putConnection(c);
+  const up = http(socket.id, { status: 101, method: 'GET', path: '/ws', scheme: 'wss', reqBody: undefined, respBody: undefined });
+  await store.putTransactions([up]);
+  for (let b = 0; b < 6; b++) await store.putTransactions(Array.from({ length: 100 }, () => http(c.id, { respBody: 'r'.repeat(6000) })));
+  const msg = ws(socket.id, up.id, 'server', 0);
+  await store.putTransactions([msg]);
+  const maxBytes = Math.floor(store.dataBytes() / 3);
+  const r = startRetention(store, { maxAgeMs: null, maxBytes, batch: 50, intervalMs: 3_600_000 });
+  t.after(() => r.stop());
+  assert.ok((await r.sweep()) > 0);
+  assert.ok(store.dataBytes() <= maxBytes, `${store.dataBytes()} > ${maxBytes}`);
+  assert.ok(store.getTransaction(up.id), 'the 101 stays while its message does');
+  assert.deepEqual(await harMessages(store).then((m) => m['wss://api.openai.com/ws']), 1);
 });
