@@ -12,7 +12,7 @@
 //   byHost / byKind   [value, id] → 1                      (HTTP records; WebSocket ones in earlier stores)
 //   wsConns       conn → { first, last, hosts }            (connections that carried WebSocket messages:
 //                 bounds of their record ids, updated once per connection per commit; retention
-//                 removes an ended connection's with its connection record)
+//                 removes it with its connection record)
 //   wsConnBuckets [bucket, conn] → 1                      (each ~17.5-minute bucket of ids a wsConns
 //                 entry's bounds span; written as the bounds widen, removed with the entry)
 //
@@ -72,7 +72,8 @@ export interface LmdbStore extends Store {
   /** Removes up to `max` transactions with id < beforeId (oldest first), with bodies and index entries;
    *  a WebSocket upgrade (101) stays while its connection has later records. */
   purgeTransactions(beforeId: string, max: number): Promise<number>;
-  /** Removes connections with id < beforeId that no stored transaction references and that ended before `beforeTs`. */
+  /** Removes connections with id < beforeId that no stored transaction references and that ended (or, never
+   *  closed, started) before `beforeTs`, with their wsConns entries and buckets. */
   purgeConnections(beforeId: string, beforeTs: number, max: number): Promise<number>;
   /** Removes up to `max` conversations not updated since `beforeTs` (least recently updated first). */
   purgeConversations(beforeTs: number, max: number): Promise<number>;
@@ -767,29 +768,28 @@ class LmdbStoreImpl implements LmdbStore {
   async purgeConnections(beforeId: string, beforeTs: number, max: number): Promise<number> {
     const { conns } = this.d;
     const wsConns = this.d.wsConns!, wsConnBuckets = this.d.wsConnBuckets!; // writing: created on open
-    const victims: ConnectionRecord[] = [];
+    // An open connection (no endTs) older than the cutoff goes too: after a crash it never gets its
+    // close record, and if it is still open its close rewrites it.
+    const stale = (id: string, c: ConnectionRecord | undefined) => c !== undefined && (c.endTs ?? c.startTs ?? c.ts) < beforeTs && !this.hasRecords(id);
+    const victims: string[] = [];
     for (const { key, value } of conns.getRange({ end: beforeId, limit: max * 4 })) {
-      const c = value as ConnectionRecord;
-      // An open connection (no endTs) older than the cutoff is dropped too: after a crash it never
-      // gets its close record, and if it is still open its close rewrites it.
-      if (!this.hasRecords(key as string) && (c.endTs ?? c.startTs ?? c.ts) < beforeTs) victims.push(c);
+      if (stale(key as string, value as ConnectionRecord)) victims.push(key as string);
       if (victims.length >= max) break;
     }
-    if (victims.length) {
-      await this.commit((w) => {
-        for (const c of victims) {
-          w(conns.remove(c.id));
-          // Only an ended connection's: an open one may commit a message between this read and this
-          // write, and its entry must not vanish after that (the writer would not know to put it back).
-          if (c.endTs === undefined) continue;
-          const span = wsConns.get(c.id) as WsConnSpan | undefined;
-          if (!span) continue;
-          w(wsConns.remove(c.id));
-          for (const b of newBuckets(span)) w(wsConnBuckets.remove([b, c.id]));
-        }
-      });
-    }
-    return victims.length;
+    return this.purgeLocked(victims, (id) => {
+      // Checked again under the lock, which capture's commits take too: a connection still open
+      // either committed a record before this (and stays) or commits after it, when its writer,
+      // finding no wsConns entry, starts a new one at that record. Its entry and buckets go with it
+      // either way; nothing would find them again once its connection record is gone.
+      if (!stale(id, conns.get(id) as ConnectionRecord | undefined)) return false;
+      conns.removeSync(id);
+      const span = wsConns.get(id) as WsConnSpan | undefined;
+      if (span) {
+        wsConns.removeSync(id);
+        for (const b of newBuckets(span)) wsConnBuckets.removeSync([b, id]);
+      }
+      return true;
+    });
   }
 
   private hasRecords(conn: string): boolean {

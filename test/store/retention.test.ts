@@ -33,7 +33,7 @@ test('retention by age removes old transactions, their bodies, index entries, en
   t.after(() => store.close());
   const oldConn = conn({ id: oldId(10 * DAY), startTs: Date.now() - 10 * DAY, endTs: Date.now() - 10 * DAY });
   const newConn = conn();
-  // still open (no endTs), idle for 10 days: its record goes, its wsConns entry stays (it may yet send)
+  // still open (no endTs), idle for 10 days: its record goes, and its wsConns entry with it
   const idleConn = conn({ id: oldId(10 * DAY), startTs: Date.now() - 10 * DAY });
   await store.putConnection(oldConn);
   await store.putConnection(newConn);
@@ -60,12 +60,13 @@ test('retention by age removes old transactions, their bodies, index entries, en
   assert.equal(store.getConnection(idleConn.id), undefined);
   assert.ok(store.getConnection(newConn.id));
   assert.deepEqual(store.listConversations({}).items.map((c) => c.key), ['live']);
-  assert.deepEqual(counts(dir), { tx: 2, bodies: 1, byHost: 1, byConn: 2, byKind: 1, conns: 1, convs: 1, convKeys: 1, convByClient: 1, wsConns: 2, wsConnBuckets: 2, convByUpdated: 1 });
+  assert.deepEqual(counts(dir), { tx: 2, bodies: 1, byHost: 1, byConn: 2, byKind: 1, conns: 1, convs: 1, convKeys: 1, convByClient: 1, wsConns: 1, wsConnBuckets: 1, convByUpdated: 1 });
   assert.equal(await r.sweep(), 0, 'a second sweep finds nothing');
-  // the idle connection speaks again: reachable by kind, its entry never having gone
+  // the idle connection speaks again: a new entry, from this message on, makes it reachable by kind
   const late = ws(idleConn.id, 'u', 'server', 1);
   await store.putTransactions([late]);
   assert.deepEqual(store.listTransactions({ kind: 'WS_RESP' }).items.map((x) => x.id), [late.id]);
+  assert.deepEqual([counts(dir).wsConns, counts(dir).wsConnBuckets], [2, 2]);
 });
 
 test('retention by size removes the oldest until live data fits, keeping the newest', async (t) => {
@@ -193,4 +194,23 @@ test('retention by size gets past a long-lived socket\'s 101 and keeps it', asyn
   assert.ok(store.dataBytes() <= maxBytes, `${store.dataBytes()} > ${maxBytes}`);
   assert.ok(store.getTransaction(up.id), 'the 101 stays while its message does');
   assert.deepEqual(await harMessages(store).then((m) => m['wss://api.openai.com/ws']), 1);
+});
+
+test('a connection that never closed (greytap killed while it was open) leaves no wsConns entry or bucket behind once its records age out', async (t) => {
+  const dir = tempDir(t);
+  const store = openStore(dir);
+  t.after(() => store.close());
+  const start = Date.now() - 10 * DAY;
+  const c = conn({ id: oldId(10 * DAY), startTs: start });
+  await store.putConnection(c);
+  const up = http(c.id, { id: oldId(10 * DAY), ts: start, status: 101, method: 'GET', scheme: 'wss', reqBody: undefined, respBody: undefined });
+  // messages over two days: the entry spans many buckets
+  const msgs = [0, 1, 2].map((d) => ws(c.id, up.id, 'client', d, { id: oldId((10 - d) * DAY), ts: start + d * DAY }));
+  await store.putTransactions([up, ...msgs]);
+  assert.ok(counts(dir).wsConnBuckets > 100);
+  const r = startRetention(store, { maxAgeMs: 5 * DAY, maxBytes: null, intervalMs: 3_600_000 });
+  t.after(() => r.stop());
+  assert.equal(await r.sweep(), 4);
+  const n = counts(dir);
+  assert.deepEqual([n.tx, n.byConn, n.conns, n.wsConns, n.wsConnBuckets], [0, 0, 0, 0, 0]);
 });
