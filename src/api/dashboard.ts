@@ -107,9 +107,16 @@ async function showConnection(id, upgrade) {
       $('p', { textContent: 'client ' + c.clientAddr + (c.clientUser ? ' as ' + c.clientUser : '') + ' · up ' + size(c.bytesUp) + ' · down ' + size(c.bytesDown) + (c.closeReason ? ' · ' + c.closeReason : '') })];
     const msgs = c.messages.filter((m) => !upgrade || m.upgrade === upgrade);
     out.push($('h3', { textContent: 'WebSocket messages (' + msgs.length + (c.messagesTruncated ? '+' : '') + ')' }));
+    const payload = (m) => (m.body != null ? pretty(m.body) : m.bodyBase64 != null ? '[base64] ' + m.bodyBase64 : '');
     for (const m of msgs) {
-      const text = m.body != null ? pretty(m.body) : m.bodyBase64 != null ? '[base64] ' + m.bodyBase64 : '';
-      out.push($('div', { className: 'msg ' + m.direction }, $('div', { textContent: (m.direction === 'client' ? '→ ' : '← ') + time(m.ts) + ' #' + m.seq + ' ' + m.opcode + ' ' + size(m.size) + (m.error ? ' [' + m.error + ']' : '') + (m.closeCode ? ' ' + m.closeCode + ' ' + (m.closeReason || '') : '') }), $('pre', { textContent: text })));
+      const pre = $('pre', { textContent: payload(m) });
+      // past the response's body budget a message comes without its body: fetched when asked for
+      if (m.body == null && m.bodyBase64 == null && m.size > 0 && c.bodiesOmitted) {
+        const a = $('a', { textContent: 'load payload' });
+        a.onclick = async () => { pre.textContent = payload(await get('/api/transactions/' + m.id)); };
+        pre.replaceChildren(a);
+      }
+      out.push($('div', { className: 'msg ' + m.direction }, $('div', { textContent: (m.direction === 'client' ? '→ ' : '← ') + time(m.ts) + ' #' + m.seq + ' ' + m.opcode + ' ' + size(m.size) + (m.error ? ' [' + m.error + ']' : '') + (m.closeCode ? ' ' + m.closeCode + ' ' + (m.closeReason || '') : '') }), pre));
     }
     detail.replaceChildren(...out);
   } catch (e) { detail.replaceChildren($('p', { className: 'err', textContent: String(e) })); }

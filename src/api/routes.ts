@@ -24,6 +24,13 @@ const KINDS: ReadonlySet<string> = new Set<RecordKind>(['HTTP', 'WS_REQ', 'WS_RE
 /** Connection messages served with GET /api/connections/:id unless `limit` says otherwise. */
 const DEFAULT_MESSAGES = 10_000;
 const MAX_MESSAGES = 100_000;
+/**
+ * Decoded body bytes one GET /api/connections/:id carries at most; the messages after come as
+ * metadata (`bodiesOmitted`), their bodies one by one at /api/transactions/:id. 10,000 messages of
+ * up to --max-body each, read and turned into one string on the forwarding thread, took seconds
+ * and GBs and ended in a 500 (a long session of big messages: one click in the dashboard).
+ */
+const MESSAGE_BODY_BUDGET = 8 << 20;
 
 function send(res: ServerResponse, status: number, type: string, body: string | Buffer, extra: Record<string, string> = {}): void {
   res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...extra });
@@ -137,9 +144,15 @@ export async function route(ctx: RouteContext, req: IncomingMessage, res: Server
       const limit = intParam(p, 'limit', 1, MAX_MESSAGES) ?? DEFAULT_MESSAGES;
       const c = ctx.store.getConnection(id);
       if (!c) return json(res, 404, { error: `no connection ${id}` });
-      const messages = ctx.store.wsMessages(id, { limit: limit + 1 });
-      const truncated = messages.length > limit;
-      return json(res, 200, { ...c, messages: truncated ? messages.slice(0, limit) : messages, ...(truncated ? { messagesTruncated: true } : {}) });
+      const metas = ctx.store.wsMessages(id, { limit: limit + 1, bodies: false });
+      const truncated = metas.length > limit;
+      let budget = MESSAGE_BODY_BUDGET, omitted = false;
+      const messages = (truncated ? metas.slice(0, limit) : metas).map((m) => {
+        if (omitted || m.size > budget) { omitted = true; return m; } // wire order: the first ones whole
+        budget -= m.size;
+        return (ctx.store.getTransaction(m.id) as typeof m | undefined) ?? m;
+      });
+      return json(res, 200, { ...c, messages, ...(truncated ? { messagesTruncated: true } : {}), ...(omitted ? { bodiesOmitted: true } : {}) });
     }
     if ((id = idFrom(path, '/api/conversations/')) !== null) {
       params(url, []);

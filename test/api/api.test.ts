@@ -250,3 +250,23 @@ test('SSE: a client that stops reading is disconnected instead of buffering with
   assert.ok(s.isClosed());
   server.listen(0); // let the t.after close() find a listening server
 });
+
+test('GET /api/connections/:id carries message bodies up to a budget; the rest as metadata, each body at /api/transactions/:id', async (t) => {
+  const { base, store } = await setup(t);
+  const c = conn();
+  await store.putConnection(c);
+  const up = http(c.id, { status: 101, respBody: undefined, reqBody: undefined });
+  await store.putTransactions([up]);
+  const big = (i: number) => String.fromCharCode(97 + i).repeat(1 << 20);
+  for (let i = 0; i < 10; i++) await store.putTransactions([ws(c.id, up.id, 'server', i, { ts: i + 1, body: big(i), size: 1 << 20 })]);
+  const r = await getJson(`${base}/api/connections/${c.id}`);
+  assert.equal(r.status, 200);
+  assert.equal(r.body.messages.length, 10);
+  assert.equal(r.body.bodiesOmitted, true);
+  const withBody = r.body.messages.filter((m: any) => m.body !== undefined);
+  assert.deepEqual(withBody.map((m: any) => m.seq), [0, 1, 2, 3, 4, 5, 6, 7], 'the first 8 MiB of bodies, in wire order');
+  assert.equal(withBody[7].body, big(7));
+  const last = r.body.messages[9];
+  assert.equal(last.body, undefined);
+  assert.equal((await getJson(`${base}/api/transactions/${last.id}`)).body.body, big(9));
+});
