@@ -10,7 +10,7 @@ import { createSocksProxy } from './io/socks-listener.js';
 import type { ProxyContext } from './io/context.js';
 import { CapturePool } from './workers/pool.js';
 import { openStore } from './store/lmdb.js';
-import { startRetention } from './store/retention.js';
+import { startRetentionThread } from './store/retention-thread.js';
 import { startApi } from './api/server.js';
 import { RecordEvents } from './api/events.js';
 import { registry } from './metrics.js';
@@ -94,7 +94,7 @@ export async function serve(cfg: Config): Promise<Running> {
     throw e;
   }
   up = true;
-  const retention = startRetention(store, { maxAgeMs: cfg.retentionMs, maxBytes: cfg.retentionBytes });
+  const retention = startRetentionThread(cfg.dataDir, { maxAgeMs: cfg.retentionMs, maxBytes: cfg.retentionBytes });
 
   return {
     ctx,
@@ -102,7 +102,7 @@ export async function serve(cfg: Config): Promise<Running> {
     caPath: ca.caCertPath,
     async stop() {
       up = false;
-      retention.stop();
+      const retained = retention?.stop();
       const closed = Promise.all(servers.map((s) => new Promise<void>((r) => {
         s.close(() => r());
         (s as http.Server).closeAllConnections?.();
@@ -112,6 +112,7 @@ export async function serve(cfg: Config): Promise<Running> {
       await closed;
       await pool.drain();
       await pool.close();
+      await retained;
       await store.close();
     },
   };

@@ -1,6 +1,6 @@
 // Background retention (`--retention 7d` and/or `--retention 2GiB`): deletes the oldest records in
-// small batches, each its own LMDB write transaction, yielding to the event loop between batches so
-// the main thread never stalls. Freed pages are reused by LMDB; the file itself does not shrink, so
+// small batches, each its own LMDB write transaction, yielding to the event loop between batches.
+// serve runs it on a thread of its own (retention-thread.ts). Freed pages are reused by LMDB; the file itself does not shrink, so
 // the size limit applies to live data (dataBytes), not the file size.
 import type { LmdbStore } from './lmdb.js';
 import { idAt } from './ids.js';
@@ -17,7 +17,8 @@ export interface RetentionOptions {
 }
 
 export interface Retention {
-  stop(): void;
+  /** No sweep starts after this; resolves when the one in progress (if any) has stopped. */
+  stop(): Promise<void>;
   /** Runs one sweep now (also what the timer runs); resolves with the number of transactions removed. */
   sweep(): Promise<number>;
 }
@@ -68,7 +69,11 @@ export function startRetention(store: LmdbStore, opts: RetentionOptions): Retent
   }, opts.intervalMs ?? 60_000);
   timer.unref();
   return {
-    stop() { stopped = true; clearInterval(timer); },
+    async stop() {
+      stopped = true;
+      clearInterval(timer);
+      await running?.catch(() => {});
+    },
     sweep,
   };
 }

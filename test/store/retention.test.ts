@@ -7,6 +7,7 @@ import { PassThrough } from 'node:stream';
 import { open } from 'lmdb';
 import { openStore } from '../../src/store/lmdb.js';
 import { startRetention } from '../../src/store/retention.js';
+import { startRetentionThread } from '../../src/store/retention-thread.js';
 import { exportRecords } from '../../src/store/export.js';
 import { idAt } from '../../src/store/ids.js';
 import { conversationId } from '../../src/workers/assemble.js';
@@ -213,4 +214,25 @@ test('a connection that never closed (greytap killed while it was open) leaves n
   assert.equal(await r.sweep(), 4);
   const n = counts(dir);
   assert.deepEqual([n.tx, n.byConn, n.conns, n.wsConns, n.wsConnBuckets], [0, 0, 0, 0, 0]);
+});
+
+test('serve\'s retention thread sweeps the store beside the main thread and stops cleanly', async (t) => {
+  const dir = tempDir(t);
+  const store = openStore(dir);
+  t.after(() => store.close());
+  const c = conn({ id: oldId(10 * DAY), startTs: Date.now() - 10 * DAY, endTs: Date.now() - 10 * DAY });
+  await store.putConnection(c);
+  const old = Array.from({ length: 30 }, () => http(c.id, { id: oldId(10 * DAY), ts: Date.now() - 10 * DAY }));
+  const fresh = http(conn().id);
+  await store.putTransactions([...old, fresh]);
+  await store.updateConversation('stale', () => conversation('stale', Date.now() - 9 * DAY));
+  const thread = startRetentionThread(dir, { maxAgeMs: 7 * DAY, maxBytes: null, intervalMs: 50 })!;
+  const deadline = Date.now() + 10_000;
+  while (store.listTransactions({}).items.length > 1 || store.getConnection(c.id) || store.getConversation(conversationId('stale'))) {
+    assert.ok(Date.now() < deadline, 'swept within 10 s');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.deepEqual(store.listTransactions({}).items.map((x) => x.id), [fresh.id]);
+  await thread.stop();
+  assert.equal(startRetentionThread(dir, { maxAgeMs: null, maxBytes: null }), null, 'no thread without a bound');
 });

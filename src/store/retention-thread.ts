@@ -1,0 +1,43 @@
+// Retention on a thread of its own. Its removals that must re-check under LMDB's writer lock run
+// as synchronous transactions, which wait for a capture worker's commit and then sync: on serve's
+// main thread that would stall forwarding for as long, once a sweep. Here only this thread waits.
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { openStore } from './lmdb.js';
+import { startRetention, type RetentionOptions } from './retention.js';
+
+interface ThreadData { dataDir: string; opts: Pick<RetentionOptions, 'maxAgeMs' | 'maxBytes' | 'intervalMs'> }
+
+export interface RetentionThread {
+  /** Lets a sweep in progress finish its batch, closes the thread's store handle, ends the thread. */
+  stop(): Promise<void>;
+}
+
+/** Null when no retention is asked for (no thread is started). */
+export function startRetentionThread(dataDir: string, opts: ThreadData['opts']): RetentionThread | null {
+  if (opts.maxAgeMs == null && opts.maxBytes == null) return null;
+  const w = new Worker(new URL(import.meta.url), { workerData: { dataDir, opts } satisfies ThreadData });
+  w.unref();
+  w.on('error', (e) => console.error(`greytap: retention stopped: ${e.message}`));
+  const exited = new Promise<void>((r) => w.once('exit', () => r()));
+  return {
+    async stop() {
+      w.postMessage('stop');
+      // a sweep's batch is short; a thread that does not answer is ended
+      const t = setTimeout(() => void w.terminate(), 5_000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+if (!isMainThread && parentPort && (workerData as ThreadData | undefined)?.dataDir) {
+  const { dataDir, opts } = workerData as ThreadData;
+  const port = parentPort;
+  const store = openStore(dataDir);
+  const retention = startRetention(store, { ...opts, onError: (e) => console.error(`greytap: retention sweep failed: ${(e as Error)?.message ?? e}`) });
+  port.once('message', async () => {
+    await retention.stop();
+    await store.close();
+    port.close();
+  });
+}
