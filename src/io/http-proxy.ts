@@ -106,7 +106,7 @@ async function handle(ctx: ProxyContext, conn: ProxyConnection, client: net.Sock
   const tap = new HttpTap({
     conn, tls: false, host: t.host, port: t.port, pool: ctx.pool, maxBody: ctx.cfg.maxBody,
     boundOrigin: `${t.host}:${t.port}`,
-    closeBound: (reason) => { conn.record.closeReason = reason; client.destroy(); upstream.destroy(); },
+    closeBound: (reason) => { conn.record.closeReason ??= reason; client.destroy(); upstream.destroy(); },
   });
   pipeConnection(conn, client, upstream, tap, { clientHead: head.chunks });
 }

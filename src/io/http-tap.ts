@@ -73,6 +73,7 @@ type Mode = 'http' | 'guard' | 'ws' | 'raw';
 
 export class HttpTap implements Tap {
   private mode: Mode = 'http';
+  private closing = false;
   private ws?: WsConnectionTap;
   private readonly reqParser: Http1Parser;
   private readonly respParser: Http1Parser;
@@ -131,6 +132,8 @@ export class HttpTap implements Tap {
   }
 
   close(): void {
+    // Closing already: a request cut by it is recorded as such, it gives no reason to close.
+    this.closing = true;
     if (this.mode === 'ws') { this.ws!.close(); return; }
     if (this.mode === 'guard') { this.mode = 'raw'; return; } // capture stopped at the failure
     if (this.mode === 'http') {
@@ -251,7 +254,7 @@ export class HttpTap implements Tap {
    * watched on ('guard'); after a request side failure nothing later on it can be, so it closes.
    */
   private fail(side: 'request' | 'response', ex: Exchange | undefined, detail: string): void {
-    if (this.mode === 'guard') return this.closeBound('unchecked_request'); // only requests are parsed now
+    if (this.mode === 'guard') return this.closing ? void (this.mode = 'raw') : this.closeBound('unchecked_request'); // only requests are parsed now
     // the parser reports a message cut by the close as bad_http with a "truncated…" detail
     const code: ErrorCode = detail.startsWith('truncated') ? 'truncated_stream' : 'bad_http';
     decodeErrors.inc({ kind: code });
@@ -262,7 +265,9 @@ export class HttpTap implements Tap {
       // nothing to attach it to: record a transaction that only says what went wrong
       this.o.pool.http({ ...this.emptyTask(), error: code, errorDetail: detail }, this.o.conn.id);
     }
-    if (this.o.boundOrigin === undefined) this.mode = 'raw';
+    // Every exchange is submitted: no later byte may reach their (handed over) buffers.
+    this.reqEx = this.respEx = undefined;
+    if (this.o.boundOrigin === undefined || this.closing) this.mode = 'raw';
     else if (side === 'response') this.mode = 'guard';
     else this.closeBound('unchecked_request');
   }

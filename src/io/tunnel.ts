@@ -119,14 +119,18 @@ async function intercept(ctx: ProxyContext, conn: ProxyConnection, client: net.S
   const clientReady = new Promise<void>((resolve, reject) => {
     clientTls.once('secure', resolve);
     clientTls.once('error', reject);
+    clientTls.once('close', () => reject(new Error('client closed during the TLS handshake'))); // (after 'secure': a no-op)
   });
   handshakeWithin(clientTls, 'secure', ctx.cfg.handshakeTimeoutMs);
-  // A client gone mid-handshake (or closed by stop()) takes the origin's half-done handshake with it.
-  const abandon = () => upstream.destroy();
+  // A client gone mid-handshake (a reset, a FIN: it can send no more of it, or closed by stop())
+  // ends both handshakes at once instead of at the timeout.
+  const abandon = () => { clientTls.destroy(); upstream.destroy(); };
   client.once('close', abandon);
+  client.once('end', abandon);
   // Both handshakes run at once: the origin's cost hides behind the client's.
   const [c, u] = await Promise.allSettled([clientReady, upstreamTls(upstream, name, ctx.upstreamTrust, ctx.cfg.handshakeTimeoutMs)]);
   client.off('close', abandon);
+  client.off('end', abandon);
   tlsHandshakes.inc({ side: 'client', result: c.status === 'fulfilled' ? 'ok' : 'error' });
   tlsHandshakes.inc({ side: 'upstream', result: u.status === 'fulfilled' ? 'ok' : 'error' });
   if (c.status === 'rejected') {

@@ -49,6 +49,8 @@ export function upstreamTls(socket: net.Socket, name: string, trust: tls.SecureC
       ALPNProtocols: ['http/1.1'],
     });
     handshakeWithin(t, 'secureConnect', timeoutMs);
+    // The socket under it destroyed (the client went away) ends it with 'close' alone, no 'error'.
+    t.once('close', () => reject(new Error('connection closed during the TLS handshake')));
     t.once('secureConnect', () => { t.removeAllListeners('error'); t.on('error', ignore); resolve(t); });
     t.once('error', reject);
   });

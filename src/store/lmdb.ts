@@ -81,8 +81,8 @@ export interface LmdbStore extends Store {
   getTransactionMeta(id: string): TransactionRecord | undefined;
   /** Messages of a connection in wire order; `limit` caps how many are read, `bodies: false` skips bodies. */
   wsMessages(connId: string, opts?: { limit?: number; bodies?: boolean }): WsMessageRecord[];
-  /** The oldest stored transaction id, if any. */
-  oldestTransactionId(): string | undefined;
+  /** The oldest stored transaction retention would remove next (a 101 kept for its socket's later records is passed over), if any. */
+  oldestRemovableId(): string | undefined;
   /** The newest stored transaction id, if any. */
   newestTransactionId(): string | undefined;
 }
@@ -712,9 +712,17 @@ class LmdbStoreImpl implements LmdbStore {
     return { items, next: more && items.length ? items[items.length - 1].id : null };
   }
 
-  oldestTransactionId(): string | undefined {
-    for (const k of this.d.tx.getKeys({ limit: 1 })) return k as string;
+  oldestRemovableId(): string | undefined {
+    for (const { key, value } of this.d.tx.getRange({})) if (!this.keptUpgrade(key as string, value as TransactionRecord)) return key as string;
     return undefined;
+  }
+
+  /**
+   * A 101 outlives its age while its socket's messages do: they name it (`upgrade`), HAR export
+   * writes them only under its entry, the dashboard links to it. It goes after the last of them.
+   */
+  private keptUpgrade(id: string, r: TransactionRecord): boolean {
+    return r.kind === 'HTTP' && r.status === 101 && (this.recordIdAt(r.conn, 'newest') ?? '') > id;
   }
 
   newestTransactionId(): string | undefined {
@@ -744,11 +752,9 @@ class LmdbStoreImpl implements LmdbStore {
     for (const { key, value } of tx.getRange({ end: beforeId })) {
       if (victims.length === max) break;
       const id = key as string, r = value as TransactionRecord;
-      // A 101 outlives its age while its socket's messages do: they name it (`upgrade`), HAR export
-      // writes them only under its entry, the dashboard links to it. It goes in the first batch
-      // after the last of them. Skipped, not waited on: the scan goes on to the next oldest record,
-      // so a size bound still makes progress past a long-lived socket's 101.
-      if (r.kind === 'HTTP' && r.status === 101 && (this.recordIdAt(r.conn, 'newest') ?? '') > id) continue;
+      // Skipped, not waited on: the scan goes on to the next oldest record, so a size bound still
+      // makes progress past a long-lived socket's 101 (which goes in the first batch after its last message).
+      if (this.keptUpgrade(id, r)) continue;
       victims.push({ id, r });
     }
     const bodyKeys = victims.flatMap(({ id }) => Array.from(bodies.getKeys({ start: [id], end: [id, END] })));

@@ -47,7 +47,8 @@ export function startRetention(store: LmdbStore, opts: RetentionOptions): Retent
         removed += n;
         await tick();
       }
-      const oldest = store.oldestTransactionId();
+      // (a 101 kept for a live socket is no measure of what is left: its time may be long past)
+      const oldest = store.oldestRemovableId();
       if (removed > 0 && !stopped) {
         const cutoff = oldest ?? 'ffffffffffffffff';
         const cutoffTs = oldest ? Number(BigInt('0x' + oldest) >> 12n) : Date.now();

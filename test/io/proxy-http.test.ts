@@ -457,13 +457,42 @@ test('handshake timeout: a silent client of either listener, and an origin that 
     tlsClient.on('error', () => {});
     await new Promise<void>((r) => tlsClient.on('close', () => r()));
     assert.match(Buffer.concat(reply).toString(), /^HTTP\/1\.1 502 [\s\S]*TLS to silent\.test:443 failed: TLS handshake not finished within 1 s/);
-    const active = async () => [...(await (await fetch(g2.api + '/metrics')).text()).matchAll(/^greytap_connections_active\{listener="(?:http|socks)"\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
-    await waitFor(async () => (await active()) === 0, 'every timed-out connection finished');
+    const active = async (gt: Greytap) => [...(await (await fetch(gt.api + '/metrics')).text()).matchAll(/^greytap_connections_active\{listener="(?:http|socks)"\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
+    await waitFor(async () => (await active(g2)) === 0, 'every timed-out connection finished');
+
+    // A client that resets mid-handshake ends both handshakes then, not at the (long) timeout.
+    const g3 = await startGreytap(['--handshake-timeout', '60s', '--upstream-ca', pki.caPath, '--map', `silent.test:443=127.0.0.1:${silentPort}`]);
+    try {
+      const t3 = await connectTunnel(g3.httpProxy, 'silent.test:443');
+      const tc = tls.connect({ socket: t3, servername: 'silent.test', ca: readFileSync(g3.caPath) });
+      tc.on('error', () => {});
+      await waitFor(async () => (await active(g3)) === 1, 'the tunnel open');
+      await new Promise((r) => setTimeout(r, 200)); // the ClientHello is in, both handshakes running
+      t3.resetAndDestroy();
+      await waitFor(async () => (await active(g3)) === 0, 'the reset connection finished', 5000);
+    } finally { await g3.stop(); }
   } finally {
     for (const s of opened) s.destroy();
     await g2.stop();
     silent.close();
   }
+});
+
+test('a bound connection whose response the tap cannot parse (guard mode) holds no capture memory for the request body still arriving', async () => {
+  const memory = async () => Number(/^greytap_capture_memory_bytes (\d+)/m.exec(await (await fetch(g.api + '/metrics')).text())?.[1]);
+  const [h, p] = g.httpProxy.split(':');
+  const s = net.connect(Number(p), h);
+  s.on('error', () => {});
+  const got: Buffer[] = [];
+  s.on('data', (d) => got.push(d));
+  const body = Buffer.alloc(4 << 20, 0x61);
+  s.write(`POST http://odd.test/early HTTP/1.1\r\nHost: odd.test\r\nContent-Length: ${body.length}\r\n\r\n`);
+  await waitFor(() => Buffer.concat(got).includes('odd answered'), 'the early (folded) answer');
+  await new Promise<void>((r) => s.write(body, () => r()));
+  s.end();
+  await new Promise<void>((r) => s.on('close', () => r()));
+  await g.drain();
+  await waitFor(async () => (await memory()) === 0, 'capture memory back to 0');
 });
 
 test('a response cut by the close, with a partial request behind it: one record, one error', async () => {

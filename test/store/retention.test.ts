@@ -236,3 +236,24 @@ test('serve\'s retention thread sweeps the store beside the main thread and stop
   await thread.stop();
   assert.equal(startRetentionThread(dir, { maxAgeMs: null, maxBytes: null }), null, 'no thread without a bound');
 });
+
+test('size retention measures what is left by the oldest removable record, not a 101 kept for a live socket', async (t) => {
+  const dir = tempDir(t);
+  const store = openStore(dir);
+  t.after(() => store.close());
+  const socket = conn({ id: oldId(10 * DAY), startTs: Date.now() - 10 * DAY });
+  const other = conn({ id: oldId(9 * DAY), startTs: Date.now() - 9 * DAY, endTs: Date.now() - 9 * DAY });
+  await store.putConnection(socket);
+  await store.putConnection(other);
+  const up = http(socket.id, { id: oldId(10 * DAY), ts: Date.now() - 10 * DAY, status: 101, reqBody: undefined, respBody: undefined });
+  const bulk = Array.from({ length: 200 }, () => http(other.id, { id: oldId(5 * DAY), ts: Date.now() - 5 * DAY, respBody: 'z'.repeat(9000) }));
+  await store.putTransactions([up, ...bulk]);
+  await store.putTransactions([ws(socket.id, up.id, 'client', 0)]); // the socket is alive: a fresh message
+  await store.updateConversation('old', () => conversation('old', Date.now() - 5 * DAY));
+  const r = startRetention(store, { maxAgeMs: null, maxBytes: 300_000, batch: 50, intervalMs: 3_600_000 });
+  t.after(() => r.stop());
+  assert.equal(await r.sweep(), 200);
+  assert.ok(store.getTransaction(up.id), 'the live socket\'s 101 stays');
+  assert.equal(store.getConnection(other.id), undefined, 'a connection with nothing left goes');
+  assert.equal(store.getConversation(conversationId('old')), undefined, 'a conversation older than what is left goes');
+});
