@@ -124,13 +124,13 @@ async function intercept(ctx: ProxyContext, conn: ProxyConnection, client: net.S
   handshakeWithin(clientTls, 'secure', ctx.cfg.handshakeTimeoutMs);
   // A client gone mid-handshake (a reset, a FIN: it can send no more of it, or closed by stop())
   // ends both handshakes at once instead of at the timeout.
+  // (On the TLS socket too: the raw socket under it may report nothing of a FIN.)
   const abandon = () => { clientTls.destroy(); upstream.destroy(); };
-  client.once('close', abandon);
-  client.once('end', abandon);
+  const gone = [[client, 'close'], [client, 'end'], [clientTls, 'close'], [clientTls, 'end']] as const;
+  for (const [s, e] of gone) s.once(e, abandon);
   // Both handshakes run at once: the origin's cost hides behind the client's.
   const [c, u] = await Promise.allSettled([clientReady, upstreamTls(upstream, name, ctx.upstreamTrust, ctx.cfg.handshakeTimeoutMs)]);
-  client.off('close', abandon);
-  client.off('end', abandon);
+  for (const [s, e] of gone) s.off(e, abandon);
   tlsHandshakes.inc({ side: 'client', result: c.status === 'fulfilled' ? 'ok' : 'error' });
   tlsHandshakes.inc({ side: 'upstream', result: u.status === 'fulfilled' ? 'ok' : 'error' });
   if (c.status === 'rejected') {

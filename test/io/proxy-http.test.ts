@@ -470,6 +470,13 @@ test('handshake timeout: a silent client of either listener, and an origin that 
       await new Promise((r) => setTimeout(r, 200)); // the ClientHello is in, both handshakes running
       t3.resetAndDestroy();
       await waitFor(async () => (await active(g3)) === 0, 'the reset connection finished', 5000);
+      // and one that sends its FIN instead
+      const t4 = await connectTunnel(g3.httpProxy, 'silent.test:443');
+      tls.connect({ socket: t4, servername: 'silent.test', ca: readFileSync(g3.caPath) }).on('error', () => {});
+      await waitFor(async () => (await active(g3)) === 1, 'the second tunnel open');
+      await new Promise((r) => setTimeout(r, 200));
+      t4.end();
+      await waitFor(async () => (await active(g3)) === 0, 'the half-closed connection finished', 5000);
     } finally { await g3.stop(); }
   } finally {
     for (const s of opened) s.destroy();
