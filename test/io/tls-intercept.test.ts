@@ -119,6 +119,10 @@ test('broken CA files give a clear error instead of a silent new CA', () => {
   readCaPem(other);
   fs.copyFileSync(path.join(other, 'ca', 'greytap-ca-key.pem'), path.join(d, 'ca', 'greytap-ca-key.pem'));
   assert.throws(() => loadOrCreateCA(d), /does not match/);
+  // the certificate gone, the key still there: refused, not replaced by a new CA clients do not trust
+  fs.rmSync(path.join(d, 'ca', 'greytap-ca.pem'));
+  assert.throws(() => loadOrCreateCA(d), /CA key .* is there but its certificate .* is not/);
+  assert.equal(fs.existsSync(path.join(d, 'ca', 'greytap-ca.pem')), false);
 });
 
 test('Node tls with SNI verifies the leaf; SAN, CN, validity and extensions are right', async () => {

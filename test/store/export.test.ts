@@ -55,6 +55,8 @@ test('jsonl export round-trips every record with bodies, honours filters and bac
   assert.deepEqual(lines, records.map((r) => JSON.parse(JSON.stringify(store.getTransaction(r.id)))));
   assert.equal(lines[1].respBody, 'é'.repeat(10000), 'a body stored apart is exported');
   assert.ok(out.drains() > 0, 'the sink pushed back and export waited for drain');
+  assert.ok(out.stream.listenerCount('close') <= 1 && out.stream.listenerCount('error') <= 1,
+    `no listener left per wait (close ${out.stream.listenerCount('close')}, error ${out.stream.listenerCount('error')})`);
 
   const only = async (o: Parameters<typeof exportRecords>[1]) => { const s = sink(); await exportRecords(store, o, s.stream); return s.text().trimEnd().split('\n').filter(Boolean).map((l) => JSON.parse(l).id); };
   assert.deepEqual(await only({ format: 'jsonl', kind: 'WS_CTRL' }), records.filter((r) => r.kind === 'WS_CTRL').map((r) => r.id));
