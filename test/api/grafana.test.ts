@@ -19,3 +19,15 @@ test('every metric queried by grafana/greytap-dashboard.json exists in /metrics'
     assert.deepEqual(missing, [], `dashboard queries metrics that /metrics does not have`);
   } finally { await g.stop(); }
 });
+
+test('every byte-valued series in the dashboard is drawn in bytes', () => {
+  const dash = JSON.parse(readFileSync('grafana/greytap-dashboard.json', 'utf8'));
+  for (const p of dash.panels) {
+    for (const t of p.targets) {
+      if (!/greytap_\w+_bytes\b(?!_total)/.test(t.expr) || /rate\(/.test(t.expr)) continue;
+      const override = (p.fieldConfig?.overrides ?? []).find((o: any) => o.matcher?.id === 'byFrameRefID' && o.matcher.options === t.refId);
+      const unit = override?.properties?.find((x: any) => x.id === 'unit')?.value ?? p.fieldConfig?.defaults?.unit;
+      assert.equal(unit, 'bytes', `${p.title}: ${t.expr}`);
+    }
+  }
+});
