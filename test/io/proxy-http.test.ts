@@ -538,3 +538,22 @@ test('metrics: a connect-and-close probe is no bad request; a connection is coun
   await waitFor(async () => (await total()) === opened + 1, 'counted while still open');
   t.destroy();
 });
+
+test('a request cut by the client\'s own close on a bound connection keeps the close reason it had', async (t) => {
+  const mute = net.createServer((c) => c.resume()); // reads, never answers; ends when the client does
+  const mutePort = await listen(mute);
+  t.after(() => mute.close());
+  const g4 = await startGreytap(['--map', `mute.test:80=127.0.0.1:${mutePort}`]);
+  t.after(() => g4.stop());
+  const [h, p] = g4.httpProxy.split(':');
+  const s = net.connect(Number(p), h);
+  s.on('error', () => {});
+  s.resume();
+  s.end('POST http://mute.test/cut-by-close HTTP/1.1\r\nHost: mute.test\r\nContent-Length: 100\r\n\r\nabc');
+  await new Promise<void>((r) => s.on('close', () => r()));
+  await g4.drain();
+  const cut = await waitFor(async () => (await apiGet(g4, '/api/transactions?kind=HTTP&limit=10')).items.find((x: any) => x.path === '/cut-by-close'), 'the cut request recorded');
+  assert.equal(cut.error, 'truncated_stream');
+  const conn = await waitFor(async () => { const c = await apiGet(g4, `/api/connections/${cut.conn}`); return c.endTs !== undefined && c; }, 'connection closed');
+  assert.equal(conn.closeReason, 'client_end');
+});
