@@ -611,3 +611,43 @@ test('kill -9 during heavy capture: the store reopens consistent with every ackn
   // and the store takes writes again
   await store.putTransactions([http(all[0].conn)]);
 });
+
+test('a filtered page that matches little ends at its scan budget with a cursor; following the cursors yields every match once, in order, both ways', async (t) => {
+  const dir = tempDir(t);
+  const store = openStore(dir, { listScanBudget: 100 });
+  t.after(() => store.close());
+  const recs: WsMessageRecord[] = [];
+  for (let c = 0; c < 3; c++) {
+    const cn = conn();
+    await store.putConnection(cn);
+    const batch: WsMessageRecord[] = [];
+    for (let i = 0; i < 300; i++) {
+      const ctrl = i % 97 === 50;
+      batch.push(ws(cn.id, 'u', i % 2 ? 'server' : 'client', i, ctrl ? { kind: 'WS_CTRL', opcode: 'ping' } : {}));
+    }
+    await store.putTransactions(batch);
+    recs.push(...batch);
+  }
+  const want = recs.filter((r) => r.kind === 'WS_CTRL').map((r) => r.id).sort();
+  assert.equal(want.length, 9);
+  const follow = (backward: boolean) => {
+    const got: string[] = [];
+    let pages = 0, short = 0;
+    for (let cursor: string | undefined; ;) {
+      const page = store.listTransactions({ kind: 'WS_CTRL', limit: 5, ...(backward ? { before: cursor ?? 'ffffffffffffffff' } : { after: cursor }) });
+      pages++;
+      if (page.items.length < 5 && page.next) short++;
+      got.push(...page.items.map((r) => r.id));
+      if (!page.next) break;
+      cursor = page.next;
+      assert.ok(pages < 100, 'pages make progress');
+    }
+    return { got, short };
+  };
+  const fwd = follow(false);
+  assert.deepEqual(fwd.got, want);
+  assert.ok(fwd.short > 0, 'some pages ended at the budget, short of the limit');
+  const bwd = follow(true);
+  assert.deepEqual(bwd.got.sort(), want, 'backward: the same ids');
+  assert.equal(store.listTransactions({ limit: 1000 }).items.length, 900, 'an unfiltered page is not cut: every entry it reads is a match');
+});
