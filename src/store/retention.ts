@@ -1,7 +1,7 @@
 // Background retention (`--retention 7d` and/or `--retention 2GiB`): deletes the oldest records in
-// small batches, each its own LMDB write transaction, yielding to the event loop between batches.
-// serve runs it on a thread of its own (retention-thread.ts). Freed pages are reused by LMDB; the file itself does not shrink, so
-// the size limit applies to live data (dataBytes), not the file size.
+// small batches, each its own LMDB write transaction, yielding to the event loop between batches;
+// serve runs it on a thread of its own (retention-thread.ts). Freed pages are reused by LMDB; the
+// file itself does not shrink, so the size limit applies to live data (dataBytes), not the file size.
 import type { LmdbStore } from './lmdb.js';
 import { idAt } from './ids.js';
 
