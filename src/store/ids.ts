@@ -44,3 +44,10 @@ export function idAt(ms: number, seq = 0): string {
 export function idTime(id: string): number {
   return Number(BigInt('0x' + id) >> 12n);
 }
+
+/** The id right after (step 1) or before (step -1) a 16-hex-digit id; undefined past either end or for another shape. */
+export function adjacentId(id: string, step: 1 | -1): string | undefined {
+  if (!ID_RE.test(id)) return undefined;
+  const n = BigInt('0x' + id) + BigInt(step);
+  return n < 0n || n >= 1n << 64n ? undefined : encode(n);
+}

@@ -36,10 +36,10 @@
 // that must re-check under that lock what a concurrent writer may have changed).
 import { statSync } from 'node:fs';
 import { resolve, join } from 'node:path';
-import { open, type Database, type RootDatabase } from 'lmdb';
+import { open, type Database, type Key, type RootDatabase } from 'lmdb';
 import type { Conversation, ConnectionRecord, TransactionRecord, WsMessageRecord } from '../records.js';
 import type { LazyRecords, Page, Store, TransactionQuery } from './store.js';
-import { ID_RE, idAt, nextId } from './ids.js';
+import { ID_RE, adjacentId, idAt, nextId } from './ids.js';
 import { redactHeaders, redactPath } from './redact.js';
 import { bodyBytes } from './body-bytes.js';
 import { mergeIds, type IdSource, type SourceGroup } from './merge-ids.js';
@@ -62,14 +62,6 @@ export interface StoreOptions {
  * a cursor where the scan stopped; the next page goes on from there.
  */
 export const LIST_SCAN_BUDGET = 50_000;
-const HEX_ID = /^[0-9a-f]{16}$/;
-
-/** The id just before (or, scanning backward, just after) a 16-hex-digit id: an exclusive cursor that resumes at `id`. */
-function cursorBefore(id: string, backward: boolean): string | undefined {
-  if (!HEX_ID.test(id)) return undefined; // (an imported record's id: the scan goes on)
-  const n = BigInt('0x' + id) + (backward ? 1n : -1n);
-  return n < 0n || n >= 1n << 64n ? undefined : n.toString(16).padStart(16, '0');
-}
 
 /** A rejected write: map or disk full, closed store, read-only store. Callers count it as `store_error`. */
 export class StoreError extends Error {
@@ -113,6 +105,11 @@ const BODY_FIELD_SET: ReadonlySet<string> = new Set(BODY_FIELDS);
 /** Index values are clipped so a hostile Host header can never exceed LMDB's key size (4026 bytes at 8 KiB pages). */
 const MAX_INDEX_VALUE = 512;
 const END = '\uffff';
+
+/** A connection's byConn entries, in id order or newest first. */
+function connRange(conn: string, newestFirst: boolean): { start: string[]; end: string[]; reverse?: boolean } {
+  return newestFirst ? { start: [conn, END], end: [conn, ''], reverse: true } : { start: [conn, ''], end: [conn, END] };
+}
 export const DEFAULT_LIMIT = 100;
 /** A root key naming the layout: 2 = uncompressed values. Absent in earlier (LZ4-compressed) stores. */
 const FORMAT_KEY = 'greytap:format';
@@ -351,30 +348,17 @@ class LmdbStoreImpl implements LmdbStore {
       wsConnBuckets: sub('wsConnBuckets'),
     };
     if (!this.readOnly) {
-      this.bucketWsConns();
-      this.indexConversationAges();
+      // Derived indexes a store written before them gets once, on its first read-write open.
+      this.backfill(this.d.wsConns!, this.d.wsConnBuckets!, (conn, span) => Array.from(newBuckets(span as WsConnSpan), (b) => [b, conn]));
+      this.backfill(this.d.convs, this.d.convByUpdated!, (id, c) => [[(c as Conversation).updatedTs, id]]);
     }
   }
 
-  /** A store written before wsConnBuckets existed gets them once, on its first read-write open. */
-  private bucketWsConns(): void {
-    const { root } = this.d;
-    const wsConns = this.d.wsConns!, wsConnBuckets = this.d.wsConnBuckets!; // read-write: created on open
-    if (isEmpty(wsConns) || !isEmpty(wsConnBuckets)) return;
-    root.transactionSync(() => {
-      for (const { key, value } of wsConns.getRange({})) {
-        for (const b of newBuckets(value as WsConnSpan)) wsConnBuckets.putSync([b, key], 1);
-      }
-    });
-  }
-
-  /** A store written before convByUpdated existed gets it once, on its first read-write open. */
-  private indexConversationAges(): void {
-    const { root, convs } = this.d;
-    const convByUpdated = this.d.convByUpdated!; // read-write: created on open
-    if (isEmpty(convs) || !isEmpty(convByUpdated)) return;
-    root.transactionSync(() => {
-      for (const { key, value } of convs.getRange({})) convByUpdated.putSync([(value as Conversation).updatedTs, key], 1);
+  /** Fills `index` (keys → 1) from every entry of `from`, unless it already holds entries or there is nothing to index. */
+  private backfill(from: Database, index: Database, keysOf: (key: string, value: unknown) => Key[][]): void {
+    if (isEmpty(from) || !isEmpty(index)) return;
+    this.d.root.transactionSync(() => {
+      for (const { key, value } of from.getRange({})) for (const k of keysOf(key as string, value)) index.putSync(k, 1);
     });
   }
 
@@ -562,7 +546,8 @@ class LmdbStoreImpl implements LmdbStore {
       // Out of budget: every id before this one in scan order has been examined (the merge yields
       // in order, and the sources let everything through once the budget is spent), so the next
       // page starts here.
-      if (budget.left <= 0 && (stoppedAt = cursorBefore(id, backward)) !== undefined) break;
+      // (An exclusive cursor that resumes at this id; an imported record's id has none: the scan goes on.)
+      if (budget.left <= 0 && (stoppedAt = adjacentId(id, backward ? 1 : -1)) !== undefined) break;
       const r = this.getTransactionMeta(id);
       // (a record retention just removed leaves its index entry for a moment)
       const match = r !== undefined && (q.kind === undefined || r.kind === q.kind) && (q.host === undefined || r.host === q.host)
@@ -655,8 +640,7 @@ class LmdbStoreImpl implements LmdbStore {
    * it held kinds (value 1) yield every id, and the caller's read of the record decides.
    */
   private *wsIdsOf(connId: string, newestFirst: boolean): Generator<string> {
-    const range = newestFirst ? { start: [connId, END], end: [connId, ''], reverse: true } : { start: [connId, ''], end: [connId, END] };
-    for (const { key, value } of this.d.byConn.getRange(range)) if (value !== 'HTTP') yield (key as [string, string])[1];
+    for (const { key, value } of this.d.byConn.getRange(connRange(connId, newestFirst))) if (value !== 'HTTP') yield (key as [string, string])[1];
   }
 
   wsMessages(connId: string, opts: { limit?: number; bodies?: boolean } = {}): WsMessageRecord[] {
@@ -831,8 +815,7 @@ class LmdbStoreImpl implements LmdbStore {
 
   /** The smallest or largest id among a connection's records (its first or last byConn entry). */
   private recordIdAt(conn: string, end: 'oldest' | 'newest'): string | undefined {
-    const range = end === 'oldest' ? { start: [conn, ''], end: [conn, END] } : { start: [conn, END], end: [conn, ''], reverse: true };
-    for (const k of this.d.byConn.getKeys({ ...range, limit: 1 })) return (k as [string, string])[1];
+    for (const k of this.d.byConn.getKeys({ ...connRange(conn, end === 'newest'), limit: 1 })) return (k as [string, string])[1];
     return undefined;
   }
 

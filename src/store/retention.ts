@@ -3,7 +3,7 @@
 // serve runs it on a thread of its own (retention-thread.ts). Freed pages are reused by LMDB; the
 // file itself does not shrink, so the size limit applies to live data (dataBytes), not the file size.
 import type { LmdbStore } from './lmdb.js';
-import { idAt } from './ids.js';
+import { idAt, idTime } from './ids.js';
 
 export interface RetentionOptions {
   maxAgeMs: number | null;
@@ -51,7 +51,7 @@ export function startRetention(store: LmdbStore, opts: RetentionOptions): Retent
       const oldest = store.oldestRemovableId();
       if (removed > 0 && !stopped) {
         const cutoff = oldest ?? 'ffffffffffffffff';
-        const cutoffTs = oldest ? Number(BigInt('0x' + oldest) >> 12n) : Date.now();
+        const cutoffTs = oldest ? idTime(oldest) : Date.now();
         while (!stopped && (await store.purgeConnections(cutoff, cutoffTs, batch)) === batch) await tick();
         while (!stopped && (await store.purgeConversations(cutoffTs, batch)) === batch) await tick();
       }
