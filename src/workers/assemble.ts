@@ -12,7 +12,7 @@
 //   • HTTP APIs re-send the history on every request: exchanges are folded into a main line by
 //     message-prefix matching (see foldExchanges). codex over WebSocket mostly sends only new items:
 //     turns are requests and responses merged in wire order, a request that re-sends the whole
-//     history folded by the same prefix matching (see dissect/openai-ws.ts, dissect/line.ts).
+//     history folded by the same prefix matching (see dissect/openai-ws.ts, dissect/history-line.ts).
 // Bad data (non-JSON, unknown shapes) is skipped and counted, never thrown.
 import type { ClientName, Conversation, HttpTransaction, Provider, TransactionRecord, Turn, WsMessageRecord } from '../records.js';
 import type { MetricDeltas } from '../metrics.js';
@@ -20,7 +20,7 @@ import type { Store } from '../store/store.js';
 import { hash, msgSig, type Exchange, type Msg, type Reply } from './dissect/blocks.js';
 import { detectClient, dissectHttp, isOpenaiWsPath, type DissectRule } from './dissect/index.js';
 import { NO_SESSION_KEY, WsLineTurn, deriveWs, foldHistory, foldWsRecord, newConnState, type WsConnState, type WsLine } from './dissect/openai-ws.js';
-import { continueLine, lastSystemSig, type LineTurn } from './dissect/line.js';
+import { continueLine, lastSystemSig, type LineTurn } from './dissect/history-line.js';
 import { utf8Head } from '../store/body-bytes.js';
 import { assemblyDueIn, foldedUpTo, forgetUnfolded, noteAssembly, rememberUnfolded, unfoldedAfter } from './ws-pace.js';
 

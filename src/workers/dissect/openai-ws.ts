@@ -2,7 +2,7 @@
 // it continues (previous_response_id) carries only the NEW input items; one that does not carries
 // the whole history (codex sends that when the request does not extend the last one: another
 // model, effort or tools, a compaction, no completed response), and it is folded into the line by
-// message prefix, like an HTTP request (line.ts). The server streams one event per message. The
+// message prefix, like an HTTP request (history-line.ts). The server streams one event per message. The
 // two directions are separate ordered streams that different workers may assemble in either order,
 // so this module keeps a per-connection state (stored, folded atomically by direction) and derives
 // turns from it deterministically: requests
@@ -10,7 +10,7 @@
 // request that caused it was read — and each response belongs to the request it follows.
 import type { ClientName, Turn, WsMessageRecord } from '../../records.js';
 import { isObj, msgSig, parseJson, str, type Msg } from './blocks.js';
-import { continueLine, lastSystemSig, type LineTurn } from './line.js';
+import { continueLine, lastSystemSig, type LineTurn } from './history-line.js';
 import { foldEvent, foldReply, inputMessages, newFold, type ResponseFold } from './openai-responses.js';
 
 /** `prev`: the previous_response_id the request continues (then `msgs` are only the new items) */
