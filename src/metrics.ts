@@ -59,27 +59,40 @@ export const forwardLatency = new client.Histogram({
 });
 export const captureDropped = new client.Counter({ name: p + 'capture_dropped_total', help: 'Captures dropped or degraded, by reason (forwarding is never affected)', labelNames: ['reason'], registers: reg });
 export const decodeErrors = new client.Counter({ name: p + 'decode_errors_total', help: 'Decode errors, by kind', labelNames: ['kind'], registers: reg });
-export const poolQueueDepth = new client.Gauge({ name: p + 'pool_queue_depth', help: 'Capture tasks queued (pool queue plus per-stream waiting batches)', registers: reg });
 export const poolUtilization = new client.Gauge({ name: p + 'pool_utilization', help: 'Piscina pool utilization (0..1)', registers: reg });
 export const tlsHandshakes = new client.Counter({ name: p + 'tls_handshakes_total', help: 'TLS handshakes, by side (client = towards the agent, upstream = towards the server) and result', labelNames: ['side', 'result'], registers: reg });
 export const certCache = new client.Counter({ name: p + 'cert_cache_total', help: 'Leaf certificate cache lookups', labelNames: ['result'], registers: reg });
 export const storeBytes = new client.Gauge({ name: p + 'store_bytes', help: 'Size of the LMDB environment on disk', registers: reg });
 export const storeRecords = new client.Counter({ name: p + 'store_records_total', help: 'Records committed to the store, by kind', labelNames: ['kind'], registers: reg });
 export const workerTaskSeconds = new client.Histogram({ name: p + 'worker_task_seconds', help: 'Time a worker spent on one capture task (decode + store)', labelNames: ['type'], buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], registers: reg });
-// Read from its sources at scrape time: the pool's count changes two or three times per message.
-const captureMemorySources = new Set<() => number>();
-export function reportCaptureMemory(source: () => number): () => void {
-  captureMemorySources.add(source);
-  return () => captureMemorySources.delete(source);
+/**
+ * A gauge read from its sources at scrape time, summed (each capture pool reports its own count):
+ * the pool's counts change two or three times per message on the forwarding thread, where a
+ * Prometheus call each time would cost more than the count. Returns how a source reports itself;
+ * calling what that returns unreports it.
+ */
+function scrapedGauge(name: string, help: string): (source: () => number) => () => void {
+  const sources = new Set<() => number>();
+  new client.Gauge({
+    name: p + name, help, registers: reg,
+    collect() {
+      let n = 0;
+      for (const f of sources) n += f();
+      this.set(n);
+    },
+  });
+  return (source) => {
+    sources.add(source);
+    return () => sources.delete(source);
+  };
 }
-export const captureMemoryBytes = new client.Gauge({
-  name: p + 'capture_memory_bytes', help: 'Bytes held in capture buffers awaiting the pool', registers: reg,
-  collect() {
-    let n = 0;
-    for (const f of captureMemorySources) n += f();
-    this.set(n);
-  },
-});
+export const reportCaptureMemory = scrapedGauge('capture_memory_bytes', 'Bytes held in capture buffers awaiting the pool');
+// Items, not tasks: a Piscina task may carry one item or a thousand, and most of the backlog waits
+// before Piscina sees it (behind its lane's task in flight, or for the batching flush).
+export const reportQueueDepth = scrapedGauge(
+  'pool_queue_depth',
+  'Captured items not yet committed (one item: a WebSocket message, an HTTP exchange or a connection record): waiting behind their stream\'s task in flight, for the batching flush, in the pool queue, or in a worker',
+);
 
 export const DROP_REASONS = ['queue_full', 'too_large', 'desynced', 'worker_error', 'store_error'] as const;
 export const RECORD_KINDS = ['HTTP', 'WS_REQ', 'WS_RESP', 'WS_CTRL', 'CONN', 'CONVERSATION'] as const;

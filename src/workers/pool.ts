@@ -21,7 +21,7 @@ import { captureBuffers, type Slab } from '../io/capture-buffer.js';
 import type { ConnectionRecord } from '../records.js';
 import type { CaptureTask, ConnectionTask, DeflateParams, HttpCaptureTask, LaneBatchTask, MultiTask, StreamOrigin, WsBatchTask, WsCapturedMessage } from './tasks.js';
 import type { TaskOutput, WorkerData } from './worker.js';
-import { applyDeltas, captureDropped, poolQueueDepth, poolUtilization, reportCaptureMemory, workerTaskSeconds } from '../metrics.js';
+import { applyDeltas, captureDropped, poolUtilization, reportCaptureMemory, reportQueueDepth, workerTaskSeconds } from '../metrics.js';
 
 export interface CapturePoolOptions {
   workers: number;
@@ -87,12 +87,10 @@ export class CapturePool {
   private readonly memByConn = new Map<string, number>();
   /** items handed to the pool and not yet settled (committed, recorded as failed, or given up) */
   private outstanding = 0;
-  /** items waiting in lanes for their turn (not yet given to Piscina) */
-  waiting = 0;
   private idleWaiters: (() => void)[] = [];
   private closed = false;
   private readonly gaugeTimer: NodeJS.Timeout;
-  private readonly unreportMemory: () => void;
+  private readonly unreportGauges: () => void;
   /** lane tasks ready this turn, posted together by flush() */
   private ready: ReadyPart[] = [];
   private flushScheduled = false;
@@ -116,8 +114,10 @@ export class CapturePool {
     });
     // A crashed worker is replaced by Piscina; its tasks reject and are handled per lane.
     this.piscina.on('error', () => {});
-    this.unreportMemory = reportCaptureMemory(() => this.memTotal);
-    this.gaugeTimer = setInterval(() => this.gauges(), 1000);
+    const unreport = [reportCaptureMemory(() => this.memTotal), reportQueueDepth(() => this.queueDepth)];
+    this.unreportGauges = () => unreport.forEach((f) => f());
+    // Sampled, not per task: Piscina's utilization getter summarises histograms (~100 µs a call).
+    this.gaugeTimer = setInterval(() => poolUtilization.set(this.piscina.utilization), 1000);
     this.gaugeTimer.unref();
   }
 
@@ -178,9 +178,9 @@ export class CapturePool {
     return this.memTotal;
   }
 
-  /** Tasks queued in Piscina plus items waiting in lanes. */
+  /** Items handed over and not yet settled, wherever they wait (greytap_pool_queue_depth). */
   get queueDepth(): number {
-    return this.piscina.queueSize + this.waiting;
+    return this.outstanding;
   }
 
   /** Resolves when every item handed over so far has settled (committed or recorded as failed). */
@@ -193,7 +193,7 @@ export class CapturePool {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.gaugeTimer);
-    this.unreportMemory();
+    this.unreportGauges();
     await this.drain();
     await this.piscina.destroy();
   }
@@ -283,12 +283,6 @@ export class CapturePool {
     console.error(`greytap: the store refused ${this.storeErrors} record(s) (disk or map full?); capture is dropped (greytap_capture_dropped_total{reason="store_error"}), forwarding continues`);
     this.storeErrors = 0;
   }
-
-  /** Sampled, not per task: Piscina's utilization getter summarises histograms (~100 µs a call). */
-  private gauges(): void {
-    poolQueueDepth.set(this.queueDepth);
-    poolUtilization.set(this.piscina.utilization);
-  }
 }
 
 /** Defers a lane's submit to the end of the current tick, so messages parsed from one read batch together. */
@@ -345,7 +339,6 @@ class WsLane extends Lane {
     this.pool.hold(this.connKey, bytes);
     this.pending.push({ m, bytes, slab });
     this.pool.itemsIn(1);
-    this.pool.waiting++;
     this.schedule();
   }
 
@@ -355,7 +348,6 @@ class WsLane extends Lane {
     const ahead = this.beforeGap > 0;
     const batch = this.pending.splice(0, ahead ? Math.min(this.beforeGap, MAX_BATCH) : MAX_BATCH);
     if (ahead) this.beforeGap -= batch.length;
-    this.pool.waiting -= batch.length;
     this.busy = true;
     const messages = batch.map((b) => b.m);
     const bytes = batch.reduce((s, b) => s + b.bytes, 0);
@@ -438,7 +430,6 @@ class TaskLane extends Lane {
     this.pool.hold(this.key, item.bytes);
     this.pending.push(item);
     this.pool.itemsIn(1);
-    this.pool.waiting++;
     this.schedule();
   }
 
@@ -448,7 +439,6 @@ class TaskLane extends Lane {
       return;
     }
     const items = this.pending.splice(0, MAX_BATCH);
-    this.pool.waiting -= items.length;
     this.busy = true;
     this.submit(items.map((i) => i.task)).finally(() => {
       this.pool.release(this.key, items.reduce((n, i) => n + i.bytes, 0));

@@ -565,6 +565,21 @@ test('a busy keep-alive connection: exchanges queued behind the one in flight go
   await pool.close();
 });
 
+test('pool_queue_depth, scraped at once, counts every captured item not yet committed: behind a task in flight, waiting for the batching flush, in a worker', async () => {
+  // A slow worker: nothing commits while the test looks.
+  const { pool } = wrappedPool('await new Promise((r) => setTimeout(r, 500));');
+  const depth = () => metricValue('greytap_pool_queue_depth');
+  pool.http(exchange('conn-depth-0', 0), 'conn-depth-0');
+  await new Promise((r) => setImmediate(r)); // posted at once (idle pool): the next flush waits ~50 ms
+  for (let i = 1; i <= 5; i++) pool.http(exchange('conn-depth-0', i), 'conn-depth-0'); // behind the one in flight
+  for (let c = 1; c <= 20; c++) pool.http(exchange(`conn-depth-${c}`, 0), `conn-depth-${c}`); // one part each, for the flush
+  await new Promise((r) => setImmediate(r)); // the lanes have handed their parts to the flush
+  assert.equal(await depth(), 1 + 5 + 20);
+  await pool.drain();
+  assert.equal(await depth(), 0);
+  await pool.close();
+});
+
 test('a part of a multi task that throws fails alone: the other connections\' records are kept once and their directions stay in sync', async () => {
   // the bombed batch's decode throws (its messages are gone), inside the worker, beside a good one
   const { pool, dir } = wrappedPool(`if (task.type === 'multi') for (const p of task.parts) if (p.type === 'ws' && p.origin.conn === 'conn-bomb') p.messages = null;`);
