@@ -17,7 +17,7 @@ export type ErrorCode =
   | 'bad_frame' // malformed WebSocket frame header (reserved opcode, RSV without extension, 64-bit length top bit…)
   | 'bad_http' // malformed HTTP/1.1 head or chunk framing
   | 'truncated_stream' // connection closed mid-message / mid-frame
-  | 'decode_failed' // content-encoding (gzip/br/deflate) could not be undone
+  | 'decode_failed' // a content or transfer coding (gzip/br/deflate) is unknown or could not be undone
   | 'upstream_tls' // upstream certificate verification or handshake failed
   | 'upstream_unreachable' // dial failed
   | 'client_tls'; // client rejected our certificate / handshake failed

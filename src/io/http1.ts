@@ -70,6 +70,16 @@ export function headerList(headers: Header[], name: string): string[] {
   return out;
 }
 
+/**
+ * Transfer-Encoding's codings in the order applied, lowercased. `chunked`: the last one is chunked,
+ * which is what makes the body chunk-framed (RFC 9112 §6.1, §6.3): the parser removes that one
+ * only, so the capture undoes the rest.
+ */
+export function transferCodings(headers: Header[]): { codings: string[]; chunked: boolean } {
+  const codings = headerList(headers, 'transfer-encoding').map((c) => c.toLowerCase());
+  return { codings, chunked: codings[codings.length - 1] === 'chunked' };
+}
+
 class BadHttp extends Error {}
 
 export class Http1Parser {
@@ -245,10 +255,10 @@ export class Http1Parser {
     const headers = parseFields(lines, 1);
     const head: RequestHead = { kind: 'request', method, target, version, headers, headBytes: block.length };
     // RFC 9112 §6.3: a request has a body only when it says so (TE or CL); chunked must be last.
-    const te = headerList(headers, 'transfer-encoding');
+    const te = transferCodings(headers);
     let next: Http1State;
-    if (te.length > 0) {
-      if (te[te.length - 1].toLowerCase() !== 'chunked') throw new BadHttp('request transfer-encoding without final chunked');
+    if (te.codings.length > 0) {
+      if (!te.chunked) throw new BadHttp('request transfer-encoding without final chunked');
       next = 'chunk-size';
     } else {
       const len = contentLength(headers);
@@ -292,10 +302,10 @@ export class Http1Parser {
     let next: Http1State;
     if (method === 'HEAD' || status === 204 || status === 304) next = 'done';
     else {
-      const te = headerList(headers, 'transfer-encoding');
-      if (te.length > 0) {
+      const te = transferCodings(headers);
+      if (te.codings.length > 0) {
         // TE overrides CL (§6.3 item 3); a response whose final coding is not chunked ends at close.
-        next = te[te.length - 1].toLowerCase() === 'chunked' ? 'chunk-size' : 'body-until-close';
+        next = te.chunked ? 'chunk-size' : 'body-until-close';
       } else if (headerValues(headers, 'content-length').length > 0) {
         this.remaining = contentLength(headers);
         next = this.remaining > 0 ? 'body-length' : 'done';

@@ -1,12 +1,12 @@
 // Worker side of an HTTP/1.1 exchange: the captured task (bodies already de-chunked on the main
-// thread) → one HttpTransaction. Undoes Content-Encoding within --max-body (a compression bomb
-// costs at most max-body of output), parses SSE, picks text or base64. No redaction here: the
-// store layer redacts.
+// thread) → one HttpTransaction. Undoes the other transfer codings, then Content-Encoding, within
+// --max-body (a compression bomb costs at most max-body of output), parses SSE, picks text or
+// base64. No redaction here: the store layer redacts.
 import zlib from 'node:zlib';
 import type { ErrorCode, Header, HttpTransaction } from '../records.js';
 import type { MetricDeltas } from '../metrics.js';
 import type { HttpCaptureTask } from './tasks.js';
-import { headerList, headerValues } from '../io/http1.js';
+import { headerList, headerValues, transferCodings } from '../io/http1.js';
 import { assignBody, bodyFields } from './body.js';
 import { parseSse } from './sse.js';
 import { SyncZlib } from './zlib-sync.js';
@@ -84,31 +84,52 @@ function decodeBody(buf: Uint8Array | undefined, wireBytes: number, headers: Hea
   if (buf === undefined && wireBytes === 0) return undefined;
   const raw = buf ? Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength) : Buffer.alloc(0);
   const partial = cut || raw.length < wireBytes;
-  const codings = headerList(headers, 'content-encoding').map((c) => c.toLowerCase()).filter((c) => c !== 'identity');
-  if (codings.length === 0 || raw.length === 0) {
+  const te = transferCodings(headers);
+  // The origin's content codings were applied before this hop's transfer codings (RFC 9112 §6.1).
+  const layers: Layer[] = [
+    { header: 'content-encoding', codings: headerList(headers, 'content-encoding').map((c) => c.toLowerCase()) },
+    { header: 'transfer-encoding', codings: te.chunked ? te.codings.slice(0, -1) : te.codings },
+  ];
+  for (const l of layers) l.codings = l.codings.filter((c) => c !== 'identity');
+  if (layers.every((l) => l.codings.length === 0) || raw.length === 0) {
     const fields = bodyFields(raw, maxBody, { cutShort: partial });
     // Identity: the decoded size is the payload size on the wire, even when less was copied.
     return { fields, size: Math.max(wireBytes, raw.length), truncated: fields.truncated || partial, overflow: false, decoded: raw };
   }
-  const d = undoCodings(raw, codings, maxBody, partial);
+  const d = undoCodings(raw, layers, maxBody, partial);
   const fields = bodyFields(d.bytes, maxBody, { cutShort: partial || d.overflow });
   return { fields, size: d.bytes.length, truncated: fields.truncated || partial || d.overflow, overflow: d.overflow, decoded: d.bytes, error: d.error };
 }
 
-/** Undoes the codings in reverse order of application (RFC 9110 §8.4). On failure: the raw bytes and an error. */
-export function undoCodings(raw: Buffer, codings: string[], maxBody: number, partial: boolean): Decoded {
+/** The codings one header names, in the order applied. */
+interface Layer {
+  header: 'content-encoding' | 'transfer-encoding';
+  codings: string[];
+}
+
+/**
+ * Undoes the codings in reverse order of application (RFC 9110 §8.4), layers given in the order
+ * applied. On failure: the bytes the failing layer was given, and an error; a layer is kept whole
+ * so what is stored is something a header describes (the de-chunked body, or the content as the
+ * origin coded it).
+ */
+export function undoCodings(raw: Buffer, layers: Layer[], maxBody: number, partial: boolean): Decoded {
   let bytes = raw;
   let overflow = false;
-  for (let k = codings.length - 1; k >= 0; k--) {
-    const coder = coderFor(codings[k], bytes);
-    if (!coder) return { bytes: raw, overflow: false, error: { code: 'decode_failed', detail: `unsupported content-encoding: ${codings[k]}` } };
-    try {
-      // A stage fed a cut input (capture cut, or an earlier stage over the limit) flushes what it can.
-      const r = inflateBounded(coder, bytes, maxBody, partial || overflow);
-      bytes = r.bytes;
-      overflow ||= r.overflow;
-    } catch (e) {
-      return { bytes: raw, overflow: false, error: { code: 'decode_failed', detail: `${codings[k]}: ${(e as Error).message}` } };
+  for (let i = layers.length - 1; i >= 0; i--) {
+    const { header, codings } = layers[i];
+    const kept = { bytes, overflow };
+    for (let k = codings.length - 1; k >= 0; k--) {
+      const coder = coderFor(codings[k], bytes);
+      if (!coder) return { ...kept, error: { code: 'decode_failed', detail: `unsupported ${header}: ${codings[k]}` } };
+      try {
+        // A stage fed a cut input (capture cut, or an earlier stage over the limit) flushes what it can.
+        const r = inflateBounded(coder, bytes, maxBody, partial || overflow);
+        bytes = r.bytes;
+        overflow ||= r.overflow;
+      } catch (e) {
+        return { ...kept, error: { code: 'decode_failed', detail: `${header} ${codings[k]}: ${(e as Error).message}` } };
+      }
     }
   }
   return { bytes, overflow };

@@ -2,7 +2,8 @@
 // undici) through the real proxy to real TLS origins, checking what the client got AND what was
 // captured: Expect: 100-continue, HEAD/204/304 on a kept-alive connection, refused upgrades (h2c,
 // WebSocket) followed by more requests, bodies delimited by close, SOCKS5 username/password and IP
-// literal targets, gzip/br/SSE decoding, and credential redaction in the API and in `export`.
+// literal targets, gzip/br/SSE decoding, transfer codings other than chunked, and credential
+// redaction in the API and in `export`.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import https from 'node:https';
@@ -19,8 +20,8 @@ import { makeTestPki } from '../helpers/test-ca.js';
 import { startGreytap, apiGet, waitFor, connectTunnel, curl, tmpDir, type Greytap } from '../helpers/harness.js';
 
 const pki = makeTestPki();
-const NAMES = ['expect.test', 'pipe.test', 'upg.test', 'undici.test', 'enc.test', 'sse.test', 'secret.test', 'socks.test', '127.0.0.1'];
-const SCRIPTED = ['script.test', 'close.test'];
+const NAMES = ['expect.test', 'pipe.test', 'upg.test', 'undici.test', 'enc.test', 'te-up.test', 'sse.test', 'secret.test', 'socks.test', '127.0.0.1'];
+const SCRIPTED = ['script.test', 'close.test', 'te.test'];
 let g: Greytap;
 let proxyCa = '';
 let origin: https.Server; // Node's HTTP server on 127.0.0.1
@@ -419,6 +420,80 @@ test('gzip (chunked) and br responses are stored decoded; the client decodes the
   assert.equal(header(b1.respHeaders, 'content-encoding'), 'br');
   assert.equal(b1.respBytes, responseHeadLength(b1) + zlib.brotliCompressSync(BR_TEXT).length, 'head + compressed body');
   for (const t of [g1, b1]) { assert.equal(t.error, undefined, t.errorDetail); assert.equal(t.truncated, false); }
+});
+
+/** `body` in chunked framing, `size` bytes a chunk (one with an extension), then the last chunk. */
+function chunked(body: Buffer, size: number): Buffer {
+  const parts: Buffer[] = [];
+  for (let i = 0; i < body.length; i += size) {
+    const piece = body.subarray(i, i + size);
+    parts.push(Buffer.from(`${piece.length.toString(16)}${i === 0 ? ';x=1' : ''}\r\n`), piece, Buffer.from('\r\n'));
+  }
+  return Buffer.concat([...parts, Buffer.from('0\r\n\r\n')]);
+}
+
+const decodeFailures = async () => Number(/greytap_decode_errors_total\{kind="decode_failed"\} (\d+)/.exec(await (await fetch(g.api + '/metrics')).text())?.[1] ?? 0);
+
+test('transfer codings before chunked (gzip, x-gzip, unknown; across header lines, any case) are undone in the capture; bytes forwarded as sent', async () => {
+  const json = JSON.stringify({ text: 'transfer-coded '.repeat(3000) });
+  const gz = zlib.gzipSync(json);
+  // applied in order: the origin's content coding br, then transfer codings gzip, x-gzip, chunked
+  const stacked = zlib.gzipSync(zlib.gzipSync(zlib.brotliCompressSync(json)));
+  const replies = {
+    '/te-gzip': Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n\r\n'), chunked(gz, 1000)]),
+    '/te-lines': Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nTransfer-Encoding: GZip\r\ntransfer-encoding: x-gzip ,\tCHUNKED\r\nContent-Length: 3\r\n\r\n'), chunked(stacked, 700)]),
+    '/te-unknown': Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\nTransfer-Encoding: compress, Chunked\r\n\r\n'), chunked(Buffer.from('LZW?not really'), 5)]),
+  };
+  for (const [path, reply] of Object.entries(replies)) SCRIPT[path] = { pieces: [reply.subarray(0, 150), reply.subarray(150)] };
+  // no chunked: the body ends at the close
+  const untilClose = Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\n'), gz]);
+  SCRIPT['/te-close'] = { pieces: [untilClose], close: true };
+  const failuresBefore = await decodeFailures();
+
+  scriptedReceived = [];
+  const request = Buffer.from(Object.keys(replies).map((p) => `GET ${p} HTTP/1.1\r\nHost: te.test\r\n\r\n`).join(''));
+  const c = await rawClient('te.test');
+  c.s.write(request);
+  const sent = Buffer.concat(Object.values(replies));
+  await waitFor(() => c.received().length >= sent.length, 'three responses');
+  await c.close();
+  assert.ok(c.received().equals(sent), 'client got exactly what the origin sent');
+  assert.ok(Buffer.concat(scriptedReceived).equals(request), 'origin got exactly what the client sent');
+  const closing = await rawClient('te.test');
+  closing.s.write('GET /te-close HTTP/1.1\r\nHost: te.test\r\n\r\n');
+  await once(closing.s, 'end');
+  assert.ok(closing.received().equals(untilClose), 'client got the close-delimited response as sent');
+  await closing.close();
+
+  // the request side: Node's server takes the gzip bytes after de-chunking them itself
+  const up = await rawClient('te-up.test');
+  const upBody = zlib.gzipSync('{"prompt":"gzip as a transfer coding"}');
+  up.s.write(Buffer.concat([Buffer.from('POST /upload HTTP/1.1\r\nHost: te-up.test\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n'), chunked(upBody, 10)]));
+  await up.until('"sha256"');
+  await up.close();
+
+  const items = await records('te.test', 4);
+  const byPath = Object.fromEntries(await Promise.all(items.map(async (t) => [t.path, await full(t.id)])));
+  for (const p of ['/te-gzip', '/te-lines', '/te-close']) {
+    const t = byPath[p];
+    assert.ok(t.respBody === json, `${p}: stored decoded (${t.respBodyBase64 ? 'base64' : t.respBody?.length} of ${json.length})`);
+    assert.equal(t.respBodySize, json.length, p);
+    assert.equal(t.error, undefined, `${p}: ${t.errorDetail}`);
+    assert.equal(t.truncated, false, p);
+  }
+  assert.equal(byPath['/te-gzip'].respBytes, replies['/te-gzip'].length, 'respBytes counts the wire');
+  assert.equal(byPath['/te-close'].respBytes, untilClose.length);
+  const unknown = byPath['/te-unknown'];
+  assert.equal(unknown.respBody, 'LZW?not really', 'de-chunked, kept raw');
+  assert.equal(unknown.error, 'decode_failed');
+  assert.equal(unknown.errorDetail, 'unsupported transfer-encoding: compress');
+  assert.equal(await decodeFailures(), failuresBefore + 1, 'counted in decode_errors_total');
+
+  const [upTx] = await records('te-up.test', 1);
+  const upload = await full(upTx.id);
+  assert.equal(upload.reqBody, '{"prompt":"gzip as a transfer coding"}');
+  assert.equal(JSON.parse(upload.respBody).sha256, crypto.createHash('sha256').update(upBody).digest('hex'), 'origin got the gzip bytes');
+  assert.equal(upload.error, undefined, upload.errorDetail);
 });
 
 test('an SSE response is stored with its parsed events', async () => {

@@ -43,6 +43,7 @@ function task(over: Partial<HttpCaptureTask> & { resp?: Buffer; req?: Buffer } =
 }
 
 const enc = (coding: string, more: Header[] = []): Header[] => [['Content-Encoding', coding], ...more];
+const te = (coding: string, more: Header[] = []): Header[] => [['Transfer-Encoding', coding], ...more];
 const text = 'The quick brown fox — ünïcödé — jumps over the lazy dog. '.repeat(200);
 
 test('record copies origin, method, status, headers, sizes, timing; ts = startTs; no body fields without bodies', () => {
@@ -100,7 +101,7 @@ test('invalid gzip → decode_failed, raw body kept, counted', () => {
   const bad = Buffer.concat([Buffer.from([0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 3]), Buffer.from('this is not deflate data at all')]);
   const { record, metrics } = decodeHttp(task({ resp: bad, respHeaders: enc('gzip') }), 'x');
   assert.equal(record.error, 'decode_failed');
-  assert.match(record.errorDetail ?? '', /^gzip: /);
+  assert.match(record.errorDetail ?? '', /^content-encoding gzip: /);
   assert.equal(record.respBodyBase64, bad.toString('base64'));
   assert.equal(record.respBodySize, bad.length);
   assert.deepEqual(metrics, { decodeErrors: { decode_failed: 1 } });
@@ -115,6 +116,66 @@ test('unknown content-encoding → raw kept, decode_failed', () => {
   assert.equal(record.error, 'decode_failed');
   assert.equal(record.errorDetail, 'unsupported content-encoding: compress');
   assert.deepEqual(metrics, { decodeErrors: { decode_failed: 1 } });
+});
+
+test('transfer codings other than chunked are undone in reverse order, then the content codings', () => {
+  const raw = Buffer.from(text);
+  const gz = zlib.gzipSync(raw);
+  const cases: Array<[Header[], Buffer]> = [
+    [te('gzip, chunked'), gz], // the tap removed the chunked framing
+    [te('x-gzip,CHUNKED'), gz],
+    [te('gzip'), gz], // no chunked: the body ended at the close
+    [te('deflate, chunked'), zlib.deflateSync(raw)],
+    [te('br, chunked'), zlib.brotliCompressSync(raw)],
+    [[['Transfer-Encoding', 'GZip'], ['transfer-encoding', 'identity , br,\tChunked']], zlib.brotliCompressSync(gz)],
+    // the origin's content coding comes first, the hop's transfer codings after it
+    [te('gzip, chunked', enc('br')), zlib.gzipSync(zlib.brotliCompressSync(raw))],
+  ];
+  for (const [headers, body] of cases) {
+    const what = JSON.stringify(headers);
+    const { record, metrics } = decodeHttp(task({ resp: body, respHeaders: headers }), 'x');
+    assert.equal(record.respBody, text, what);
+    assert.equal(record.respBodySize, raw.length, what);
+    assert.equal(record.error, undefined, what);
+    assert.deepEqual(metrics, {}, what);
+  }
+  const { record } = decodeHttp(task({ req: zlib.gzipSync('{"a":1}'), reqHeaders: te('gzip, chunked') }), 'x');
+  assert.equal(record.reqBody, '{"a":1}');
+});
+
+test('a transfer coding that cannot be undone: the de-chunked bytes kept raw, decode_failed, counted once', () => {
+  const unknown = decodeHttp(task({ resp: Buffer.from('LZW?'), respHeaders: te('compress, chunked', enc('gzip')) }), 'x');
+  assert.equal(unknown.record.respBody, 'LZW?');
+  assert.equal(unknown.record.error, 'decode_failed');
+  assert.equal(unknown.record.errorDetail, 'unsupported transfer-encoding: compress');
+  assert.deepEqual(unknown.metrics, { decodeErrors: { decode_failed: 1 } });
+  // a chunked that is not the last coding is not framing, so nothing removed it
+  const inner = Buffer.from('4\r\nLZW?\r\n0\r\n\r\n');
+  const notLast = decodeHttp(task({ resp: zlib.gzipSync(inner), respHeaders: te('chunked, gzip') }), 'x').record;
+  assert.equal(notLast.errorDetail, 'unsupported transfer-encoding: chunked');
+  assert.equal(notLast.respBodyBase64, zlib.gzipSync(inner).toString('base64'));
+  const bad = Buffer.from('not gzip at all');
+  const corrupt = decodeHttp(task({ resp: bad, respHeaders: te('gzip, chunked') }), 'x').record;
+  assert.equal(corrupt.error, 'decode_failed');
+  assert.match(corrupt.errorDetail ?? '', /^transfer-encoding gzip: /);
+  assert.equal(corrupt.respBody, 'not gzip at all');
+  // transfer codings undone, the content coding not: the content as the origin coded it
+  const content = decodeHttp(task({ resp: zlib.gzipSync('LZW?'), respHeaders: te('gzip, chunked', enc('compress')) }), 'x');
+  assert.equal(content.record.respBody, 'LZW?');
+  assert.equal(content.record.errorDetail, 'unsupported content-encoding: compress');
+  assert.deepEqual(content.metrics, { decodeErrors: { decode_failed: 1 } });
+});
+
+test('a transfer-coded bomb is cut at maxBody like a content-coded one', () => {
+  const bomb = zlib.gzipSync(Buffer.alloc(64 * MiB), { level: 9 });
+  for (const headers of [te('gzip, chunked'), te('gzip, chunked', enc('gzip'))]) {
+    const body = headers.length === 1 ? bomb : zlib.gzipSync(bomb);
+    const { record, metrics } = decodeHttp(task({ resp: body, respHeaders: headers, maxBody: MiB }), 'x');
+    assert.equal(record.truncated, true);
+    assert.equal(record.error, 'too_large');
+    assert.equal(record.respBody?.length, MiB);
+    assert.deepEqual(metrics, { dropped: { too_large: 1 } });
+  }
 });
 
 test('a decode error does not replace the error the tap already set', () => {
