@@ -106,7 +106,8 @@ async function handle(ctx: ProxyContext, conn: ProxyConnection, client: net.Sock
   const tap = new HttpTap({
     conn, tls: false, host: t.host, port: t.port, pool: ctx.pool, maxBody: ctx.cfg.maxBody,
     boundOrigin: `${t.host}:${t.port}`,
-    closeBound: (reason) => { conn.record.closeReason ??= reason; client.destroy(); upstream.destroy(); },
+    // greytap ended it over what was asked on it: counted in connection_errors_total{error="bad_http"}
+    closeBound: (reason) => { conn.record.closeReason ??= reason; conn.record.error ??= 'bad_http'; client.destroy(); upstream.destroy(); },
   });
   pipeConnection(conn, client, upstream, tap, { clientHead: head.chunks });
 }

@@ -1,11 +1,12 @@
 // Watches an HTTP/1.1 connection (plaintext or decrypted) in both directions and turns each
 // request/response exchange into a capture task. It only observes: the pipe has already forwarded
-// every chunk it sees. On `101 Switching Protocols` it hands the connection to the WebSocket tap;
-// on malformed HTTP it stops watching (the bytes keep flowing raw) and records the error — except
-// on a plain-HTTP proxy connection bound to one origin, where checking each request's origin is
-// not capture but what keeps another origin's request from being answered by the bound one: there
-// request heads stay watched after a response fails to parse, and request bytes that cannot be
-// checked before the origin could answer them close the connection.
+// every chunk it sees. On `101 Switching Protocols` it hands the connection to the WebSocket tap
+// (another protocol is relayed raw); on malformed HTTP it stops watching (the bytes keep flowing
+// raw) and records the error — except on a plain-HTTP proxy connection bound to one origin, where
+// checking each request's origin is not capture but what keeps another origin's request from being
+// answered by the bound one: there request heads stay watched after a response fails to parse, and
+// request bytes that cannot be checked before the origin could answer them close the connection,
+// as does a 101 to anything but WebSocket.
 import { Http1Parser, headerValues, type RequestHead, type ResponseHead } from './http1.js';
 import { absoluteHttpOrigin } from './authority.js';
 import { CaptureBuffer, type MemoryBudget } from './capture-buffer.js';
@@ -32,11 +33,14 @@ export interface HttpTapOptions {
   boundOrigin?: string;
   /**
    * Bound connections: called once with the close reason when a request names another origin
-   * (`foreign_origin`) or request bytes cannot be checked in time (`unchecked_request`); the
-   * callee closes both sides (the client retries on a new connection).
+   * (`foreign_origin`), request bytes cannot be checked in time (`unchecked_request`) or the origin
+   * switched to a protocol other than WebSocket (`unchecked_upgrade`); the callee closes both sides
+   * (the client retries on a new connection).
    */
-  closeBound?: (reason: 'foreign_origin' | 'unchecked_request') => void;
+  closeBound?: (reason: BoundCloseReason) => void;
 }
+
+export type BoundCloseReason = 'foreign_origin' | 'unchecked_request' | 'unchecked_upgrade';
 
 interface Exchange {
   req: RequestHead;
@@ -202,7 +206,7 @@ export class HttpTap implements Tap {
     return named === this.o.boundOrigin ? undefined : named;
   }
 
-  private closeBound(reason: 'foreign_origin' | 'unchecked_request'): void {
+  private closeBound(reason: BoundCloseReason): void {
     this.submitOpen();
     this.mode = 'raw';
     this.o.closeBound?.(reason);
@@ -228,9 +232,23 @@ export class HttpTap implements Tap {
     // A 2xx to CONNECT inside the tunnel is a nested tunnel, and a 101 to anything but WebSocket
     // (h2c, Docker's `Upgrade: tcp`) another protocol: neither is decoded, so their bytes are not
     // mistaken for WebSocket frames.
-    if (ex.resp.status !== 101 || !headerValues(ex.resp.headers, 'upgrade').some((v) => /(^|,)\s*websocket\s*(,|$)/i.test(v))) {
+    const upgradeTo = headerValues(ex.resp.headers, 'upgrade');
+    if (ex.resp.status !== 101 || !upgradeTo.some((v) => /(^|,)\s*websocket\s*(,|$)/i.test(v))) {
+      // Relayed raw where the client chose the origin (a tunnel). On a bound connection nothing
+      // after it could be checked for its origin (HTTP/2 frames name any :authority, `tcp` none),
+      // so it closes, as mitmproxy does with a 101 no protocol layer takes. The pipe has written the
+      // 101 (and what came with it) to the client before the tap sees it, so the client gets the 101
+      // and then the close (unless it is not reading: destroy drops what the kernel has not taken);
+      // the close comes in the same tick, before the client can have sent a byte of the new protocol.
+      const bound = this.o.boundOrigin;
+      if (bound !== undefined) {
+        decodeErrors.inc({ kind: 'bad_http' });
+        ex.error = 'bad_http';
+        ex.errorDetail = `${ex.resp.status} to ${upgradeTo.join(', ') || 'another protocol'} on a proxy connection bound to ${bound}: what follows cannot be checked for its origin, connection closed`;
+      }
       this.submit(ex);
-      this.mode = 'raw';
+      if (bound === undefined) this.mode = 'raw';
+      else this.closeBound('unchecked_upgrade');
       return;
     }
     const upgrade = nextId();

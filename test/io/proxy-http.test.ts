@@ -23,6 +23,7 @@ const rawSockets = new Set<tls.TLSSocket>();
 let rawReply = Buffer.alloc(0);
 let sseGate: (() => void) | undefined;
 let odd: net.Server; // plain TCP origin with HTTP that clients accept and greytap's tap does not follow
+let oddEchoed: Buffer[] = []; // what odd.test received (and echoed) after switching to h2c
 let originPort = 0, plainPort = 0, rawPort = 0, oddPort = 0;
 const BIG = 100 * 1024 * 1024;
 
@@ -76,8 +77,11 @@ before(async () => {
   });
   odd = net.createServer((s) => {
     let pending = '';
+    let switched = false;
     s.on('error', () => {});
     s.on('data', (d) => {
+      // after its 101 it echoes: a client byte that comes back reached this origin
+      if (switched) { oddEchoed.push(Buffer.from(d)); s.write(d); return; }
       pending += d.toString('latin1');
       for (let end; (end = pending.indexOf('\r\n\r\n')) >= 0; pending = pending.slice(end + 4)) {
         const line = pending.slice(0, pending.indexOf('\r\n'));
@@ -85,10 +89,11 @@ before(async () => {
           s.end('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this'); // then the close: cut short
           return;
         }
-        if (/^GET \S+\/h2c /.test(line)) {
+        if (/^GET \S*\/h2c\S* /.test(line)) {
           // an h2c upgrade, then an HTTP/2 SETTINGS frame: not WebSocket
           s.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n');
           s.write(Buffer.from('000000040000000000', 'hex'));
+          switched = true;
           return;
         }
         // a folded header line (obs-fold): RFC 9112 §5.2 has user agents accept it
@@ -391,25 +396,63 @@ test('request bytes behind an Upgrade request on a plain-HTTP proxy connection c
   assert.equal(up.error, 'truncated_stream');
   const conn = await waitFor(async () => { const c = await apiGet(g, `/api/connections/${up.conn}`); return c.endTs !== undefined && c; }, 'connection closed');
   assert.equal(conn.closeReason, 'unchecked_request');
+  assert.equal(conn.error, 'bad_http', 'counted in connection_errors_total');
 });
 
-test('a 101 to another protocol (h2c) is not decoded as WebSocket', async () => {
+const H2C_UPGRADE = 'Host: odd.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n';
+const H2_PREFACE = 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n';
+
+test('a 101 to another protocol (h2c) in a tunnel is relayed raw, not decoded as WebSocket', async () => {
   const badFrames = async () => Number(/greytap_decode_errors_total\{kind="bad_frame"\} (\d+)/.exec(await (await fetch(g.api + '/metrics')).text())?.[1] ?? 0);
   const before = await badFrames();
+  const s = await connectTunnel(g.httpProxy, 'odd.test:80'); // the client chose the origin: not bound
+  const got: Buffer[] = [];
+  s.on('data', (d) => got.push(d));
+  s.on('error', () => {});
+  s.write(`GET /h2c HTTP/1.1\r\n${H2C_UPGRADE}`);
+  await waitFor(() => Buffer.concat(got).length >= 80, 'the 101 and the SETTINGS frame');
+  s.write(H2_PREFACE);
+  await waitFor(() => Buffer.concat(got).includes(H2_PREFACE), 'the preface relayed to the origin and echoed back');
+  s.destroy();
+  const up = await waitFor(async () => (await httpRecords('odd.test')).find((t) => t.path === '/h2c'), 'the 101 recorded');
+  assert.equal(up.status, 101);
+  assert.equal(up.error, undefined);
+  const conn = (await apiGet(g, `/api/transactions?host=odd.test&limit=100`)).items.filter((t: any) => t.conn === up.conn);
+  assert.deepEqual(conn.map((t: any) => t.kind), ['HTTP'], 'no WebSocket records from HTTP/2 bytes');
+  assert.equal(await badFrames(), before, 'no bad_frame counted');
+});
+
+test('a 101 to another protocol (h2c) on a plain-HTTP proxy connection closes it: no byte after it reaches the bound origin unchecked', async (t) => {
+  const badHttpConns = async () => Number(/^greytap_connection_errors_total\{listener="http",error="bad_http"\} (\d+)/m.exec(await (await fetch(g.api + '/metrics')).text())?.[1]);
+  const before = await badHttpConns();
+  oddEchoed = [];
   const [h, p] = g.httpProxy.split(':');
   const s = net.connect(Number(p), h);
   const got: Buffer[] = [];
   s.on('data', (d) => got.push(d));
   s.on('error', () => {});
-  s.write('GET http://odd.test/h2c HTTP/1.1\r\nHost: odd.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n');
-  await waitFor(() => Buffer.concat(got).length >= 80, 'the 101 and the SETTINGS frame');
-  s.write('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
-  s.destroy();
-  const up = await waitFor(async () => (await httpRecords('odd.test')).find((t) => t.path === '/h2c'), 'the 101 recorded');
+  t.after(() => s.destroy());
+  const closed = new Promise<void>((r) => s.on('close', () => r()));
+  s.write(`GET http://odd.test/h2c-bound HTTP/1.1\r\n${H2C_UPGRADE}`);
+  await waitFor(() => Buffer.concat(got).includes('\r\n\r\n'), 'the 101');
+  assert.match(Buffer.concat(got).toString('latin1'), /^HTTP\/1\.1 101 /, 'the 101 itself reaches the client, then the close');
+  // HTTP/2 frames behind this preface could name any :authority: greytap cannot check them
+  s.write(H2_PREFACE);
+  const echoed = new Promise<void>((r) => s.on('data', () => { if (Buffer.concat(got).includes(H2_PREFACE)) r(); }));
+  await Promise.race([closed, echoed]);
+  assert.ok(!Buffer.concat(got).includes(H2_PREFACE), 'the bound origin answered bytes sent after the 101');
+  await closed;
+  assert.equal(Buffer.concat(oddEchoed).length, 0, 'the bound origin received bytes sent after the 101');
+  const up = await waitFor(async () => (await httpRecords('odd.test')).find((t) => t.path === '/h2c-bound'), 'the 101 recorded');
   assert.equal(up.status, 101);
-  const conn = (await apiGet(g, `/api/transactions?host=odd.test&limit=100`)).items.filter((t: any) => t.conn === up.conn);
-  assert.deepEqual(conn.map((t: any) => t.kind), ['HTTP'], 'no WebSocket records from HTTP/2 bytes');
-  assert.equal(await badFrames(), before, 'no bad_frame counted');
+  assert.equal(up.error, 'bad_http');
+  assert.match((await apiGet(g, `/api/transactions/${up.id}`)).errorDetail, /101 to h2c on a proxy connection bound to odd\.test:80/);
+  const conn = await waitFor(async () => { const c = await apiGet(g, `/api/connections/${up.conn}`); return c.endTs !== undefined && c; }, 'connection closed');
+  assert.equal(conn.closeReason, 'unchecked_upgrade');
+  assert.equal(conn.error, 'bad_http');
+  assert.equal(await badHttpConns(), before + 1, 'counted in connection_errors_total');
+  const txs = (await apiGet(g, `/api/transactions?host=odd.test&limit=100`)).items.filter((t: any) => t.conn === up.conn);
+  assert.deepEqual(txs.map((t: any) => t.kind), ['HTTP'], 'the 101 is the connection\'s only record');
 });
 
 test('a client that disconnects right after CONNECT is finished: connections_active returns to zero', async () => {
