@@ -125,7 +125,7 @@ async function conversations() {
   tab = 'conv'; tbody = null;
   const page = await get('/api/conversations?limit=500');
   const t = $('tbody');
-  for (const c of page.items.reverse()) {
+  for (const c of page.items) { // most recently updated first
     const tr = $('tr', { className: 'row' }, $('td', { textContent: time(c.updatedTs) }), $('td', { textContent: c.client }), $('td', { textContent: c.provider }),
       $('td', { textContent: c.model || '' }), $('td', { textContent: c.turns.length + ' turns' }));
     tr.onclick = () => showConversation(c.id);

@@ -7,15 +7,11 @@ import { isInternalConversation, publicConversation, type StoredConversation } f
 export function listPublicConversations(store: Store, q: { client?: string; limit?: number; after?: string }): Page<Conversation> {
   const limit = q.limit ?? 100;
   const items: Conversation[] = [];
-  let after = q.after;
-  for (;;) {
-    const page = store.listConversations({ ...q, after, limit });
-    for (const c of page.items) {
-      if (isInternalConversation(c)) continue;
-      items.push(publicConversation(c as StoredConversation));
-      if (items.length === limit) return { items, next: c.id };
-    }
-    if (!page.next) return { items, next: null };
+  // Only as many as the page still needs: the store's cursor is then the page's.
+  for (let after = q.after; ;) {
+    const page = store.listConversations({ ...q, after, limit: limit - items.length });
+    for (const c of page.items) if (!isInternalConversation(c)) items.push(publicConversation(c as StoredConversation));
+    if (!page.next || items.length === limit) return { items, next: page.next };
     after = page.next;
   }
 }

@@ -4,7 +4,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Gauge, Registry } from 'prom-client';
 import type { RecordKind } from '../records.js';
-import type { Store, TransactionQuery } from '../store/store.js';
+import { CONVERSATION_CURSOR_RE, type Store, type TransactionQuery } from '../store/store.js';
 import type { SseHub } from './sse.js';
 import { ID_RE } from '../store/ids.js';
 import { DASHBOARD_HTML } from './dashboard.js';
@@ -130,7 +130,9 @@ export async function route(ctx: RouteContext, req: IncomingMessage, res: Server
     }
     if (path === '/api/conversations') {
       const p = params(url, ['client', 'limit', 'after']);
-      const q = { client: textParam(p, 'client'), limit: intParam(p, 'limit', 1, 1000), after: idParam(p, 'after') };
+      const after = textParam(p, 'after');
+      if (after !== undefined && !CONVERSATION_CURSOR_RE.test(after)) throw new BadRequest(`after must be the "next" of a conversation listing, got "${after}"`);
+      const q = { client: textParam(p, 'client'), limit: intParam(p, 'limit', 1, 1000), after };
       return json(res, 200, listPublicConversations(ctx.store, q));
     }
     let id: string | null;

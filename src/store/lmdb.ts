@@ -5,9 +5,11 @@
 //   bodies        [id, field] → the body's bytes (UTF-8 text, decoded base64, msgpack SSE events),
 //                 written as they are (format 2; earlier stores: msgpack values) — listing never reads these
 //   connections   id → ConnectionRecord
-//   conversations id → Conversation;  convKeys  key → id;  convByClient [client, id] → 1
-//   convByUpdated [updatedTs, id] → 1                     (retention's order: conversation ids are
-//                 hashes of their keys, so they do not sort by age)
+//   conversations id → Conversation;  convKeys  key → id
+//   convByUpdated [updatedTs, id] → 1;  convByClientUpdated [client, updatedTs, id] → 1
+//                 (recency, the order of retention and of listings: conversation ids are hashes of
+//                 their keys, so they do not sort by age; convByClient [client, id] of earlier
+//                 stores is emptied on their first read-write open)
 //   byConn        [conn, id] → kind                        (every record; 1 in earlier stores)
 //   byHost / byKind   [value, id] → 1                      (HTTP records; WebSocket ones in earlier stores)
 //   wsConns       conn → { first, last, hosts }            (connections that carried WebSocket messages:
@@ -38,7 +40,7 @@ import { statSync } from 'node:fs';
 import { resolve, join } from 'node:path';
 import { open, type Database, type Key, type RootDatabase } from 'lmdb';
 import type { Conversation, ConnectionRecord, TransactionRecord, WsMessageRecord } from '../records.js';
-import type { LazyRecords, Page, Store, TransactionQuery } from './store.js';
+import { CONVERSATION_CURSOR_RE, type LazyRecords, type Page, type Store, type TransactionQuery } from './store.js';
 import { ID_RE, adjacentId, idAt, nextId } from './ids.js';
 import { redactHeaders, redactPath } from './redact.js';
 import { bodyBytes } from './body-bytes.js';
@@ -123,9 +125,9 @@ interface Dbs {
   conns: Database;
   convs: Database;
   convKeys: Database;
-  convByClient: Database;
-  /** Absent only when opened read-only on a store written before it existed; only writers use it. */
+  /** Absent only when opened read-only on a store written before them (listings then sort in memory). */
   convByUpdated?: Database;
+  convByClientUpdated?: Database;
   byHost: Database;
   byConn: Database;
   byKind: Database;
@@ -193,6 +195,24 @@ function isEmpty(db: Database): boolean {
 
 function clip(v: string): string {
   return v.length > MAX_INDEX_VALUE ? v.slice(0, MAX_INDEX_VALUE) : v;
+}
+
+/** A conversation's place in recency order (a listing's cursor is the last item's place). */
+type Place = [updatedTs: number, id: string];
+const byUpdated = (c: Conversation): Key[] => [c.updatedTs, c.id];
+const byClientUpdated = (c: Conversation): Key[] => [clip(c.client), c.updatedTs, c.id];
+
+const cursorOf = ([ts, id]: Place): string => `${ts}-${id}`; // (CONVERSATION_CURSOR_RE reads it back)
+
+function cursorPlace(cursor: string): Place {
+  const m = CONVERSATION_CURSOR_RE.exec(cursor);
+  if (!m) throw new RangeError(`not a conversation listing's cursor: "${cursor}"`);
+  return [Number(m[1]), m[2]];
+}
+
+/** The recency indexes' order, for a store without them (hex ids: string order is their key order). */
+function comparePlaces(a: Place, b: Place): number {
+  return a[0] - b[0] || (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0);
 }
 
 // Big bodies are stored as the bytes the decoders hand over (store/body-bytes.ts), so those are
@@ -339,8 +359,8 @@ class LmdbStoreImpl implements LmdbStore {
       conns: sub('connections'),
       convs: sub('conversations'),
       convKeys: sub('convKeys'),
-      convByClient: sub('convByClient'),
       convByUpdated: sub('convByUpdated'),
+      convByClientUpdated: sub('convByClientUpdated'),
       byHost: sub('byHost'),
       byConn: sub('byConn'),
       byKind: sub('byKind'),
@@ -350,7 +370,12 @@ class LmdbStoreImpl implements LmdbStore {
     if (!this.readOnly) {
       // Derived indexes a store written before them gets once, on its first read-write open.
       this.backfill(this.d.wsConns!, this.d.wsConnBuckets!, (conn, span) => Array.from(newBuckets(span as WsConnSpan), (b) => [b, conn]));
-      this.backfill(this.d.convs, this.d.convByUpdated!, (id, c) => [[(c as Conversation).updatedTs, id]]);
+      this.backfill(this.d.convs, this.d.convByUpdated!, (_, c) => [byUpdated(c as Conversation)]);
+      this.backfill(this.d.convs, this.d.convByClientUpdated!, (_, c) => [byClientUpdated(c as Conversation)]);
+      if (names.has('convByClient')) {
+        const replaced = sub('convByClient'); // by convByClientUpdated: nothing reads it, its pages go back to the free list
+        if (!isEmpty(replaced)) replaced.clearSync();
+      }
     }
   }
 
@@ -478,8 +503,8 @@ class LmdbStoreImpl implements LmdbStore {
     let fnError: { e: unknown } | undefined;
     try {
       this.writable();
-      const { root, convs, convKeys, convByClient } = this.d;
-      const convByUpdated = this.d.convByUpdated!; // writing: created on open
+      const { root, convs, convKeys } = this.d;
+      const convByUpdated = this.d.convByUpdated!, convByClientUpdated = this.d.convByClientUpdated!; // writing: created on open
       // transactionSync holds LMDB's writer lock from the read to the write: updates from other
       // threads/processes serialise, so none is lost. (It blocks this thread while another writer
       // commits — fine in workers, where conversations are assembled.)
@@ -491,13 +516,15 @@ class LmdbStoreImpl implements LmdbStore {
         if (next === undefined) return undefined;
         // A new conversation gets nextId() unless fn chose an id (imports, tests).
         const c: Conversation = { ...next, id: cur?.id ?? id ?? (next.id || nextId()), key };
-        if (cur && cur.client !== c.client) convByClient.remove([clip(cur.client), c.id]);
         convs.put(c.id, c);
         if (id !== c.id) convKeys.put(key, c.id);
-        convByClient.put([clip(c.client), c.id], 1);
-        if (cur?.updatedTs !== c.updatedTs) {
-          if (cur) convByUpdated.remove([cur.updatedTs, c.id]);
-          convByUpdated.put([c.updatedTs, c.id], 1);
+        if (cur?.updatedTs !== c.updatedTs || cur.client !== c.client) {
+          if (cur) {
+            convByUpdated.remove(byUpdated(cur));
+            convByClientUpdated.remove(byClientUpdated(cur));
+          }
+          convByUpdated.put(byUpdated(c), 1);
+          convByClientUpdated.put(byClientUpdated(c), 1);
         }
         return c;
       });
@@ -707,20 +734,44 @@ class LmdbStoreImpl implements LmdbStore {
 
   listConversations(q: { client?: string; limit?: number; after?: string }): Page<Conversation> {
     const limit = Math.min(Math.max(1, Math.floor(q.limit ?? DEFAULT_LIMIT)), MAX_LIMIT);
-    const after = q.after ?? '';
-    const ids = q.client !== undefined
-      ? this.d.convByClient.getKeys({ start: [clip(q.client), after], end: [clip(q.client), END] }).map((k) => (k as [string, string])[1])
-      : this.d.convs.getKeys({ start: after || undefined }).map((k) => k as string);
     const items: Conversation[] = [];
-    let more = false;
-    for (const id of ids) {
-      if (id === q.after) continue;
-      const c = this.getConversation(id);
-      if (!c || (q.client !== undefined && c.client !== q.client)) continue;
-      if (items.length === limit) { more = true; break; }
+    let last: Place | undefined;
+    for (const [place, c] of this.byRecency(q.client, q.after === undefined ? undefined : cursorPlace(q.after))) {
+      if (items.length === limit) return { items, next: cursorOf(last!) };
       items.push(c);
+      last = place;
     }
-    return { items, next: more && items.length ? items[items.length - 1].id : null };
+    return { items, next: null };
+  }
+
+  /** The listing's conversations at their places, most recently updated first, from just past `after`. */
+  private *byRecency(client: string | undefined, after: Place | undefined): Generator<[Place, Conversation]> {
+    const [index, keyOf, prefix] = client === undefined
+      ? [this.d.convByUpdated, byUpdated, []]
+      : [this.d.convByClientUpdated, byClientUpdated, [clip(client)]];
+    const places = index
+      // (strings sort after numbers: [...prefix, END] is past every place under the prefix)
+      ? index.getKeys({ start: [...prefix, ...(after ?? [END])], end: prefix.length ? prefix : undefined, reverse: true, exclusiveStart: after !== undefined })
+        .map((k) => (k as Key[]).slice(-2) as Place)
+      : this.sortedPlaces(after);
+    for (const [ts, id] of places) {
+      const c = this.getConversation(id);
+      if (!c || (client !== undefined && c.client !== client)) continue; // (clipped clients share entries; sortedPlaces has every client's)
+      // An entry an earlier version did not move when it updated the conversation: listed there
+      // unless the conversation has its own entry too.
+      if (c.updatedTs !== ts && index?.doesExist(keyOf(c))) continue;
+      yield [[ts, id], c];
+    }
+  }
+
+  /**
+   * Every conversation's place past `after`, most recent first, sorted here on each page: for a
+   * store opened read-only that no version with the recency indexes has opened read-write.
+   */
+  private sortedPlaces(after: Place | undefined): Place[] {
+    return Array.from(this.d.convs.getRange({}), ({ key, value }) => [(value as Conversation).updatedTs, key as string] as Place)
+      .filter((p) => !after || comparePlaces(p, after) < 0)
+      .sort((a, b) => comparePlaces(b, a));
   }
 
   oldestRemovableId(): string | undefined {
@@ -820,8 +871,8 @@ class LmdbStoreImpl implements LmdbStore {
   }
 
   async purgeConversations(beforeTs: number, max: number): Promise<number> {
-    const { convs, convKeys, convByClient } = this.d;
-    const convByUpdated = this.d.convByUpdated!; // writing: created on open
+    const { convs, convKeys } = this.d;
+    const convByUpdated = this.d.convByUpdated!, convByClientUpdated = this.d.convByClientUpdated!; // writing: created on open
     const aged = Array.from(convByUpdated.getKeys({ end: [beforeTs], limit: max }), (k) => k as [number, string]);
     return this.purgeLocked(aged, ([ts, id]) => {
       const c = convs.get(id) as Conversation | undefined;
@@ -829,11 +880,11 @@ class LmdbStoreImpl implements LmdbStore {
       if (c?.updatedTs !== ts) {
         // Updated since the scan (its entry has moved on already), or an earlier version updated it
         // without moving the entry: it stays, indexed where it is now.
-        if (c) convByUpdated.putSync([c.updatedTs, id], 1);
+        if (c) convByUpdated.putSync(byUpdated(c), 1);
         return false;
       }
       if (convKeys.get(c.key) === c.id) convKeys.removeSync(c.key);
-      convByClient.removeSync([clip(c.client), c.id]);
+      convByClientUpdated.removeSync(byClientUpdated(c));
       convs.removeSync(c.id);
       return true;
     });

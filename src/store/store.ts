@@ -16,6 +16,13 @@ export interface TransactionQuery {
 export interface Page<T> { items: T[]; next: string | null }
 
 /**
+ * A conversation listing's cursor (`next`, given back as `after`): `<updatedTs>-<id>`, the place of
+ * the page's last item in recency order, not the item, so the next page starts there even if that
+ * conversation has been updated since.
+ */
+export const CONVERSATION_CURSOR_RE = /^(\d+(?:\.\d+)?)-(.+)$/s;
+
+/**
  * Records read from the store one at a time, as they are iterated (again on each iteration): a
  * catch-up over a long backlog holds one record's body at a time, not the whole backlog's.
  */
@@ -39,6 +46,11 @@ export interface Store {
   /** Atomic read-modify-write of one conversation by its assembly key (safe across threads). */
   updateConversation(key: string, fn: (c: Conversation | undefined) => Conversation | undefined): Promise<Conversation | undefined>;
   getConversation(id: string): Conversation | undefined;
+  /**
+   * Most recently updated first. Paging goes on from `after`'s place: a conversation updated
+   * between pages moves to the front, so it is listed at most once per pass (not at all if it moved
+   * from a later page); every other one, exactly once.
+   */
   listConversations(q: { client?: string; limit?: number; after?: string }): Page<Conversation>;
   /** Size of the LMDB data file on disk (the store_bytes gauge). */
   sizeBytes(): number;

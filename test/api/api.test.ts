@@ -8,7 +8,8 @@ import type { AddressInfo } from 'node:net';
 import { openStore, type LmdbStore } from '../../src/store/lmdb.js';
 import { startApi, RecordEvents } from '../../src/api/server.js';
 import { registry } from '../../src/metrics.js';
-import type { TransactionRecord } from '../../src/records.js';
+import type { Conversation, TransactionRecord } from '../../src/records.js';
+import { conversationId } from '../../src/workers/assemble.js';
 import { conn, http, tempDir, ws } from '../store/fixtures.js';
 
 interface Ctx { base: string; server: Server; store: LmdbStore; events: RecordEvents; healthy: { v: boolean } }
@@ -85,6 +86,58 @@ test('REST routes: listing with filters and cursors, details with bodies, connec
   const ca = await fetch(`${base}/ca.pem`);
   assert.equal(ca.status, 200);
   assert.match(await ca.text(), /BEGIN CERTIFICATE/);
+});
+
+test('conversations are listed most recently updated first, by client too; a cursor pages through each once while conversations move', async (t) => {
+  const { base, store } = await setup(t);
+  // ids as the assembler makes them: hashes of the keys, in no relation to recency
+  const keys = Array.from({ length: 8 }, (_, i) => `openai-ws:conn${i}:cache${i}`);
+  const client = (i: number) => (i % 2 ? 'codex' : 'claude-code');
+  for (const [i, key] of keys.entries()) {
+    // (fractions of a millisecond: a WebSocket record's ts has them, and updatedTs is a record's ts)
+    await store.updateConversation(key, () => ({ id: conversationId(key), key, client: client(i), provider: 'openai-ws', startedTs: 1000 + i, updatedTs: 1000 + i + 0.25, turns: [] }));
+  }
+  const touch = (i: number, updatedTs: number) => store.updateConversation(keys[i], (c) => ({ ...c!, updatedTs }));
+  await touch(2, 2000); // assembled again: first now
+  const order = [2, 7, 6, 5, 4, 3, 1, 0];
+  const ids = (i: number[]) => i.map((n) => conversationId(keys[n]));
+  assert.notDeepEqual(ids(order), ids(order).sort(), 'id order is not recency');
+  const list = async (q: string) => {
+    const r = await getJson(`${base}/api/conversations?${q}`);
+    assert.equal(r.status, 200, q);
+    return r.body as { items: Conversation[]; next: string | null };
+  };
+  const listed = async (q: string) => (await list(q)).items.map((c) => c.id);
+
+  assert.deepEqual(await listed(''), ids(order));
+  assert.deepEqual(await listed('client=codex'), ids(order.filter((i) => client(i) === 'codex')));
+  assert.deepEqual(await listed('client=claude-code&limit=2'), ids([2, 6]));
+
+  // Keyset paging: the cursor is a place in recency order, not an item. A conversation updated
+  // between pages moves to the front: already listed, it is not listed again; not yet listed, this
+  // pass passes it by (a new listing shows it first). Every other one comes exactly once.
+  const seen: string[] = [];
+  let page = await list('limit=3');
+  seen.push(...page.items.map((c) => c.id));
+  assert.deepEqual(seen, ids([2, 7, 6]));
+  await touch(7, 3000); // listed already
+  await touch(3, 3001); // not yet listed
+  await touch(5, 500); // not yet listed, moves back: still listed once, at its new place
+  while (page.next) {
+    page = await list(`limit=3&after=${encodeURIComponent(page.next)}`);
+    seen.push(...page.items.map((c) => c.id));
+  }
+  assert.deepEqual(seen, ids([2, 7, 6, 4, 1, 0, 5]));
+  assert.deepEqual(await listed(''), ids([3, 7, 2, 6, 4, 1, 0, 5]));
+
+  const byClient: string[] = [];
+  for (let next: string | null = null, first = true; first || next; first = false) {
+    page = await list(`client=codex&limit=1${next ? `&after=${encodeURIComponent(next)}` : ''}`);
+    byClient.push(...page.items.map((c) => c.id));
+    next = page.next;
+  }
+  assert.deepEqual(byClient, ids([3, 7, 1, 5]));
+  for (const q of ['after=nope', `after=${conversationId(keys[0])}`, 'after=12-']) assert.equal((await getJson(`${base}/api/conversations?${q}`)).status, 400, q);
 });
 
 test('bad parameters are 400 with a reason, unknown ids and routes 404, other methods 405; healthz and HEAD', async (t) => {

@@ -26,6 +26,8 @@ test('dashboard: activity log, live events, transaction detail, WebSocket messag
   await store.putTransactions([up, post, ws(c.id, up.id, 'client', 0, { body: '{"type":"response.create"}' }), ws(c.id, up.id, 'server', 0, { body: '{"type":"response.done"}' })]);
   await store.updateConversation('k', () => ({ id: '', key: 'k', client: 'codex', provider: 'openai-ws', model: 'gpt-5', startedTs: 1, updatedTs: 2,
     turns: [{ role: 'user', blocks: [{ type: 'text', text: 'hello there' }], source: [] }, { role: 'assistant', blocks: [{ type: 'tool_call', callId: 'c1', name: 'shell', arguments: { cmd: 'ls' } }], source: [] }] }));
+  await store.updateConversation('k2', () => ({ id: '', key: 'k2', client: 'claude-code', provider: 'anthropic', startedTs: 1, updatedTs: 3, turns: [] }));
+  await store.updateConversation('k', (c) => ({ ...c!, updatedTs: 4 })); // created first, updated last
 
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] }); // playwright gives it a fresh temporary profile
   t.after(() => browser.close());
@@ -58,6 +60,8 @@ test('dashboard: activity log, live events, transaction detail, WebSocket messag
   assert.match(msgs[1], /←[\s\S]*response\.done/);
 
   await page.locator('#tab-conv').click();
+  await page.locator('tr.row', { hasText: 'claude-code' }).waitFor();
+  assert.deepEqual((await page.locator('tr.row').allInnerTexts()).map((r) => r.split('\t')[1]), ['codex', 'claude-code'], 'most recently updated on top');
   await page.locator('tr.row', { hasText: 'codex' }).click();
   await page.locator('#detail .turn').nth(1).waitFor();
   const conv = await page.locator('#detail').innerText();

@@ -12,6 +12,7 @@ import { open } from 'lmdb';
 import { openStore, StoreError, BODY_APART_THRESHOLD, type LmdbStore } from '../../src/store/lmdb.js';
 import { lazyBody } from '../../src/store/body-bytes.js';
 import { idAt, idSharedBuffer, nextId } from '../../src/store/ids.js';
+import { conversationId } from '../../src/workers/assemble.js';
 import type { HttpTransaction, TransactionRecord, WsMessageRecord } from '../../src/records.js';
 import { conn, http, tempDir, ws } from './fixtures.js';
 
@@ -415,7 +416,7 @@ test('wsMessagesAfter: each direction past its mark in seq order, client first, 
   assert.equal(store.wsMessagesAfter(c.id, { client: Infinity, server: 3 }).length, 0);
 });
 
-test('conversations: created by key with an id, updated in place, listed by client with paging', async (t) => {
+test('conversations: created by key with an id, updated in place, listed most recently updated first, by client, with paging', async (t) => {
   const store = openStore(tempDir(t));
   t.after(() => store.close());
   const made = [];
@@ -432,11 +433,11 @@ test('conversations: created by key with an id, updated in place, listed by clie
   assert.equal(store.getConversation(first.id)!.model, 'gpt-5');
   assert.equal(await store.updateConversation('k0', () => undefined), undefined);
   assert.equal(store.getConversation(first.id)!.model, 'gpt-5', 'undefined from fn leaves it unchanged');
-  assert.deepEqual(store.listConversations({ client: 'codex' }).items.map((c) => c.key), ['k1', 'k3']);
+  assert.deepEqual(store.listConversations({ client: 'codex' }).items.map((c) => c.key), ['k3', 'k1']);
   const p1 = store.listConversations({ limit: 3 });
-  assert.deepEqual(p1.items.map((c) => c.key), ['k0', 'k1', 'k2']);
+  assert.deepEqual(p1.items.map((c) => c.key), ['k0', 'k4', 'k3']);
   const p2 = store.listConversations({ limit: 3, after: p1.next! });
-  assert.deepEqual(p2.items.map((c) => c.key), ['k3', 'k4']);
+  assert.deepEqual(p2.items.map((c) => c.key), ['k2', 'k1']);
   assert.equal(p2.next, null);
   // a client change moves the conversation between client indexes
   await store.updateConversation('k1', (c) => ({ ...c!, client: 'aider' }));
@@ -444,6 +445,58 @@ test('conversations: created by key with an id, updated in place, listed by clie
   assert.deepEqual(store.listConversations({ client: 'aider' }).items.map((c) => c.key), ['k1']);
   // fn's own errors propagate and change nothing
   await assert.rejects(store.updateConversation('k2', () => { throw new Error('boom'); }), /boom/);
+});
+
+/** Every conversation key a listing gives, paging with `after`. */
+function listedKeys(store: LmdbStore, q: { client?: string }, limit: number): string[] {
+  const keys: string[] = [];
+  for (let after: string | undefined, n = 0; n < 100; n++) {
+    const p = store.listConversations({ ...q, after, limit });
+    keys.push(...p.items.map((c) => c.key));
+    if (!p.next) return keys;
+    after = p.next;
+  }
+  throw new Error('listing does not end');
+}
+
+test('conversations of a store from before the recency indexes: listed newest first read-only too, indexed on the first read-write open; an entry an earlier version left behind lists its conversation once', async (t) => {
+  const dir = tempDir(t);
+  // the layout before them, as that version wrote it (conversation ids: hashes of their keys)
+  const old = open(join(dir, 'db'), { pageSize: 8192, maxDbs: 16 });
+  const convs = old.openDB({ name: 'conversations' });
+  const stored = (key: string, client: string, updatedTs: number) => ({ id: conversationId(key), key, client, provider: 'openai-ws', startedTs: 1, updatedTs, turns: [] });
+  for (const [key, client, ts] of [['a', 'aider', 30], ['b', 'codex', 10], ['c', 'aider', 50], ['d', 'codex', 20], ['e', 'aider', 40]] as const) {
+    const c = stored(key, client, ts);
+    convs.putSync(c.id, c);
+    old.openDB({ name: 'convKeys' }).putSync(key, c.id);
+    old.openDB({ name: 'convByClient' }).putSync([client, c.id], 1);
+  }
+  await old.close();
+  const expect = (s: LmdbStore, all: string[], what: string) => {
+    assert.deepEqual(listedKeys(s, {}, 2), all, what);
+    assert.deepEqual(listedKeys(s, { client: 'aider' }, 2), all.filter((k) => 'ace'.includes(k)), what);
+    assert.deepEqual(listedKeys(s, { client: 'codex' }, 1), all.filter((k) => 'bd'.includes(k)), what);
+  };
+
+  const ro = openStore(dir, { readOnly: true });
+  expect(ro, ['c', 'e', 'a', 'd', 'b'], 'read-only, without the indexes');
+  await ro.close();
+  let store = openStore(dir);
+  t.after(() => store.close());
+  const count = (name: string) => open(join(dir, 'db'), { pageSize: 8192, maxDbs: 16 }).openDB({ name }).getKeysCount();
+  assert.deepEqual(['convByUpdated', 'convByClientUpdated', 'convByClient'].map(count), [5, 5, 0], 'indexed; the [client, id] index emptied');
+  expect(store, ['c', 'e', 'a', 'd', 'b'], 'indexed');
+
+  // an earlier version updates `b` without moving its entries: listed at its old place...
+  await store.close();
+  const raw = open(join(dir, 'db'), { pageSize: 8192, maxDbs: 16 });
+  raw.openDB({ name: 'conversations' }).putSync(conversationId('b'), stored('b', 'codex', 60));
+  await raw.close();
+  store = openStore(dir);
+  expect(store, ['c', 'e', 'a', 'd', 'b'], 'a stale entry');
+  // ...until this version updates it: then at its new place only
+  await store.updateConversation('b', (c) => ({ ...c!, updatedTs: 70 }));
+  expect(store, ['b', 'c', 'e', 'a', 'd'], 'updated again');
 });
 
 test('opening a path twice in one thread shares the environment; read-only handles refuse writes with store_error', async (t) => {

@@ -25,7 +25,7 @@ const conversation = (key: string, updatedTs: number): Conversation =>
 function counts(dir: string) {
   const root = open(join(dir, 'db'), { pageSize: 8192, compression: true, maxDbs: 16 });
   const n = (name: string) => root.openDB({ name }).getKeysCount();
-  return { tx: n('transactions'), bodies: n('bodies'), byHost: n('byHost'), byConn: n('byConn'), byKind: n('byKind'), conns: n('connections'), convs: n('conversations'), convKeys: n('convKeys'), convByClient: n('convByClient'), wsConns: n('wsConns'), wsConnBuckets: n('wsConnBuckets'), convByUpdated: n('convByUpdated') };
+  return { tx: n('transactions'), bodies: n('bodies'), byHost: n('byHost'), byConn: n('byConn'), byKind: n('byKind'), conns: n('connections'), convs: n('conversations'), convKeys: n('convKeys'), convByClientUpdated: n('convByClientUpdated'), wsConns: n('wsConns'), wsConnBuckets: n('wsConnBuckets'), convByUpdated: n('convByUpdated') };
 }
 
 test('retention by age removes old transactions, their bodies, index entries, ended connections and stale conversations', async (t) => {
@@ -61,7 +61,7 @@ test('retention by age removes old transactions, their bodies, index entries, en
   assert.equal(store.getConnection(idleConn.id), undefined);
   assert.ok(store.getConnection(newConn.id));
   assert.deepEqual(store.listConversations({}).items.map((c) => c.key), ['live']);
-  assert.deepEqual(counts(dir), { tx: 2, bodies: 1, byHost: 1, byConn: 2, byKind: 1, conns: 1, convs: 1, convKeys: 1, convByClient: 1, wsConns: 1, wsConnBuckets: 1, convByUpdated: 1 });
+  assert.deepEqual(counts(dir), { tx: 2, bodies: 1, byHost: 1, byConn: 2, byKind: 1, conns: 1, convs: 1, convKeys: 1, convByClientUpdated: 1, wsConns: 1, wsConnBuckets: 1, convByUpdated: 1 });
   assert.equal(await r.sweep(), 0, 'a second sweep finds nothing');
   // the idle connection speaks again: a new entry, from this message on, makes it reachable by kind
   const late = ws(idleConn.id, 'u', 'server', 1);
@@ -130,7 +130,7 @@ test('retention removes conversations by when they were last updated, not by id;
   assert.deepEqual(store.listConversations({ limit: 1000 }).items.map((c) => c.key).sort(), left.sort());
   assert.equal(store.getConversation(conversationId(keys[1])), undefined);
   const n = counts(dir);
-  assert.deepEqual([n.convs, n.convKeys, n.convByClient, n.convByUpdated], [11, 11, 11, 11]);
+  assert.deepEqual([n.convs, n.convKeys, n.convByClientUpdated, n.convByUpdated], [11, 11, 11, 11]);
 });
 
 /** The WebSocket messages of each HAR entry, by the entry's URL. */
