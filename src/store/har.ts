@@ -69,12 +69,25 @@ function queryString(path: string): HarNameValue[] {
   return out;
 }
 
+/**
+ * A path and query as a URI may hold them (RFC 3986 §3.3, §3.4): escapes and the characters allowed
+ * there stay; anything else is percent-encoded as UTF-8 — the "[REDACTED]" the store puts in for a
+ * credential parameter, and what lax clients send unescaped and the proxy forwards ('{', '"', '|',
+ * non-ASCII), which HAR readers that parse `url` reject. A '%' that starts no escape becomes %25.
+ */
+const NOT_IN_URI_PATH = /%(?![0-9A-Fa-f]{2})|[^A-Za-z0-9\-._~!$&'()*+,;=:@/?%]/gu;
+
+function uriPath(p: string): string {
+  return p.replace(NOT_IN_URI_PATH, (c) => Array.from(Buffer.from(c, 'utf8'), (b) => `%${b.toString(16).toUpperCase().padStart(2, '0')}`).join(''));
+}
+
 function url(tx: HttpTransaction): string {
   const host = tx.host.includes(':') && !tx.host.startsWith('[') ? `[${tx.host}]` : tx.host;
   const port = DEFAULT_PORT[tx.scheme] === tx.port ? '' : `:${tx.port}`;
   // an absolute-form request-target (plain HTTP proxying) already is the URL
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(tx.path)) return tx.path;
-  return `${tx.scheme}://${host}${port}${tx.path.startsWith('/') ? tx.path : '/' + tx.path}`;
+  const abs = /^([a-z][a-z0-9+.-]*:\/\/[^/?#]*)(.*)$/is.exec(tx.path);
+  if (abs) return abs[1] + uriPath(abs[2]);
+  return `${tx.scheme}://${host}${port}${uriPath(tx.path.startsWith('/') ? tx.path : '/' + tx.path)}`;
 }
 
 function httpVersion(v: string | undefined): string {

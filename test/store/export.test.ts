@@ -152,3 +152,26 @@ test('export runs in another process (read-only) while this one holds the store 
   assert.deepEqual(ids.slice(0, records.length), records.map((r) => r.id));
   assert.match(stderr, new RegExp(`n=${ids.length}`));
 });
+
+test('HAR request.url is a valid URI when the stored path holds characters a URI may not (a redacted credential parameter, raw "{", "|", non-ASCII)', async (t) => {
+  const store = openStore(tempDir(t));
+  t.after(() => store.close());
+  const c = conn();
+  await store.putConnection(c);
+  // the store redacts ?key= to "[REDACTED]"; lax clients send '{', '"', '|' and UTF-8 unescaped (the proxy forwards them)
+  const gemini = http(c.id, { host: 'generativelanguage.googleapis.com', path: '/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse&key=AIzaSECRET' });
+  const lax = http(c.id, { host: 'example.com', method: 'GET', path: '/search?q={"a":1}|x&w=café&p=100%&e=%41' });
+  await store.putTransactions([gemini, lax]);
+  const out = sink();
+  await exportRecords(store, { format: 'har' }, out.stream);
+  const har = JSON.parse(out.text());
+  const ajv = new Ajv({ allErrors: true, strict: false });
+  (addFormats as unknown as (a: Ajv) => void)(ajv);
+  const validate = ajv.compile(HAR_SCHEMA);
+  assert.ok(validate(har), JSON.stringify(validate.errors, null, 1));
+  const [g, l] = har.log.entries;
+  assert.equal(g.request.url, 'https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse&key=%5BREDACTED%5D');
+  assert.deepEqual(g.request.queryString, [{ name: 'alt', value: 'sse' }, { name: 'key', value: '[REDACTED]' }]);
+  assert.equal(l.request.url, 'https://example.com/search?q=%7B%22a%22:1%7D%7Cx&w=caf%C3%A9&p=100%25&e=%41', 'valid escapes kept, the rest encoded as UTF-8');
+  for (const e of har.log.entries) assert.equal(new URL(e.request.url).href, e.request.url, 'WHATWG URL reads it back unchanged');
+});
