@@ -1,5 +1,6 @@
 // Credential redaction, applied before anything is stored (DESIGN.md "Records": credentials redacted).
-// Bodies keep their content; header values and credential query parameters of a path are replaced.
+// Bodies keep their content; header values and credential query parameters of a path (and of a
+// URL-valued header) are replaced.
 // Order and name case are kept so the stored head still reads like the wire.
 import type { Header } from '../records.js';
 
@@ -11,6 +12,11 @@ const ALWAYS = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-c
 const SUBSTRINGS = ['api-key', 'apikey', 'token', 'secret', 'subscription-key'];
 /** Query parameter names that are credentials besides those (Gemini's `?key=`, signed URLs' `sig`). */
 const QUERY_NAMES = new Set(['key', 'sig', 'password', 'pwd', 'auth']);
+/**
+ * Headers whose value is a URL: a credential query parameter in it is redacted as in a path (a
+ * redirect to a presigned URL carries the signature the next request's path has redacted).
+ */
+const URL_VALUED = new Set(['location', 'content-location', 'referer']);
 /** Authorization-style headers keep their scheme (RFC 9110 §11.4: credentials = auth-scheme [ 1*SP token68 / params ]). */
 const KEEPS_SCHEME = new Set(['authorization', 'proxy-authorization']);
 
@@ -51,6 +57,7 @@ export function redactHeaders(headers: Header[], extra?: string[]): Header[] {
     let v: string;
     if (isSecretHeader(name, extra)) v = redactValue(name, value);
     else if (name.length === 22 && name.toLowerCase() === 'sec-websocket-protocol') v = redactSubprotocols(value, extra ?? []);
+    else if (name.length <= 16 && URL_VALUED.has(name.toLowerCase())) v = redactPath(value, extra);
     else continue;
     if (v === value) continue;
     out ??= headers.slice();

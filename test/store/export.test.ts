@@ -175,3 +175,31 @@ test('HAR request.url is a valid URI when the stored path holds characters a URI
   assert.equal(l.request.url, 'https://example.com/search?q=%7B%22a%22:1%7D%7Cx&w=caf%C3%A9&p=100%25&e=%41', 'valid escapes kept, the rest encoded as UTF-8');
   for (const e of har.log.entries) assert.equal(new URL(e.request.url).href, e.request.url, 'WHATWG URL reads it back unchanged');
 });
+
+test('a credential query parameter in a URL-valued header (Location, Content-Location, Referer) is redacted as in the path', async (t) => {
+  const store = openStore(tempDir(t));
+  t.after(() => store.close());
+  const c = conn();
+  await store.putConnection(c);
+  // a release download redirects to a presigned URL; the next request's path (which the store
+  // redacts) carries the same signature, and so does the Referer of a page opened with ?key=
+  const signed = 'https://objects.example.com/f.tar.gz?X-Amz-Credential=AKIA%2F1&X-Amz-Signature=SIG-5e1f&sig=AZSIG-77&response-content-type=application%2Foctet-stream';
+  const redirect = http(c.id, { method: 'GET', path: '/download?id=1', status: 302, statusText: 'Found',
+    reqHeaders: [['Host', 'api.openai.com'], ['Referer', 'https://app.example/page?key=AIzaREF-0c3d&tab=2']],
+    respHeaders: [['Location', signed], ['Content-Location', '/download?id=1&access_token=TOK-42aa']] });
+  const next = http(c.id, { method: 'GET', host: 'objects.example.com', path: signed.slice(signed.indexOf('/', 8)) });
+  await store.putTransactions([redirect, next]);
+  const secrets = ['SIG-5e1f', 'AZSIG-77', 'AIzaREF-0c3d', 'TOK-42aa'];
+  for (const format of ['jsonl', 'har'] as const) {
+    const out = sink();
+    await exportRecords(store, { format }, out.stream);
+    for (const s of secrets) assert.ok(!out.text().includes(s), `${format} export leaks ${s}`);
+  }
+  const stored = store.getTransaction(redirect.id) as HttpTransaction;
+  assert.deepEqual(stored.respHeaders, [
+    ['Location', 'https://objects.example.com/f.tar.gz?X-Amz-Credential=AKIA%2F1&X-Amz-Signature=[REDACTED]&sig=[REDACTED]&response-content-type=application%2Foctet-stream'],
+    ['Content-Location', '/download?id=1&access_token=[REDACTED]'],
+  ]);
+  assert.deepEqual(stored.reqHeaders[1], ['Referer', 'https://app.example/page?key=[REDACTED]&tab=2']);
+  assert.equal((store.getTransaction(next.id) as HttpTransaction).path, '/f.tar.gz?X-Amz-Credential=AKIA%2F1&X-Amz-Signature=[REDACTED]&sig=[REDACTED]&response-content-type=application%2Foctet-stream');
+});

@@ -64,3 +64,22 @@ test('credential query parameters of a path are redacted; other parameters, the 
   const once = redactPath('/a?token=t&b=1');
   assert.equal(redactPath(once), once, 'idempotent');
 });
+
+test('URL-valued headers (Location, Content-Location, Referer) have their credential query parameters redacted', () => {
+  const h: Header[] = [
+    ['location', 'https://b.s3.amazonaws.com/k?X-Amz-Signature=abc&x=1'],
+    ['Content-Location', '/r?access_token=t'],
+    ['Referer', 'https://app/?key=AIza&q=ok#frag'],
+    ['Link', '<https://x/?key=k>; rel=next'], // not URL-valued as a whole: left alone
+  ];
+  const out = redactHeaders(h);
+  assert.deepEqual(out, [
+    ['location', `https://b.s3.amazonaws.com/k?X-Amz-Signature=${REDACTED}&x=1`],
+    ['Content-Location', `/r?access_token=${REDACTED}`],
+    ['Referer', `https://app/?key=${REDACTED}&q=ok#frag`],
+    ['Link', '<https://x/?key=k>; rel=next'],
+  ]);
+  assert.deepEqual(redactHeaders(out), out, 'idempotent');
+  assert.deepEqual(redactHeaders([['Location', '/plain']]), [['Location', '/plain']]);
+  assert.deepEqual(redactHeaders([['Referer', 'https://a/?session=1']], ['session']), [['Referer', `https://a/?session=${REDACTED}`]], 'extras apply');
+});
