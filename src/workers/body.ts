@@ -6,7 +6,9 @@
 import { isUtf8 } from 'node:buffer';
 import { bodyBytes, lazyBody, shareBody } from '../store/body-bytes.js';
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a leading U+FEFF is part of the body (the default decoder drops it, so a small body,
+// stored as its string, lost those 3 bytes while a large one, stored as its bytes, kept them).
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 export function isValidUtf8(bytes: Uint8Array): boolean {
   return isUtf8(bytes);

@@ -68,7 +68,7 @@ export function decodeHttp(task: HttpCaptureTask, id: string): { record: HttpTra
     record.respBodySize = resp.size;
     if (resp.truncated) record.truncated = true;
     if (mediaType(task.respHeaders) === 'text/event-stream' && !resp.error) {
-      const text = resp.fields.body ?? new TextDecoder().decode(resp.decoded);
+      const text = resp.fields.body ?? new TextDecoder('utf-8', { ignoreBOM: true }).decode(resp.decoded); // the parser drops the BOM
       record.respEvents = parseSse(text);
     }
   }

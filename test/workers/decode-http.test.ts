@@ -110,6 +110,22 @@ test('invalid gzip → decode_failed, raw body kept, counted', () => {
   assert.equal(decodeHttp(task({ resp: cut, respHeaders: enc('gzip') }), 'x').record.error, 'decode_failed');
 });
 
+test('a leading UTF-8 BOM is part of the text body, small or large, plain or gzip (nothing of the bytes is lost)', () => {
+  for (const payload of ['\ufeff{"a":1}', '\ufeff' + 'x'.repeat(5000)]) {
+    for (const [coding, body] of [['', Buffer.from(payload)], ['gzip', zlib.gzipSync(payload)]] as const) {
+      const { record } = decodeHttp(task({ resp: body, respHeaders: coding ? enc(coding, [['Content-Type', 'application/json']]) : [['Content-Type', 'application/json']] }), 'x');
+      assert.equal(record.respBody, payload, `${coding || 'identity'}, ${payload.length} chars`);
+      assert.equal(Buffer.byteLength(record.respBody!), record.respBodySize);
+    }
+  }
+  // a request body too; and an event stream still parses (the parser drops the one BOM)
+  assert.equal(decodeHttp(task({ req: Buffer.from('\ufeffhi') }), 'x').record.reqBody, '\ufeffhi');
+  const sse = decodeHttp(task({ resp: Buffer.from('\ufeffdata: a\n\n'), respHeaders: [['Content-Type', 'text/event-stream']] }), 'x').record;
+  assert.equal(sse.respBody, '\ufeffdata: a\n\n');
+  assert.deepEqual(sse.respEvents, [{ data: 'a' }]);
+  assert.deepEqual(bodyFields(Buffer.from('\ufeffab'), 100), { body: '\ufeffab', size: 5, truncated: false, invalidUtf8: false });
+});
+
 test('unknown content-encoding → raw kept, decode_failed', () => {
   const { record, metrics } = decodeHttp(task({ resp: Buffer.from('LZW?'), respHeaders: enc('compress') }), 'x');
   assert.equal(record.respBody, 'LZW?');

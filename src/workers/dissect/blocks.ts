@@ -39,9 +39,10 @@ export function stoppedShort(reason: unknown): string | undefined {
   }
 }
 
+/** JSON text, tolerating a leading BOM (RFC 8259 §8.1: a parser may ignore it; bodies keep theirs). */
 export function parseJson(s: string | undefined): unknown {
   if (s === undefined) return undefined;
-  try { return JSON.parse(s); } catch { return undefined; }
+  try { return JSON.parse(s.charCodeAt(0) === 0xfeff ? s.slice(1) : s); } catch { return undefined; }
 }
 
 export function isObj(v: unknown): v is Record<string, any> {

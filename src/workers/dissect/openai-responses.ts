@@ -3,7 +3,7 @@
 // yields the reply, preferring `response.completed`'s output over the folded deltas.
 import type { Block, Usage } from '../../records.js';
 import type { HttpTransaction } from '../../records.js';
-import { addUsage, errorReply, isObj, num, prefixKey, pushMsg, str, textBlock, toolCall, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
+import { addUsage, errorReply, isObj, num, parseJson, prefixKey, pushMsg, str, textBlock, toolCall, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
 
 function contentText(content: unknown): string[] {
   if (typeof content === 'string') return [content];
@@ -238,5 +238,5 @@ export function dissectResponsesHttp(tx: HttpTransaction, req: Record<string, an
 
 function parseBody(s: string | undefined): unknown {
   if (!s) return undefined;
-  try { return JSON.parse(s); } catch { return undefined; }
+  return parseJson(s);
 }

@@ -9,7 +9,7 @@ import { classifyHttp, detectClient, dissectHttp, DissectRulesError, isOpenaiWsP
 import { anthropicSseReply, dissectAnthropic, sessionKey } from '../../../src/workers/dissect/anthropic.js';
 import { chatSseReply, dissectChat } from '../../../src/workers/dissect/openai-chat.js';
 import { geminiReply } from '../../../src/workers/dissect/gemini.js';
-import { isScaffolding } from '../../../src/workers/dissect/blocks.js';
+import { isScaffolding, parseJson } from '../../../src/workers/dissect/blocks.js';
 import { foldEvent, foldReply, newFold, responseObjectReply, sseReply } from '../../../src/workers/dissect/openai-responses.js';
 import { geminiCodeAssistSession, geminiSession } from './sessions.js';
 
@@ -156,4 +156,17 @@ test('a reply cut at the token limit or withheld is marked incomplete (Anthropic
   assert.equal(dissectAnthropic(tx({ id: 'm', type: 'message', content: [{ type: 'text', text: 'x' }], stop_reason: 'max_tokens' }, '/v1/messages'), { model: 'm', messages: [] }).reply?.incomplete, 'max_tokens');
   const gemini = (finishReason: string) => geminiReply([{ candidates: [{ content: { role: 'model', parts: [{ text: 'x' }] }, finishReason }] }], false).incomplete;
   assert.deepEqual([gemini('MAX_TOKENS'), gemini('SAFETY'), gemini('STOP')], ['max_tokens', 'refused', undefined]);
+});
+
+test('a JSON body with a leading BOM (kept in the stored body) still dissects', () => {
+  assert.deepEqual(parseJson('\ufeff{"model":"m"}'), { model: 'm' });
+  const tx = {
+    method: 'POST', host: 'api.openai.com', path: '/v1/chat/completions', reqHeaders: [], respHeaders: [], status: 200,
+    reqBody: '\ufeff{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}',
+    respBody: '\ufeff{"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}]}',
+  };
+  const ex = dissectHttp(tx as never).exchange!;
+  assert.equal(ex.provider, 'openai-chat');
+  assert.equal(ex.model, 'gpt-4o');
+  assert.deepEqual(ex.reply?.blocks, [{ type: 'text', text: 'hello' }]);
 });
