@@ -90,11 +90,23 @@ async function main(argv: string[]): Promise<number> {
       const kind = o.kind as RecordKind | undefined;
       if (kind && !['HTTP', 'WS_REQ', 'WS_RESP', 'WS_CTRL'].includes(kind)) throw new ConfigError(`--kind: expected HTTP, WS_REQ, WS_RESP or WS_CTRL, got "${kind}"`);
       const { openStore } = await import('./store/lmdb.js');
-      const { exportRecords } = await import('./store/export.js');
+      const { exportRecords, OutputClosedError } = await import('./store/export.js');
       const store = openStore(String(o['data-dir'] ?? DEFAULTS.dataDir), { readOnly: true });
+      // A reader that stops early (`greytap export | head`) closes the pipe: the export ends
+      // quietly, as other filters do, instead of with an EPIPE stack trace. Other errors stand.
+      let outError: NodeJS.ErrnoException | undefined;
+      const onOutError = (e: NodeJS.ErrnoException) => { outError ??= e; };
+      process.stdout.on('error', onOutError);
       try {
         await exportRecords(store, { format, kind, host: o.host as string | undefined, since: o.since ? parseSince(String(o.since)) : undefined }, process.stdout);
-      } finally { await store.close(); }
+      } catch (e) {
+        const err = (e instanceof OutputClosedError && outError) || (e as NodeJS.ErrnoException);
+        if (err.code !== 'EPIPE' && !(err instanceof OutputClosedError)) throw err;
+      } finally {
+        process.stdout.off('error', onOutError);
+        await store.close();
+      }
+      if (outError && outError.code !== 'EPIPE') throw outError;
       return 0;
     }
     case 'conversations': {

@@ -27,16 +27,25 @@ function version(): string {
   }
 }
 
+/** The output closed before the export was written (its reader went away: `greytap export | head`). */
+export class OutputClosedError extends Error {
+  constructor() { super('export output closed'); }
+}
+
 async function write(out: NodeJS.WritableStream, s: string): Promise<void> {
+  // A closed output takes no more: writing on would wait for a 'close' that has been and gone.
+  if ((out as { destroyed?: boolean }).destroyed) throw new OutputClosedError();
   if (out.write(s)) return;
   // Whichever comes first, both listeners go: a race of two once() left the loser registered at
   // every pushback, growing with the export.
   const ac = new AbortController();
+  let closed = false;
   try {
-    await Promise.race([once(out, 'drain', { signal: ac.signal }), once(out, 'close', { signal: ac.signal })]);
+    await Promise.race([once(out, 'drain', { signal: ac.signal }), once(out, 'close', { signal: ac.signal }).then(() => { closed = true; })]);
   } finally {
     ac.abort();
   }
+  if (closed) throw new OutputClosedError();
 }
 
 /** Every matching transaction (with bodies), oldest first. */
@@ -53,7 +62,7 @@ function* transactions(store: Store, q: { kind?: RecordKind; host?: string; sinc
   }
 }
 
-/** Resolves with the number of records (jsonl) or entries (har) written. */
+/** Resolves with the number of records (jsonl) or entries (har) written; rejects with OutputClosedError when `out` closes first. */
 export async function exportRecords(store: Store, opts: ExportOptions, out: NodeJS.WritableStream): Promise<number> {
   const q = { kind: opts.kind, host: opts.host, since: opts.since };
   let n = 0;

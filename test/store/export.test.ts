@@ -5,6 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
 import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
 import { openStore } from '../../src/store/lmdb.js';
@@ -202,4 +204,33 @@ test('a credential query parameter in a URL-valued header (Location, Content-Loc
   ]);
   assert.deepEqual(stored.reqHeaders[1], ['Referer', 'https://app.example/page?key=[REDACTED]&tab=2']);
   assert.equal((store.getTransaction(next.id) as HttpTransaction).path, '/f.tar.gz?X-Amz-Credential=AKIA%2F1&X-Amz-Signature=[REDACTED]&sig=[REDACTED]&response-content-type=application%2Foctet-stream');
+});
+
+test('an output that closes mid-export ends it: exportRecords rejects instead of hanging, and `greytap export | head` exits 0 without a stack trace', async (t) => {
+  const dir = tempDir(t);
+  const store = openStore(dir);
+  const c = conn();
+  await store.putConnection(c);
+  await store.putTransactions(Array.from({ length: 1500 }, () => http(c.id, { respBody: 'x'.repeat(2000) }))); // ~3 MB of jsonl
+  // in process: a sink destroyed after a few writes (a client that went away)
+  let writes = 0;
+  const gone = new Writable({ highWaterMark: 64, write(_c, _e, cb) { if (++writes === 5) { cb(); gone.destroy(); return; } setImmediate(cb); } });
+  const settled = await Promise.race([
+    exportRecords(store, { format: 'jsonl' }, gone).then(() => 'resolved', (e: Error) => `rejected: ${e.message}`),
+    new Promise((r) => setTimeout(r, 5_000, 'hung')),
+  ]);
+  assert.match(String(settled), /^rejected: .*closed/);
+  assert.ok(writes < 10, `stopped writing (${writes} writes)`);
+  await store.close();
+  // the CLI, its stdout closed by the reader after the first bytes
+  for (const format of ['jsonl', 'har']) {
+    const bin = fileURLToPath(new URL('../../../bin/greytap.js', import.meta.url));
+    const p = spawn(process.execPath, [bin, 'export', '--data-dir', dir, '--format', format], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    p.stderr.on('data', (d) => { stderr += d; });
+    p.stdout.once('data', () => p.stdout.destroy());
+    const [code] = await once(p, 'close');
+    assert.equal(stderr, '', format);
+    assert.equal(code, 0, format);
+  }
 });
