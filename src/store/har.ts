@@ -134,7 +134,9 @@ export function harEntry(tx: HttpTransaction, ws: WsMessageRecord[] = []): HarEn
     connection: tx.conn,
     _greytapId: tx.id,
   };
-  if (reqText !== undefined) {
+  // The capture gives every request a body field, '' when it had none; postData is for a request
+  // that sent a body (as browsers write HAR): a GET or an empty POST has none.
+  if (reqText !== undefined && (reqText !== '' || reqLen > 0)) {
     e.request.postData = { mimeType: header(tx.reqHeaders ?? [], 'content-type') ?? '', text: reqText };
     if (tx.reqBody === undefined) e.request.postData.encoding = 'base64'; // not in HAR 1.2; what HAR viewers accept for binary
   }

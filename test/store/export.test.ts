@@ -234,3 +234,24 @@ test('an output that closes mid-export ends it: exportRecords rejects instead of
     assert.equal(code, 0, format);
   }
 });
+
+test('HAR: a request without a body (GET, HEAD as captured: reqBody "" and size 0) has no postData; one with a body keeps it', async (t) => {
+  const store = openStore(tempDir(t));
+  t.after(() => store.close());
+  const c = conn();
+  await store.putConnection(c);
+  // the capture hands every request an (empty) body buffer, so a GET is stored with reqBody ''
+  const get = http(c.id, { method: 'GET', path: '/v1/models', reqBody: '', reqBodySize: 0, reqHeaders: [['Host', 'api.openai.com']] });
+  const head = http(c.id, { method: 'HEAD', path: '/v1/models', reqBody: '', reqBodySize: 0, respBody: '', respBodySize: 0 });
+  const post = http(c.id, { method: 'POST', path: '/v1/responses', reqBody: '{"model":"gpt-5"}', reqBodySize: 17 });
+  const emptyPost = http(c.id, { method: 'POST', path: '/v1/empty', reqBody: '', reqBodySize: 0, reqHeaders: [['Content-Type', 'application/json'], ['Content-Length', '0']] });
+  await store.putTransactions([get, head, post, emptyPost]);
+  const out = sink();
+  await exportRecords(store, { format: 'har' }, out.stream);
+  const [g, h, p, e] = JSON.parse(out.text()).log.entries;
+  assert.equal(g.request.postData, undefined, 'GET');
+  assert.equal(g.request.bodySize, 0);
+  assert.equal(h.request.postData, undefined, 'HEAD');
+  assert.deepEqual(p.request.postData, { mimeType: 'application/json', text: '{"model":"gpt-5"}' });
+  assert.equal(e.request.postData, undefined, 'a POST with an empty body posts no data either');
+});
