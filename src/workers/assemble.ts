@@ -3,9 +3,11 @@
 // Workers are stateless and share the pool, so every bit of assembly state lives in the store and
 // is changed only through store.updateConversation (an atomic read-modify-write). The model:
 //   • Each conversation stores what it was built from (private `_http` exchanges, or for codex's
-//     WebSocket the line each socket of the session gave, `_lines`, each derived from that socket's
-//     `_ws` state in an internal object) and its `turns` are DERIVED from that by a pure function,
-//     never patched in place. Folding a record is idempotent
+//     WebSocket the version of the line each socket of the session gave, `_lines`, each line derived
+//     from that socket's `_ws` state in an internal object, where it stays) and its `turns` are
+//     DERIVED from that by a pure function, never patched in place (a session over several sockets
+//     keeps checkpoints of that fold, so an update folds again only from the socket that changed —
+//     see foldWsLine). Folding a record is idempotent
 //     (exchanges by transaction id, WebSocket directions by seq high-water mark) and the derivation
 //     sorts by wire keys, so the result does not depend on which worker ran first, on the order of
 //     the two WebSocket directions, or on a re-delivered batch — and a rebuild equals the live result.
@@ -48,8 +50,20 @@ interface WsSocketLine {
   updatedTs: number;
   client: ClientName;
   model?: string;
-  /** absent: the conversation's own turns (a session seen on one socket, the usual case, is not stored twice) */
+  /**
+   * The socket's turns: handed to foldWsLine, not stored (the socket's connection state holds
+   * them). Conversations written before the checkpoints below stored them for every socket of a
+   * session seen on more than one.
+   */
   turns?: Turn[];
+  /**
+   * Checkpoint: the session's line before this socket's line was folded in (the fold of the
+   * earlier sockets' lines) — its first `base` turns are those of the next socket's checkpoint (of
+   * the conversation's turns, for the last socket), then `rest`: what a later socket cut away.
+   * Absent: none.
+   */
+  base?: number;
+  rest?: Turn[];
 }
 
 /** What the store holds: a Conversation plus private state (stripped by publicConversation). */
@@ -485,14 +499,12 @@ async function assembleWs(store: Store, conn: string, records: WsMessageRecord[]
   for (let i = 0; i < bads; i++) bad();
   if (stored?._ws) foldedUpTo(conn, stored._ws.serverSeq);
   if (!stored?._ws) return 0;
-  const v = stored._v ?? 0;
   let n = 0;
-  for (const d of deriveWs(stored._ws)) {
-    const ckey = wsConversationKey(conn, d.pck);
-    const line: WsSocketLine = { v, startedTs: d.startedTs, updatedTs: d.updatedTs, client: stored._ws.client ?? 'generic', turns: finishTurns(d.turns) };
-    if (d.model) line.model = d.model;
+  for (const [pck, line] of socketLines(stored)) {
+    const ckey = wsConversationKey(conn, pck);
     const fresh = takeFresh(opts, ckey);
-    await store.updateConversation(ckey, (old) => foldWsLine(fresh ? undefined : (old as StoredConversation | undefined), ckey, conn, line));
+    const read = (c: string) => { const st = storedByKey(store, 'openai-ws:' + c); return st ? socketLines(st).get(pck) : undefined; };
+    await store.updateConversation(ckey, (old) => foldWsLine(fresh ? undefined : (old as StoredConversation | undefined), ckey, conn, line, read));
     n++;
   }
   return n + 1;
@@ -508,48 +520,106 @@ function wsConversationKey(conn: string, pck: string): string {
   return pck === NO_SESSION_KEY ? `openai-ws:${conn}:${pck}` : `openai-ws:${pck}`;
 }
 
-/** A socket's line into its session's conversation. Two workers may derive from successive states of a socket: the later state (higher version) wins. */
-function foldWsLine(old: StoredConversation | undefined, key: string, conn: string, line: WsSocketLine): StoredConversation | undefined {
-  if (old && (old._lines?.[conn]?.v ?? -1) >= line.v) return old;
-  const lines = storedLines(old);
-  lines[conn] = line;
-  return wsConversation(old, key, lines);
+/** A socket's lines, one per session it carried, derived from its stored connection state alone. */
+function socketLines(stored: StoredConversation): Map<string, WsSocketLine> {
+  const out = new Map<string, WsSocketLine>();
+  if (!stored._ws) return out;
+  for (const d of deriveWs(stored._ws)) {
+    const line: WsSocketLine = { v: stored._v ?? 0, startedTs: d.startedTs, updatedTs: d.updatedTs, client: stored._ws.client ?? 'generic', turns: finishTurns(d.turns) };
+    if (d.model) line.model = d.model;
+    out.set(d.pck, line);
+  }
+  return out;
 }
 
-/** The lines a conversation holds, with a sole line's turns (not stored twice) taken from the conversation's. */
-function storedLines(c: StoredConversation | undefined): Record<string, WsSocketLine> {
-  const lines: Record<string, WsSocketLine> = {};
-  for (const [conn, l] of Object.entries(c?._lines ?? {})) lines[conn] = l.turns ? l : { ...l, turns: c!.turns };
-  return lines;
+/** A stored object by its assembly key, read synchronously (inside another key's updateConversation). */
+function storedByKey(store: Store, key: string): StoredConversation | undefined {
+  const byKey = (store as Store & { getConversationByKey?: (k: string) => Conversation | undefined }).getConversationByKey;
+  return (typeof byKey === 'function' ? byKey.call(store, key) : store.getConversation(conversationId(key))) as StoredConversation | undefined;
+}
+
+/** The sockets of a session in the order their lines are folded: by start, then connection id. */
+function socketOrder(lines: Record<string, WsSocketLine>): string[] {
+  return Object.keys(lines).sort((a, b) => lines[a].startedTs - lines[b].startedTs || (a < b ? -1 : a > b ? 1 : 0));
 }
 
 /**
- * A session's conversation from its sockets' lines, in the order the sockets started. A new socket
- * re-sends the whole history, so each line is folded like a whole history (foldHistory): what an
+ * A socket's line into its session's conversation. Two workers may derive from successive states
+ * of a socket: the later state (higher version) wins. `read` gives another socket's line, from its
+ * stored connection state, when the fold has to go over it again.
+ *
+ * The conversation is the fold of its sockets' lines in the order the sockets started: a new socket
+ * re-sends the whole history, so each line is folded like a whole history (foldHistory) — what an
  * earlier socket showed stays, only what is new is added. The result depends only on the lines,
  * not on the order they were folded in, so a rebuild equals the live result.
+ *
+ * Only the lines from the changed one on are folded again, onto the checkpoint of the sockets
+ * before it (see WsSocketLine.base): the usual update, of the last socket, folds that socket's
+ * line alone and reads nothing else; a late update of an earlier socket (its close, a lagging
+ * direction) reads the later sockets' lines from their connection states. Every line's turns stay
+ * in its socket's connection state, so the conversation holds the session's turns once, whatever
+ * number of sockets re-sent them.
  */
-function wsConversation(old: StoredConversation | undefined, key: string, lines: Record<string, WsSocketLine>): StoredConversation {
-  const order = Object.entries(lines).sort(([a, x], [b, y]) => x.startedTs - y.startedTs || (a < b ? -1 : a > b ? 1 : 0));
-  const line: WsLine = { turns: [] };
+function foldWsLine(old: StoredConversation | undefined, key: string, conn: string, line: WsSocketLine, read: (conn: string) => WsSocketLine | undefined): StoredConversation | undefined {
+  if (old && (old._lines?.[conn]?.v ?? -1) >= line.v) return old;
+  const before = old?._lines ?? {};
+  const oldOrder = socketOrder(before);
+  // earlier conversations stored every line's turns and no checkpoints: folded again from them
+  const legacy = oldOrder.some((c) => before[c].turns);
+  // what is known of each line's turns (null: its socket's state is gone, as in a rebuild)
+  const known = new Map<string, WsSocketLine | null>([[conn, line]]);
+  let lines: Record<string, WsSocketLine>, order: string[], s: number;
+  for (;;) {
+    lines = { ...before };
+    for (const [c, l] of known) if (l) lines[c] = l; else delete lines[c];
+    order = socketOrder(lines);
+    // the first position whose line, or whose earlier lines, changed: the checkpoints before it hold
+    s = 0;
+    if (!legacy) while (s < order.length && order[s] === oldOrder[s] && !known.has(order[s])) s++;
+    const missing = order.slice(s).filter((c) => !known.has(c));
+    if (!missing.length) break;
+    for (const c of missing) known.set(c, (legacy ? before[c] : read(c)) ?? null);
+  }
+  // the old checkpoints as lines of turns, sharing turn objects with the conversation's turns
+  const shown: LineTurn[] = oldOrder.length ? (old?.turns ?? []).map((t) => new WsLineTurn(t)) : [];
+  const oldCps: LineTurn[][] = [];
+  for (let i = oldOrder.length - 1, next = shown; i >= 0; i--) {
+    const l = before[oldOrder[i]];
+    next = oldCps[i] = [...next.slice(0, l.base ?? 0), ...(l.rest ?? []).map((t) => new WsLineTurn(t))];
+  }
+  const cps: LineTurn[][] = oldCps.slice(0, s);
+  const turns = s < oldOrder.length ? oldCps[s] : shown;
+  const folded: WsLine = { turns, sys: lastSystemSig(turns) };
+  for (let i = s; i < order.length; i++) {
+    cps.push(folded.turns.slice());
+    foldHistory(folded, lines[order[i]].turns!.map((t) => new WsLineTurn(t)));
+  }
+  // each checkpoint as what it shares with the next one (the last: with the conversation's turns)
+  const stored: Record<string, WsSocketLine> = {};
+  for (let i = order.length - 1, next = folded.turns; i >= 0; i--) {
+    const cp = cps[i];
+    let m = 0;
+    while (m < cp.length && m < next.length && cp[m] === next[m]) m++;
+    const { turns: _t, base: _b, rest: _r, ...meta } = lines[order[i]];
+    const l: WsSocketLine = meta;
+    if (m) l.base = m;
+    if (m < cp.length) l.rest = cp.slice(m).map((t) => t.turn);
+    stored[order[i]] = l;
+    next = cp;
+  }
   let client: ClientName | undefined, model: string | undefined;
-  for (const [, l] of order) {
-    foldHistory(line, l.turns!.map((t) => new WsLineTurn(t)));
-    client = betterClient(client, l.client);
-    model = l.model ?? model;
+  for (const c of order) {
+    client = betterClient(client, lines[c].client);
+    model = lines[c].model ?? model;
   }
   const conv: StoredConversation = {
     id: old?.id ?? conversationId(key), key, client: client ?? 'generic', provider: 'openai-ws',
-    startedTs: Math.min(...order.map(([, l]) => l.startedTs)), updatedTs: Math.max(...order.map(([, l]) => l.updatedTs)),
-    turns: finishTurns(line.turns.map((t) => t.turn)),
-    _lines: order.length === 1 ? { [order[0][0]]: withoutTurns(order[0][1]) } : lines,
+    startedTs: Math.min(...order.map((c) => lines[c].startedTs)), updatedTs: Math.max(...order.map((c) => lines[c].updatedTs)),
+    turns: finishTurns(folded.turns.map((t) => t.turn)),
+    _lines: Object.fromEntries(order.map((c) => [c, stored[c]])),
   };
   if (model) conv.model = model;
   const inc = lastAssistant(conv.turns)?.incomplete;
   if (inc) conv.incomplete = inc;
   return conv;
-}
-
-function withoutTurns({ turns: _t, ...l }: WsSocketLine): WsSocketLine {
-  return l;
 }

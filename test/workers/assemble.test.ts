@@ -4,7 +4,8 @@
 // rebuild == incremental.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { assembleRecords, conversationByKey, conversationId, publicConversation, rebuildConversations, type StoredConversation } from '../../src/workers/assemble.js';
+import { assembleRecords, connectionEnded, conversationByKey, conversationId, publicConversation, rebuildConversations, type StoredConversation } from '../../src/workers/assemble.js';
+import { deriveWs } from '../../src/workers/dissect/openai-ws.js';
 import type { Conversation, TransactionRecord, Turn, WsMessageRecord } from '../../src/records.js';
 import type { Store } from '../../src/store/store.js';
 import { waitFor } from '../helpers/harness.js';
@@ -30,6 +31,9 @@ async function conv(store: Store, key: string): Promise<Conversation> {
   assert.ok(c, `conversation ${key} exists`);
   return publicConversation(c as StoredConversation);
 }
+
+/** A socket's connection state (the assembler's internal object for it). */
+const storedState = (store: Store, conn: string) => store.getConversation(conversationId('openai-ws:' + conn)) as StoredConversation;
 
 const noSource = (turns: Turn[]) => turns.map(({ source: _s, ...t }) => t);
 
@@ -206,6 +210,127 @@ test('codex reconnects (a new socket re-sends the whole history): one conversati
   }
   const noId = ({ id: _i, ...c }: Conversation) => c;
   for (const r of results.slice(1)) assert.deepEqual(noId(r), noId(results[0]));
+});
+
+test('codex reconnects twice, the middle socket\'s line updated late: the same conversation as in order and as rebuilt, each socket\'s turns stored once', async () => {
+  const t0 = 1_700_000_370_000;
+  const limit = { type: 'error', status: 400, error: { type: 'invalid_request_error', code: 'websocket_connection_limit_reached', message: 'Responses websocket connection limit reached (60 minutes).' } };
+  const call = (n: number) => ({ type: 'function_call', call_id: `call_${n}`, name: 'shell', arguments: `{"command":["ls","${n}"]}` });
+  const out = (n: number) => ({ type: 'function_call_output', call_id: `call_${n}`, output: `file ${n}` });
+  const u = (n: number) => msg('user', `ask ${n}`), said = (n: number) => msg('assistant', `answer ${n}`);
+  const a = codexSocket([
+    { request: codexCreate('sess-M', [u(1)]), events: codexAnswer('resp_1', [call(1)]) },
+    { request: codexCreate('sess-M', [out(1)], { previous_response_id: 'resp_1' }), events: codexAnswer('resp_2', [said(1)]) },
+    { request: codexCreate('sess-M', [u(2)], { previous_response_id: 'resp_2' }), events: [limit], closeAfter: true },
+  ], t0);
+  const b = codexSocket([
+    { request: codexCreate('sess-M', [u(1), call(1), out(1), said(1), u(2)]), events: codexAnswer('resp_3', [call(2)]) },
+    { request: codexCreate('sess-M', [out(2)], { previous_response_id: 'resp_3' }), events: codexAnswer('resp_4', [said(2)]) },
+    { request: codexCreate('sess-M', [u(3)], { previous_response_id: 'resp_4' }), events: [limit], closeAfter: true },
+  ], t0 + 100);
+  const c = codexSocket([
+    { request: codexCreate('sess-M', [u(1), call(1), out(1), said(1), u(2), call(2), out(2), said(2), u(3)]), events: codexAnswer('resp_5', [said(3)]) },
+    { request: codexCreate('sess-M', [u(4)], { previous_response_id: 'resp_5' }), events: codexAnswer('resp_6', [said(4)]) },
+  ], t0 + 200);
+  const expected = [
+    `system:${CODEX_INSTRUCTIONS}`, 'user:ask 1', 'assistant:call(call_1)', 'tool:result(call_1 shell)', 'assistant:answer 1',
+    'user:ask 2', 'assistant: !error', 'assistant:call(call_2)', 'tool:result(call_2 shell)', 'assistant:answer 2',
+    'user:ask 3', 'assistant: !error', 'assistant:answer 3', 'user:ask 4', 'assistant:answer 4',
+  ];
+  const [a1, a2, a3] = a.client.map((r) => [r.id]), [, b2, b3] = b.client.map((r) => [r.id]), [, c2] = c.client.map((r) => [r.id]);
+  const wire = (l: CodexLanes) => [...l.client, ...l.server].sort(byId);
+  const inOrder = async (s: Store, n = 3) => { for (const l of [a, b, c]) for (const ch of chunks(wire(l), n)) await feed(s, ch); };
+  // the middle socket's last responses arrive after the last socket was assembled (a lagging direction): the last
+  // socket's whole history then cuts the line short of what the middle socket shows in the end
+  const bLate = b.server.findIndex((r) => r.body!.includes('"resp_4"'));
+  const orders: [string, (s: Store) => Promise<void>][] = [
+    ['in order', (s) => inOrder(s)],
+    ['the middle socket\'s responses late', async (s) => {
+      for (const ch of chunks(wire(a), 2)) await feed(s, ch);
+      for (const ch of chunks([...b.client, ...b.server.slice(0, bLate)].sort(byId), 2)) await feed(s, ch);
+      for (const ch of chunks(wire(c), 2)) await feed(s, ch);
+      for (const r of b.server.slice(bLate)) await feed(s, [r]);
+    }],
+    ['the last socket first, the first last', async (s) => { for (const l of [c, b, a]) for (const ch of chunks(wire(l), 4)) await feed(s, ch); }],
+    ['concurrently', async (s) => { await Promise.all([a, b, c].map(async (l) => { for (const ch of chunks(wire(l), 1)) await feed(s, ch); })); }],
+    ['re-delivered, the middle socket again at the end', async (s) => {
+      for (const l of [a, b, c]) for (const ch of chunks(wire(l), 3)) { await feed(s, ch); await feed(s, ch); }
+      for (const ch of chunks(wire(b), 5)) await feed(s, ch);
+    }],
+  ];
+  const results: Conversation[] = [];
+  for (const [name, run] of orders) {
+    await withStore(async (store) => {
+      await feed(store, [a.upgrade, b.upgrade, c.upgrade]);
+      await run(store);
+      const got = await conv(store, 'openai-ws:sess-M');
+      assert.deepEqual(turnTexts(got), expected, name);
+      assert.deepEqual(got.turns.filter((t) => t.role !== 'assistant').map((t) => t.source), [a1, a1, a2, a3, b2, b3, c2], `${name}: each turn from the first socket that showed it`);
+      assert.equal(got.startedTs, a.client[0].ts, name);
+      assert.equal(got.updatedTs, c.server.at(-1)!.ts, name);
+      const stored = (await conversationByKey(store, 'openai-ws:sess-M'))!;
+      assert.deepEqual(Object.keys(stored._lines!), [a.upgrade.conn, b.upgrade.conn, c.upgrade.conn], `${name}: a line per socket, in the order they started`);
+      assert.ok(Object.values(stored._lines!).every((l) => !('turns' in l) && !('rest' in l)), `${name}: no socket's turns stored again (${JSON.stringify(stored._lines)})`);
+      // for connectionEnded (which runs when the socket's Connection record is committed): an update that changes nothing of the line
+      await connectionEnded(store, b.upgrade.conn, b.client.at(-1)!.ts);
+      assert.deepEqual(await conv(store, 'openai-ws:sess-M'), got, `${name}: the middle socket's end changes nothing`);
+      results.push(got);
+      await rebuildConversations(store);
+      assert.deepEqual(await conv(store, 'openai-ws:sess-M'), got, `${name}: rebuilt`);
+    });
+  }
+  const noId = ({ id: _i, ...x }: Conversation) => x;
+  for (const r of results.slice(1)) assert.deepEqual(noId(r), noId(results[0]));
+});
+
+test('codex: a later socket that re-sends a rewritten history (compaction) keeps what it cut away for a late update of an earlier socket; a conversation stored with every line\'s turns folds on', async () => {
+  const t0 = 1_700_000_380_000;
+  const u = (n: number) => msg('user', `ask ${n}`), said = (n: number) => msg('assistant', `answer ${n}`);
+  const a = codexSocket([
+    { request: codexCreate('sess-N', [u(1)]), events: codexAnswer('resp_1', [said(1)]) },
+    { request: codexCreate('sess-N', [u(2)], { previous_response_id: 'resp_1' }), events: codexAnswer('resp_2', [said(2)]), closeAfter: true },
+  ], t0);
+  // the next socket starts from a compacted history: the first prompt, then a summary
+  const summary = msg('assistant', 'summary: asked 1 and 2');
+  const b = codexSocket([
+    { request: codexCreate('sess-N', [u(1), summary, u(3)]), events: codexAnswer('resp_3', [said(3)]) },
+  ], t0 + 100);
+  const expected = [`system:${CODEX_INSTRUCTIONS}`, 'user:ask 1', 'assistant:summary: asked 1 and 2', 'user:ask 3', 'assistant:answer 3'];
+  const wire = (l: CodexLanes) => [...l.client, ...l.server].sort(byId);
+  const aLate = wire(a).findIndex((r) => r.body?.includes('"resp_2"'));
+  await withStore(async (store) => {
+    await feed(store, [a.upgrade, b.upgrade]);
+    await feed(store, wire(a).slice(0, aLate));
+    await feed(store, wire(b));
+    let stored = (await conversationByKey(store, 'openai-ws:sess-N'))!;
+    assert.deepEqual(turnTexts(stored), expected);
+    assert.deepEqual(stored._lines![b.upgrade.conn].rest?.map((t) => t.blocks), [[{ type: 'text', text: 'answer 1' }], [{ type: 'text', text: 'ask 2' }]], 'what the rewritten history cut away is kept');
+    await feed(store, wire(a).slice(aLate)); // the first socket's last answer and close, late
+    const live = await conv(store, 'openai-ws:sess-N');
+    assert.deepEqual(turnTexts(live), expected);
+    stored = (await conversationByKey(store, 'openai-ws:sess-N'))!;
+    assert.equal(stored._lines![b.upgrade.conn].rest?.length, 3, 'now with the late answer');
+    await rebuildConversations(store);
+    assert.deepEqual(await conv(store, 'openai-ws:sess-N'), live, 'rebuilt');
+
+    // as stored before checkpoints: every line with its turns (derived from each socket's state)
+    const lineTurns = (conn: string) => deriveWs((storedState(store, conn))._ws!)[0].turns;
+    await store.updateConversation('openai-ws:sess-N', (x) => {
+      const s = x as StoredConversation;
+      const _lines = Object.fromEntries(Object.entries(s._lines!).map(([k, { base: _b, rest: _r, ...l }]) => [k, { ...l, turns: lineTurns(k) }]));
+      return { ...s, _lines } as StoredConversation;
+    });
+    const more = codexSocket([
+      { request: codexCreate('sess-N', [u(1), summary, u(3), said(3), u(4)]), events: codexAnswer('resp_4', [said(4)]) },
+    ], t0 + 200);
+    await feed(store, [more.upgrade, ...wire(more)]);
+    const c = await conv(store, 'openai-ws:sess-N');
+    assert.deepEqual(turnTexts(c), [...expected, 'user:ask 4', 'assistant:answer 4']);
+    stored = (await conversationByKey(store, 'openai-ws:sess-N'))!;
+    assert.ok(Object.values(stored._lines!).every((l) => !('turns' in l)), 'stored again without them');
+    await rebuildConversations(store);
+    assert.deepEqual(await conv(store, 'openai-ws:sess-N'), c, 'rebuilt');
+  });
 });
 
 test('codex: socket closed mid-response → last turn aborted with the folded deltas, earlier turns intact', async () => {
