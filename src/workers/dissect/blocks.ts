@@ -99,13 +99,18 @@ export function roleFor(role: Role, blocks: Block[]): Role {
  * formatting differences.
  */
 export function msgSig(role: Role, blocks: Block[]): string {
+  return hash(msgKey(role, blocks));
+}
+
+/** What msgSig hashes: equal for the same messages, for comparisons that are never stored (an order of magnitude cheaper than the hash). */
+export function msgKey(role: Role, blocks: Block[]): string {
   const parts: string[] = [role];
   for (const b of blocks) {
     if (b.type === 'text') parts.push('t:' + b.text.trim());
     else if (b.type === 'tool_call') parts.push('c:' + b.callId + ':' + b.name);
     else if (b.type === 'tool_result') parts.push('r:' + b.callId);
   }
-  return hash(parts.join('\u0000'));
+  return parts.join('\u0000');
 }
 
 export function hash(s: string, len = 16): string {

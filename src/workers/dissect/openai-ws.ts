@@ -9,7 +9,7 @@
 // and responses are merged by (ts, client-before-server, seq) — a response cannot start before the
 // request that caused it was read — and each response belongs to the request it follows.
 import type { ClientName, Turn, WsMessageRecord } from '../../records.js';
-import { isObj, msgSig, parseJson, str, type Msg } from './blocks.js';
+import { isObj, msgKey, parseJson, str, type Msg } from './blocks.js';
 import { continueLine, lastSystemSig, type LineTurn } from './history-line.js';
 import { foldEvent, foldReply, inputMessages, newFold, type ResponseFold } from './openai-responses.js';
 
@@ -91,14 +91,16 @@ export interface WsLine { turns: LineTurn[]; sys?: string }
 /**
  * A codex turn in a line. Instructions are optional: a whole history carries them apart (from
  * `instructions`, ahead of everything), so they are matched on their own; so is a cut reply, which
- * codex does not send back. The signature is hashed when first read: a line that only ever grows
- * by new items (the usual socket) reads none but its instructions'.
+ * codex does not send back. The signature is built when first read: a line that only ever grows
+ * by new items (the usual socket) reads none but its instructions'. It is msgKey, not the hashed
+ * msgSig: lines are compared in memory only, and a session over several sockets compares each
+ * update's whole re-sent history with the line before it.
  */
 export class WsLineTurn implements LineTurn {
   readonly optional: boolean;
   private s?: string;
   constructor(readonly turn: Turn) { this.optional = turn.role === 'system' || turn.incomplete !== undefined; }
-  get sig(): string { return (this.s ??= msgSig(this.turn.role, this.turn.blocks)); }
+  get sig(): string { return (this.s ??= msgKey(this.turn.role, this.turn.blocks)); }
 }
 
 /** Appends turns, leaving out instructions equal to the last ones shown: codex repeats `instructions` on every request. */
