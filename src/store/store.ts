@@ -46,6 +46,8 @@ export interface Store {
   /** Atomic read-modify-write of one conversation by its assembly key (safe across threads). */
   updateConversation(key: string, fn: (c: Conversation | undefined) => Conversation | undefined): Promise<Conversation | undefined>;
   getConversation(id: string): Conversation | undefined;
+  /** By its assembly key (what updateConversation is given). */
+  getConversationByKey(key: string): Conversation | undefined;
   /**
    * Most recently updated first. Paging goes on from `after`'s place: a conversation updated
    * between pages moves to the front, so it is listed at most once per pass (not at all if it moved

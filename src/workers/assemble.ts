@@ -167,14 +167,9 @@ export function conversationId(key: string): string {
   return hash('conversation:' + key);
 }
 
-/**
- * A conversation by its assembly key. Uses the store's key index when it has one (LmdbStore),
- * else an identity read-modify-write.
- */
-export async function conversationByKey(store: Store, key: string): Promise<StoredConversation | undefined> {
-  const byKey = (store as Store & { getConversationByKey?: (k: string) => Conversation | undefined }).getConversationByKey;
-  if (typeof byKey === 'function') return byKey.call(store, key) as StoredConversation | undefined;
-  return (await store.updateConversation(key, (c) => c)) as StoredConversation | undefined;
+/** A conversation (or a connection's internal state) by its assembly key; synchronous, so it can be read inside another key's updateConversation. */
+export function conversationByKey(store: Store, key: string): StoredConversation | undefined {
+  return store.getConversationByKey(key) as StoredConversation | undefined;
 }
 
 /** The API / export shape: private assembly state removed. */
@@ -419,7 +414,7 @@ function needsPointer(ex: Exchange): boolean {
 }
 
 async function resolveChain(store: Store, prev: string): Promise<string> {
-  const p = await conversationByKey(store, pointerKey(prev));
+  const p = conversationByKey(store, pointerKey(prev));
   return p?._target ?? 'openai-responses:chain:' + prev;
 }
 
@@ -455,7 +450,7 @@ function looksLikeOpenaiWs(r: WsMessageRecord, rules: DissectRule[]): boolean {
  * close frame (killed agent, reset) would otherwise leave its last response "streaming" forever.
  */
 export async function connectionEnded(store: Store, conn: string, endTs: number): Promise<MetricDeltas> {
-  if (!(await conversationByKey(store, 'openai-ws:' + conn))) { forgetUnfolded(conn); return {}; }
+  if (!conversationByKey(store, 'openai-ws:' + conn)) { forgetUnfolded(conn); return {}; }
   const n = await assembleWs(store, conn, [], {}, () => {}, endTs);
   forgetUnfolded(conn);
   return n ? { storeRecords: { CONVERSATION: n } } : {};
@@ -503,7 +498,7 @@ async function assembleWs(store: Store, conn: string, records: WsMessageRecord[]
   for (const [pck, line] of socketLines(stored)) {
     const ckey = wsConversationKey(conn, pck);
     const fresh = takeFresh(opts, ckey);
-    const read = (c: string) => { const st = storedByKey(store, 'openai-ws:' + c); return st ? socketLines(st).get(pck) : undefined; };
+    const read = (c: string) => { const st = conversationByKey(store, 'openai-ws:' + c); return st ? socketLines(st).get(pck) : undefined; };
     await store.updateConversation(ckey, (old) => foldWsLine(fresh ? undefined : (old as StoredConversation | undefined), ckey, conn, line, read));
     n++;
   }
@@ -530,12 +525,6 @@ function socketLines(stored: StoredConversation): Map<string, WsSocketLine> {
     out.set(d.pck, line);
   }
   return out;
-}
-
-/** A stored object by its assembly key, read synchronously (inside another key's updateConversation). */
-function storedByKey(store: Store, key: string): StoredConversation | undefined {
-  const byKey = (store as Store & { getConversationByKey?: (k: string) => Conversation | undefined }).getConversationByKey;
-  return (typeof byKey === 'function' ? byKey.call(store, key) : store.getConversation(conversationId(key))) as StoredConversation | undefined;
 }
 
 /** The sockets of a session in the order their lines are folded: by start, then connection id. */
