@@ -69,7 +69,7 @@ export async function serve(cfg: Config): Promise<Running> {
     nice: cfg.captureNice,
     onCommitted: (ids) => events.committed(ids),
   });
-  const ctx: ProxyContext = { cfg, ca, upstreamTrust: trust, pool };
+  const ctx: ProxyContext = { cfg, ca, upstreamTrust: trust, pool, listening: [] };
   const servers: (net.Server | http.Server)[] = [];
   // Proxy client sockets, so stop() can end tunnels that would otherwise keep close() waiting.
   const clients = new Set<net.Socket>();
@@ -77,8 +77,8 @@ export async function serve(cfg: Config): Promise<Running> {
   const addresses: Running['addresses'] = {};
   let up = false;
   try {
-    if (cfg.httpProxy) { const s = createHttpProxy(ctx); track(s); servers.push(s); addresses.httpProxy = await listen(s, cfg.httpProxy, '--http-proxy'); }
-    if (cfg.socks) { const s = createSocksProxy(ctx); track(s); servers.push(s); addresses.socks = await listen(s, cfg.socks, '--socks'); }
+    if (cfg.httpProxy) { const s = createHttpProxy(ctx); track(s); servers.push(s); addresses.httpProxy = await listen(s, cfg.httpProxy, '--http-proxy'); ctx.listening.push(addresses.httpProxy); }
+    if (cfg.socks) { const s = createSocksProxy(ctx); track(s); servers.push(s); addresses.socks = await listen(s, cfg.socks, '--socks'); ctx.listening.push(addresses.socks); }
     if (cfg.api) {
       const at = cfg.api;
       const s = await startApi({ host: at.host, port: at.port, store, registry, caPem: ca.caCertPem, health: () => up, events })

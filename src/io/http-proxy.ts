@@ -4,7 +4,7 @@
 import net from 'node:net';
 import { ProxyConnection } from './connection.js';
 import { openTunnel } from './tunnel.js';
-import { dial, ignore, mapTarget } from './upstream.js';
+import { dial, dialErrorText, ignore, mapTarget } from './upstream.js';
 import { pipeConnection } from './pipe.js';
 import { HttpTap } from './http-tap.js';
 import type { ProxyContext } from './context.js';
@@ -85,7 +85,7 @@ async function handle(ctx: ProxyContext, conn: ProxyConnection, client: net.Sock
     if (all.length > head.headEnd) client.unshift(all.subarray(head.headEnd));
     return openTunnel(ctx, conn, client, t.host, t.port, {
       ok: () => client.write('HTTP/1.1 200 Connection Established\r\n\r\n'),
-      fail: (e) => answer(client, 502, `greytap: cannot reach ${head.target}: ${e.code ?? e.message}`),
+      fail: (e) => answer(client, 502, `greytap: cannot reach ${head.target}: ${dialErrorText(e)}`),
     });
   }
   const t = absoluteHttpOrigin(head.target);
@@ -96,10 +96,10 @@ async function handle(ctx: ProxyContext, conn: ProxyConnection, client: net.Sock
   conn.record.mode = 'tap';
   let upstream: net.Socket;
   try {
-    upstream = await dial(ctx.cfg, t.host, t.port);
+    upstream = await dial(ctx.cfg, t.host, t.port, ctx.listening);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    answer(client, 502, `greytap: cannot reach ${t.host}:${t.port}: ${err.code ?? err.message}`);
+    answer(client, 502, `greytap: cannot reach ${t.host}:${t.port}: ${dialErrorText(err)}`);
     conn.finish(`dial_failed:${err.code ?? err.message}`, 'upstream_unreachable');
     return;
   }

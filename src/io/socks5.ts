@@ -286,6 +286,7 @@ export function replyForDialError(err: NodeJS.ErrnoException): number {
       return REP.NETWORK_UNREACHABLE;
     case 'EACCES':
     case 'EPERM':
+    case 'PROXY_LOOP': // the target is greytap's own listener (upstream.ts dial())
       return REP.NOT_ALLOWED; // e.g. a local firewall rule refused the connect
     default:
       return REP.GENERAL_FAILURE;

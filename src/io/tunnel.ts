@@ -28,7 +28,7 @@ export async function openTunnel(ctx: ProxyContext, conn: ProxyConnection, clien
   conn.opened(host, port, mapped ? `${mapped.host}:${mapped.port}` : undefined);
   let upstream: net.Socket;
   try {
-    upstream = await dial(ctx.cfg, host, port);
+    upstream = await dial(ctx.cfg, host, port, ctx.listening);
   } catch (e) {
     replies.fail(e as NodeJS.ErrnoException);
     conn.record.closeReason = `dial_failed:${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`;

@@ -1,6 +1,7 @@
 // Dialing the origin. --map changes only where we dial; TLS SNI and certificate verification keep
 // the requested host name, which is how tests point real clients at local servers.
 import net from 'node:net';
+import os from 'node:os';
 import tls from 'node:tls';
 import type { Config, HostPort } from '../config.js';
 
@@ -10,8 +11,16 @@ export function mapTarget(cfg: Config, host: string, port: number): HostPort | u
   return cfg.map.get(`${host.toLowerCase()}:${port}`);
 }
 
-/** Resolves with a connected TCP socket, rejects with the dial error (ECONNREFUSED, ENOTFOUND…). */
-export function dial(cfg: Config, host: string, port: number, timeoutMs = 10_000): Promise<net.Socket> {
+/** Error code of a dial refused because it reached one of greytap's own proxy listeners. */
+export const PROXY_LOOP = 'PROXY_LOOP';
+
+/**
+ * Resolves with a connected TCP socket, rejects with the dial error (ECONNREFUSED, ENOTFOUND…).
+ * A connection that reached one of greytap's own proxy listeners (`listening`; by any name, IP or
+ * --map) is closed and rejected with code PROXY_LOOP: forwarding a request to ourselves would send
+ * it round again, each hop one more pair of sockets, until the process runs out of descriptors.
+ */
+export function dial(cfg: Config, host: string, port: number, listening: readonly HostPort[] = [], timeoutMs = 10_000): Promise<net.Socket> {
   const to = mapTarget(cfg, host, port) ?? { host, port };
   return new Promise((resolve, reject) => {
     const s = net.connect({ host: to.host, port: to.port, allowHalfOpen: true, noDelay: true });
@@ -20,10 +29,43 @@ export function dial(cfg: Config, host: string, port: number, timeoutMs = 10_000
       clearTimeout(timer);
       s.removeAllListeners('error');
       s.on('error', ignore); // until the pipe attaches its own: an unhandled socket error would kill the process
+      if (isOwnListener(s.remoteAddress, s.remotePort, listening)) {
+        s.destroy();
+        const via = to.host === host && to.port === port ? '' : ` (mapped to ${to.host}:${to.port})`;
+        return reject(Object.assign(new Error(`${host}:${port}${via} is greytap's own proxy listener: refusing a proxy loop`), { code: PROXY_LOOP }));
+      }
       resolve(s);
     });
     s.once('error', (e) => { clearTimeout(timer); reject(e); });
   });
+}
+
+/** The short text of a dial error for an answer to the client: the errno code, or the whole message of a refused loop. */
+export function dialErrorText(e: NodeJS.ErrnoException): string {
+  return e.code === PROXY_LOOP ? e.message : e.code ?? e.message;
+}
+
+const plainV4 = (a: string) => a.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '');
+
+/**
+ * Whether `address:port` (the far end of a connected socket) is one of the listeners. A listener
+ * on a wildcard address (0.0.0.0, ::) accepts on every local address: loopback and interfaces.
+ */
+export function isOwnListener(address: string | undefined, port: number | undefined, listening: readonly HostPort[]): boolean {
+  if (address === undefined || port === undefined) return false;
+  const a = plainV4(address);
+  for (const l of listening) {
+    if (l.port !== port) continue;
+    const h = plainV4(l.host);
+    if (h === a) return true;
+    if ((h === '0.0.0.0' || h === '::') && isLocalAddress(a)) return true;
+  }
+  return false;
+}
+
+function isLocalAddress(a: string): boolean {
+  if (a === '::1' || /^127\./.test(a)) return true;
+  return Object.values(os.networkInterfaces()).some((list) => list?.some((i) => i.address === a));
 }
 
 /**
