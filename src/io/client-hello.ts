@@ -7,7 +7,11 @@ export type FirstBytes =
   | { kind: 'http' }
   | { kind: 'other' };
 
-/** A ClientHello spans one TLS record (≤ 16 KiB + header); more than that is not a hello we can read. */
+/**
+ * How much of a ClientHello we wait for. The handshake message may be split over several records
+ * (RFC 8446 §5.1: "handshake messages MAY be fragmented across several records"; OpenSSL does so
+ * past max_send_fragment): its fragments are joined, up to one full record's worth plus headers.
+ */
 export const MAX_PEEK = 16 * 1024 + 5;
 
 const METHOD = /^[A-Z]{3,12} /;
@@ -18,14 +22,41 @@ export function classifyFirstBytes(buf: Buffer): FirstBytes {
   if (buf[0] === 0x16) {
     if (buf.length < 5) return { kind: 'need-more' };
     if (buf[1] !== 3) return { kind: 'other' };
-    const recLen = buf.readUInt16BE(3);
-    if (buf.length < 5 + recLen) return buf.length >= MAX_PEEK ? { kind: 'tls' } : { kind: 'need-more' };
-    return { kind: 'tls', sni: parseSni(buf.subarray(5, 5 + recLen)) };
+    const hello = handshakeMessage(buf);
+    if (hello === null) return buf.length >= MAX_PEEK ? { kind: 'tls' } : { kind: 'need-more' };
+    return { kind: 'tls', sni: hello === undefined ? undefined : parseSni(hello) };
   }
   const head = buf.subarray(0, 14).toString('latin1');
   if (METHOD.test(head)) return { kind: 'http' };
   if (buf.length < 14 && /^[A-Z]+$/.test(head)) return { kind: 'need-more' };
   return { kind: 'other' };
+}
+
+/**
+ * The first handshake message, joined from the fragments of the leading handshake records: null
+ * while incomplete, undefined when the records cannot hold one (another content type first, an
+ * empty record, a message too large to wait for).
+ */
+function handshakeMessage(buf: Buffer): Buffer | null | undefined {
+  const parts: Buffer[] = [];
+  let have = 0;
+  let need = -1; // message length with its 4-byte header, once known
+  for (let p = 0; ; ) {
+    if (p + 5 > buf.length) return null;
+    if (buf[p] !== 0x16 || buf[p + 1] !== 3) return undefined;
+    const len = buf.readUInt16BE(p + 3);
+    if (len === 0) return undefined; // RFC 8446 §5.1: no zero-length handshake fragments
+    if (p + 5 + len > buf.length) return null;
+    parts.push(buf.subarray(p + 5, p + 5 + len));
+    have += len;
+    p += 5 + len;
+    if (need < 0 && have >= 4) {
+      const head = parts.length === 1 ? parts[0] : Buffer.concat(parts);
+      need = 4 + head.readUIntBE(1, 3);
+      if (need > MAX_PEEK) return undefined;
+    }
+    if (need >= 0 && have >= need) return (parts.length === 1 ? parts[0] : Buffer.concat(parts)).subarray(0, need);
+  }
 }
 
 /** server_name from a ClientHello handshake message (RFC 8446 §4.1.2, RFC 6066 §3); undefined when absent or malformed. */
@@ -42,13 +73,14 @@ function parseSni(hs: Buffer): string | undefined {
       const type = hs.readUInt16BE(p);
       const len = hs.readUInt16BE(p + 2);
       p += 4;
+      if (p + len > hs.length) return undefined;
       if (type === 0) {
         // server_name_list: u16 length, then entries (type u8, u16 length, name)
         let q = p + 2;
         while (q + 3 <= p + len) {
           const nameType = hs[q];
           const nameLen = hs.readUInt16BE(q + 1);
-          if (nameType === 0) return hs.toString('ascii', q + 3, q + 3 + nameLen).toLowerCase();
+          if (nameType === 0) return q + 3 + nameLen <= p + len ? hs.toString('ascii', q + 3, q + 3 + nameLen).toLowerCase() : undefined;
           q += 3 + nameLen;
         }
         return undefined;
