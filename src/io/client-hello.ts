@@ -1,9 +1,10 @@
 // Classifies the first bytes a client sends inside a tunnel, without consuming them: a TLS
-// ClientHello (and its SNI), a plaintext HTTP/1.x request, or anything else (tunnelled raw).
+// ClientHello (and its SNI and ALPN offer), a plaintext HTTP/1.x request, or anything else
+// (tunnelled raw).
 
 export type FirstBytes =
   | { kind: 'need-more' }
-  | { kind: 'tls'; sni?: string }
+  | { kind: 'tls'; sni?: string; alpn?: string[] } // alpn: the protocols offered, when the hello carries the extension
   | { kind: 'http' }
   | { kind: 'other' };
 
@@ -24,7 +25,7 @@ export function classifyFirstBytes(buf: Buffer): FirstBytes {
     if (buf[1] !== 3) return { kind: 'other' };
     const hello = handshakeMessage(buf);
     if (hello === null) return buf.length >= MAX_PEEK ? { kind: 'tls' } : { kind: 'need-more' };
-    return { kind: 'tls', sni: hello === undefined ? undefined : parseSni(hello) };
+    return { kind: 'tls', ...(hello === undefined ? { sni: undefined } : parseHello(hello)) };
   }
   const head = buf.subarray(0, 14).toString('latin1');
   if (METHOD.test(head)) return { kind: 'http' };
@@ -59,10 +60,16 @@ function handshakeMessage(buf: Buffer): Buffer | null | undefined {
   }
 }
 
-/** server_name from a ClientHello handshake message (RFC 8446 §4.1.2, RFC 6066 §3); undefined when absent or malformed. */
-function parseSni(hs: Buffer): string | undefined {
+/**
+ * server_name (RFC 6066 §3) and application_layer_protocol_negotiation (RFC 7301 §3.1) from a
+ * ClientHello handshake message (RFC 8446 §4.1.2); sni undefined when absent or malformed, alpn
+ * only when the extension is there and well-formed.
+ */
+function parseHello(hs: Buffer): { sni: string | undefined; alpn?: string[] } {
+  let sni: string | undefined;
+  let alpn: string[] | undefined;
   try {
-    if (hs[0] !== 1) return undefined; // not a ClientHello
+    if (hs[0] !== 1) return { sni }; // not a ClientHello
     let p = 4 + 2 + 32; // handshake header, legacy_version, random
     p += 1 + hs[p]; // session id
     p += 2 + hs.readUInt16BE(p); // cipher suites
@@ -73,22 +80,33 @@ function parseSni(hs: Buffer): string | undefined {
       const type = hs.readUInt16BE(p);
       const len = hs.readUInt16BE(p + 2);
       p += 4;
-      if (p + len > hs.length) return undefined;
+      const end = p + len;
+      if (end > hs.length) break;
       if (type === 0) {
         // server_name_list: u16 length, then entries (type u8, u16 length, name)
-        let q = p + 2;
-        while (q + 3 <= p + len) {
+        for (let q = p + 2; q + 3 <= end; ) {
           const nameType = hs[q];
           const nameLen = hs.readUInt16BE(q + 1);
-          if (nameType === 0) return q + 3 + nameLen <= p + len ? hs.toString('ascii', q + 3, q + 3 + nameLen).toLowerCase() : undefined;
+          if (nameType === 0) {
+            if (q + 3 + nameLen <= end) sni = hs.toString('ascii', q + 3, q + 3 + nameLen).toLowerCase();
+            break;
+          }
           q += 3 + nameLen;
         }
-        return undefined;
+      } else if (type === 16) {
+        // protocol_name_list: u16 length, then entries (u8 length, name)
+        const list: string[] = [];
+        let q = p + 2;
+        while (q < end && q + 1 + hs[q] <= end) {
+          list.push(hs.toString('latin1', q + 1, q + 1 + hs[q]));
+          q += 1 + hs[q];
+        }
+        if (q === end) alpn = list;
       }
-      p += len;
+      p = end;
     }
   } catch {
-    // a truncated or malformed hello: no SNI
+    // a truncated or malformed hello: what was read so far
   }
-  return undefined;
+  return alpn ? { sni, alpn } : { sni };
 }

@@ -1,7 +1,8 @@
 // A tunnel (HTTP CONNECT or SOCKS5 CONNECT) after the target is known: dial the origin, tell the
 // client, then look at the client's first bytes without consuming them:
 //   TLS ClientHello → terminate TLS with our leaf for the SNI and re-encrypt towards the origin
-//                     (unless --no-intercept matches: then tunnel raw)
+//                     (unless --no-intercept matches, or the client's ALPN offer leaves out
+//                     http/1.1, the only protocol the tap speaks: then tunnel raw)
 //   plaintext HTTP  → tap it as HTTP
 //   anything else   → raw tunnel (bytes forwarded, counted, not decoded)
 import net from 'node:net';
@@ -49,7 +50,10 @@ export async function openTunnel(ctx: ProxyContext, conn: ProxyConnection, clien
   if (kind.kind === 'tls') {
     conn.record.sni = kind.sni;
     const name = kind.sni ?? host;
-    if (!ctx.cfg.noIntercept.some((g) => globMatch(g, host) || (kind.sni !== undefined && globMatch(g, kind.sni)))) {
+    // A client that offers ALPN without http/1.1 (h2 only: gRPC, Node's http2) could only be told
+    // no_application_protocol by our HTTP/1.1 leaf: it is tunnelled raw, as if --no-intercept matched.
+    const http1 = kind.alpn === undefined || kind.alpn.includes('http/1.1');
+    if (http1 && !ctx.cfg.noIntercept.some((g) => globMatch(g, host) || (kind.sni !== undefined && globMatch(g, kind.sni)))) {
       unshiftAll(client, first);
       return intercept(ctx, conn, client, upstream, host, port, name);
     }

@@ -3,13 +3,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import https from 'node:https';
+import http2 from 'node:http2';
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
 import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { execFile } from 'node:child_process';
 import { makeTestPki } from '../helpers/test-ca.js';
-import { startGreytap, apiGet, waitFor, type Greytap } from '../helpers/harness.js';
+import { startGreytap, apiGet, waitFor, connectTunnel, type Greytap } from '../helpers/harness.js';
 import { classifyFirstBytes } from '../../src/io/client-hello.js';
 
 // 245 characters: with OpenSSL's long cipher list the server_name extension straddles byte 512,
@@ -127,4 +128,44 @@ test('SOCKS5 to an IP with the name only in the SNI (curl --socks5), hello in 64
   assert.match(body, /^HTTP\/1\.1 200[\s\S]*hello \/socks-fragmented$/);
   c.destroy();
   raw.destroy();
+});
+
+test('ALPN: a client offering h2 only (Node http2) is tunnelled raw and works; h2 + http/1.1 is intercepted as http/1.1', async () => {
+  const h2origin = http2.createSecureServer({ ...pki.serverContext(['h2only.test']), allowHTTP1: true }, (req, res) => res.end(`${req.httpVersion} ${req.url}`));
+  await new Promise<void>((r) => h2origin.listen(0, '127.0.0.1', r));
+  const port = (h2origin.address() as net.AddressInfo).port;
+  const g2 = await startGreytap(['--upstream-ca', pki.caPath, '--map', `h2only.test:443=127.0.0.1:${port}`]);
+  try {
+    // h2 only: greytap cannot speak it, so it must not answer no_application_protocol but step aside
+    const rawTunnels = async (gt: Greytap) => Number(/^greytap_connections_total\{listener="http",intercepted="false"\} (\d+)/m.exec(await (await fetch(`${gt.api}/metrics`)).text())?.[1]);
+    const rawBefore = await rawTunnels(g2);
+    const tunnel = await connectTunnel(g2.httpProxy, 'h2only.test:443');
+    const session = http2.connect('https://h2only.test', { createConnection: () => tls.connect({ socket: tunnel, servername: 'h2only.test', ALPNProtocols: ['h2'], ca: readFileSync(pki.caPath, 'utf8') }) });
+    session.on('error', () => {});
+    const body = await new Promise<string>((resolve, reject) => {
+      const req = session.request({ ':path': '/over-h2' });
+      let b = '';
+      req.setEncoding('utf8');
+      req.on('data', (d: string) => { b += d; });
+      req.on('end', () => resolve(b));
+      req.on('error', reject);
+      req.end();
+    });
+    session.close();
+    assert.equal(body, '2.0 /over-h2');
+    assert.equal(await rawTunnels(g2), rawBefore + 1, 'counted as a tunnel greytap did not intercept');
+    // h2 and http/1.1 offered: intercepted, http/1.1 negotiated with the client
+    const t2 = await connectTunnel(g2.httpProxy, 'h2only.test:443');
+    const c = tls.connect({ socket: t2, servername: 'h2only.test', ALPNProtocols: ['h2', 'http/1.1'], ca: readFileSync(g2.caPath, 'utf8') });
+    await new Promise<void>((resolve, reject) => { c.once('secureConnect', resolve); c.once('error', reject); });
+    assert.equal(c.alpnProtocol, 'http/1.1');
+    c.write('GET /over-h1 HTTP/1.1\r\nHost: h2only.test\r\nConnection: close\r\n\r\n');
+    let out = '';
+    c.on('data', (d: Buffer) => { out += d.toString(); });
+    await new Promise((r) => c.once('end', r));
+    assert.match(out, /1\.1 \/over-h1$/);
+  } finally {
+    await g2.stop();
+    h2origin.close();
+  }
 });
