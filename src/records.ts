@@ -16,6 +16,7 @@ export type ErrorCode =
   | 'invalid_utf8' // text message / close reason not valid UTF-8
   | 'bad_frame' // malformed WebSocket frame header (reserved opcode, RSV without extension, 64-bit length top bit…)
   | 'bad_http' // malformed HTTP/1.1 head or chunk framing
+  | 'bad_socks' // SOCKS5 handshake refused: not SOCKS5, no acceptable method, failed authentication, unsupported command or address type
   | 'truncated_stream' // connection closed mid-message / mid-frame
   | 'decode_failed' // a content or transfer coding (gzip/br/deflate) is unknown or could not be undone
   | 'upstream_tls' // upstream certificate verification or handshake failed

@@ -21,7 +21,7 @@ export function createSocksProxy(ctx: ProxyContext): net.Server {
       client.off('data', onData);
       if (step.type === 'error') {
         client.end();
-        conn.finish(`socks_error:${step.detail}`);
+        conn.finish(`socks_error:${step.detail}`, 'bad_socks');
         return;
       }
       client.pause();

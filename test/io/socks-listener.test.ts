@@ -1,0 +1,45 @@
+// greytap's SOCKS5 listener with real clients: a refused handshake (not SOCKS5, wrong password, an
+// unsupported command) is bad input, so it is counted in connection_errors_total like bad HTTP is.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { startGreytap, curl, type Greytap } from '../helpers/harness.js';
+
+async function socksErrors(g: Greytap): Promise<number> {
+  const text = await (await fetch(g.api + '/metrics')).text();
+  return Number(/^greytap_connection_errors_total\{listener="socks",error="bad_socks"\} (\d+)/m.exec(text)?.[1] ?? NaN);
+}
+
+/** Sends bytes, collects what comes back until the listener closes. */
+function exchange(addr: string, bytes: Buffer): Promise<Buffer> {
+  const [h, p] = addr.split(':');
+  return new Promise((resolve) => {
+    const s = net.connect(Number(p), h, () => s.write(bytes));
+    const got: Buffer[] = [];
+    s.on('data', (d: Buffer) => got.push(d));
+    s.on('close', () => resolve(Buffer.concat(got)));
+    s.on('error', () => {});
+  });
+}
+
+test('refused SOCKS5 handshakes are counted as bad_socks: curl --socks4, a wrong password, BIND, garbage', async () => {
+  const g = await startGreytap(['--socks-auth', 'agent:pw']);
+  try {
+    const before = await socksErrors(g);
+    assert.equal(before, 0, 'the series is there from start-up');
+    const v4 = await curl(['--socks4', g.socks, 'http://127.0.0.1:9/'], 5_000);
+    assert.notEqual(v4.code, 0);
+    const wrong = await curl(['-x', `socks5h://agent:wrong@${g.socks}`, 'http://x.test/'], 5_000);
+    assert.notEqual(wrong.code, 0);
+    assert.match(wrong.stderr, /rejected|authentication/i);
+    // authenticated, then BIND: REP 07
+    const bind = await exchange(g.socks, Buffer.from([5, 1, 2, 1, 5, ...Buffer.from('agent'), 2, ...Buffer.from('pw'), 5, 2, 0, 1, 127, 0, 0, 1, 0, 80]));
+    assert.deepEqual([...bind.subarray(0, 6)], [5, 2, 1, 0, 5, 7]);
+    const garbage = await exchange(g.socks, Buffer.from('GET / HTTP/1.1\r\n\r\n'));
+    assert.equal(garbage.length, 0);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(await socksErrors(g), before + 4);
+  } finally {
+    await g.stop();
+  }
+});
