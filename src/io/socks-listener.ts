@@ -13,12 +13,24 @@ export function createSocksProxy(ctx: ProxyContext): net.Server {
     const conn = new ProxyConnection('socks', client, ctx.pool);
     const hs = new Socks5Handshake({ users: ctx.cfg.socksAuth });
     const cancel = conn.deadline(ctx.cfg.handshakeTimeoutMs, () => client.destroy());
+    let seen = 0;
+    // A FIN before the request is complete (a port probe, a client giving up): the listener allows
+    // half-open sockets, so without this the socket would wait for the handshake deadline.
+    const onEnd = () => {
+      cancel();
+      client.off('data', onData);
+      client.destroy();
+      if (seen === 0) conn.finish('client_close');
+      else conn.finish('socks_error:connection closed mid-handshake', 'bad_socks');
+    };
     const onData = (chunk: Buffer) => {
+      seen += chunk.length;
       const step = hs.push(chunk);
       if (step.write) client.write(step.write);
       if (step.type === 'need-more') return;
       cancel();
       client.off('data', onData);
+      client.off('end', onEnd);
       if (step.type === 'error') {
         client.end();
         conn.finish(`socks_error:${step.detail}`, 'bad_socks');
@@ -34,6 +46,7 @@ export function createSocksProxy(ctx: ProxyContext): net.Server {
       });
     };
     client.on('data', onData);
+    client.once('end', onEnd);
     client.once('close', () => { if (!conn.record.host) { cancel(); conn.finish('client_close'); } });
   });
 }

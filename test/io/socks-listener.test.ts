@@ -26,7 +26,7 @@ test('refused SOCKS5 handshakes are counted as bad_socks: curl --socks4, a wrong
   const g = await startGreytap(['--socks-auth', 'agent:pw']);
   try {
     const before = await socksErrors(g);
-    assert.equal(before, 0, 'the series is there from start-up');
+    assert.equal(before, 0, 'the series is there from start-up (first test of the file)');
     const v4 = await curl(['--socks4', g.socks, 'http://127.0.0.1:9/'], 5_000);
     assert.notEqual(v4.code, 0);
     const wrong = await curl(['-x', `socks5h://agent:wrong@${g.socks}`, 'http://x.test/'], 5_000);
@@ -39,6 +39,30 @@ test('refused SOCKS5 handshakes are counted as bad_socks: curl --socks4, a wrong
     assert.equal(garbage.length, 0);
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(await socksErrors(g), before + 4);
+  } finally {
+    await g.stop();
+  }
+});
+
+test('a client that half-closes before finishing the handshake is let go at once, not held until the handshake timeout', async () => {
+  const g = await startGreytap([]);
+  try {
+    const active = async () => Number(/^greytap_connections_active\{listener="socks"\} (\d+)/m.exec(await (await fetch(g.api + '/metrics')).text())?.[1]);
+    const [h, p] = g.socks.split(':');
+    const errorsBefore = await socksErrors(g); // (the registry is the process's: earlier tests counted too)
+    // a port probe (connect, FIN) and a client that gives up after the method selection
+    for (const bytes of [Buffer.alloc(0), Buffer.from([5, 1, 0])]) {
+      const t0 = Date.now();
+      await new Promise<void>((resolve) => {
+        const s = net.connect(Number(p), h, () => s.end(bytes));
+        s.on('data', () => {});
+        s.on('close', () => resolve());
+        s.on('error', () => {});
+      });
+      assert.ok(Date.now() - t0 < 2000, `closed after ${Date.now() - t0} ms`);
+    }
+    assert.equal(await active(), 0);
+    assert.equal((await socksErrors(g)) - errorsBefore, 1, 'the one that gave up mid-handshake is counted, the probe is not');
   } finally {
     await g.stop();
   }
