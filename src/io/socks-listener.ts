@@ -40,7 +40,9 @@ export function createSocksProxy(ctx: ProxyContext): net.Server {
       const { request, rest } = step;
       if (request.user) conn.record.clientUser = request.user;
       if (rest.length) client.unshift(rest);
-      void openTunnel(ctx, conn, client, request.host, request.port, {
+      // DNS names are case-insensitive: lowercased as the HTTP proxy's targets are, so records,
+      // --map, --no-intercept and the API's host filter see one spelling.
+      void openTunnel(ctx, conn, client, request.host.toLowerCase(), request.port, {
         ok: () => client.write(socks5Reply(REP.SUCCEEDED, { host: client.localAddress ?? '0.0.0.0', port: client.localPort ?? 0 })),
         fail: (e) => client.end(socks5Reply(replyForDialError(e))),
       });

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { startGreytap, curl, type Greytap } from '../helpers/harness.js';
+import { apiGet, connectSocks, curl, startGreytap, waitFor, type Greytap } from '../helpers/harness.js';
 
 async function socksErrors(g: Greytap): Promise<number> {
   const text = await (await fetch(g.api + '/metrics')).text();
@@ -65,5 +65,26 @@ test('a client that half-closes before finishing the handshake is let go at once
     assert.equal((await socksErrors(g)) - errorsBefore, 1, 'the one that gave up mid-handshake is counted, the probe is not');
   } finally {
     await g.stop();
+  }
+});
+
+test('a SOCKS5 domain is a host name in any case: recorded, mapped and filtered lowercased, as the HTTP proxy does', async () => {
+  const origin = net.createServer((s) => s.once('data', () => s.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok')));
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
+  const port = (origin.address() as net.AddressInfo).port;
+  const g = await startGreytap(['--map', `mixed.test:${port}=127.0.0.1:${port}`]);
+  try {
+    const s = await connectSocks(g.socks, 'MiXeD.Test', port);
+    const got: Buffer[] = [];
+    s.on('data', (d: Buffer) => got.push(d));
+    s.end('GET /case HTTP/1.1\r\nHost: MiXeD.Test\r\nConnection: close\r\n\r\n');
+    await new Promise((r) => s.once('close', r));
+    assert.match(Buffer.concat(got).toString(), /^HTTP\/1\.1 200 OK[\s\S]*ok$/, '--map matched the lowercased name');
+    const page = await waitFor(async () => (await apiGet(g, '/api/transactions?host=mixed.test')).items.length ? apiGet(g, '/api/transactions?host=mixed.test') : undefined, 'the exchange under its lowercased host');
+    assert.equal(page.items[0].host, 'mixed.test');
+    assert.equal(page.items[0].path, '/case');
+  } finally {
+    await g.stop();
+    origin.close();
   }
 });
