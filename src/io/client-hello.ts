@@ -88,7 +88,10 @@ function parseHello(hs: Buffer): { sni: string | undefined; alpn?: string[] } {
           const nameType = hs[q];
           const nameLen = hs.readUInt16BE(q + 1);
           if (nameType === 0) {
-            if (q + 3 + nameLen <= end) sni = hs.toString('ascii', q + 3, q + 3 + nameLen).toLowerCase();
+            // utf8, not ascii: 'ascii' drops each byte's high bit, turning a non-ASCII name into
+            // another, valid one (UTF-8 'ðð' → 'c0c0') that would be issued a leaf and dialled.
+            // As UTF-8 it stays what the client sent, which no leaf is issued for (normalizeCertName).
+            if (q + 3 + nameLen <= end) sni = hs.toString('utf8', q + 3, q + 3 + nameLen).toLowerCase();
             break;
           }
           q += 3 + nameLen;

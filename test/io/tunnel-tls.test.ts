@@ -94,6 +94,12 @@ test('a real ClientHello split into records of any size yields the same SNI; a c
   assert.deepEqual(r, { kind: 'tls', sni: undefined });
 });
 
+test('a non-ASCII server name is read as the client sent it, not turned into another name', async () => {
+  const hello = await realClientHello('\u00f0\u00f0.test'); // Node sends its UTF-8 bytes (c3 b0 c3 b0)
+  assert.ok(hello.includes(Buffer.from('\u00f0\u00f0.test')), 'the hello carries the UTF-8 bytes');
+  assert.deepEqual(classifyFirstBytes(hello), { kind: 'tls', sni: '\u00f0\u00f0.test' });
+});
+
 test('SOCKS5 to an IP with the name only in the SNI (curl --socks5), hello in 64-byte records: leaf and upstream use the name', async () => {
   // A Node TLS client whose first flight is re-framed into 64-byte records on its way to the proxy.
   const [h, p] = g.socks.split(':');
