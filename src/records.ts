@@ -7,7 +7,7 @@ export type Header = [name: string, value: string];
 
 /** Short error codes, the same in records, metrics labels and logs. */
 export type ErrorCode =
-  | 'queue_full' // capture task dropped: the pool queue was full
+  | 'queue_full' // capture dropped: over the capture memory bound (--max-capture-memory / --max-conn-capture-memory)
   | 'too_large' // body / message over --max-body: stored truncated
   | 'desynced' // context-takeover stream lost an earlier message: cannot inflate
   | 'worker_error' // a worker crashed or threw on this task
@@ -33,7 +33,7 @@ export interface ConnectionRecord {
   ts: number; // start, ms since epoch
   listener: Listener;
   clientAddr: string; // "ip:port" of the client
-  clientUser?: string; // SOCKS5 username (the agent's identity), or Proxy-Authorization user
+  clientUser?: string; // SOCKS5 username (the agent's identity, --socks-auth)
   host: string; // requested target host (before --map)
   port: number;
   dialed?: string; // "host:port" actually dialed when --map redirected it

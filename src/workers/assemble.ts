@@ -156,7 +156,7 @@ async function pacedAssembly<T>(conn: string, run: () => Promise<T>): Promise<T>
 }
 
 let defaultRules: DissectRule[] = [];
-/** The worker entry sets the user's endpoint rules once (from workerData). */
+/** Endpoint rules for every later assembly in this thread (no caller yet: workerData carries no rules). */
 export function setDissectRules(rules: DissectRule[]): void { defaultRules = rules; }
 
 /**

@@ -1,7 +1,8 @@
 // Worker side of an HTTP/1.1 exchange: the captured task (bodies already de-chunked on the main
 // thread) → one HttpTransaction. Undoes the other transfer codings, then Content-Encoding, within
 // --max-body (a compression bomb costs at most max-body of output), parses SSE, picks text or
-// base64. No redaction here: the store layer redacts.
+// base64. No redaction here: worker.ts applies store/redact.ts before the commit (and the store
+// re-applies it).
 import zlib from 'node:zlib';
 import type { ErrorCode, Header, HttpTransaction } from '../records.js';
 import type { MetricDeltas } from '../metrics.js';

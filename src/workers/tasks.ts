@@ -1,6 +1,8 @@
 // What the main thread hands the Piscina pool, and what comes back. Payload bytes travel as
-// ArrayBuffers in the transfer list (moved, not cloned). Workers are stateless: everything a task
-// needs is in the task — a context-takeover direction's DEFLATE window as the lane's shared buffer.
+// ArrayBuffers in the transfer list (moved, not cloned), or, for a small WebSocket message, as a
+// region of a shared slab (io/capture-buffer.ts), borrowed for the task. Workers are stateless:
+// everything a task needs is in the task — a context-takeover direction's DEFLATE window as the
+// lane's shared buffer.
 import type { ConnectionRecord, ErrorCode, Header, Scheme } from '../records.js';
 import type { MetricDeltas } from '../metrics.js';
 

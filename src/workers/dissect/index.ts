@@ -1,5 +1,6 @@
 // Which API a captured exchange speaks, and which agent sent it. A built-in endpoint table
-// (host + path + method), user rules from a config file that win over it, and a fallback that
+// (path + method), rules that win over it (loadDissectRules reads them from a JSON file; nothing in
+// serve or the CLI loads one yet, so capture uses the table alone), and a fallback that
 // recognises a chat-completions body on any host.
 import { readFileSync } from 'node:fs';
 import { globMatch } from '../../config.js';
