@@ -2,6 +2,7 @@
 // validated strictly — an unknown or malformed one is a 400 with the reason, so a typo never
 // silently returns unfiltered data.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isIPv4, isIPv6 } from 'node:net';
 import type { Gauge, Registry } from 'prom-client';
 import type { RecordKind } from '../records.js';
 import { CONVERSATION_CURSOR_RE, type Store, type TransactionQuery } from '../store/store.js';
@@ -11,6 +12,8 @@ import { DASHBOARD_HTML } from './dashboard.js';
 import { getPublicConversation, listPublicConversations } from './public-conversations.js';
 
 export interface RouteContext {
+  /** The --api listen host: a name given there is accepted in Host headers (see hostAllowed). */
+  host: string;
   store: Store;
   registry: Registry;
   caPem: string;
@@ -91,6 +94,25 @@ function transactionQuery(url: URL): TransactionQuery {
   return q;
 }
 
+/** Routes that carry no captured data: a scraper or a phone fetching the CA may name the machine freely. */
+const ANY_HOST_PATHS: ReadonlySet<string> = new Set(['/healthz', '/metrics', '/ca.pem']);
+
+/**
+ * DNS rebinding: a page the operator visits at http://attacker.example:43080/ re-points its name at
+ * 127.0.0.1, and the browser then lets it read the API as same-origin, with the attacker's name in
+ * Host. So only names that cannot be rebound are served: IP literals, localhost and *.localhost
+ * (resolved to loopback by the browser itself), and the name the API was told to listen on.
+ * No Host at all is not a browser (HTTP/1.0 tools), so it passes.
+ */
+function hostAllowed(header: string | undefined, bindHost: string): boolean {
+  if (header === undefined) return true;
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:@/\\?#[\]\s]+))(?::\d{0,5})?$/.exec(header);
+  if (!m) return false;
+  if (m[1] !== undefined) return isIPv6(m[1]);
+  const name = m[2].toLowerCase().replace(/\.$/, '');
+  return isIPv4(name) || name === 'localhost' || name.endsWith('.localhost') || name === bindHost.toLowerCase().replace(/\.$/, '');
+}
+
 /** `/api/x/:id` → the decoded id, or null when the path has another shape. */
 function idFrom(path: string, prefix: string): string | null {
   if (!path.startsWith(prefix)) return null;
@@ -107,6 +129,9 @@ export async function route(ctx: RouteContext, req: IncomingMessage, res: Server
   let url: URL;
   try { url = new URL(req.url ?? '/', 'http://api.invalid'); } catch { return json(res, 400, { error: 'malformed request target' }); }
   const path = url.pathname;
+  if (!ANY_HOST_PATHS.has(path) && !hostAllowed(req.headers.host, ctx.host)) {
+    return json(res, 403, { error: `Host "${req.headers.host}" is not served (DNS rebinding protection): use an IP address, localhost or the --api host name` });
+  }
   try {
     if (path === '/' || path === '/index.html') {
       params(url, []);

@@ -23,7 +23,7 @@ export interface ApiOptions {
 /** Starts listening; resolves once bound. `server.close()` also ends the open SSE streams. */
 export function startApi(opts: ApiOptions): Promise<Server> {
   const sse = new SseHub(opts.store, opts.events, opts.sse);
-  const ctx = { store: opts.store, registry: opts.registry, caPem: opts.caPem, health: opts.health, sse };
+  const ctx = { host: opts.host, store: opts.store, registry: opts.registry, caPem: opts.caPem, health: opts.health, sse };
   const server = createServer((req, res) => {
     route(ctx, req, res).catch((e: unknown) => {
       if (!res.headersSent) {

@@ -323,3 +323,41 @@ test('GET /api/connections/:id carries message bodies up to a budget; the rest a
   assert.equal(last.body, undefined);
   assert.equal((await getJson(`${base}/api/transactions/${last.id}`)).body.body, big(9));
 });
+
+/** One GET with a chosen Host header (fetch cannot set Host): what a DNS-rebound browser sends. */
+function getWithHost(base: string, path: string, host: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = get(base + path, { headers: { host } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => { body += d; });
+      res.on('end', () => resolve({ status: res.statusCode!, body }));
+    });
+    req.on('error', reject);
+  });
+}
+
+test('DNS rebinding: a Host header naming another domain gets 403 on captured data; local names and IP literals pass', async (t) => {
+  const { base, store } = await setup(t);
+  const port = new URL(base).port;
+  const c = conn();
+  await store.putConnection(c);
+  const tx = http(c.id, { reqBody: '{"prompt":"secret source code"}' });
+  await store.putTransactions([tx]);
+  // an attacker page at http://rebind.attacker.example:PORT/ whose name now resolves to 127.0.0.1
+  for (const p of ['/', '/api/transactions', `/api/transactions/${tx.id}`, `/api/connections/${c.id}`, '/api/conversations', '/api/events']) {
+    for (const h of [`rebind.attacker.example:${port}`, 'rebind.attacker.example', `localhost.attacker.example:${port}`]) {
+      const r = await getWithHost(base, p, h);
+      assert.equal(r.status, 403, `${h} ${p}`);
+      assert.ok(!r.body.includes('secret source code'), `${h} ${p}`);
+      assert.match(JSON.parse(r.body).error, /host/i);
+    }
+  }
+  for (const h of [`127.0.0.1:${port}`, `localhost:${port}`, 'localhost', `[::1]:${port}`, `LocalHost:${port}`, `greytap.localhost:${port}`, `192.168.1.20:${port}`]) {
+    const r = await getWithHost(base, `/api/transactions/${tx.id}`, h);
+    assert.equal(r.status, 200, h);
+    assert.ok(r.body.includes('secret source code'), h);
+  }
+  // monitoring and the CA hold no captured data: a scraper may name the machine however it likes
+  for (const p of ['/healthz', '/metrics', '/ca.pem']) assert.equal((await getWithHost(base, p, `devbox.lan:${port}`)).status, 200, p);
+});
