@@ -9,6 +9,8 @@ import { CONVERSATION_CURSOR_RE, type Store, type TransactionQuery } from '../st
 import type { SseHub } from './sse.js';
 import { ID_RE } from '../store/ids.js';
 import { DASHBOARD_HTML } from './dashboard.js';
+import { sendJsonPieces, transactionJson } from './body-json.js';
+import { transactionParts } from './records.js';
 import { getPublicConversation, listPublicConversations } from './public-conversations.js';
 
 export interface RouteContext {
@@ -163,8 +165,9 @@ export async function route(ctx: RouteContext, req: IncomingMessage, res: Server
     let id: string | null;
     if ((id = idFrom(path, '/api/transactions/')) !== null) {
       params(url, []);
-      const r = ctx.store.getTransaction(id);
-      return r ? json(res, 200, r) : json(res, 404, { error: `no transaction ${id}` });
+      const parts = transactionParts(ctx.store, id);
+      if (!parts) return json(res, 404, { error: `no transaction ${id}` });
+      return sendJsonPieces(res, req.method === 'HEAD', transactionJson(parts.meta, parts.bodies));
     }
     if ((id = idFrom(path, '/api/connections/')) !== null) {
       const p = params(url, ['limit']);

@@ -1,0 +1,100 @@
+// A transaction with its bodies as JSON, a piece at a time, for GET /api/transactions/:id. Bodies
+// run to --max-body (16 MiB) each and a response can hold three (request, response and its parsed
+// SSE events): made into one string with JSON.stringify on the forwarding thread, one request
+// stalled every proxied connection for over a second. Here each piece is about PIECE characters of
+// JSON, and the writer yields to the event loop between pieces and waits for the socket to drain.
+import type { ServerResponse } from 'node:http';
+import { StringDecoder } from 'node:string_decoder';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { unpack } from 'msgpackr';
+import type { TransactionRecord } from '../records.js';
+import type { StoredBody } from '../store/lmdb.js';
+
+const PIECE = 1 << 20;
+const BASE64_FIELDS: ReadonlySet<string> = new Set(['bodyBase64', 'reqBodyBase64', 'respBodyBase64']);
+
+/** A string in slices of about PIECE characters, never between the halves of a surrogate pair. */
+function* slices(s: string): Generator<string> {
+  for (let i = 0; i < s.length;) {
+    let end = Math.min(s.length, i + PIECE);
+    const last = s.charCodeAt(end - 1);
+    if (end < s.length && last >= 0xd800 && last <= 0xdbff) end++;
+    yield s.slice(i, end);
+    i = end;
+  }
+}
+
+/** A JSON string literal's contents (no quotes) for `s`, as JSON.stringify writes it. */
+const escaped = (s: string) => JSON.stringify(s).slice(1, -1);
+
+/** The JSON value of one stored body field, in pieces (the same text JSON.stringify(unpackBody(f, v)) makes). */
+function* bodyValue(field: string, v: StoredBody): Generator<string> {
+  if (field === 'respEvents') {
+    const events = (v instanceof Uint8Array ? unpack(v) : v) as unknown[];
+    let piece = '[';
+    for (let i = 0; i < events.length; i++) {
+      piece += (i ? ',' : '') + (JSON.stringify(events[i]) ?? 'null');
+      if (piece.length >= PIECE) { yield piece; piece = ''; }
+    }
+    yield piece + ']';
+    return;
+  }
+  if (!(v instanceof Uint8Array) && typeof v !== 'string') { // not a shape the store writes: whole
+    yield JSON.stringify(v) ?? 'null';
+    return;
+  }
+  yield '"';
+  if (typeof v === 'string') {
+    for (const s of slices(v)) yield escaped(s);
+  } else {
+    const b = Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+    if (BASE64_FIELDS.has(field)) {
+      const step = PIECE - (PIECE % 3); // whole 3-byte groups: the pieces' base64 joins into the whole's
+      for (let i = 0; i < b.length; i += step) yield b.toString('base64', i, Math.min(b.length, i + step));
+    } else {
+      const dec = new StringDecoder('utf8'); // as Buffer#toString: keeps a BOM, U+FFFD for bad bytes
+      for (let i = 0; i < b.length; i += PIECE) yield escaped(dec.write(b.subarray(i, i + PIECE)));
+      yield escaped(dec.end());
+    }
+  }
+  yield '"';
+}
+
+/** The record's JSON: its metadata, then each body field. */
+export function* transactionJson(meta: TransactionRecord, bodies: [string, StoredBody][]): Generator<string> {
+  const head = JSON.stringify(meta);
+  yield head.slice(0, -1);
+  let comma = head !== '{}';
+  for (const [f, v] of bodies) {
+    yield `${comma ? ',' : ''}${JSON.stringify(f)}:`;
+    comma = true;
+    yield* bodyValue(f, v);
+  }
+  yield '}';
+}
+
+/**
+ * Sends JSON pieces as a chunked 200 response: between pieces the event loop runs, and while the
+ * socket's buffer is full nothing more is made. A client that goes away ends it.
+ */
+export async function sendJsonPieces(res: ServerResponse, head: boolean, pieces: Iterable<string>): Promise<void> {
+  res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
+  if (head) { res.end(); return; }
+  let made = 0;
+  for (const piece of pieces) {
+    if (res.destroyed) return;
+    made += piece.length;
+    if (!res.write(piece)) {
+      await new Promise<void>((resolve) => {
+        const done = () => { res.off('drain', done); res.off('close', done); resolve(); };
+        res.on('drain', done);
+        res.on('close', done);
+      });
+      made = 0;
+    } else if (made >= PIECE) {
+      await nextTurn();
+      made = 0;
+    }
+  }
+  if (!res.destroyed) res.end();
+}
