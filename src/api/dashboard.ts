@@ -123,14 +123,23 @@ async function showConnection(id, upgrade) {
 }
 async function conversations() {
   tab = 'conv'; tbody = null;
-  const page = await get('/api/conversations?limit=500');
   const t = $('tbody');
-  for (const c of page.items) { // most recently updated first
-    const tr = $('tr', { className: 'row' }, $('td', { textContent: time(c.updatedTs) }), $('td', { textContent: c.client }), $('td', { textContent: c.provider }),
-      $('td', { textContent: c.model || '' }), $('td', { textContent: c.turns.length + ' turns' }));
-    tr.onclick = () => showConversation(c.id);
-    t.append(tr);
-  }
+  // a page ends early when its conversations are large: "more" goes on from its cursor
+  const page = async (after) => {
+    const p = await get('/api/conversations?limit=500' + (after ? '&after=' + encodeURIComponent(after) : ''));
+    for (const c of p.items) { // most recently updated first
+      const tr = $('tr', { className: 'row' }, $('td', { textContent: time(c.updatedTs) }), $('td', { textContent: c.client }), $('td', { textContent: c.provider }),
+        $('td', { textContent: c.model || '' }), $('td', { textContent: c.turns.length + ' turns' }));
+      tr.onclick = () => showConversation(c.id);
+      t.append(tr);
+    }
+    if (p.next) {
+      const a = $('a', { textContent: 'more…' }), tr = $('tr', {}, $('td', { colSpan: 5 }, a));
+      a.onclick = () => { tr.remove(); page(p.next).catch((e) => { t.append($('tr', {}, $('td', { colSpan: 5, className: 'err', textContent: String(e) }))); }); };
+      t.append(tr);
+    }
+  };
+  await page(null);
   listEl.replaceChildren($('table', {}, $('thead', {}, $('tr', {}, ...['updated', 'client', 'provider', 'model', 'turns'].map((h) => $('th', { textContent: h })))), t));
 }
 async function showConversation(id) {

@@ -37,6 +37,13 @@ const MAX_MESSAGES = 100_000;
  */
 const MESSAGE_BODY_BUDGET = 8 << 20;
 
+/**
+ * About how much conversation JSON one GET /api/conversations carries: a page ends early (with its
+ * `next`) past it. 300 long sessions of ~400 KB each made one 121 MB response and stalled the
+ * forwarding thread for over 3 s (the dashboard's conversations tab asks for 500).
+ */
+const LISTING_BUDGET = 8 << 20;
+
 function send(res: ServerResponse, status: number, type: string, body: string | Buffer, extra: Record<string, string> = {}): void {
   res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...extra });
   res.end(body);
@@ -159,7 +166,7 @@ export async function route(ctx: RouteContext, req: IncomingMessage, res: Server
       const p = params(url, ['client', 'limit', 'after']);
       const after = textParam(p, 'after');
       if (after !== undefined && !CONVERSATION_CURSOR_RE.test(after)) throw new BadRequest(`after must be the "next" of a conversation listing, got "${after}"`);
-      const q = { client: textParam(p, 'client'), limit: intParam(p, 'limit', 1, 1000), after };
+      const q = { client: textParam(p, 'client'), limit: intParam(p, 'limit', 1, 1000), after, maxBytes: LISTING_BUDGET };
       return json(res, 200, listPublicConversations(ctx.store, q));
     }
     let id: string | null;

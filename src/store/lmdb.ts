@@ -750,12 +750,12 @@ class LmdbStoreImpl implements LmdbStore {
     return id === undefined ? undefined : this.getConversation(id);
   }
 
-  listConversations(q: { client?: string; limit?: number; after?: string }): Page<Conversation> {
+  listConversations(q: { client?: string; limit?: number; after?: string; fits?: (c: Conversation) => boolean }): Page<Conversation> {
     const limit = Math.min(Math.max(1, Math.floor(q.limit ?? DEFAULT_LIMIT)), MAX_LIMIT);
     const items: Conversation[] = [];
     let last: Place | undefined;
     for (const [place, c] of this.byRecency(q.client, q.after === undefined ? undefined : cursorPlace(q.after))) {
-      if (items.length === limit) return { items, next: cursorOf(last!) };
+      if (items.length === limit || (q.fits && !q.fits(c) && items.length > 0)) return { items, next: cursorOf(last!) };
       items.push(c);
       last = place;
     }

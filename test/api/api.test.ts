@@ -395,3 +395,38 @@ test('GET /api/transactions/:id with 16 MiB bodies is streamed: the forwarding t
   assert.equal(head.status, 200);
   assert.equal(await head.text(), '');
 });
+
+test('GET /api/conversations pages by size too: a listing of large conversations ends early with a cursor instead of one huge response', async (t) => {
+  const { base, store } = await setup(t);
+  // 60 conversations of ~400 KB each (long sessions with tool output): ~24 MB as one listing
+  const n = 60;
+  for (let i = 0; i < n; i++) {
+    const key = `anthropic:k${i}`;
+    await store.updateConversation(key, () => ({ id: conversationId(key), key, client: 'claude-code', provider: 'anthropic', startedTs: i, updatedTs: 1000 + i,
+      turns: Array.from({ length: 50 }, (_, j) => ({ role: j % 2 ? 'assistant' as const : 'user' as const, blocks: [{ type: 'text' as const, text: `${i}/${j} ` + 'w'.repeat(8000) }], source: [] })) }));
+  }
+  const seen: string[] = [];
+  let next: string | null = null, pages = 0;
+  do {
+    const r: Response = await fetch(`${base}/api/conversations?limit=500${next ? `&after=${encodeURIComponent(next)}` : ''}`);
+    const text = await r.text();
+    assert.equal(r.status, 200);
+    // at most the page budget (8 MiB) and one conversation past it
+    assert.ok(text.length < (8 << 20) + 500_000, `one listing response of ${text.length} bytes`);
+    const page = JSON.parse(text) as { items: Conversation[]; next: string | null };
+    assert.ok(page.items.length > 0);
+    for (const c of page.items) assert.equal(c.turns.length, 50); // items stay whole conversations
+    seen.push(...page.items.map((c) => c.id));
+    next = page.next;
+    pages++;
+  } while (next);
+  assert.ok(pages >= 3, `${pages} pages`);
+  assert.deepEqual(seen, Array.from({ length: n }, (_, i) => conversationId(`anthropic:k${n - 1 - i}`)), 'each once, most recent first');
+  // a conversation larger than the budget still comes, alone
+  const key = 'anthropic:huge';
+  await store.updateConversation(key, () => ({ id: conversationId(key), key, client: 'claude-code', provider: 'anthropic', startedTs: 1, updatedTs: 5000,
+    turns: [{ role: 'user', blocks: [{ type: 'text', text: 'h'.repeat(9 << 20) }], source: [] }] }));
+  const r = await getJson(`${base}/api/conversations?limit=500`);
+  assert.deepEqual(r.body.items.map((c: Conversation) => c.id), [conversationId(key)]);
+  assert.ok(r.body.next);
+});

@@ -69,3 +69,33 @@ test('dashboard: activity log, live events, transaction detail, WebSocket messag
   assert.match(conv, /tool call shell/);
   assert.deepEqual(errors, []);
 });
+
+test('dashboard: conversations too large for one listing page come with "more…", which lists the rest', { skip: !existsSync(CHROMIUM) && 'no /usr/bin/chromium' }, async (t) => {
+  const store = openStore(tempDir(t));
+  const server = await startApi({ host: '127.0.0.1', port: 0, store, registry, caPem: 'pem', health: () => true, events: new RecordEvents() });
+  t.after(async () => { await new Promise<void>((r) => server.close(() => r())); await store.close(); });
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const n = 30; // ~400 KB each: 12 MB, past one listing page's budget
+  for (let i = 0; i < n; i++) {
+    await store.updateConversation(`k${i}`, () => ({ id: '', key: `k${i}`, client: 'claude-code', provider: 'anthropic', model: `m${i}`, startedTs: 1, updatedTs: 10 + i,
+      turns: Array.from({ length: 50 }, (_, j) => ({ role: j % 2 ? 'assistant' as const : 'user' as const, blocks: [{ type: 'text' as const, text: 'w'.repeat(8000) }], source: [] })) }));
+  }
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+  t.after(() => browser.close());
+  const page = await browser.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(base + '/');
+  await page.locator('#tab-conv').click();
+  await page.locator('tr.row', { hasText: `m${n - 1}` }).waitFor();
+  const first = await page.locator('tr.row').count();
+  assert.ok(first > 0 && first < n, `first page: ${first} rows`);
+  while (await page.locator('#list a', { hasText: 'more…' }).count()) {
+    const before = await page.locator('tr.row').count();
+    await page.locator('#list a', { hasText: 'more…' }).click();
+    await page.waitForFunction((k) => document.querySelectorAll('tr.row').length > k, before);
+  }
+  const models = (await page.locator('tr.row').allInnerTexts()).map((r) => r.split('\t')[3]);
+  assert.deepEqual(models, Array.from({ length: n }, (_, i) => `m${n - 1 - i}`), 'every conversation once, most recent first');
+  assert.deepEqual(errors, []);
+});
