@@ -90,8 +90,11 @@ export async function sendJsonPieces(res: ServerResponse, head: boolean, pieces:
         res.on('drain', done);
         res.on('close', done);
       });
-      made = 0;
-    } else if (made >= PIECE) {
+    }
+    // A reader as fast as loopback drains the socket within the write: 'drain' then comes on
+    // process.nextTick, which never lets the event loop (timers, other sockets) run. So the turn
+    // is given up here, whether or not the write had to wait.
+    if (made >= PIECE) {
       await nextTurn();
       made = 0;
     }
