@@ -51,10 +51,10 @@ export interface Store {
   /**
    * Most recently updated first. Paging goes on from `after`'s place: a conversation updated
    * between pages moves to the front, so it is listed at most once per pass (not at all if it moved
-   * from a later page); every other one, exactly once.
+   * from a later page); every other one, exactly once. `fits`, when given, sees each conversation
+   * before it is taken: one it refuses ends the page there (`next` resumes at it), unless the page
+   * is still empty (then it is taken, so paging moves on).
    */
-  /** `fits`, when given, sees each conversation before it is taken: one it refuses ends the page there
-   *  (`next` resumes at it), unless the page is still empty (then it is taken, so paging moves on). */
   listConversations(q: { client?: string; limit?: number; after?: string; fits?: (c: Conversation) => boolean }): Page<Conversation>;
   /** Size of the LMDB data file on disk (the store_bytes gauge). */
   sizeBytes(): number;
