@@ -4,8 +4,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIPv4, isIPv6 } from 'node:net';
 import type { Gauge, Registry } from 'prom-client';
-import type { RecordKind } from '../records.js';
-import { CONVERSATION_CURSOR_RE, type Store, type TransactionQuery } from '../store/store.js';
+import type { ConnectionRecord, RecordKind, WsMessageRecord } from '../records.js';
+import { CONVERSATION_CURSOR_RE, wireOrder, type Store, type TransactionQuery } from '../store/store.js';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { SseHub } from './sse.js';
 import { ID_RE } from '../store/ids.js';
 import { DASHBOARD_HTML } from './dashboard.js';
@@ -103,6 +104,29 @@ function transactionQuery(url: URL): TransactionQuery {
   return q;
 }
 
+/** Messages read between event-loop turns (~25 µs each): a connection of 10,000 held up forwarding ~0.3 s read at once. */
+const MESSAGES_PER_TURN = 500;
+
+/** A connection's first `max` WebSocket messages (metadata) in id order, read a page per event-loop turn. */
+async function connectionMessages(store: Store, conn: string, max: number): Promise<WsMessageRecord[]> {
+  const metas: WsMessageRecord[] = [];
+  for (let after: string | undefined; ;) {
+    const page = store.wsMessagesFrom(conn, after, Math.min(MESSAGES_PER_TURN, max - metas.length), false);
+    metas.push(...page.records);
+    if (page.next === undefined || metas.length >= max) return metas;
+    after = page.next;
+    await nextTurn();
+  }
+}
+
+/** The connection's JSON with its messages, the first `whole` with bodies (each read as it is written). */
+function* connectionJson(store: Store, c: ConnectionRecord, metas: WsMessageRecord[], whole: number, flags: object): Generator<string> {
+  const head = JSON.stringify({ ...c, ...flags });
+  yield head.slice(0, -1) + (head === '{}' ? '' : ',') + '"messages":[';
+  for (let i = 0; i < metas.length; i++) yield (i ? ',' : '') + JSON.stringify(i < whole ? store.getTransaction(metas[i].id) ?? metas[i] : metas[i]);
+  yield ']}';
+}
+
 /** Routes that carry no captured data: a scraper or a phone fetching the CA may name the machine freely. */
 const ANY_HOST_PATHS: ReadonlySet<string> = new Set(['/healthz', '/metrics', '/ca.pem']);
 
@@ -181,15 +205,14 @@ export async function route(ctx: RouteContext, req: IncomingMessage, res: Server
       const limit = intParam(p, 'limit', 1, MAX_MESSAGES) ?? DEFAULT_MESSAGES;
       const c = ctx.store.getConnection(id);
       if (!c) return json(res, 404, { error: `no connection ${id}` });
-      const metas = ctx.store.wsMessages(id, { limit: limit + 1, bodies: false });
-      const truncated = metas.length > limit;
-      let budget = MESSAGE_BODY_BUDGET, omitted = false;
-      const messages = (truncated ? metas.slice(0, limit) : metas).map((m) => {
-        if (omitted || m.size > budget) { omitted = true; return m; } // wire order: the first ones whole
-        budget -= m.size;
-        return (ctx.store.getTransaction(m.id) as typeof m | undefined) ?? m;
-      });
-      return json(res, 200, { ...c, messages, ...(truncated ? { messagesTruncated: true } : {}), ...(omitted ? { bodiesOmitted: true } : {}) });
+      const read = await connectionMessages(ctx.store, id, limit + 1);
+      const truncated = read.length > limit;
+      const metas = wireOrder(truncated ? read.slice(0, limit) : read); // the first `limit` in commit order
+      // wire order: the first ones whole, up to the budget
+      let budget = MESSAGE_BODY_BUDGET, whole = 0;
+      while (whole < metas.length && metas[whole].size <= budget) budget -= metas[whole++].size;
+      const flags = { ...(truncated ? { messagesTruncated: true } : {}), ...(whole < metas.length ? { bodiesOmitted: true } : {}) };
+      return sendJsonPieces(res, req.method === 'HEAD', connectionJson(ctx.store, c, metas, whole, flags));
     }
     if ((id = idFrom(path, '/api/conversations/')) !== null) {
       params(url, []);

@@ -40,7 +40,7 @@ import { statSync } from 'node:fs';
 import { resolve, join } from 'node:path';
 import { open, type Database, type Key, type RootDatabase } from 'lmdb';
 import type { Conversation, ConnectionRecord, TransactionRecord, WsMessageRecord } from '../records.js';
-import { CONVERSATION_CURSOR_RE, type LazyRecords, type Page, type Store, type TransactionQuery } from './store.js';
+import { CONVERSATION_CURSOR_RE, wireOrder, type LazyRecords, type Page, type Store, type TransactionQuery } from './store.js';
 import { ID_RE, adjacentId, idAt, nextId } from './ids.js';
 import { redactHeaders, redactPath } from './redact.js';
 import { bodyBytes } from './body-bytes.js';
@@ -689,28 +689,22 @@ class LmdbStoreImpl implements LmdbStore {
   }
 
   wsMessages(connId: string, opts: { limit?: number; bodies?: boolean } = {}): WsMessageRecord[] {
-    const limit = opts.limit ?? Infinity;
-    const byDir: Record<'client' | 'server', WsMessageRecord[]> = { client: [], server: [] };
-    let n = 0;
-    for (const id of this.wsIdsOf(connId, false)) {
-      if (n >= limit) break;
+    return wireOrder(this.wsMessagesFrom(connId, undefined, opts.limit ?? Infinity, opts.bodies !== false).records);
+  }
+
+  wsMessagesFrom(connId: string, after: string | undefined, max: number, bodies: boolean): { records: WsMessageRecord[]; next?: string } {
+    const records: WsMessageRecord[] = [];
+    let last: string | undefined;
+    for (const { key, value } of this.d.byConn.getRange({ start: [connId, after ?? ''], end: [connId, END] })) {
+      const id = (key as [string, string])[1];
+      if (id === after || value === 'HTTP') continue;
+      if (records.length >= max) return { records, next: last };
+      last = id;
       // each message is read once (it was read twice, the first time whole only to learn its kind)
-      const r = opts.bodies === false ? this.getTransactionMeta(id) : this.getTransaction(id);
-      if (!r || r.kind === 'HTTP') continue;
-      (byDir[r.direction] ?? byDir.client).push(r);
-      n++;
+      const r = bodies ? this.getTransaction(id) : this.getTransactionMeta(id);
+      if (r && r.kind !== 'HTTP') records.push(r);
     }
-    // Wire order: each direction by its seq, the two directions interleaved by ts (the time the
-    // message's last byte was read); a merge keeps each direction's seq order even if ts ties.
-    const c = byDir.client.sort((a, b) => a.seq - b.seq);
-    const s = byDir.server.sort((a, b) => a.seq - b.seq);
-    const out: WsMessageRecord[] = [];
-    let i = 0, j = 0;
-    while (i < c.length || j < s.length) {
-      if (j >= s.length || (i < c.length && (c[i].ts < s[j].ts || (c[i].ts === s[j].ts && c[i].id < s[j].id)))) out.push(c[i++]);
-      else out.push(s[j++]);
-    }
-    return out;
+    return { records };
   }
 
   wsMessagesAfter(connId: string, marks: { client: number; server: number }, known?: ReadonlySet<string>): LazyRecords<WsMessageRecord> {

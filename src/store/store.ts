@@ -41,6 +41,12 @@ export interface Store {
   getConnection(id: string): ConnectionRecord | undefined;
   /** Wire order: by direction seq, interleaved by ts. `bodies: false`: metadata only (no body is read); `limit`: the first n by id. */
   wsMessages(connId: string, opts?: { limit?: number; bodies?: boolean }): WsMessageRecord[];
+  /**
+   * Up to `max` of a connection's WebSocket records with ids after `after` (id order, not wire
+   * order: see wireOrder), metadata only unless `bodies`; `next` (the last id read) while more may
+   * follow. For readers that give the event loop back between pages.
+   */
+  wsMessagesFrom(connId: string, after: string | undefined, max: number, bodies: boolean): { records: WsMessageRecord[]; next?: string };
   /** A connection's WebSocket records past the given per-direction seq marks, each direction in seq order (client first), loaded as iterated; ids in `known` are skipped (the caller has them); a mark of Infinity skips that direction. */
   wsMessagesAfter(connId: string, marks: { client: number; server: number }, known?: ReadonlySet<string>): LazyRecords<WsMessageRecord>;
   /** Atomic read-modify-write of one conversation by its assembly key (safe across threads). */
@@ -59,4 +65,21 @@ export interface Store {
   /** Size of the LMDB data file on disk (the store_bytes gauge). */
   sizeBytes(): number;
   close(): Promise<void>;
+}
+
+/**
+ * A connection's WebSocket records in wire order: each direction by its seq, the two directions
+ * interleaved by ts (the time the message's last byte was read); a merge keeps each direction's
+ * seq order even if ts ties.
+ */
+export function wireOrder(records: readonly WsMessageRecord[]): WsMessageRecord[] {
+  const c = records.filter((r) => r.direction !== 'server').sort((a, b) => a.seq - b.seq);
+  const s = records.filter((r) => r.direction === 'server').sort((a, b) => a.seq - b.seq);
+  const out: WsMessageRecord[] = [];
+  let i = 0, j = 0;
+  while (i < c.length || j < s.length) {
+    if (j >= s.length || (i < c.length && (c[i].ts < s[j].ts || (c[i].ts === s[j].ts && c[i].id < s[j].id)))) out.push(c[i++]);
+    else out.push(s[j++]);
+  }
+  return out;
 }

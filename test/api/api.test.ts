@@ -426,3 +426,26 @@ test('GET /api/conversations pages by size too: a listing of large conversations
   assert.deepEqual(r.body.items.map((c: Conversation) => c.id), [conversationId(key)]);
   assert.ok(r.body.next);
 });
+
+test('GET /api/connections/:id read over several event-loop turns is still the connection in wire order, limit and flags as one read', async (t) => {
+  const { base, store } = await setup(t);
+  const c = conn();
+  await store.putConnection(c);
+  const up = http(c.id, { status: 101, respBody: undefined, reqBody: undefined });
+  // 1,300 messages (more than one turn's page), the server's committed first, ts ties between directions
+  const server = Array.from({ length: 650 }, (_, i) => ws(c.id, up.id, 'server', i, { ts: 1000 + i, body: `s${i}` }));
+  const client = Array.from({ length: 650 }, (_, i) => ws(c.id, up.id, 'client', i, { ts: 1000 + i, body: `c${i}` }));
+  await store.putTransactions([up, ...server]);
+  await store.putTransactions(client);
+  const want = store.wsMessages(c.id).map((m) => m.body);
+  assert.equal(want.length, 1300);
+  const all = await getJson(`${base}/api/connections/${c.id}`);
+  assert.equal(all.status, 200);
+  assert.equal(all.body.id, c.id);
+  assert.deepEqual(all.body.messages.map((m: { body: string }) => m.body), want);
+  assert.equal(all.body.messagesTruncated, undefined);
+  // limit counts messages in id order (the first 700: the server's 650 and 50 of the client's), then wire order
+  const some = await getJson(`${base}/api/connections/${c.id}?limit=700`);
+  assert.equal(some.body.messagesTruncated, true);
+  assert.deepEqual(some.body.messages.map((m: { body: string }) => m.body), store.wsMessages(c.id, { limit: 700 }).map((m) => m.body));
+});
