@@ -1,7 +1,8 @@
 // The `greytap` command (DESIGN.md "CLI"). Bad options exit 2 with a one-line reason.
-import { loadConfig, ConfigError, DEFAULTS } from './config.js';
+import { loadConfig, openingOption, ConfigError, DEFAULTS } from './config.js';
 import type { RecordKind } from './records.js';
 import type { Page, Store } from './store/store.js';
+import type { LmdbStore, StoreOptions } from './store/lmdb.js';
 
 const USAGE = `usage:
   greytap serve [--config FILE] [--data-dir DIR] [--http-proxy ADDR|off] [--socks ADDR|off] [--api ADDR|off]
@@ -35,6 +36,13 @@ function parseSince(s: string): number {
   const t = Date.parse(s);
   if (Number.isNaN(t)) throw new ConfigError(`--since: expected ms since epoch, an ISO date or an age like 1h, got "${s}"`);
   return t;
+}
+
+/** The store of a read-side command: one that is missing or cannot be opened is a bad --data-dir. */
+async function openDataDir(o: Record<string, string | true>, opts: StoreOptions): Promise<LmdbStore> {
+  const { openStore } = await import('./store/lmdb.js');
+  const dir = String(o['data-dir'] ?? DEFAULTS.dataDir);
+  return openingOption('--data-dir', dir, () => openStore(dir, opts));
 }
 
 /** Every page of a conversation listing. */
@@ -80,7 +88,8 @@ async function main(argv: string[]): Promise<number> {
     case 'ca': {
       const o = simpleOpts(rest, ['data-dir']);
       const { readCaPem } = await import('./io/tls-intercept.js');
-      process.stdout.write(readCaPem(String(o['data-dir'] ?? DEFAULTS.dataDir)));
+      const dir = String(o['data-dir'] ?? DEFAULTS.dataDir);
+      process.stdout.write(openingOption('--data-dir', dir, () => readCaPem(dir)));
       return 0;
     }
     case 'export': {
@@ -89,9 +98,8 @@ async function main(argv: string[]): Promise<number> {
       if (format !== 'jsonl' && format !== 'har') throw new ConfigError(`--format: expected jsonl or har, got "${format}"`);
       const kind = o.kind as RecordKind | undefined;
       if (kind && !['HTTP', 'WS_REQ', 'WS_RESP', 'WS_CTRL'].includes(kind)) throw new ConfigError(`--kind: expected HTTP, WS_REQ, WS_RESP or WS_CTRL, got "${kind}"`);
-      const { openStore } = await import('./store/lmdb.js');
       const { exportRecords, OutputClosedError } = await import('./store/export.js');
-      const store = openStore(String(o['data-dir'] ?? DEFAULTS.dataDir), { readOnly: true });
+      const store = await openDataDir(o, { readOnly: true });
       // A reader that stops early (`greytap export | head`) closes the pipe: the export ends
       // quietly, as other filters do, instead of with an EPIPE stack trace. Other errors stand.
       let outError: NodeJS.ErrnoException | undefined;
@@ -113,9 +121,8 @@ async function main(argv: string[]): Promise<number> {
       const o = simpleOpts(rest, ['data-dir', 'id', 'format'], ['rebuild']);
       const format = String(o.format ?? 'json');
       if (format !== 'json' && format !== 'markdown') throw new ConfigError(`--format: expected json or markdown, got "${format}"`);
-      const { openStore } = await import('./store/lmdb.js');
       const { conversationMarkdown } = await import('./api/conversation-markdown.js');
-      const store = openStore(String(o['data-dir'] ?? DEFAULTS.dataDir), { readOnly: !o.rebuild });
+      const store = await openDataDir(o, { readOnly: !o.rebuild, mustExist: true });
       try {
         if (o.rebuild) {
           const { rebuildConversations } = await import('./workers/assemble.js');

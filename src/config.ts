@@ -6,6 +6,11 @@ import { availableParallelism } from 'node:os';
 
 export class ConfigError extends Error {}
 
+/** Runs `open` on what an option names (a file, a directory); what it throws is that option's one-line ConfigError. */
+export function openingOption<T>(option: string, value: string, open: () => T): T {
+  try { return open(); } catch (e) { throw new ConfigError(`${option} ${value}: ${(e as Error).message}`); }
+}
+
 export interface HostPort { host: string; port: number }
 
 export interface Config {

@@ -2,7 +2,7 @@
 import { chmodSync, mkdirSync } from 'node:fs';
 import type net from 'node:net';
 import type http from 'node:http';
-import { ConfigError, type Config, type HostPort } from './config.js';
+import { ConfigError, openingOption, type Config, type HostPort } from './config.js';
 import { loadOrCreateCA, upstreamCaList } from './io/tls-intercept.js';
 import { upstreamTrust } from './io/upstream.js';
 import { createHttpProxy } from './io/http-proxy.js';
@@ -44,12 +44,10 @@ export async function serve(cfg: Config): Promise<Running> {
   // Captured bodies are not redacted (prompts, OAuth token exchanges): the data directory is the
   // owner's alone, set again on every start (LMDB creates its files by the umask, 0644 by default;
   // they are reached only through this directory).
-  try {
+  openingOption('--data-dir', cfg.dataDir, () => {
     mkdirSync(cfg.dataDir, { recursive: true, mode: 0o700 });
     chmodSync(cfg.dataDir, 0o700);
-  } catch (e) {
-    throw new ConfigError(`--data-dir ${cfg.dataDir}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
+  });
   let ca: ReturnType<typeof loadOrCreateCA>;
   try {
     ca = loadOrCreateCA(cfg.dataDir);
@@ -57,7 +55,7 @@ export async function serve(cfg: Config): Promise<Running> {
     throw new ConfigError((e as Error).message); // its message names the file and the way out
   }
   const trust = upstreamTrust(upstreamCaList(cfg.upstreamCa));
-  const store = openStore(cfg.dataDir, { retention: { maxAgeMs: cfg.retentionMs, maxBytes: cfg.retentionBytes } });
+  const store = openingOption('--data-dir', cfg.dataDir, () => openStore(cfg.dataDir, { retention: { maxAgeMs: cfg.retentionMs, maxBytes: cfg.retentionBytes } }));
   const events = new RecordEvents();
   const pool = new CapturePool({
     workers: cfg.workers,

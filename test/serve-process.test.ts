@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
-import { readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpDir, waitFor } from './helpers/harness.js';
 
@@ -11,13 +11,18 @@ const BIN = new URL('../../bin/greytap.js', import.meta.url).pathname;
 
 interface Served { child: ChildProcess; out: () => string; err: () => string; exited: Promise<number | null> }
 
-function serve(args: string[]): Served {
-  const child = spawn(process.execPath, [BIN, 'serve', '--workers', '1', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** The `greytap` command, as a user runs it. */
+function greytap(args: string[]): Served {
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '', err = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (err += d));
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   return { child, out: () => out, err: () => err, exited };
+}
+
+function serve(args: string[]): Served {
+  return greytap(['serve', '--workers', '1', ...args]);
 }
 
 function idleClient(addr: string): net.Socket {
@@ -57,5 +62,39 @@ test('serve: the data directory is the owner\'s alone; SIGTERM exits promptly wi
     for (const s of sockets) s.destroy();
     g.child.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('bad options of every command: exit 2 with one line naming the option and the path, no stack trace', async () => {
+  const tmp = tmpDir();
+  const missing = join(tmp, 'missing');
+  const notDir = join(tmp, 'a-file');
+  writeFileSync(notDir, 'not a directory');
+  const dbFile = join(tmp, 'db-is-a-file');
+  mkdirSync(dbFile);
+  writeFileSync(join(dbFile, 'db'), 'not a store');
+  const listeners = ['--http-proxy', '127.0.0.1:0', '--socks', 'off', '--api', 'off'];
+  try {
+    for (const [args, line] of [
+      [['serve', '--data-dir', join(tmp, 'd1'), ...listeners, '--upstream-ca', join(missing, 'ca.pem')], `--upstream-ca ${missing}/ca.pem: cannot read (ENOENT)`],
+      [['serve', '--data-dir', join(tmp, 'd2'), ...listeners, '--upstream-ca', notDir], `--upstream-ca ${notDir}: no PEM certificate`],
+      [['serve', '--data-dir', dbFile, ...listeners], `--data-dir ${dbFile}: `],
+      [['serve', '--data-dir', join(notDir, 'x'), ...listeners], `--data-dir ${notDir}/x: ENOTDIR`],
+      [['serve', '--config', join(missing, 'greytap.json')], `--config ${missing}/greytap.json: ENOENT`],
+      [['serve', '--map', 'a.test:443=nowhere'], '--map: expected HOST:PORT'],
+      [['export', '--data-dir', missing], `--data-dir ${missing}: no store at ${missing}/db`],
+      [['conversations', '--data-dir', missing], `--data-dir ${missing}: no store at ${missing}/db`],
+      // a mistyped directory must not become a new empty store that "rebuilt 0 conversations"
+      [['conversations', '--rebuild', '--data-dir', missing], `--data-dir ${missing}: no store at ${missing}/db`],
+      [['ca', '--data-dir', notDir], `--data-dir ${notDir}: ENOTDIR`],
+    ] as const) {
+      const g = greytap([...args]);
+      assert.equal(await g.exited, 2, `${args.join(' ')}: ${g.err()}`);
+      const err = g.err().trimEnd();
+      assert.ok(err.startsWith(`greytap: ${line}`) && !err.includes('\n'), `${args.join(' ')}: one line starting "greytap: ${line}", got:\n${err}`);
+    }
+    assert.equal(existsSync(missing), false, 'nothing created at a missing --data-dir');
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
   }
 });

@@ -18,6 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import forge from 'node-forge';
+import { ConfigError } from '../config.js';
 import { certCache } from '../metrics.js';
 import { ipToBytes } from './socks5.js';
 
@@ -397,7 +398,7 @@ export function readCaPem(dataDir: string): string {
 
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
-/** Trust list for upstream TLS: Node's root store plus every PEM certificate in the given files. */
+/** Trust list for upstream TLS: Node's root store plus every PEM certificate in the given files (a bad file: ConfigError). */
 export function upstreamCaList(extraCaFiles: string[]): string[] {
   const out = [...tls.rootCertificates];
   for (const file of extraCaFiles) {
@@ -405,15 +406,15 @@ export function upstreamCaList(extraCaFiles: string[]): string[] {
     try {
       text = fs.readFileSync(file, 'utf8');
     } catch (e) {
-      throw new Error(`--upstream-ca ${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      throw new ConfigError(`--upstream-ca ${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
     }
     const certs = text.match(PEM_CERT) ?? [];
-    if (certs.length === 0) throw new Error(`--upstream-ca ${file}: no PEM certificate (-----BEGIN CERTIFICATE-----) found`);
+    if (certs.length === 0) throw new ConfigError(`--upstream-ca ${file}: no PEM certificate (-----BEGIN CERTIFICATE-----) found`);
     certs.forEach((c, i) => {
       try {
         new crypto.X509Certificate(c);
       } catch (e) {
-        throw new Error(`--upstream-ca ${file}: certificate #${i + 1} is invalid (${(e as Error).message})`);
+        throw new ConfigError(`--upstream-ca ${file}: certificate #${i + 1} is invalid (${(e as Error).message})`);
       }
       out.push(c + '\n');
     });

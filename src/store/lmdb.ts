@@ -49,6 +49,8 @@ import { pack, unpack } from 'msgpackr';
 
 export interface StoreOptions {
   readOnly?: boolean;
+  /** No store there is an error, not a new empty one (read-only implies it): a mistyped --data-dir of `conversations --rebuild`. */
+  mustExist?: boolean;
   /** Kept for the caller's convenience (serve passes it on to startRetention); the store itself does not sweep. */
   retention?: { maxAgeMs: number | null; maxBytes: number | null };
   /** Extra header-name substrings to redact (config `redactHeaders`). */
@@ -344,7 +346,7 @@ class LmdbStoreImpl implements LmdbStore {
     this.readOnly = !!opts.readOnly;
     this.redact = opts.redact ?? [];
     this.scanBudget = opts.listScanBudget ?? LIST_SCAN_BUDGET;
-    if (this.readOnly) {
+    if (this.readOnly || opts.mustExist) {
       try { statSync(join(path, 'data.mdb')); } catch { throw new StoreError(`no store at ${path} (has greytap serve run with this --data-dir?)`); }
     }
     // pageSize 8192: FIELD-NOTES measured 411 MB → 274 MB for 200 MB of records (default pages).
