@@ -5,15 +5,17 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { tmpDir, waitFor } from './helpers/harness.js';
+import https from 'node:https';
+import { curl, tmpDir, waitFor } from './helpers/harness.js';
+import { makeTestPki } from './helpers/test-ca.js';
 
 const BIN = new URL('../../bin/greytap.js', import.meta.url).pathname;
 
 interface Served { child: ChildProcess; out: () => string; err: () => string; exited: Promise<number | null> }
 
 /** The `greytap` command, as a user runs it. */
-function greytap(args: string[]): Served {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+function greytap(args: string[], env: NodeJS.ProcessEnv = process.env): Served {
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let out = '', err = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (err += d));
@@ -21,8 +23,8 @@ function greytap(args: string[]): Served {
   return { child, out: () => out, err: () => err, exited };
 }
 
-function serve(args: string[]): Served {
-  return greytap(['serve', '--workers', '1', ...args]);
+function serve(args: string[], env?: NodeJS.ProcessEnv): Served {
+  return greytap(['serve', '--workers', '1', ...args], env);
 }
 
 function idleClient(addr: string): net.Socket {
@@ -96,5 +98,33 @@ test('bad options of every command: exit 2 with one line naming the option and t
     assert.equal(existsSync(missing), false, 'nothing created at a missing --data-dir');
   } finally {
     rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
+test('origins are verified against the CA bundle of SSL_CERT_FILE and NODE_EXTRA_CA_CERTS too; a CA given nowhere is a 502', async () => {
+  // three origins, each with its own CA: one CA in SSL_CERT_FILE (which stands for the system
+  // bundle, where update-ca-certificates puts a corporate CA), one in NODE_EXTRA_CA_CERTS, one nowhere
+  const origins = await Promise.all(['system.test', 'extra.test', 'unknown.test'].map(async (name) => {
+    const pki = makeTestPki();
+    const srv = https.createServer(pki.serverContext([name]), (req, res) => res.end(`hello from ${name}`));
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    return { name, pki, srv, port: (srv.address() as net.AddressInfo).port };
+  }));
+  const [system, extra] = origins;
+  const dir = join(tmpDir(), 'data');
+  const env = { ...process.env, SSL_CERT_FILE: system.pki.caPath, NODE_EXTRA_CA_CERTS: extra.pki.caPath };
+  const g = serve(['--data-dir', dir, '--http-proxy', '127.0.0.1:0', '--socks', 'off', '--api', 'off', ...origins.flatMap((o) => ['--map', `${o.name}:443=127.0.0.1:${o.port}`])], env);
+  try {
+    const [, proxy, caPath] = await waitFor(() => /http-proxy (\S+)[\s\S]*CA certificate: (\S+)/.exec(g.out()), 'the banner');
+    for (const o of origins) {
+      const r = await curl(['-x', `http://${proxy}`, '--cacert', caPath, '-w', ' %{http_code}', `https://${o.name}/`]);
+      assert.equal(r.code, 0, r.stderr);
+      if (o.name === 'unknown.test') assert.match(r.stdout, /greytap: TLS to unknown\.test:443 failed: unable to verify the first certificate\n 502$/);
+      else assert.equal(r.stdout, `hello from ${o.name} 200`);
+    }
+  } finally {
+    g.child.kill('SIGKILL');
+    for (const o of origins) { o.srv.close(); o.pki.cleanup(); }
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -398,26 +398,52 @@ export function readCaPem(dataDir: string): string {
 
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
-/** Trust list for upstream TLS: Node's root store plus every PEM certificate in the given files (a bad file: ConfigError). */
-export function upstreamCaList(extraCaFiles: string[]): string[] {
+/** Where distributions keep the system CA bundle (Debian's update-ca-certificates, Fedora's update-ca-trust, Alpine / BSD). */
+const SYSTEM_CA_BUNDLES = ['/etc/ssl/certs/ca-certificates.crt', '/etc/pki/tls/certs/ca-bundle.crt', '/etc/ssl/cert.pem'];
+
+/**
+ * Trust list for upstream TLS, what the agent's own clients would trust: Node's bundled roots, the
+ * system bundle (SSL_CERT_FILE if set, as OpenSSL reads it, else the first of SYSTEM_CA_BUNDLES
+ * present) where a corporate CA is installed, NODE_EXTRA_CA_CERTS, and the --upstream-ca files.
+ * Node 20 has no API for the system store, and a `ca` list replaces Node's default store (which is
+ * where NODE_EXTRA_CA_CERTS goes), so every source is read here. A file that cannot be read or holds
+ * no valid PEM certificate is a ConfigError naming where it was given. A file named twice is read
+ * once (SSL_CERT_FILE and NODE_EXTRA_CA_CERTS are often both the system bundle); a certificate in
+ * two files is left twice, which OpenSSL's store takes as a no-op.
+ */
+export function upstreamCaList(extraCaFiles: string[], env: NodeJS.ProcessEnv = process.env): string[] {
+  const systemBundle = SYSTEM_CA_BUNDLES.find((f) => fs.existsSync(f));
+  const sources = [
+    env.SSL_CERT_FILE ? { what: 'SSL_CERT_FILE', file: env.SSL_CERT_FILE } : systemBundle && { what: 'system CA bundle', file: systemBundle },
+    env.NODE_EXTRA_CA_CERTS && { what: 'NODE_EXTRA_CA_CERTS', file: env.NODE_EXTRA_CA_CERTS },
+    ...extraCaFiles.map((file) => ({ what: '--upstream-ca', file })),
+  ];
   const out = [...tls.rootCertificates];
-  for (const file of extraCaFiles) {
-    let text: string;
-    try {
-      text = fs.readFileSync(file, 'utf8');
-    } catch (e) {
-      throw new ConfigError(`--upstream-ca ${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-    }
-    const certs = text.match(PEM_CERT) ?? [];
-    if (certs.length === 0) throw new ConfigError(`--upstream-ca ${file}: no PEM certificate (-----BEGIN CERTIFICATE-----) found`);
-    certs.forEach((c, i) => {
-      try {
-        new crypto.X509Certificate(c);
-      } catch (e) {
-        throw new ConfigError(`--upstream-ca ${file}: certificate #${i + 1} is invalid (${(e as Error).message})`);
-      }
-      out.push(c + '\n');
-    });
+  const read = new Set<string>();
+  for (const s of sources) {
+    if (!s || read.has(s.file)) continue;
+    read.add(s.file);
+    out.push(...pemCertificates(s.what, s.file));
   }
   return out;
+}
+
+/** The PEM certificates of a trust file, each checked; `what` names where the file was given. */
+function pemCertificates(what: string, file: string): string[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`${what} ${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  const certs = text.match(PEM_CERT) ?? [];
+  if (certs.length === 0) throw new ConfigError(`${what} ${file}: no PEM certificate (-----BEGIN CERTIFICATE-----) found`);
+  return certs.map((c, i) => {
+    try {
+      new crypto.X509Certificate(c);
+    } catch (e) {
+      throw new ConfigError(`${what} ${file}: certificate #${i + 1} is invalid (${(e as Error).message})`);
+    }
+    return c + '\n';
+  });
 }

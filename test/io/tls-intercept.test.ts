@@ -12,6 +12,7 @@ import tls from 'node:tls';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { loadOrCreateCA, readCaPem, upstreamCaList, type CertAuthority } from '../../src/io/tls-intercept.js';
+import { ConfigError } from '../../src/config.js';
 import { certCache } from '../../src/metrics.js';
 import { makeTestPki } from '../helpers/test-ca.js';
 
@@ -294,7 +295,7 @@ test('makeTestPki: an upstream server with its own CA, trusted through upstreamC
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
     const p = (srv.address() as net.AddressInfo).port;
     const trust = upstreamCaList([pki.caPath]);
-    assert.equal(trust.length, tls.rootCertificates.length + 1);
+    assert.equal(trust.length, upstreamCaList([]).length + 1);
     const s = await connect({ host: '127.0.0.1', port: p, servername: 'upstream.test', ca: trust });
     assert.equal(s.authorized, true);
     s.destroy();
@@ -309,7 +310,7 @@ test('makeTestPki: an upstream server with its own CA, trusted through upstreamC
 test('upstreamCaList: several certs per file; unreadable or invalid files throw a clear error', () => {
   const two = path.join(tmp, 'two.pem');
   fs.writeFileSync(two, `comment line\n${ca.caCertPem}\n${readCaPem(path.join(tmp, 'fresh'))}`);
-  assert.equal(upstreamCaList([two]).length, tls.rootCertificates.length + 2);
+  assert.equal(upstreamCaList([two]).length, upstreamCaList([]).length + 2);
   assert.throws(() => upstreamCaList([path.join(tmp, 'missing.pem')]), /--upstream-ca .*missing\.pem: cannot read \(ENOENT\)/);
   const empty = path.join(tmp, 'empty.pem');
   fs.writeFileSync(empty, 'hello');
@@ -318,6 +319,11 @@ test('upstreamCaList: several certs per file; unreadable or invalid files throw 
   fs.writeFileSync(bad, '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n');
   assert.throws(() => upstreamCaList([bad]), /bad\.pem: certificate #1 is invalid/);
   assert.throws(() => upstreamCaList([tmp]), /cannot read \(EISDIR\)/);
+  // the trust files named by the environment are checked the same way, and say where they were named
+  assert.throws(() => upstreamCaList([], { SSL_CERT_FILE: empty }), (e: Error) => e instanceof ConfigError && /^SSL_CERT_FILE .*empty\.pem: no PEM certificate/.test(e.message));
+  assert.throws(() => upstreamCaList([], { NODE_EXTRA_CA_CERTS: path.join(tmp, 'missing.pem') }), /NODE_EXTRA_CA_CERTS .*missing\.pem: cannot read \(ENOENT\)/);
+  // SSL_CERT_FILE stands for the system bundle, as in OpenSSL: Node's roots + its certificates
+  assert.equal(upstreamCaList([], { SSL_CERT_FILE: two }).length, tls.rootCertificates.length + 2);
 });
 
 test('cost of one leaf (build + sign + SecureContext), printed for the record', () => {
