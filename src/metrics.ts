@@ -96,6 +96,12 @@ export const reportQueueDepth = scrapedGauge(
 
 export const DROP_REASONS = ['queue_full', 'too_large', 'desynced', 'worker_error', 'store_error'] as const;
 export const RECORD_KINDS = ['HTTP', 'WS_REQ', 'WS_RESP', 'WS_CTRL', 'CONN', 'CONVERSATION'] as const;
+/**
+ * Every kind counted in decode_errors_total: the taps (io/http-tap.ts, io/ws-tap.ts), the decoders'
+ * and the assembler's metric deltas (workers/decode-http.ts, decode-ws.ts, assemble.ts). A kind
+ * missing here would appear only at its first error.
+ */
+export const DECODE_ERROR_KINDS = ['inflate_failed', 'invalid_utf8', 'bad_frame', 'bad_http', 'truncated_stream', 'decode_failed', 'dissect_failed', 'assemble_failed'] as const;
 
 // Touch every labelled series so it is present from start-up.
 for (const l of ['http', 'socks']) {
@@ -106,7 +112,7 @@ for (const l of ['http', 'socks']) {
 for (const d of ['up', 'down']) bytesForwarded.inc({ direction: d }, 0);
 for (const d of ['client', 'server']) for (const o of ['text', 'binary', 'ping', 'pong', 'close']) wsMessages.inc({ direction: d, opcode: o }, 0);
 for (const r of DROP_REASONS) captureDropped.inc({ reason: r }, 0);
-for (const k of ['inflate_failed', 'invalid_utf8', 'bad_frame', 'bad_http', 'truncated_stream', 'decode_failed']) decodeErrors.inc({ kind: k }, 0);
+for (const k of DECODE_ERROR_KINDS) decodeErrors.inc({ kind: k }, 0);
 for (const s of ['client', 'upstream']) for (const r of ['ok', 'error']) tlsHandshakes.inc({ side: s, result: r }, 0);
 for (const r of ['hit', 'miss']) certCache.inc({ result: r }, 0);
 for (const k of RECORD_KINDS) storeRecords.inc({ kind: k }, 0);

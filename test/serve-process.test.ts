@@ -128,3 +128,19 @@ test('origins are verified against the CA bundle of SSL_CERT_FILE and NODE_EXTRA
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('/metrics right after start-up has every decode_errors_total kind at 0, the assembler\'s included', async () => {
+  const dir = join(tmpDir(), 'data');
+  const g = serve(['--data-dir', dir, '--http-proxy', '127.0.0.1:0', '--socks', 'off', '--api', '127.0.0.1:0']);
+  try {
+    const [, api] = await waitFor(() => /api (http:\S+\/)/.exec(g.out()), 'the banner');
+    const text = await (await fetch(`${api}metrics`)).text();
+    // every kind a code path counts: the taps, the decoders, and conversation assembly (dissect, assemble)
+    for (const kind of ['inflate_failed', 'invalid_utf8', 'bad_frame', 'bad_http', 'truncated_stream', 'decode_failed', 'dissect_failed', 'assemble_failed']) {
+      assert.match(text, new RegExp(`^greytap_decode_errors_total\\{kind="${kind}"\\} 0$`, 'm'), kind);
+    }
+  } finally {
+    g.child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
