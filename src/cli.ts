@@ -9,10 +9,10 @@ const USAGE = `usage:
                 [--workers N] [--upstream-ca FILE]... [--map HOST:PORT=HOST:PORT]... [--no-intercept GLOB]...
                 [--max-body BYTES] [--retention AGE|SIZE] [--socks-auth USER:PASS]... [--redact-header NAME]...
                 [--allow-remote] [--max-capture-memory BYTES] [--max-conn-capture-memory BYTES] [--capture-nice 0-19]
-                [--handshake-timeout DURATION]
+                [--handshake-timeout DURATION] [--dissect-rules FILE]
   greytap ca [--data-dir DIR]
   greytap export [--data-dir DIR] [--format jsonl|har] [--kind K] [--host H] [--since T]
-  greytap conversations [--data-dir DIR] [--id ID] [--format json|markdown] [--rebuild]`;
+  greytap conversations [--data-dir DIR] [--id ID] [--format json|markdown] [--rebuild [--dissect-rules FILE]]`;
 
 /** Options of the read-side commands: simple --flag value pairs. */
 function simpleOpts(argv: string[], allowed: string[], flags: string[] = []): Record<string, string | true> {
@@ -118,15 +118,17 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'conversations': {
-      const o = simpleOpts(rest, ['data-dir', 'id', 'format'], ['rebuild']);
+      const o = simpleOpts(rest, ['data-dir', 'id', 'format', 'dissect-rules'], ['rebuild']);
       const format = String(o.format ?? 'json');
       if (format !== 'json' && format !== 'markdown') throw new ConfigError(`--format: expected json or markdown, got "${format}"`);
+      if (o['dissect-rules'] && !o.rebuild) throw new ConfigError('--dissect-rules: only with --rebuild (stored conversations were assembled already)');
+      const rules = o['dissect-rules'] ? (await import('./workers/dissect/index.js')).loadDissectRules(String(o['dissect-rules'])) : undefined;
       const { conversationMarkdown } = await import('./api/conversation-markdown.js');
       const store = await openDataDir(o, { readOnly: !o.rebuild, mustExist: true });
       try {
         if (o.rebuild) {
           const { rebuildConversations } = await import('./workers/assemble.js');
-          const n = await rebuildConversations(store);
+          const n = await rebuildConversations(store, { rules });
           console.error(`rebuilt ${n} conversations`);
         }
         const { getPublicConversation, listPublicConversations } = await import('./api/public-conversations.js');

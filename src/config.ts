@@ -32,6 +32,7 @@ export interface Config {
   maxConnCaptureMemory: number; // per connection
   captureNice: number; // CPU niceness of the capture workers (0 = same as forwarding)
   handshakeTimeoutMs: number; // accept → proxy request, and ClientHello → TLS established
+  dissectRules: string | null; // JSON file of endpoint rules (workers/dissect/index.ts), loaded by serve
 }
 
 export const DEFAULTS = {
@@ -100,6 +101,7 @@ const FLAGS: Record<string, { key: string; repeat?: boolean; bool?: boolean }> =
   '--max-conn-capture-memory': { key: 'maxConnCaptureMemory' },
   '--capture-nice': { key: 'captureNice' },
   '--handshake-timeout': { key: 'handshakeTimeout' },
+  '--dissect-rules': { key: 'dissectRules' },
 };
 
 /** Raw option values by camelCase key, from argv (flags only; the subcommand is already removed). */
@@ -198,6 +200,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
     maxConnCaptureMemory: o.maxConnCaptureMemory === undefined ? DEFAULTS.maxConnCaptureMemory : parseBytes(String(o.maxConnCaptureMemory), '--max-conn-capture-memory'),
     captureNice,
     handshakeTimeoutMs,
+    dissectRules: o.dissectRules === undefined ? null : String(o.dissectRules),
   };
   // No open relay by default: a proxy listener reachable from other hosts must be asked for.
   for (const [name, l] of [['--http-proxy', cfg.httpProxy], ['--socks', cfg.socks], ['--api', cfg.api]] as const) {

@@ -5,6 +5,7 @@ import type http from 'node:http';
 import { ConfigError, openingOption, type Config, type HostPort } from './config.js';
 import { loadOrCreateCA, upstreamCaList } from './io/tls-intercept.js';
 import { upstreamTrust } from './io/upstream.js';
+import { loadDissectRules } from './workers/dissect/index.js';
 import { createHttpProxy } from './io/http-proxy.js';
 import { createSocksProxy } from './io/socks-listener.js';
 import type { ProxyContext } from './io/context.js';
@@ -55,6 +56,7 @@ export async function serve(cfg: Config): Promise<Running> {
     throw new ConfigError((e as Error).message); // its message names the file and the way out
   }
   const trust = upstreamTrust(upstreamCaList(cfg.upstreamCa));
+  const dissectRules = cfg.dissectRules ? loadDissectRules(cfg.dissectRules) : undefined;
   const store = openingOption('--data-dir', cfg.dataDir, () => openStore(cfg.dataDir, { retention: { maxAgeMs: cfg.retentionMs, maxBytes: cfg.retentionBytes } }));
   const events = new RecordEvents();
   const pool = new CapturePool({
@@ -65,6 +67,7 @@ export async function serve(cfg: Config): Promise<Running> {
     maxConnCaptureMemory: cfg.maxConnCaptureMemory,
     redactHeaders: cfg.redactHeaders,
     nice: cfg.captureNice,
+    dissectRules,
     onCommitted: (ids) => events.committed(ids),
   });
   const ctx: ProxyContext = { cfg, ca, upstreamTrust: trust, pool, listening: [] };

@@ -16,18 +16,22 @@ test('defaults follow DESIGN.md', () => {
   assert.equal(c.maxBody, 16 * 1024 * 1024);
   assert.equal(c.captureNice, DEFAULTS.captureNice);
   assert.equal(c.handshakeTimeoutMs, 60_000);
+  assert.equal(c.dissectRules, null);
   assert.ok(c.workers >= 1);
 });
 
 test('flags win over GREYTAP_* variables, which win over the config file', () => {
   const dir = tmpDir();
   const file = join(dir, 'greytap.json');
-  writeFileSync(file, JSON.stringify({ maxBody: '1MiB', workers: 3, captureNice: 5, map: ['a.test:443=127.0.0.1:9'] }));
+  writeFileSync(file, JSON.stringify({ maxBody: '1MiB', workers: 3, captureNice: 5, map: ['a.test:443=127.0.0.1:9'], dissectRules: '/file/rules.json' }));
   const c = loadConfig(['--config', file, '--max-body', '2MiB'], { GREYTAP_WORKERS: '2' });
   assert.equal(c.maxBody, 2 * 1024 * 1024);
   assert.equal(c.workers, 2);
   assert.equal(c.captureNice, 5);
   assert.deepEqual(c.map.get('a.test:443'), { host: '127.0.0.1', port: 9 });
+  assert.equal(c.dissectRules, '/file/rules.json');
+  assert.equal(loadConfig(['--config', file], { GREYTAP_DISSECT_RULES: '/env/rules.json' }).dissectRules, '/env/rules.json');
+  assert.equal(loadConfig(['--dissect-rules', '/flag/rules.json'], { GREYTAP_DISSECT_RULES: '/env/rules.json' }).dissectRules, '/flag/rules.json');
   assert.equal(loadConfig(['--http-proxy', 'off'], {}).httpProxy, null);
   assert.deepEqual(loadConfig(['--retention', '7d', '--retention', '2GiB'], {}), { ...loadConfig([], {}), retentionMs: 7 * 86_400_000, retentionBytes: 2 * 1024 ** 3 });
 });

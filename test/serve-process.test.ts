@@ -5,6 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import http from 'node:http';
 import https from 'node:https';
 import { curl, tmpDir, waitFor } from './helpers/harness.js';
 import { makeTestPki } from './helpers/test-ca.js';
@@ -89,6 +90,9 @@ test('bad options of every command: exit 2 with one line naming the option and t
       // a mistyped directory must not become a new empty store that "rebuilt 0 conversations"
       [['conversations', '--rebuild', '--data-dir', missing], `--data-dir ${missing}: no store at ${missing}/db`],
       [['ca', '--data-dir', notDir], `--data-dir ${notDir}: ENOTDIR`],
+      [['serve', '--data-dir', join(tmp, 'd3'), ...listeners, '--dissect-rules', notDir], `--dissect-rules ${notDir}: Unexpected token`],
+      [['conversations', '--rebuild', '--data-dir', missing, '--dissect-rules', join(missing, 'rules.json')], `--dissect-rules ${missing}/rules.json: ENOENT`],
+      [['conversations', '--data-dir', missing, '--dissect-rules', notDir], '--dissect-rules: only with --rebuild'],
     ] as const) {
       const g = greytap([...args]);
       assert.equal(await g.exited, 2, `${args.join(' ')}: ${g.err()}`);
@@ -142,5 +146,56 @@ test('/metrics right after start-up has every decode_errors_total kind at 0, the
   } finally {
     g.child.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('--dissect-rules: a gateway path mapped to the OpenAI Chat API becomes a conversation, live and in conversations --rebuild', async () => {
+  // a company gateway that picks the model itself: its chat bodies carry no "model", so neither the
+  // endpoint table nor the chat-completions fallback recognises them; a rule does
+  const origin = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => res.setHeader('content-type', 'application/json').end(JSON.stringify({
+      id: 'chatcmpl-gw1', object: 'chat.completion', model: 'gw-model',
+      choices: [{ index: 0, message: { role: 'assistant', content: 'hello from the gateway' }, finish_reason: 'stop' }],
+    })));
+  });
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
+  const tmp = tmpDir();
+  const dir = join(tmp, 'data');
+  const rules = join(tmp, 'rules.json');
+  writeFileSync(rules, JSON.stringify({ rules: [{ host: 'gateway.test', path: '/gateway/chat', provider: 'openai-chat' }] }));
+  const port = (origin.address() as net.AddressInfo).port;
+  const g = serve(['--data-dir', dir, '--http-proxy', '127.0.0.1:0', '--socks', 'off', '--api', '127.0.0.1:0', '--map', `gateway.test:80=127.0.0.1:${port}`, '--dissect-rules', rules]);
+  try {
+    const [, proxy, api] = await waitFor(() => /http-proxy (\S+)\s+socks5 \S+\s+api (http:\S+\/)/.exec(g.out()), 'the banner');
+    // one curl, one proxy connection: the exchanges are committed (and assembled) in this order
+    const post = (path: string, text: string) => ['-x', `http://${proxy}`, '-H', 'content-type: application/json', '-d', JSON.stringify({ messages: [{ role: 'user', content: text }] }), `http://gateway.test${path}`];
+    const r = await curl([...post('/other/chat', 'hi other'), '--next', ...post('/gateway/chat', 'hi gateway')]);
+    assert.equal(r.code, 0, r.stderr);
+    const list = await waitFor(async () => {
+      const items = (await (await fetch(`${api}api/conversations`)).json()).items;
+      return items.length > 0 && items;
+    }, 'the conversation');
+    const txs = (await (await fetch(`${api}api/transactions?kind=HTTP`)).json()).items;
+    assert.deepEqual(txs.map((t: any) => t.path), ['/other/chat', '/gateway/chat']);
+    assert.equal(txs[0].conn, txs[1].conn, 'one proxy connection');
+    assert.equal(list.length, 1, 'only the path of the rule is a conversation');
+    const [c] = list;
+    assert.equal(c.provider, 'openai-chat');
+    assert.deepEqual(c.turns.map((t: any) => [t.role, t.blocks[0].text]), [['user', 'hi gateway'], ['assistant', 'hello from the gateway']]);
+    assert.deepEqual(c.turns[1].source, [txs[1].id]);
+
+    g.child.kill('SIGTERM');
+    assert.equal(await g.exited, 0);
+    // the rebuild takes its own rules: every path of the gateway now
+    writeFileSync(rules, JSON.stringify({ rules: [{ host: 'gateway.test', provider: 'openai-chat' }] }));
+    const rebuild = greytap(['conversations', '--data-dir', dir, '--rebuild', '--dissect-rules', rules]);
+    assert.equal(await rebuild.exited, 0, rebuild.err());
+    const rebuilt = JSON.parse(rebuild.out());
+    assert.deepEqual(rebuilt.map((x: any) => [x.provider, x.turns[0].blocks[0].text]).sort(), [['openai-chat', 'hi gateway'], ['openai-chat', 'hi other']]);
+  } finally {
+    g.child.kill('SIGKILL');
+    origin.close();
+    rmSync(tmp, { recursive: true, force: true });
   }
 });

@@ -156,7 +156,7 @@ async function pacedAssembly<T>(conn: string, run: () => Promise<T>): Promise<T>
 }
 
 let defaultRules: DissectRule[] = [];
-/** Endpoint rules for every later assembly in this thread (no caller yet: workerData carries no rules). */
+/** Endpoint rules for every later assembly in this thread: a capture worker's --dissect-rules (workerData). */
 export function setDissectRules(rules: DissectRule[]): void { defaultRules = rules; }
 
 /**

@@ -21,6 +21,7 @@ import { captureBuffers, type Slab } from '../io/capture-buffer.js';
 import type { ConnectionRecord } from '../records.js';
 import type { CaptureTask, ConnectionTask, DeflateParams, HttpCaptureTask, LaneBatchTask, MultiTask, StreamOrigin, WsBatchTask, WsCapturedMessage } from './tasks.js';
 import type { TaskOutput, WorkerData } from './worker.js';
+import type { DissectRule } from './dissect/index.js';
 import { applyDeltas, captureDropped, poolUtilization, reportCaptureMemory, reportQueueDepth, workerTaskSeconds } from '../metrics.js';
 
 export interface CapturePoolOptions {
@@ -32,6 +33,8 @@ export interface CapturePoolOptions {
   redactHeaders: string[];
   /** CPU niceness of the worker threads (default 15: forwarding and the agent win contention) */
   nice?: number;
+  /** endpoint rules for conversation assembly (--dissect-rules) */
+  dissectRules?: DissectRule[];
   onCommitted?: (ids: string[]) => void;
   /** Worker module (tests wrap the real one); default ./worker.js next to this file. */
   workerFile?: string | URL;
@@ -110,7 +113,7 @@ export class CapturePool {
       // Idle workers must keep their event loop turning: the assembler's trailing timers run there.
       atomics: 'async',
       idleTimeout: Infinity,
-      workerData: { dataDir: opts.dataDir, idBuffer: idSharedBuffer(), redactHeaders: opts.redactHeaders, maxBody: opts.maxBody, nice: opts.nice ?? 15 } satisfies WorkerData,
+      workerData: { dataDir: opts.dataDir, idBuffer: idSharedBuffer(), redactHeaders: opts.redactHeaders, maxBody: opts.maxBody, nice: opts.nice ?? 15, dissectRules: opts.dissectRules } satisfies WorkerData,
     });
     // A crashed worker is replaced by Piscina; its tasks reject and are handled per lane.
     this.piscina.on('error', () => {});

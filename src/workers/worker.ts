@@ -9,11 +9,12 @@ import { adoptIdBuffer, nextId } from '../store/ids.js';
 import { decodeWsBatch } from './decode-ws.js';
 import { RECYCLE_MIN } from '../io/capture-buffer.js';
 import { decodeHttp } from './decode-http.js';
-import { assembleRecords, connectionEnded } from './assemble.js';
+import { assembleRecords, connectionEnded, setDissectRules } from './assemble.js';
 import type { CaptureTask, MultiTask, WsBatchResult } from './tasks.js';
 import type { MetricDeltas } from '../metrics.js';
 import type { Store } from '../store/store.js';
 import type { TransactionRecord } from '../records.js';
+import type { DissectRule } from './dissect/index.js';
 
 /** What the pool hands each capture worker at start-up (Piscina's workerData). */
 export interface WorkerData {
@@ -22,6 +23,8 @@ export interface WorkerData {
   redactHeaders: string[];
   maxBody: number;
   nice?: number;
+  /** --dissect-rules, loaded and checked by serve */
+  dissectRules?: DissectRule[];
 }
 
 /** What every task returns to the pool (WsBatchResult fields are present for 'ws' tasks). */
@@ -46,6 +49,7 @@ if (wd?.nice) {
   try { setPriority(0, wd.nice); } catch { /* not permitted here: run at normal priority */ }
 }
 if (wd?.idBuffer) adoptIdBuffer(wd.idBuffer);
+if (wd?.dissectRules) setDissectRules(wd.dissectRules);
 let store: Store | undefined;
 
 function theStore(): Store {

@@ -1,9 +1,9 @@
 // Which API a captured exchange speaks, and which agent sent it. A built-in endpoint table
-// (path + method), rules that win over it (loadDissectRules reads them from a JSON file; nothing in
-// serve or the CLI loads one yet, so capture uses the table alone), and a fallback that
-// recognises a chat-completions body on any host.
+// (path + method), rules that win over it (loadDissectRules reads them from the JSON file of
+// --dissect-rules: serve hands them to the capture workers, `conversations --rebuild` to its
+// assembly), and a fallback that recognises a chat-completions body on any host.
 import { readFileSync } from 'node:fs';
-import { globMatch } from '../../config.js';
+import { ConfigError, globMatch } from '../../config.js';
 import type { ClientName, Header, HttpTransaction, Provider } from '../../records.js';
 import { isObj, parseJson, type Exchange } from './blocks.js';
 import { dissectAnthropic } from './anthropic.js';
@@ -18,22 +18,24 @@ export interface DissectRule {
   provider: Provider;
 }
 
-export class DissectRulesError extends Error {}
+/** A bad --dissect-rules file: a ConfigError, so the CLI prints its one line and exits 2. */
+export class DissectRulesError extends ConfigError {}
 
 const PROVIDERS: Provider[] = ['openai-responses', 'openai-ws', 'openai-chat', 'anthropic', 'gemini'];
 
-/** Reads `{ "rules": [{ "host", "path", "provider" }] }`; throws DissectRulesError with a one-line reason. */
+/** Reads `{ "rules": [{ "host", "path", "provider" }] }`; throws DissectRulesError with a one-line reason naming the option and file. */
 export function loadDissectRules(path: string): DissectRule[] {
+  const fail = (why: string) => new DissectRulesError(`--dissect-rules ${path}: ${why}`);
   let j: unknown;
-  try { j = JSON.parse(readFileSync(path, 'utf8')); } catch (e) { throw new DissectRulesError(`${path}: ${(e as Error).message}`); }
+  try { j = JSON.parse(readFileSync(path, 'utf8')); } catch (e) { throw fail((e as Error).message); }
   const rules = isObj(j) ? j.rules : undefined;
-  if (!Array.isArray(rules)) throw new DissectRulesError(`${path}: expected {"rules": [...]}`);
+  if (!Array.isArray(rules)) throw fail('expected {"rules": [...]}');
   return rules.map((r, i) => {
     if (!isObj(r) || typeof r.host !== 'string' || !PROVIDERS.includes(r.provider) || (r.path !== undefined && typeof r.path !== 'string')) {
-      throw new DissectRulesError(`${path}: rule ${i}: expected {"host": glob, "path"?: prefix or ^regex, "provider": one of ${PROVIDERS.join('|')}}`);
+      throw fail(`rule ${i}: expected {"host": glob, "path"?: prefix or ^regex, "provider": one of ${PROVIDERS.join('|')}}`);
     }
     if (r.path?.startsWith('^')) {
-      try { new RegExp(r.path); } catch (e) { throw new DissectRulesError(`${path}: rule ${i}: ${(e as Error).message}`); }
+      try { new RegExp(r.path); } catch (e) { throw fail(`rule ${i}: ${(e as Error).message}`); }
     }
     return { host: r.host, path: r.path, provider: r.provider };
   });

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ConfigError } from '../../../src/config.js';
 import { classifyHttp, detectClient, dissectHttp, DissectRulesError, isOpenaiWsPath, loadDissectRules } from '../../../src/workers/dissect/index.js';
 import { anthropicSseReply, dissectAnthropic, sessionKey } from '../../../src/workers/dissect/anthropic.js';
 import { chatSseReply, dissectChat } from '../../../src/workers/dissect/openai-chat.js';
@@ -49,7 +50,8 @@ test('user rules from a config file win over the table', () => {
     assert.equal(classifyHttp(tx('POST', 'llm.corp', '/v2/generate/stream'), {}, rules), 'anthropic');
     assert.equal(classifyHttp(tx('POST', 'other.corp', '/v2/generate'), {}, rules), undefined);
     writeFileSync(f, JSON.stringify({ rules: [{ host: 'x', provider: 'nope' }] }));
-    assert.throws(() => loadDissectRules(f), (e: Error) => e instanceof DissectRulesError && /rule 0/.test(e.message));
+    // a ConfigError naming the option and the file: the CLI prints it as one line and exits 2
+    assert.throws(() => loadDissectRules(f), (e: Error) => e instanceof DissectRulesError && e instanceof ConfigError && e.message.startsWith(`--dissect-rules ${f}: rule 0`));
     writeFileSync(f, '{"rules": [{"host": "x", "path": "^(", "provider": "gemini"}]}');
     assert.throws(() => loadDissectRules(f), DissectRulesError);
     assert.throws(() => loadDissectRules(join(dir, 'missing.json')), DissectRulesError);
