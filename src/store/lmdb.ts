@@ -885,8 +885,8 @@ class LmdbStoreImpl implements LmdbStore {
   }
 
   async purgeConversations(beforeTs: number, max: number): Promise<number> {
-    const { convs, convKeys } = this.d;
-    const convByUpdated = this.d.convByUpdated!, convByClientUpdated = this.d.convByClientUpdated!; // writing: created on open
+    const { convs } = this.d;
+    const convByUpdated = this.d.convByUpdated!; // writing: created on open
     const aged = Array.from(convByUpdated.getKeys({ end: [beforeTs], limit: max }), (k) => k as [number, string]);
     return this.purgeLocked(aged, ([ts, id]) => {
       const c = convs.get(id) as Conversation | undefined;
@@ -897,11 +897,27 @@ class LmdbStoreImpl implements LmdbStore {
         if (c) convByUpdated.putSync(byUpdated(c), 1);
         return false;
       }
-      if (convKeys.get(c.key) === c.id) convKeys.removeSync(c.key);
-      convByClientUpdated.removeSync(byClientUpdated(c));
-      convs.removeSync(c.id);
+      this.removeConversationSync(c);
       return true;
     });
+  }
+
+  async deleteConversations(keys: string[]): Promise<number> {
+    return this.purgeLocked(keys, (key) => {
+      const id = this.d.convKeys.get(key) as string | undefined;
+      const c = id === undefined ? undefined : (this.d.convs.get(id) as Conversation | undefined);
+      if (!c) return false;
+      this.d.convByUpdated!.removeSync(byUpdated(c)); // writing: created on open
+      this.removeConversationSync(c);
+      return true;
+    });
+  }
+
+  /** A conversation and its entries but the one in convByUpdated (the caller's: retention's scan holds its own). */
+  private removeConversationSync(c: Conversation): void {
+    if (this.d.convKeys.get(c.key) === c.id) this.d.convKeys.removeSync(c.key);
+    this.d.convByClientUpdated!.removeSync(byClientUpdated(c));
+    this.d.convs.removeSync(c.id);
   }
 
   /**

@@ -52,6 +52,8 @@ export interface Store {
   /** Atomic read-modify-write of one conversation by its assembly key (safe across threads). */
   updateConversation(key: string, fn: (c: Conversation | undefined) => Conversation | undefined): Promise<Conversation | undefined>;
   getConversation(id: string): Conversation | undefined;
+  /** Removes the conversations (and internal assembly objects) stored under these keys; resolves with how many there were. */
+  deleteConversations(keys: string[]): Promise<number>;
   /** By its assembly key (what updateConversation is given). */
   getConversationByKey(key: string): Conversation | undefined;
   /**

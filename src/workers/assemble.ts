@@ -256,7 +256,7 @@ export async function rebuildConversations(store: Store, opts: { rules?: Dissect
     if (!page.next || page.items.length === 0) break;
     after = page.next;
   }
-  for (const k of keys) await store.updateConversation(k, () => undefined);
+  await store.deleteConversations(keys); // (updateConversation's fn returning undefined changes nothing)
   const fresh = new Set<string>();
   let batch: TransactionRecord[] = [];
   for (let after: string | undefined; ;) {

@@ -579,3 +579,21 @@ test('live (throttled) assembly: skipped delta batches fold from the worker\'s m
     });
   }
 });
+
+test('a rebuild removes the conversations no stored record rebuilds (the rules or the records that made them are gone)', async () => {
+  const { store, done } = await testStore();
+  try {
+    await feed(store, chatSession(1_000));
+    const built = allConversations(store);
+    assert.equal(built.size, 1);
+    // as if built live under dissect rules a rebuild no longer has, or from records since purged
+    await store.updateConversation('anthropic:gone', () => ({ id: conversationId('anthropic:gone'), key: 'anthropic:gone', client: 'claude-code', provider: 'anthropic', startedTs: 1, updatedTs: 2, turns: [] }));
+    assert.equal(allConversations(store).size, 2);
+    await rebuildConversations(store);
+    assert.deepEqual([...allConversations(store).keys()], [...built.keys()]);
+    assert.equal(store.getConversationByKey('anthropic:gone'), undefined);
+    assert.equal(store.listConversations({ client: 'claude-code' }).items.length, 0, 'its recency entries went with it');
+  } finally {
+    await done();
+  }
+});
