@@ -8,7 +8,7 @@ import { StringDecoder } from 'node:string_decoder';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { unpack } from 'msgpackr';
 import type { TransactionRecord } from '../records.js';
-import type { StoredBody } from '../store/lmdb.js';
+import type { StoredBody } from '../store/store.js';
 
 const PIECE = 1 << 20;
 const BASE64_FIELDS: ReadonlySet<string> = new Set(['bodyBase64', 'reqBodyBase64', 'respBodyBase64']);
@@ -61,14 +61,14 @@ function* bodyValue(field: string, v: StoredBody): Generator<string> {
 }
 
 /** The record's JSON: its metadata, then each body field. */
-export function* transactionJson(meta: TransactionRecord, bodies: [string, StoredBody][]): Generator<string> {
+export function* transactionJson(meta: TransactionRecord, bodies: [string, () => StoredBody][]): Generator<string> {
   const head = JSON.stringify(meta);
   yield head.slice(0, -1);
   let comma = head !== '{}';
-  for (const [f, v] of bodies) {
+  for (const [f, read] of bodies) {
     yield `${comma ? ',' : ''}${JSON.stringify(f)}:`;
     comma = true;
-    yield* bodyValue(f, v);
+    yield* bodyValue(f, read()); // read here: one body in memory at a time
   }
   yield '}';
 }

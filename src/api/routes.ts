@@ -11,7 +11,6 @@ import type { SseHub } from './sse.js';
 import { ID_RE } from '../store/ids.js';
 import { DASHBOARD_HTML } from './dashboard.js';
 import { sendJsonPieces, transactionJson } from './body-json.js';
-import { transactionParts } from './records.js';
 import { getPublicConversation, listPublicConversations } from './public-conversations.js';
 
 export interface RouteContext {
@@ -196,7 +195,7 @@ export async function route(ctx: RouteContext, req: IncomingMessage, res: Server
     let id: string | null;
     if ((id = idFrom(path, '/api/transactions/')) !== null) {
       params(url, []);
-      const parts = transactionParts(ctx.store, id);
+      const parts = ctx.store.getTransactionParts(id);
       if (!parts) return json(res, 404, { error: `no transaction ${id}` });
       return sendJsonPieces(res, req.method === 'HEAD', transactionJson(parts.meta, parts.bodies));
     }

@@ -14,7 +14,6 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { RecordEvents } from './events.js';
 import type { Store } from '../store/store.js';
 import { ID_RE, idTime } from '../store/ids.js';
-import { transactionMeta } from './records.js';
 
 export interface SseOptions {
   heartbeatMs?: number; // default 15 s
@@ -88,7 +87,7 @@ export class SseHub {
   }
 
   private frame(id: string): string | null {
-    const r = transactionMeta(this.store, id);
+    const r = this.store.getTransactionMeta(id);
     return r ? `id: ${r.id}\nevent: ${r.kind}\ndata: ${JSON.stringify(r)}\n\n` : null; // not a transaction (e.g. a connection id)
   }
 

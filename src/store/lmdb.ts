@@ -40,7 +40,7 @@ import { statSync } from 'node:fs';
 import { resolve, join } from 'node:path';
 import { open, type Database, type Key, type RootDatabase } from 'lmdb';
 import type { Conversation, ConnectionRecord, TransactionRecord, WsMessageRecord } from '../records.js';
-import { CONVERSATION_CURSOR_RE, wireOrder, type LazyRecords, type Page, type Store, type TransactionQuery } from './store.js';
+import { CONVERSATION_CURSOR_RE, wireOrder, type LazyRecords, type Page, type Store, type StoredBody, type TransactionQuery } from './store.js';
 import { ID_RE, adjacentId, idAt, nextId } from './ids.js';
 import { redactHeaders, redactPath } from './redact.js';
 import { bodyBytes } from './body-bytes.js';
@@ -91,10 +91,6 @@ export interface LmdbStore extends Store {
   purgeConnections(beforeId: string, beforeTs: number, max: number): Promise<number>;
   /** Removes up to `max` conversations not updated since `beforeTs` (least recently updated first). */
   purgeConversations(beforeTs: number, max: number): Promise<number>;
-  /** One transaction without any body field (what listings and SSE events carry). */
-  getTransactionMeta(id: string): TransactionRecord | undefined;
-  /** One transaction's metadata and its body fields as stored (see StoredBody), for encoding a piece at a time. */
-  getTransactionParts(id: string): { meta: TransactionRecord; bodies: [field: string, value: StoredBody][] } | undefined;
   /** Messages of a connection in wire order; `limit` caps how many are read, `bodies: false` skips bodies. */
   wsMessages(connId: string, opts?: { limit?: number; bodies?: boolean }): WsMessageRecord[];
   /** The oldest stored transaction retention would remove next (a 101 kept for its socket's later records is passed over), if any. */
@@ -262,14 +258,7 @@ function storableAsIs(r: TransactionRecord): boolean {
   return true;
 }
 
-/**
- * A body field as the store holds it: bytes (UTF-8 text, the decoded bytes of a base64 field, or
- * msgpack of respEvents) or, inline and in older stores, the value itself (text, base64 text,
- * the respEvents array). unpackBody makes the API's value of either.
- */
-export type StoredBody = unknown;
-
-export function unpackBody(f: string, v: StoredBody): unknown {
+function unpackBody(f: string, v: StoredBody): unknown {
   if (!(v instanceof Uint8Array)) return v;
   if (f === 'respEvents') return unpack(v);
   const b = Buffer.from(v.buffer, v.byteOffset, v.byteLength);
@@ -559,12 +548,12 @@ class LmdbStoreImpl implements LmdbStore {
     return meta;
   }
 
-  getTransactionParts(id: string): { meta: TransactionRecord; bodies: [string, StoredBody][] } | undefined {
+  getTransactionParts(id: string): { meta: TransactionRecord; bodies: [string, () => StoredBody][] } | undefined {
     const meta = this.d.tx.get(id) as (TransactionRecord & Record<string, unknown>) | undefined;
     if (!meta) return undefined;
-    const bodies: [string, StoredBody][] = [];
-    for (const f of BODY_FIELDS) if (meta[f] !== undefined) { bodies.push([f, meta[f]]); delete meta[f]; }
-    for (const { key, value } of this.d.bodies.getRange({ start: [id], end: [id, END] })) bodies.push([(key as [string, string])[1], value]);
+    const bodies: [string, () => StoredBody][] = [];
+    for (const f of BODY_FIELDS) if (meta[f] !== undefined) { const v = meta[f]; bodies.push([f, () => v]); delete meta[f]; }
+    for (const key of this.d.bodies.getKeys({ start: [id], end: [id, END] })) bodies.push([(key as [string, string])[1], () => this.d.bodies.get(key)]);
     return { meta, bodies };
   }
 

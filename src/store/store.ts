@@ -16,6 +16,13 @@ export interface TransactionQuery {
 export interface Page<T> { items: T[]; next: string | null }
 
 /**
+ * A body field as the store holds it: bytes (UTF-8 text, the decoded bytes of a base64 field, or
+ * msgpack of respEvents) or, inline and in older stores, the value itself (text, base64 text,
+ * the respEvents array). The LMDB store's unpackBody makes the API's value of either.
+ */
+export type StoredBody = unknown;
+
+/**
  * A conversation listing's cursor (`next`, given back as `after`): `<updatedTs>-<id>`, the place of
  * the page's last item in recency order, not the item, so the next page starts there even if that
  * conversation has been updated since.
@@ -37,6 +44,13 @@ export interface Store {
   putTransactions(records: TransactionRecord[]): Promise<void>;
   putConnection(record: ConnectionRecord): Promise<void>;
   getTransaction(id: string): TransactionRecord | undefined;
+  /** One transaction without any body field (what listings and SSE events carry). */
+  getTransactionMeta(id: string): TransactionRecord | undefined;
+  /**
+   * One transaction's metadata, and its body fields each read when called (a 16 MiB body is read
+   * only when the API comes to write it), as stored (see StoredBody).
+   */
+  getTransactionParts(id: string): { meta: TransactionRecord; bodies: [field: string, read: () => StoredBody][] } | undefined;
   listTransactions(q: TransactionQuery): Page<TransactionRecord>; // bodies omitted
   getConnection(id: string): ConnectionRecord | undefined;
   /** Wire order: by direction seq, interleaved by ts. `bodies: false`: metadata only (no body is read); `limit`: the first n by id. */
