@@ -1,8 +1,8 @@
 // Worker side of an HTTP/1.1 exchange: the captured task (bodies already de-chunked on the main
 // thread) → one HttpTransaction. Undoes the other transfer codings, then Content-Encoding, within
 // --max-body (a compression bomb costs at most max-body of output), parses SSE, picks text or
-// base64. No redaction here: worker.ts applies store/redact.ts before the commit (and the store
-// re-applies it).
+// base64. decodeHttp does no redaction: httpRecord applies store/redact.ts to it before the commit
+// (and the store re-applies it).
 import zlib from 'node:zlib';
 import type { ErrorCode, Header, HttpTransaction } from '../records.js';
 import type { MetricDeltas } from '../metrics.js';
@@ -11,12 +11,22 @@ import { headerList, headerValues, transferCodings } from '../io/http1.js';
 import { assignBody, bodyFields } from './body.js';
 import { parseSse } from './sse.js';
 import { SyncZlib } from './zlib-sync.js';
+import { redactHeaders, redactPath } from '../store/redact.js';
 
 interface Decoded {
   bytes: Buffer;
   /** decoded output went past the limit and was cut */
   overflow: boolean;
   error?: { code: ErrorCode; detail: string };
+}
+
+/** The record as stored: decoded, then credentials redacted (store/redact.ts; `extra`: --redact-header). */
+export function httpRecord(task: HttpCaptureTask, id: string, extra: string[]): { record: HttpTransaction; metrics: MetricDeltas } {
+  const out = decodeHttp(task, id);
+  out.record.reqHeaders = redactHeaders(out.record.reqHeaders, extra);
+  out.record.respHeaders = redactHeaders(out.record.respHeaders, extra);
+  out.record.path = redactPath(out.record.path, extra);
+  return out;
 }
 
 export function decodeHttp(task: HttpCaptureTask, id: string): { record: HttpTransaction; metrics: MetricDeltas } {

@@ -4,11 +4,11 @@
 import { setPriority } from 'node:os';
 import { Piscina } from 'piscina';
 import { openStore } from '../store/lmdb.js';
-import { redactHeaders, redactPath } from '../store/redact.js';
+import { redactPath } from '../store/redact.js';
 import { adoptIdBuffer, nextId } from '../store/ids.js';
 import { decodeWsBatch } from './decode-ws.js';
 import { RECYCLE_MIN } from '../io/capture-buffer.js';
-import { decodeHttp } from './decode-http.js';
+import { httpRecord } from './decode-http.js';
 import { assembleRecords, connectionEnded, setDissectRules } from './assemble.js';
 import type { CaptureTask, MultiTask, WsBatchResult } from './tasks.js';
 import type { MetricDeltas } from '../metrics.js';
@@ -111,11 +111,8 @@ async function runOne(task: CaptureTask): Promise<TaskOutput> {
     return { ids, desynced: out.desynced, metrics, seconds: (performance.now() - t0) / 1000 };
   }
   if (task.type === 'http') {
-    const { record, metrics: m } = decodeHttp(task, task.id ?? nextId());
+    const { record, metrics: m } = httpRecord(task, task.id ?? nextId(), wd.redactHeaders);
     add(metrics, m);
-    record.reqHeaders = redactHeaders(record.reqHeaders, wd.redactHeaders);
-    record.respHeaders = redactHeaders(record.respHeaders, wd.redactHeaders);
-    record.path = redactPath(record.path, wd.redactHeaders);
     const ids = await commit([record], [task.lastByteAt], metrics);
     // Committed and assembled: nothing refers to the captured bytes any more (the record's body
     // fields are views of them, and the record is dropped here).
