@@ -82,6 +82,20 @@ export function transferCodings(headers: Header[]): { codings: string[]; chunked
 
 class BadHttp extends Error {}
 
+/**
+ * transferCodings, for framing a message. RFC 9112 §6.3 item 3: Transfer-Encoding overrides
+ * Content-Length, but a message with both "ought to be handled as an error": a recipient that
+ * frames by the length instead (an origin, or the client) reads other messages out of the same
+ * bytes, and we can neither remove the length (bytes are forwarded untouched) nor tell what the
+ * recipient does. So it is refused, as node:http's llhttp refuses it: capture stops there and, on a
+ * bound proxy connection, the guard closes it rather than check requests the origin may not see.
+ */
+function framingCodings(headers: Header[]): { codings: string[]; chunked: boolean } {
+  const te = transferCodings(headers);
+  if (te.codings.length > 0 && headerValues(headers, 'content-length').length > 0) throw new BadHttp('both Transfer-Encoding and Content-Length');
+  return te;
+}
+
 export class Http1Parser {
   private st: Http1State = 'head';
   private readonly maxHead: number;
@@ -255,7 +269,7 @@ export class Http1Parser {
     const headers = parseFields(lines, 1);
     const head: RequestHead = { kind: 'request', method, target, version, headers, headBytes: block.length };
     // RFC 9112 §6.3: a request has a body only when it says so (TE or CL); chunked must be last.
-    const te = transferCodings(headers);
+    const te = framingCodings(headers);
     let next: Http1State;
     if (te.codings.length > 0) {
       if (!te.chunked) throw new BadHttp('request transfer-encoding without final chunked');
@@ -299,10 +313,10 @@ export class Http1Parser {
       return;
     }
     // RFC 9112 §6.3: HEAD, 204 and 304 responses never have content, whatever CL/TE say.
+    const te = framingCodings(headers);
     let next: Http1State;
     if (method === 'HEAD' || status === 204 || status === 304) next = 'done';
     else {
-      const te = transferCodings(headers);
       if (te.codings.length > 0) {
         // TE overrides CL (§6.3 item 3); a response whose final coding is not chunked ends at close.
         next = te.chunked ? 'chunk-size' : 'body-until-close';
