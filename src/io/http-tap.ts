@@ -85,6 +85,12 @@ export class HttpTap implements Tap {
   private readonly exchanges: Exchange[] = [];
   private reqEx?: Exchange;
   private respEx?: Exchange;
+  /**
+   * The request side failed (not bound): capture goes on until the responses to the requests before
+   * the failure are in. `broken`: its error, when no exchange of its own carries it.
+   */
+  private requestFailed = false;
+  private broken?: { code: ErrorCode; detail: string };
   private readonly budget: MemoryBudget;
 
   constructor(private readonly o: HttpTapOptions) {
@@ -159,6 +165,14 @@ export class HttpTap implements Tap {
       }
       this.submit(ex);
     }
+    this.submitBroken();
+  }
+
+  /** The record of a request that could not be parsed, after the exchanges before it (wire order). */
+  private submitBroken(): void {
+    if (!this.broken) return;
+    this.o.pool.http({ ...this.emptyTask(), error: this.broken.code, errorDetail: this.broken.detail }, this.o.conn.id);
+    this.broken = undefined;
   }
 
   private onRequestHead(h: RequestHead): void {
@@ -213,6 +227,7 @@ export class HttpTap implements Tap {
   }
 
   private onResponseHead(h: ResponseHead): void {
+    if (this.mode !== 'http') return; // stopped by an earlier message of the same chunk
     if (h.informational) return; // 100 Continue / 103: the final response follows for the same request
     // An Upgrade/CONNECT request the origin refused: the request side goes back to parsing HTTP.
     if (h.status !== 101 && this.reqParser.state === 'held') this.reqParser.resume();
@@ -267,22 +282,33 @@ export class HttpTap implements Tap {
   }
 
   /**
-   * Malformed or cut-short HTTP: record it and stop watching; the pipe keeps forwarding raw. On a
-   * bound connection requests must still be checked: after a response side failure their heads are
-   * watched on ('guard'); after a request side failure nothing later on it can be, so it closes.
+   * Malformed or cut-short HTTP: record it and stop watching; the pipe keeps forwarding raw. A
+   * malformed request stops the watching only once the responses to the requests before it are in.
+   * On a bound connection requests must still be checked: after a response side failure their heads
+   * are watched on ('guard'); after a request side failure nothing later on it can be, so it closes.
    */
   private fail(side: 'request' | 'response', ex: Exchange | undefined, detail: string): void {
+    if (this.mode === 'raw') return; // everything is submitted already
     if (this.mode === 'guard') return this.closing ? void (this.mode = 'raw') : this.closeBound('unchecked_request'); // only requests are parsed now
     // the parser reports a message cut by the close as bad_http with a "truncated…" detail
     const code: ErrorCode = detail.startsWith('truncated') ? 'truncated_stream' : 'bad_http';
     decodeErrors.inc({ kind: code });
+    if (side === 'request' && this.o.boundOrigin === undefined && !this.closing) {
+      // The requests before this one are whole and on their way: their responses are still to
+      // come, and are captured; flushDone stops the tap once they are in (what the origin makes of
+      // the broken request cannot be told apart from the bytes).
+      this.requestFailed = true;
+      this.reqEx = undefined;
+      if (ex) Object.assign(ex, { error: code, errorDetail: detail, reqDone: true });
+      else this.broken = { code, detail };
+      return this.flushDone();
+    }
     const target = ex ?? this.exchanges[0];
     if (target) { target.error = code; target.errorDetail = detail; }
+    // nothing to attach it to: record a transaction that only says what went wrong
+    else this.broken ??= { code, detail };
     for (const e of this.exchanges.splice(0)) this.submit(e);
-    if (!target) {
-      // nothing to attach it to: record a transaction that only says what went wrong
-      this.o.pool.http({ ...this.emptyTask(), error: code, errorDetail: detail }, this.o.conn.id);
-    }
+    this.submitBroken();
     // Every exchange is submitted: no later byte may reach their (handed over) buffers.
     this.reqEx = this.respEx = undefined;
     if (this.o.boundOrigin === undefined || this.closing) this.mode = 'raw';
@@ -293,6 +319,10 @@ export class HttpTap implements Tap {
   /** Submits finished exchanges from the front, keeping wire order. */
   private flushDone(): void {
     while (this.exchanges.length && this.exchanges[0].reqDone && this.exchanges[0].respDone) this.submit(this.exchanges.shift()!);
+    if (this.requestFailed && this.exchanges.length === 0) {
+      this.submitBroken();
+      this.mode = 'raw';
+    }
   }
 
   private origin(path: string): StreamOrigin {

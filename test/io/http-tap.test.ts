@@ -21,3 +21,25 @@ test('CL.TE: a request with both Content-Length and chunked closes a bound conne
   const free = runTap([client(smuggler), server('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok')], false);
   assert.deepEqual(free.records.map((r) => [r.method, r.error]), [['', 'bad_http']]);
 });
+
+test('a malformed pipelined request: the responses to the requests before it are still captured, its error recorded after them', () => {
+  const run = runTap([
+    client('GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\nNOT HTTP\r\n\r\n'),
+    server('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope'),
+    server('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n'), // the origin's answer to the broken request: not an exchange of its own
+  ], false);
+  assert.deepEqual(run.records.map((r) => [r.path, r.status, r.respBody, r.error, r.errorDetail]), [
+    ['/a', 200, 'ok', undefined, undefined],
+    ['/b', 404, 'nope', undefined, undefined],
+    ['', undefined, undefined, 'bad_http', 'bad request line: "NOT HTTP"'],
+  ]);
+  // broken inside its body (a bad chunk size): that exchange carries the error, and its response if one comes
+  const body = runTap([
+    client('GET /a HTTP/1.1\r\n\r\nPOST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n'),
+    server('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 400 Bad Request\r\nContent-Length: 3\r\n\r\nbad'),
+  ], false);
+  assert.deepEqual(body.records.map((r) => [r.path, r.status, r.respBody, r.error, r.errorDetail]), [
+    ['/a', 200, 'ok', undefined, undefined],
+    ['/c', 400, 'bad', 'bad_http', 'bad chunk size: "zz"'],
+  ]);
+});
