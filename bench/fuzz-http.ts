@@ -10,7 +10,7 @@ const o = benchArgs('node dist/bench/fuzz-http.js [options]: differential fuzzin
   seed: { default: Date.now() % 1_000_000_000, min: 0, help: 'first case\'s seed' },
   iterations: { default: 1e9, min: 1, help: 'cases to run at most' },
   seconds: { default: 60, min: 1, help: 'time to run at most' },
-}, {}, { mode: 'only this mode (valid, corrupt, smuggle); all of them by default' });
+}, { verbose: 'print why the tap framed more or fewer messages than llhttp' }, { mode: 'only this mode (valid, corrupt, smuggle); all of them by default' });
 
 const modes: Mode[] = o.mode ? [o.mode as Mode] : MODES;
 if (modes.some((m) => !MODES.includes(m))) {
@@ -28,6 +28,7 @@ for (let i = 0; i < o.iterations && performance.now() < until; i++) {
   counts.exchanges += out.exchanges;
   if (out.lenient) counts.lenient++;
   if (out.stricter) counts.stricter++;
+  if (o.verbose && out.notes.length) process.stdout.write(`note --seed ${seed} --mode ${mode}: ${out.notes.join(' | ')}\n`);
   if (out.problems.length) {
     counts.failed++;
     process.stdout.write(`FAIL --seed ${seed} --mode ${mode}\n  ${out.problems.slice(0, 5).join('\n  ')}\n`);

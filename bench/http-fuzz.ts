@@ -78,6 +78,8 @@ export interface Case {
   reqEnd: number[];
   respStart: number[];
   respEnd: number[];
+  /** the last response ends at the close: bytes after it are its own */
+  untilClose: boolean;
 }
 
 const NAMES = ['Accept', 'User-Agent', 'X-Request-Id', 'Authorization', 'Cookie', 'X-Api-Key', 'Cache-Control', 'X-Custom-Thing', 'Set-Cookie', 'Vary', 'Location', 'Openai-Organization', 'X-Goog-Api-Key', 'Date'];
@@ -243,7 +245,7 @@ const STATUSES: Array<[number, string]> = [[200, 'OK'], [201, 'Created'], [204, 
 
 export function generate(r: Rng, opts: { big?: boolean; bound?: boolean } = {}): Case {
   const n = 1 + r.int(r.chance(0.2) ? 12 : 4);
-  const c: Case = { exchanges: [], req: Buffer.alloc(0), resp: Buffer.alloc(0), reqHeadEnd: [], reqEnd: [], respStart: [], respEnd: [] };
+  const c: Case = { exchanges: [], req: Buffer.alloc(0), resp: Buffer.alloc(0), reqHeadEnd: [], reqEnd: [], respStart: [], respEnd: [], untilClose: false };
   const req: Buffer[] = [];
   const resp: Buffer[] = [];
   let reqLen = 0;
@@ -274,6 +276,7 @@ export function generate(r: Rng, opts: { big?: boolean; bound?: boolean } = {}):
     const last = i === n - 1;
     const framing = bodyless ? 'none' : r.pick(last ? (['cl', 'chunked', 'close'] as const) : (['cl', 'chunked'] as const));
     const pb = body(r, framing, content(r, !!opts.big));
+    c.untilClose = framing === 'close';
     const respFields = [...extraFields(r, r.int(4)), ...pb.fields];
     // a HEAD (or 304) response states the length of the body it does not carry
     if (bodyless && status !== 204 && r.chance(0.6)) respFields.push({ name: 'Content-Length', value: Buffer.from(String(r.int(5000))) });
@@ -499,7 +502,9 @@ function text(s: string): string {
  * one the tap completes although llhttp refused it as ambiguous. (The tap taking a message llhttp
  * refuses for being merely sloppy — a bare LF — or refusing one llhttp takes is counted, not failed.)
  */
-export function framingDiff(tap: Framed, ll: Framed): { problem?: string; lenient: boolean; stricter: boolean } {
+interface FramingDiff { problem?: string; lenient: boolean; stricter: boolean; note?: string }
+
+export function framingDiff(tap: Framed, ll: Framed): FramingDiff {
   const n = Math.min(tap.messages.length, ll.messages.length);
   for (let i = 0; i < n; i++) {
     const a = tap.messages[i];
@@ -512,7 +517,9 @@ export function framingDiff(tap: Framed, ll: Framed): { problem?: string; lenien
   if (taken && ll.error && AMBIGUOUS.test(ll.error) && hasField(taken.headers, 'content-length') && hasField(taken.headers, 'transfer-encoding')) {
     return { problem: `tap completes message ${n} (${JSON.stringify(taken.start)}) that llhttp refuses: ${ll.error}`, lenient: true, stricter: false };
   }
-  return { lenient: tap.messages.length > ll.messages.length, stricter: tap.messages.length < ll.messages.length };
+  const lenient = tap.messages.length > ll.messages.length;
+  const stricter = tap.messages.length < ll.messages.length;
+  return { lenient, stricter, note: lenient || stricter ? `tap: ${tap.error ?? 'all framed'}; llhttp: ${ll.error ?? 'all framed'}` : undefined };
 }
 
 // ── one case ──────────────────────────────────────────────────────────────────────────────
@@ -520,9 +527,15 @@ export function framingDiff(tap: Framed, ll: Framed): { problem?: string; lenien
 export interface Outcome {
   problems: string[];
   exchanges: number;
-  /** the tap framed more / fewer messages than llhttp (not a failure by itself) */
+  /** the tap framed more / fewer messages than llhttp (not a failure by itself), and why */
   lenient: boolean;
   stricter: boolean;
+  notes: string[];
+}
+
+function outcome(problems: string[], exchanges: number, diffs: FramingDiff[]): Outcome {
+  for (const [side, d] of [['request', diffs[0]], ['response', diffs[1]]] as const) if (d?.problem) problems.push(`${side} framing: ${d.problem}`);
+  return { problems, exchanges, lenient: diffs.some((d) => d.lenient), stricter: diffs.some((d) => d.stricter), notes: diffs.flatMap((d) => (d.note ? [d.note] : [])) };
 }
 
 function checkValid(c: Case, run: TapRun, problems: string[]): void {
@@ -589,7 +602,8 @@ function checkDamaged(c: Case, d: Damage, run: TapRun, problems: string[]): void
   // Exchanges wholly before the damage on both sides are captured exactly (unless a bound
   // connection was closed for the damage, which may come before their responses).
   c.exchanges.forEach((e, i) => {
-    if (c.reqEnd[i] > d.reqAt || c.respEnd[i] > d.respAt) return;
+    const last = i === c.exchanges.length - 1;
+    if (c.reqEnd[i] > d.reqAt || c.respEnd[i] > d.respAt || (last && c.untilClose && d.respAt !== Infinity)) return;
     if (run.closed) return;
     const rec = run.records[i];
     if (!rec) return void problems.push(`exchange ${i} before the damage has no record`);
@@ -656,13 +670,11 @@ export function fuzzOne(seed: number, mode: Mode): Outcome {
     const dq = framingDiff(tapFrame('request', s.req, []), ll);
     const llResp = llhttpFrame('response', s.resp, methods);
     const dp = framingDiff(tapFrame('response', s.resp, methods), llResp);
-    if (dq.problem) problems.push(`request ${s.what}: ${dq.problem}`);
-    if (dp.problem) problems.push(`response ${s.what}: ${dp.problem}`);
     // the guard: llhttp (as the origin) would answer a request for another origin; the bound connection must close first
     const run = runTap(schedule(r, s.req, s.resp, [s.req.length], [0]), true);
     const smuggled = ll.messages.find((m) => { const o = originOf(m.start); return o !== undefined && o !== BOUND; });
     if (smuggled && !run.closed) problems.push(`request ${s.what}: llhttp reads ${JSON.stringify(smuggled.start)} but the bound connection stays open`);
-    return { problems, exchanges: ll.messages.length, lenient: dq.lenient || dp.lenient, stricter: dq.stricter || dp.stricter };
+    return outcome(problems.map((p) => `${s.what}: ${p}`), ll.messages.length, [dq, dp]);
   }
   const c = generate(r, { big: r.chance(0.2), bound });
   const methods = c.exchanges.map((e) => e.method);
@@ -672,8 +684,7 @@ export function fuzzOne(seed: number, mode: Mode): Outcome {
     // llhttp frames the same bytes the same way (bare-LF heads are the tap's leniency)
     const dq = framingDiff(tapFrame('request', c.req, []), llhttpFrame('request', c.req, []));
     const dp = framingDiff(tapFrame('response', c.resp, methods), llhttpFrame('response', c.resp, methods));
-    for (const d of [dq, dp]) if (d.problem) problems.push(`framing: ${d.problem}`);
-    return { problems, exchanges: c.exchanges.length, lenient: dq.lenient || dp.lenient, stricter: dq.stricter || dp.stricter };
+    return outcome(problems, c.exchanges.length, [dq, dp]);
   }
   const d = corrupt(r, c);
   const t0 = performance.now();
@@ -681,7 +692,7 @@ export function fuzzOne(seed: number, mode: Mode): Outcome {
   try {
     run = runTap(schedule(r, d.req, d.resp, c.reqHeadEnd, c.respStart), bound);
   } catch (e) {
-    return { problems: [`${d.what.join(', ')}: threw ${(e as Error).stack}`], exchanges: c.exchanges.length, lenient: false, stricter: false };
+    return outcome([`${d.what.join(', ')}: threw ${(e as Error).stack}`], c.exchanges.length, []);
   }
   const ms = performance.now() - t0;
   if (ms > 5000) problems.push(`took ${Math.round(ms)} ms`);
@@ -692,6 +703,7 @@ export function fuzzOne(seed: number, mode: Mode): Outcome {
   if ((tq.error || tp.error) && !run.closed && !run.records.some((x) => x.error)) problems.push(`parser error (${tq.error ?? tp.error}) but no record says so`);
   const dq = framingDiff(tq, llhttpFrame('request', d.req, []));
   const dp = framingDiff(tp, llhttpFrame('response', d.resp, methods));
-  for (const x of [dq, dp]) if (x.problem) problems.push(`framing: ${x.problem}`);
-  return { problems: problems.map((p) => `${d.what.join(', ')}: ${p}`), exchanges: c.exchanges.length, lenient: dq.lenient || dp.lenient, stricter: dq.stricter || dp.stricter };
+  const out = outcome(problems, c.exchanges.length, [dq, dp]);
+  out.problems = out.problems.map((p) => `${d.what.join(', ')}: ${p}`);
+  return out;
 }
