@@ -296,7 +296,9 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
       // Stored raw: what was captured, unmasked; compressed bytes stay compressed.
       if (compressed) rec.bodyBase64 = toBase64(bytes);
       else {
-        const b = messageBody(m.opcode, borrowed ? bytes.slice() : bytes, task.maxBody);
+        // A cut copy (--max-body, the stream's end) may stop inside a character: text stays text,
+        // cut before it, as a decoded message over maxBody is.
+        const b = messageBody(m.opcode, borrowed ? bytes.slice() : bytes, task.maxBody, rec.truncated);
         assignBody(rec, 'body', 'bodyBase64', b);
         rec.truncated ||= b.truncated;
       }
@@ -317,8 +319,8 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
  * Text (and ping/pong application data) as `body` when valid UTF-8; binary messages always as
  * `bodyBase64` — a binary message that happens to be valid UTF-8 is still bytes to its peers.
  */
-function messageBody(opcode: number, bytes: Uint8Array, maxBody: number): BodyFields {
-  return opcode === 2 ? binaryFields(bytes, maxBody) : bodyFields(bytes, maxBody);
+function messageBody(opcode: number, bytes: Uint8Array, maxBody: number, cutShort = false): BodyFields {
+  return opcode === 2 ? binaryFields(bytes, maxBody) : bodyFields(bytes, maxBody, { cutShort });
 }
 
 /** Close payload (RFC 6455 §5.5.1): empty, or a 2-byte code then a UTF-8 reason. */

@@ -426,6 +426,20 @@ test('a message cut on the main thread (too_large while copying, truncated_strea
   assert.equal(recs2[3].error, 'desynced');
 });
 
+test('an uncompressed text message cut inside a character (too_large while copying, truncated_stream) stays text, cut before that character', () => {
+  // found by bench/fuzz-ws.ts: such a prefix went to bodyBase64, where a decoded (compressed)
+  // message over maxBody stays text, cut at a character boundary
+  const plain = Buffer.from('€'.repeat(10)); // 3 bytes a character
+  const cut = (copiedBytes: number, error: 'too_large' | 'truncated_stream', maxBody: number) => {
+    const m = Object.assign(capture(0, { plain }, true, 1), { copiedBytes, error });
+    return decodeAll([m], null, 'client', maxBody)[0];
+  };
+  const r = cut(10, 'too_large', 10);
+  assert.deepEqual([r.error, r.truncated, r.size, r.body, r.bodyBase64], ['too_large', true, 30, '€€€', undefined]);
+  const t = cut(5, 'truncated_stream', 1 << 20);
+  assert.deepEqual([t.error, t.truncated, t.size, t.body, t.bodyBase64], ['truncated_stream', true, 30, '€', undefined]);
+});
+
 test('messages in one shared slab (offsets, masked, compressed or not) decode exact, and no record keeps a view of the slab', async () => {
   const deflate: DeflateParams = { contextTakeover: true, windowBits: 15 };
   const comp = new Compressor(15);
