@@ -56,7 +56,8 @@ export function binaryFields(bytes: Uint8Array, maxBody: number): BodyFields {
  */
 export const LAZY_FROM = 4096;
 
-const decodeText = (b: Uint8Array): string => utf8.decode(b);
+/** UTF-8 bytes as a string, a leading U+FEFF kept; throws on invalid UTF-8. */
+export const decodeText = (b: Uint8Array): string => utf8.decode(b);
 
 // (one object literal, decoders made once: this runs for every WebSocket message)
 function fields(field: 'body' | 'bodyBase64', bytes: Uint8Array, rest: Omit<BodyFields, 'body' | 'bodyBase64'>): BodyFields {

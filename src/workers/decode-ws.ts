@@ -7,7 +7,7 @@ import { endianness } from 'node:os';
 import type { WsBatchTask } from './tasks.js';
 import type { ErrorCode, WsMessageRecord, WsOpcodeName } from '../records.js';
 import type { MetricDeltas } from '../metrics.js';
-import { LAZY_FROM, assignBody, binaryFields, bodyFields, toBase64, type BodyFields } from './body.js';
+import { LAZY_FROM, assignBody, binaryFields, bodyFields, decodeText, toBase64, type BodyFields } from './body.js';
 import { SyncZlib } from './zlib-sync.js';
 import { DeflateWindow, allocateWindow } from './deflate-window.js';
 
@@ -67,8 +67,6 @@ function inc(m: Record<string, number> | undefined, k: string): Record<string, n
 function validCloseCode(code: number): boolean {
   return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
 }
-
-const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
  * Inflate output bound. With context takeover the whole plaintext must be produced to know the next
@@ -341,7 +339,7 @@ function decodeClose(rec: WsMessageRecord, p: Uint8Array, metrics: MetricDeltas)
     metrics.decodeErrors = inc(metrics.decodeErrors, 'bad_frame');
   }
   try {
-    rec.closeReason = UTF8.decode(p.subarray(2));
+    rec.closeReason = decodeText(p.subarray(2)); // as bodies are: a leading U+FEFF is part of the reason
   } catch {
     rec.error ??= 'invalid_utf8';
     rec.errorDetail ??= 'close reason is not valid UTF-8';

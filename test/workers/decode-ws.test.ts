@@ -393,6 +393,12 @@ test('close frames: code and reason parsed; invalid code, 1-byte payload and bad
   assert.equal(badUtf8.error, 'invalid_utf8');
 });
 
+test('a close reason that starts with U+FEFF keeps it (a byte order mark is part of the text, as in bodies)', () => {
+  // found by bench/fuzz-ws.ts: the reason's decoder dropped a leading EF BB BF
+  const [r] = decodeAll([capture(0, { plain: Buffer.from([0x03, 0xe8, ...Buffer.from('\ufeffbye')]), opcode: 8 }, true, 1)], null, 'client');
+  assert.deepEqual([r.error, r.closeCode, r.closeReason], [undefined, 1000, '\ufeffbye']);
+});
+
 test('a decoded message over maxBody is stored truncated, and its full plaintext still feeds the window', async () => {
   const c = new Compressor(15);
   const plains = corpus(5, (i) => (i === 1 ? 200_000 : 3000));
