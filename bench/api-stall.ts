@@ -14,7 +14,7 @@ import { openStore } from '../src/store/lmdb.js';
 import { nextId } from '../src/store/ids.js';
 import { startApi } from '../src/api/server.js';
 import { RecordEvents } from '../src/api/events.js';
-import { listPublicConversations } from '../src/api/public-conversations.js';
+import { getPublicConversation, listPublicConversations } from '../src/api/public-conversations.js';
 import { conversationId } from '../src/workers/assemble.js';
 import { median } from './latency.js';
 import { benchArgs } from './args.js';
@@ -71,7 +71,12 @@ try {
     await store.updateConversation(key, () => ({ id: conversationId(key), key, client: 'claude-code', provider: 'anthropic', startedTs: ts, updatedTs: ts + i,
       turns: Array.from({ length: 50 }, (_, j) => ({ role: j % 2 ? 'assistant' as const : 'user' as const, blocks: [{ type: 'text' as const, text: 'w'.repeat(8000) }], source: [] })) }));
   }
+  // one long session: 2,000 turns of 8 KB (~16 MB), what the dashboard opens on a click
+  const longKey = 'anthropic:bench-long';
+  await store.updateConversation(longKey, () => ({ id: conversationId(longKey), key: longKey, client: 'claude-code', provider: 'anthropic', startedTs: ts, updatedTs: ts,
+    turns: Array.from({ length: 2000 }, (_, j) => ({ role: j % 2 ? 'assistant' as const : 'user' as const, blocks: [{ type: 'text' as const, text: 'v'.repeat(8000) }], source: [] })) }));
   const cases: [string, string, () => unknown][] = [
+    ['GET /api/conversations/:id, 2,000 turns of 8 KB', `/api/conversations/${conversationId(longKey)}`, () => JSON.stringify(getPublicConversation(store, conversationId(longKey)))],
     ['GET /api/transactions/:id, 2 × 16 MiB text', `/api/transactions/${big.id}`, () => JSON.stringify(store.getTransaction(big.id))],
     ['GET /api/transactions/:id, 100,000 SSE events', `/api/transactions/${events.id}`, () => JSON.stringify(store.getTransaction(events.id))],
     [`GET /api/conversations?limit=500, ${o.conversations} × ~400 KB`, '/api/conversations?limit=500', () => JSON.stringify(listPublicConversations(store, { limit: 500 }))],

@@ -73,6 +73,14 @@ export function* transactionJson(meta: TransactionRecord, bodies: [string, () =>
   yield '}';
 }
 
+/** `head`'s JSON with one more field, an array made an element at a time (`value` maps each as it is written). */
+export function* jsonWithArray<T>(head: object, field: string, items: readonly T[], value: (item: T, i: number) => unknown): Generator<string> {
+  const h = JSON.stringify(head);
+  yield `${h.slice(0, -1)}${h === '{}' ? '' : ','}${JSON.stringify(field)}:[`;
+  for (let i = 0; i < items.length; i++) yield (i ? ',' : '') + JSON.stringify(value(items[i], i));
+  yield ']}';
+}
+
 /**
  * Sends JSON pieces as a chunked 200 response: between pieces the event loop runs, and while the
  * socket's buffer is full nothing more is made. A client that goes away ends it.

@@ -4,13 +4,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIPv4, isIPv6 } from 'node:net';
 import type { Gauge, Registry } from 'prom-client';
-import type { ConnectionRecord, RecordKind, WsMessageRecord } from '../records.js';
+import type { ConnectionRecord, Conversation, RecordKind, WsMessageRecord } from '../records.js';
 import { CONVERSATION_CURSOR_RE, wireOrder, type Store, type TransactionQuery } from '../store/store.js';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { SseHub } from './sse.js';
 import { ID_RE } from '../store/ids.js';
 import { DASHBOARD_HTML } from './dashboard.js';
-import { sendJsonPieces, transactionJson } from './body-json.js';
+import { jsonWithArray, sendJsonPieces, transactionJson } from './body-json.js';
 import { getPublicConversation, listPublicConversations } from './public-conversations.js';
 
 export interface RouteContext {
@@ -119,11 +119,13 @@ async function connectionMessages(store: Store, conn: string, max: number): Prom
 }
 
 /** The connection's JSON with its messages, the first `whole` with bodies (each read as it is written). */
-function* connectionJson(store: Store, c: ConnectionRecord, metas: WsMessageRecord[], whole: number, flags: object): Generator<string> {
-  const head = JSON.stringify({ ...c, ...flags });
-  yield head.slice(0, -1) + (head === '{}' ? '' : ',') + '"messages":[';
-  for (let i = 0; i < metas.length; i++) yield (i ? ',' : '') + JSON.stringify(i < whole ? store.getTransaction(metas[i].id) ?? metas[i] : metas[i]);
-  yield ']}';
+function connectionJson(store: Store, c: ConnectionRecord, metas: WsMessageRecord[], whole: number, flags: object): Iterable<string> {
+  return jsonWithArray({ ...c, ...flags }, 'messages', metas, (m, i) => (i < whole ? store.getTransaction(m.id) ?? m : m));
+}
+
+/** A conversation's JSON a turn at a time: a long session is tens of MB, one string made on the forwarding thread. */
+function conversationJson({ turns, ...rest }: Conversation): Iterable<string> {
+  return jsonWithArray(rest, 'turns', turns, (t) => t);
 }
 
 /** Routes that carry no captured data: a scraper or a phone fetching the CA may name the machine freely. */
@@ -216,7 +218,7 @@ export async function route(ctx: RouteContext, req: IncomingMessage, res: Server
     if ((id = idFrom(path, '/api/conversations/')) !== null) {
       params(url, []);
       const c = getPublicConversation(ctx.store, id);
-      return c ? json(res, 200, c) : json(res, 404, { error: `no conversation ${id}` });
+      return c ? sendJsonPieces(res, req.method === 'HEAD', conversationJson(c)) : json(res, 404, { error: `no conversation ${id}` });
     }
     return json(res, 404, { error: `no route ${path}` });
   } catch (e) {

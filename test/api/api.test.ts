@@ -10,6 +10,7 @@ import { startApi, RecordEvents } from '../../src/api/server.js';
 import { registry } from '../../src/metrics.js';
 import type { Conversation, TransactionRecord } from '../../src/records.js';
 import { conversationId } from '../../src/workers/assemble.js';
+import { getPublicConversation } from '../../src/api/public-conversations.js';
 import { conn, http, tempDir, ws } from '../store/fixtures.js';
 
 interface Ctx { base: string; server: Server; store: LmdbStore; events: RecordEvents; healthy: { v: boolean } }
@@ -78,6 +79,10 @@ test('REST routes: listing with filters and cursors, details with bodies, connec
   assert.equal((await getJson(`${base}/api/conversations?client=aider`)).body.items.length, 0);
   r = await getJson(`${base}/api/conversations/${convId}`);
   assert.equal(r.body.key, 'k');
+  // written a turn at a time, the same JSON as the conversation whole
+  const one = await fetch(`${base}/api/conversations/${convId}`);
+  assert.equal(one.headers.get('content-length'), null);
+  assert.deepEqual(await one.json(), JSON.parse(JSON.stringify(getPublicConversation(store, convId))));
 
   const page = await fetch(`${base}/`);
   assert.equal(page.status, 200);
