@@ -468,16 +468,18 @@ export class Http1Parser {
 function chunkSize(line: Buffer): number {
   let size = 0;
   let i = 0;
-  for (; i < line.length && i <= 13; i++) {
+  let significant = 0; // digits from the first non-zero one: at most 13 (2^52, a safe integer); leading zeros are allowed, as llhttp allows them
+  for (; i < line.length && significant <= 13; i++) {
     const b = line[i];
     const v = b >= 0x30 && b <= 0x39 ? b - 0x30 : b >= 0x61 && b <= 0x66 ? b - 0x57 : b >= 0x41 && b <= 0x46 ? b - 0x37 : -1;
     if (v < 0) break;
+    if (size > 0 || v > 0) significant++;
     size = size * 16 + v;
   }
   let j = i;
   while (j < line.length && (line[j] === 0x20 || line[j] === 0x09)) j++; // BWS
   const lineEnd = (line[j] === CR && line[j + 1] === LF && j + 2 === line.length) || (line[j] === LF && j + 1 === line.length);
-  if (i >= 1 && i <= 13 && (line[j] === 0x3b || lineEnd)) return size;
+  if (i >= 1 && significant <= 13 && (line[j] === 0x3b || lineEnd)) return size;
   const text = line.toString('latin1').replace(/\r?\n$/, '').split(';')[0].replace(/[ \t]+$/, '');
   throw new BadHttp(`bad chunk size: ${clip(text)}`);
 }

@@ -132,6 +132,18 @@ test('chunked request: hex in both cases, extensions, trailers', () => {
   ], 'head');
 });
 
+test('chunk sizes: any number of leading zeros (as llhttp), at most 13 significant hex digits', () => {
+  const h = 'POST /z HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n';
+  const body = '00000000000000000005\r\nhello\r\n0000000000000000\r\n\r\n';
+  playbook('request', h + body, [
+    req('POST', '/z', [['Transfer-Encoding', 'chunked']], h),
+    ['body', 'hello'],
+    ['end', [], len(h + body)],
+  ], 'head');
+  const { evs } = feed('request', [Buffer.from(h + '10000000000000\r\n')]); // 14 significant digits: 2^52
+  assert.ok(evs.some((e) => e[0] === 'error' && /bad chunk size/.test(String(e[1]))), JSON.stringify(evs));
+});
+
 test('chunked: "gzip, chunked" is chunked; empty chunked body without trailers', () => {
   const h = 'POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: Chunked\r\n\r\n';
   playbook('request', h + '0\r\n\r\n', [req('POST', '/', [['Transfer-Encoding', 'gzip'], ['Transfer-Encoding', 'Chunked']], h), ['end', [], len(h) + 5]], 'head');
