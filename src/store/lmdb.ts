@@ -108,9 +108,9 @@ const BODY_FIELD_SET: ReadonlySet<string> = new Set(BODY_FIELDS);
 const MAX_INDEX_VALUE = 512;
 const END = '\uffff';
 
-/** A connection's byConn entries, in id order or newest first. */
-function connRange(conn: string, newestFirst: boolean): { start: string[]; end: string[]; reverse?: boolean } {
-  return newestFirst ? { start: [conn, END], end: [conn, ''], reverse: true } : { start: [conn, ''], end: [conn, END] };
+/** A connection's byConn entries, in id order (from id `from` on, inclusive) or newest first. */
+function connRange(conn: string, newestFirst: boolean, from = ''): { start: string[]; end: string[]; reverse?: boolean } {
+  return newestFirst ? { start: [conn, END], end: [conn, ''], reverse: true } : { start: [conn, from], end: [conn, END] };
 }
 export const DEFAULT_LIMIT = 100;
 /** A root key naming the layout: 2 = uncompressed values. Absent in earlier (LZ4-compressed) stores. */
@@ -673,10 +673,14 @@ class LmdbStoreImpl implements LmdbStore {
   /**
    * Ids of a connection's records that may be WebSocket messages, in id order (or newest first).
    * The byConn value is the record's kind, so HTTP exchanges are skipped unread; stores from before
-   * it held kinds (value 1) yield every id, and the caller's read of the record decides.
+   * it held kinds (value 1) yield every id, and the caller's read of the record decides. `after`
+   * (id order only): the ids past it.
    */
-  private *wsIdsOf(connId: string, newestFirst: boolean): Generator<string> {
-    for (const { key, value } of this.d.byConn.getRange(connRange(connId, newestFirst))) if (value !== 'HTTP') yield (key as [string, string])[1];
+  private *wsIdsOf(connId: string, newestFirst: boolean, after?: string): Generator<string> {
+    for (const { key, value } of this.d.byConn.getRange(connRange(connId, newestFirst, after))) {
+      const id = (key as [string, string])[1];
+      if (value !== 'HTTP' && id !== after) yield id;
+    }
   }
 
   wsMessages(connId: string, opts: { limit?: number; bodies?: boolean } = {}): WsMessageRecord[] {
@@ -686,9 +690,7 @@ class LmdbStoreImpl implements LmdbStore {
   wsMessagesFrom(connId: string, after: string | undefined, max: number, bodies: boolean): { records: WsMessageRecord[]; next?: string } {
     const records: WsMessageRecord[] = [];
     let last: string | undefined;
-    for (const { key, value } of this.d.byConn.getRange({ start: [connId, after ?? ''], end: [connId, END] })) {
-      const id = (key as [string, string])[1];
-      if (id === after || value === 'HTTP') continue;
+    for (const id of this.wsIdsOf(connId, false, after)) {
       if (records.length >= max) return { records, next: last };
       last = id;
       // each message is read once (it was read twice, the first time whole only to learn its kind)
