@@ -401,6 +401,25 @@ test('GET /api/transactions/:id with 16 MiB bodies is sent a piece at a time (ch
   assert.equal(await head.text(), '');
 });
 
+test('GET /api/transactions/:id writes SSE events of every array size msgpack has, read a piece at a time, exactly', async (t) => {
+  const { base, store } = await setup(t);
+  const c = conn();
+  await store.putConnection(c);
+  // fixarray (0, 1, 15), array 16 (16, 65,535) and array 32 (65,536) headers; events of ~100 bytes
+  // so the larger ones span several pieces
+  const txs = [0, 1, 15, 16, 65_535, 65_536].map((n) => http(c.id, {
+    respBody: 'data: x\n\n', respEvents: Array.from({ length: n }, (_, i) => ({ event: 'message', data: `{"delta":"${'é'.repeat(i % 40)} ${i}"}`, ...(i % 7 ? {} : { id: String(i) }) })),
+  }));
+  await store.putTransactions(txs);
+  for (const r of txs) {
+    const res = await fetch(`${base}/api/transactions/${r.id}`, { headers: { connection: 'close' } });
+    assert.equal(res.status, 200);
+    const got = await res.json() as { respEvents: unknown[] };
+    assert.equal(got.respEvents.length, r.respEvents!.length);
+    assert.deepEqual(got, JSON.parse(JSON.stringify(store.getTransaction(r.id))));
+  }
+});
+
 test('GET /api/conversations pages by size too: a listing of large conversations ends early with a cursor instead of one huge response', async (t) => {
   const { base, store } = await setup(t);
   // 60 conversations of ~400 KB each (long sessions with tool output): ~24 MB as one listing
