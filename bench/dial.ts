@@ -20,7 +20,7 @@ export function target(route: Route, hostIdx: number | null): { host: string; po
   return { host: route.addressing === 'name' ? hostName(hostIdx) : '127.0.0.1', port: route.upstreamPort };
 }
 
-function tcp(host: string, port: number): Promise<net.Socket> {
+export function tcp(host: string, port: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const s = net.connect({ host, port, noDelay: true });
     const t = setTimeout(() => s.destroy(new Error('connect timeout')), STEP_TIMEOUT_MS);
@@ -54,7 +54,7 @@ function readReply(s: net.Socket, done: (buf: Buffer) => number, what: string): 
   });
 }
 
-async function httpConnect(s: net.Socket, host: string, port: number): Promise<void> {
+export async function httpConnect(s: net.Socket, host: string, port: number): Promise<void> {
   s.write(`CONNECT ${host}:${port} HTTP/1.1\r\nHost: ${host}:${port}\r\n\r\n`);
   const head = await readReply(s, (b) => { const i = b.indexOf('\r\n\r\n'); return i < 0 ? -1 : i + 4; }, 'CONNECT');
   const status = /^HTTP\/1\.[01] (\d{3})/.exec(head.toString('latin1'));
