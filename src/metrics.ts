@@ -53,7 +53,7 @@ export const captureLag = new client.Histogram({
 });
 export const forwardLatency = new client.Histogram({
   name: p + 'forward_latency_seconds',
-  help: 'Time from a chunk read on one side to its write handed to the other side (added forwarding latency; every 16th chunk)',
+  help: 'Time the forwarding thread spends on a chunk read from one side: its write handed to the other side, then the tap (added forwarding latency; every 16th chunk of all connections)',
   buckets: [0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05],
   registers: reg,
 });
