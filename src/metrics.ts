@@ -59,7 +59,7 @@ export const forwardLatency = new client.Histogram({
 });
 export const captureDropped = new client.Counter({ name: p + 'capture_dropped_total', help: 'Captures dropped or degraded, by reason (forwarding is never affected)', labelNames: ['reason'], registers: reg });
 export const decodeErrors = new client.Counter({ name: p + 'decode_errors_total', help: 'Decode errors, by kind', labelNames: ['kind'], registers: reg });
-export const poolUtilization = new client.Gauge({ name: p + 'pool_utilization', help: 'Piscina pool utilization (0..1)', registers: reg });
+export const poolUtilization = new client.Gauge({ name: p + 'pool_utilization', help: 'Share of the last second the capture workers were busy (their event-loop utilization, mean over workers, 0..1)', registers: reg });
 export const tlsHandshakes = new client.Counter({ name: p + 'tls_handshakes_total', help: 'TLS handshakes, by side (client = towards the agent, upstream = towards the server) and result', labelNames: ['side', 'result'], registers: reg });
 export const certCache = new client.Counter({ name: p + 'cert_cache_total', help: 'Leaf certificate cache lookups', labelNames: ['result'], registers: reg });
 export const storeBytes = new client.Gauge({ name: p + 'store_bytes', help: 'Size of the LMDB environment on disk', registers: reg });

@@ -15,6 +15,8 @@
 // against a stalled pool cannot grow memory either. Total ≤ 1.125 × maxCaptureMemory plus one
 // message per connection.
 import { Piscina } from 'piscina';
+import type { Worker } from 'node:worker_threads';
+import type { EventLoopUtilization } from 'node:perf_hooks';
 import { idSharedBuffer } from '../store/ids.js';
 import { allocateWindow } from './deflate-window.js';
 import { captureBuffers, type Slab } from '../io/capture-buffer.js';
@@ -93,6 +95,8 @@ export class CapturePool {
   private idleWaiters: (() => void)[] = [];
   private closed = false;
   private readonly gaugeTimer: NodeJS.Timeout;
+  /** each worker's event-loop counters at the last utilization sample */
+  private eluSeen = new Map<Worker, EventLoopUtilization>();
   private readonly unreportGauges: () => void;
   /** lane tasks ready this turn, posted together by flush() */
   private ready: ReadyPart[] = [];
@@ -119,9 +123,26 @@ export class CapturePool {
     this.piscina.on('error', () => {});
     const unreport = [reportCaptureMemory(() => this.memTotal), reportQueueDepth(() => this.queueDepth)];
     this.unreportGauges = () => unreport.forEach((f) => f());
-    // Sampled, not per task: Piscina's utilization getter summarises histograms (~100 µs a call).
-    this.gaugeTimer = setInterval(() => poolUtilization.set(this.piscina.utilization), 1000);
+    // Sampled each second, not per task. Not Piscina's `utilization` getter: that one is an average
+    // over the pool's whole life, and (piscina 5.3) 1000 times too small — a pool busy without pause
+    // read 0.0009 — so the gauge never moved.
+    this.gaugeTimer = setInterval(() => poolUtilization.set(this.busyShare()), 1000);
     this.gaugeTimer.unref();
+  }
+
+  /** The workers' mean event-loop utilization since the last call: the share of that time they were decoding or assembling. */
+  private busyShare(): number {
+    const threads = this.piscina.threads;
+    const seen = new Map<Worker, EventLoopUtilization>();
+    let busy = 0;
+    for (const w of threads) {
+      const now = w.performance.eventLoopUtilization();
+      const before = this.eluSeen.get(w);
+      busy += before ? w.performance.eventLoopUtilization(now, before).utilization : now.utilization;
+      seen.set(w, now);
+    }
+    this.eluSeen = seen; // (a replaced worker drops out)
+    return threads.length ? busy / threads.length : 0;
   }
 
   wsStream(origin: StreamOrigin, upgrade: string, direction: 'client' | 'server', deflate: DeflateParams | null, connKey: string): WsStream {

@@ -580,6 +580,20 @@ test('pool_queue_depth, scraped at once, counts every captured item not yet comm
   await pool.close();
 });
 
+test('pool_utilization is the share of the last second the workers were busy: near 1 while they decode without pause, near 0 once idle', async () => {
+  // A worker that spins 3 s on its task
+  const { pool } = wrappedPool('for (const end = Date.now() + 3000; Date.now() < end;);');
+  pool.http(exchange('conn-busy', 0), 'conn-busy');
+  await new Promise((r) => setTimeout(r, 2500)); // the sample at 2 s covers a whole busy second
+  const busy = await metricValue('greytap_pool_utilization');
+  await pool.drain();
+  await new Promise((r) => setTimeout(r, 2100));
+  const idle = await metricValue('greytap_pool_utilization');
+  await pool.close();
+  assert.ok(busy > 0.7, `while busy: ${busy}`);
+  assert.ok(idle < 0.2, `once idle: ${idle}`);
+});
+
 test('a part of a multi task that throws fails alone: the other connections\' records are kept once and their directions stay in sync', async () => {
   // the bombed batch's decode throws (its messages are gone), inside the worker, beside a good one
   const { pool, dir } = wrappedPool(`if (task.type === 'multi') for (const p of task.parts) if (p.type === 'ws' && p.origin.conn === 'conn-bomb') p.messages = null;`);
