@@ -126,17 +126,27 @@ async function intercept(ctx: ProxyContext, conn: ProxyConnection, client: net.S
     clientTls.once('close', () => reject(new Error('client closed during the TLS handshake'))); // (after 'secure': a no-op)
   });
   handshakeWithin(clientTls, 'secure', ctx.cfg.handshakeTimeoutMs);
+  // Both handshakes run at once: the origin's cost hides behind the client's.
+  let upstreamSettled = false;
+  const upstreamReady = upstreamTls(upstream, name, ctx.upstreamTrust, ctx.cfg.handshakeTimeoutMs);
+  upstreamReady.then(() => { upstreamSettled = true; }, () => { upstreamSettled = true; });
   // A client gone mid-handshake (a reset, a FIN: it can send no more of it, or closed by stop())
   // ends both handshakes at once instead of at the timeout.
   // (On the TLS socket too: the raw socket under it may report nothing of a FIN.)
-  const abandon = () => { clientTls.destroy(); upstream.destroy(); };
+  let upstreamAbandoned = false;
+  const abandon = () => {
+    upstreamAbandoned ||= !upstreamSettled;
+    clientTls.destroy();
+    upstream.destroy();
+  };
   const gone = [[client, 'close'], [client, 'end'], [clientTls, 'close'], [clientTls, 'end']] as const;
   for (const [s, e] of gone) s.once(e, abandon);
-  // Both handshakes run at once: the origin's cost hides behind the client's.
-  const [c, u] = await Promise.allSettled([clientReady, upstreamTls(upstream, name, ctx.upstreamTrust, ctx.cfg.handshakeTimeoutMs)]);
+  const [c, u] = await Promise.allSettled([clientReady, upstreamReady]);
   for (const [s, e] of gone) s.off(e, abandon);
   tlsHandshakes.inc({ side: 'client', result: c.status === 'fulfilled' ? 'ok' : 'error' });
-  tlsHandshakes.inc({ side: 'upstream', result: u.status === 'fulfilled' ? 'ok' : 'error' });
+  // An origin's handshake cut short because the client left says nothing of the origin: counted
+  // as an upstream error, every agent that distrusts greytap's CA showed as an upstream failure too.
+  if (!upstreamAbandoned) tlsHandshakes.inc({ side: 'upstream', result: u.status === 'fulfilled' ? 'ok' : 'error' });
   if (c.status === 'rejected') {
     conn.record.closeReason = `client_tls:${(c.reason as Error).message}`;
     conn.finish(conn.record.closeReason, 'client_tls');
@@ -145,6 +155,11 @@ async function intercept(ctx: ProxyContext, conn: ProxyConnection, client: net.S
     return;
   }
   conn.record.alpn = clientTls.alpnProtocol || undefined;
+  if (upstreamAbandoned) {
+    conn.finish('client_gone');
+    clientTls.destroy();
+    return;
+  }
   if (u.status === 'rejected') {
     // The agent gets a readable answer instead of a hang or a bare reset.
     const why = (u.reason as Error).message;

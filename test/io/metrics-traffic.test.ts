@@ -100,9 +100,10 @@ before(async () => {
     let i = 0;
     const t = setInterval(() => { res.write(`data: {"n":${i}}\n\n`); if (++i === 40) { clearInterval(t); res.end(); } }, 2);
   });
+  const silent = net.createServer((s) => s.on('error', () => {})); // accepts, never answers a ClientHello
   const o = await startWsOrigin(pki);
-  servers = [raw, plain, api, sse, o.server];
-  const [rawPort, plainPort, aPort, ssePort] = await Promise.all([listen(raw), listen(plain), listen(api), listen(sse)]);
+  servers = [raw, plain, api, sse, silent, o.server];
+  const [rawPort, plainPort, aPort, ssePort, silentPort] = await Promise.all([listen(raw), listen(plain), listen(api), listen(sse), listen(silent)]);
   apiPort = aPort;
   wsPort = o.port;
   g = await startGreytap([
@@ -114,6 +115,7 @@ before(async () => {
     '--map', `sse.test:443=127.0.0.1:${ssePort}`,
     '--map', `ws.test:443=127.0.0.1:${wsPort}`,
     '--map', `dead.test:443=127.0.0.1:1`,
+    '--map', `silent.test:443=127.0.0.1:${silentPort}`,
   ]);
 });
 after(async () => {
@@ -312,6 +314,28 @@ test('failing connections (dead upstream, client and upstream TLS failures, a SO
     'greytap_connection_errors_total{listener="socks",error="bad_socks"}': 1,
   });
   assert.equal(grew(m0, m1, 'greytap_connections_total'), 6);
+});
+
+test('a client that gives up on its TLS handshake while the origin\'s is still running is a client TLS failure, not an upstream one', async () => {
+  await settled(g);
+  const m0 = await scrape(g);
+  for (const how of ['rejects the certificate', 'closes']) {
+    const raw = await connectTunnel(g.httpProxy, 'silent.test:443');
+    const s = tls.connect({ socket: raw, servername: 'silent.test', ...(how === 'closes' ? { ca: await (await fetch(g.api + '/ca.pem')).text() } : {}) });
+    s.on('error', () => {});
+    if (how === 'closes') {
+      await new Promise((r) => s.once('secureConnect', r));
+      await new Promise((r) => setTimeout(r, 100)); // greytap's side of it done too; the origin's never will be
+      s.end();
+    } else await new Promise((r) => s.once('error', r));
+    await closed(s);
+  }
+  await allClosed(g);
+  const m1 = await scrape(g);
+  const handshakes = (side: string, result: string) => grew(m0, m1, 'greytap_tls_handshakes_total', { side, result });
+  assert.deepEqual({ client: [handshakes('client', 'ok'), handshakes('client', 'error')], upstream: [handshakes('upstream', 'ok'), handshakes('upstream', 'error')] },
+    { client: [1, 1], upstream: [0, 0] }, 'the origin never failed: its handshakes were abandoned');
+  assert.equal(grew(m0, m1, 'greytap_connection_errors_total', { error: 'upstream_tls' }), 0);
 });
 
 /** Every record of a kind, page by page. */
