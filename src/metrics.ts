@@ -3,6 +3,7 @@
 // this registry: they return counters in their task results (see MetricDeltas) and the pool adds
 // them here, so nothing is lost when a worker restarts.
 import client from 'prom-client';
+import type { CaptureTask } from './workers/tasks.js';
 
 export const registry = new client.Registry();
 client.collectDefaultMetrics({ register: registry, prefix: 'greytap_' });
@@ -116,6 +117,9 @@ for (const k of DECODE_ERROR_KINDS) decodeErrors.inc({ kind: k }, 0);
 for (const s of ['client', 'upstream']) for (const r of ['ok', 'error']) tlsHandshakes.inc({ side: s, result: r }, 0);
 for (const r of ['hit', 'miss']) certCache.inc({ result: r }, 0);
 for (const k of RECORD_KINDS) storeRecords.inc({ kind: k }, 0);
+// the types a task is observed under (a lane's, by its items': HTTP exchanges or connection records)
+const TASK_TYPES = ['http', 'ws', 'conn'] as const satisfies readonly Exclude<CaptureTask['type'], 'lane'>[];
+for (const t of TASK_TYPES) workerTaskSeconds.zero({ type: t });
 
 /** Counters a worker accumulates during one task; the pool adds them to the registry. */
 export interface MetricDeltas {

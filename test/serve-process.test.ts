@@ -133,7 +133,7 @@ test('origins are verified against the CA bundle of SSL_CERT_FILE and NODE_EXTRA
   }
 });
 
-test('/metrics right after start-up has every decode_errors_total kind at 0, the assembler\'s included', async () => {
+test('/metrics right after start-up has a series of each of greytap\'s metrics: every decode_errors_total kind at 0, the assembler\'s included, every worker_task_seconds type', async () => {
   const dir = join(tmpDir(), 'data');
   const g = serve(['--data-dir', dir, '--http-proxy', '127.0.0.1:0', '--socks', 'off', '--api', '127.0.0.1:0']);
   try {
@@ -143,6 +143,10 @@ test('/metrics right after start-up has every decode_errors_total kind at 0, the
     for (const kind of ['inflate_failed', 'invalid_utf8', 'bad_frame', 'bad_http', 'truncated_stream', 'decode_failed', 'dissect_failed', 'assemble_failed']) {
       assert.match(text, new RegExp(`^greytap_decode_errors_total\\{kind="${kind}"\\} 0$`, 'm'), kind);
     }
+    // a metric without a series until its first event is a gap on a dashboard (and absent() alerts fire)
+    const ours = [...text.matchAll(/^# TYPE (greytap_\w+) /gm)].map((m) => m[1]).filter((n) => !/^greytap_(process|nodejs)_/.test(n));
+    assert.deepEqual(ours.filter((n) => !new RegExp(`^${n}(_count)?(\\{.*\\})? `, 'm').test(text)), [], 'metrics with no series at start-up');
+    for (const type of ['http', 'ws', 'conn']) assert.match(text, new RegExp(`^greytap_worker_task_seconds_count\\{type="${type}"\\} 0$`, 'm'), type);
   } finally {
     g.child.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
