@@ -21,8 +21,10 @@ export interface ServerSide {
 export const ORIGIN_DEFLATE: Record<string, PerMessageDeflateOptions | false> = {
   '/ctx': { threshold: 0 },
   '/noctx': { threshold: 0, serverNoContextTakeover: true, clientNoContextTakeover: true },
+  '/snoctx': { threshold: 0, serverNoContextTakeover: true },
+  '/cnoctx': { threshold: 0, clientNoContextTakeover: true },
   '/plain': false,
-  ...Object.fromEntries([9, 11, 13, 15].map((b) => [`/bits${b}`, { threshold: 0, serverMaxWindowBits: b, clientMaxWindowBits: b }])),
+  ...Object.fromEntries([9, 10, 11, 13, 15].map((b) => [`/bits${b}`, { threshold: 0, serverMaxWindowBits: b, clientMaxWindowBits: b }])),
 };
 
 export async function startWsOrigin(pki: TestPki, hosts = ['ws.test']): Promise<{ server: https.Server; port: number; side: ServerSide }> {
