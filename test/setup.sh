@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real peers the tests drive, when missing: Python websockets + socks (a second,
 # independent WebSocket implementation), Chromium (a real browser's handshake and compression),
-# curl, and the openssl CLI (an independent TLS client for the certificate tests).
+# curl, the openssl CLI (an independent TLS client for the certificate tests), and the zstd CLI
+# (the reference encoder for Content-Encoding: zstd).
 # Debian packages only; needs root (CI runs as root). Idempotent and quiet when all is there.
 set -euo pipefail
 need=()
@@ -10,6 +11,7 @@ need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v zstd >/dev/null 2>&1 || need+=(zstd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test/setup.sh: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

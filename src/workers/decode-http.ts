@@ -11,6 +11,7 @@ import { headerList, headerValues, transferCodings } from '../io/http1.js';
 import { assignBody, bodyFields } from './body.js';
 import { parseSse } from './sse.js';
 import { SyncZlib } from './zlib-sync.js';
+import { unzstdBounded } from './zstd.js';
 import { redactHeaders, redactPath } from '../store/redact.js';
 
 interface Decoded {
@@ -131,11 +132,11 @@ export function undoCodings(raw: Buffer, layers: Layer[], maxBody: number, parti
     const { header, codings } = layers[i];
     const kept = { bytes, overflow };
     for (let k = codings.length - 1; k >= 0; k--) {
-      const coder = coderFor(codings[k], bytes);
-      if (!coder) return { ...kept, error: { code: 'decode_failed', detail: `unsupported ${header}: ${codings[k]}` } };
+      const undo = undoerFor(codings[k], bytes);
+      if (!undo) return { ...kept, error: { code: 'decode_failed', detail: `unsupported ${header}: ${codings[k]}` } };
       try {
         // A stage fed a cut input (capture cut, or an earlier stage over the limit) flushes what it can.
-        const r = inflateBounded(coder, bytes, maxBody, partial || overflow);
+        const r = undo(bytes, maxBody, partial || overflow);
         bytes = r.bytes;
         overflow ||= r.overflow;
       } catch (e) {
@@ -157,16 +158,24 @@ const INFLATE: Coder = { stream: () => zlib.createInflate(), sync: zlib.inflateS
 const INFLATE_RAW: Coder = { stream: () => zlib.createInflateRaw(), sync: zlib.inflateRawSync, brotli: false };
 const BROTLI: Coder = { stream: () => zlib.createBrotliDecompress(), sync: zlib.brotliDecompressSync, brotli: true };
 
-function coderFor(coding: string, input: Buffer): Coder | undefined {
+/** Undoes one coding, keeping at most `limit` bytes of output; `partial`: the input was cut. */
+type Undo = (input: Buffer, limit: number, partial: boolean) => { bytes: Buffer; overflow: boolean };
+
+const zlibUndo = (coder: Coder): Undo => (input, limit, partial) => inflateBounded(coder, input, limit, partial);
+const [UNDO_GZIP, UNDO_INFLATE, UNDO_INFLATE_RAW, UNDO_BROTLI] = [GUNZIP, INFLATE, INFLATE_RAW, BROTLI].map(zlibUndo);
+
+function undoerFor(coding: string, input: Buffer): Undo | undefined {
   switch (coding) {
     case 'gzip':
     case 'x-gzip':
-      return GUNZIP;
+      return UNDO_GZIP;
     case 'deflate':
       // RFC 9110 §8.4.1.2 says zlib-wrapped, but some servers send raw DEFLATE: tell by the header (RFC 1950 §2.2).
-      return input.length >= 2 && (input[0] & 0x0f) === 8 && ((input[0] << 8) | input[1]) % 31 === 0 ? INFLATE : INFLATE_RAW;
+      return input.length >= 2 && (input[0] & 0x0f) === 8 && ((input[0] << 8) | input[1]) % 31 === 0 ? UNDO_INFLATE : UNDO_INFLATE_RAW;
     case 'br':
-      return BROTLI;
+      return UNDO_BROTLI;
+    case 'zstd':
+      return unzstdBounded;
     default:
       return undefined;
   }

@@ -1,12 +1,13 @@
 // Real-world Content-Encoding through the real proxy: a raw TCP origin sends exactly the bytes a
 // server of each kind sends (raw DEFLATE labelled `deflate`, concatenated gzip members, stacked and
-// odd-case codings, zstd that Node 20 cannot undo, a body cut by the close, a bomb, bodiless
+// odd-case codings, zstd from the reference `zstd` CLI, a body cut by the close, a bomb, bodiless
 // statuses), and agents' compressed request bodies. Each record must hold the decoded content (or
 // the bytes as coded with a clear, counted error), and the client must read the origin's bytes.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import zlib from 'node:zlib';
+import { execFileSync } from 'node:child_process';
 import { startGreytap, apiGet, waitFor, type Greytap } from '../helpers/harness.js';
 
 let g: Greytap;
@@ -14,7 +15,10 @@ let origin: net.Server;
 const sent = new Map<string, Buffer>(); // path → response bytes the origin wrote
 
 const TEXT = Buffer.from(Array.from({ length: 4000 }, (_, i) => `word${(i * 7919) % 1009}`).join(' '));
+const LONG_TEXT = Buffer.from(Array.from({ length: 60_000 }, (_, i) => `word${(i * 7919) % 100_003}`).join(' '));
 const gz = (b: Buffer | string) => zlib.gzipSync(b);
+/** What the reference encoder (zstd 1.5, installed by test/setup.sh) makes of `b`, read from a pipe (no size known). */
+const zstd = (b: Buffer | string, ...args: string[]) => execFileSync('zstd', ['-q', '-c', ...args], { input: b });
 
 interface Reply { status?: number; headers: [string, string][]; body: Buffer; framing?: 'length' | 'chunked' | 'close' | 'none'; cutAt?: number }
 const REPLIES: Record<string, Reply> = {
@@ -27,7 +31,15 @@ const REPLIES: Record<string, Reply> = {
   '/stacked-lines': { headers: [['Content-Encoding', 'gzip'], ['Content-Encoding', 'br']], body: zlib.brotliCompressSync(gz(TEXT)) },
   '/br': { headers: [['Content-Encoding', 'br']], body: zlib.brotliCompressSync(TEXT) },
   '/identity': { headers: [['Content-Encoding', 'identity']], body: TEXT },
-  '/zstd': { headers: [['Content-Encoding', 'zstd']], body: Buffer.from('28b52ffd2058610200', 'hex') },
+  '/zstd': { headers: [['Content-Encoding', 'zstd']], body: zstd(TEXT, '-3') },
+  '/zstd-sized': { headers: [['Content-Encoding', 'zstd']], body: zstd(TEXT, '-19', `--stream-size=${TEXT.length}`) }, // one segment, content size in the header
+  '/zstd-frames': { headers: [['Content-Encoding', 'zstd']], body: Buffer.concat([zstd(TEXT.subarray(0, 1000), '--no-check'), zstd(TEXT.subarray(1000), '-1')]) },
+  '/zstd-chunked': { headers: [['Content-Encoding', 'zstd']], body: zstd(TEXT), framing: 'chunked' },
+  '/zstd-long': { headers: [['Content-Encoding', 'zstd']], body: zstd(TEXT, '--long=27') }, // a 128 MiB window
+  '/zstd-corrupt': { headers: [['Content-Encoding', 'zstd']], body: Buffer.concat([zstd(TEXT).subarray(0, 40), Buffer.alloc(200, 0xa5)]) },
+  '/zstd-cut': { headers: [['Content-Encoding', 'zstd']], body: zstd(LONG_TEXT), cutAt: 0.5 }, // several 128 KiB blocks: the half holds whole ones
+  '/zstd-bomb': { headers: [['Content-Encoding', 'zstd']], body: zstd(Buffer.alloc(40 << 20)) },
+  '/compress': { headers: [['Content-Encoding', 'compress']], body: Buffer.from('1f9d90', 'hex') },
   '/chunked-gzip': { headers: [['Content-Encoding', 'gzip']], body: gz(TEXT), framing: 'chunked' },
   '/close-gzip': { headers: [['Content-Encoding', 'gzip'], ['Connection', 'close']], body: gz(TEXT), framing: 'close' },
   '/cut-gzip': { headers: [['Content-Encoding', 'gzip']], body: gz(TEXT), cutAt: 0.5 },
@@ -131,33 +143,52 @@ test('deflate (zlib-wrapped and raw), gzip members, x-gzip, odd case, stacked co
   assert.equal(members.respBody, 'one|two|three', 'every gzip member is decoded');
 });
 
-test('zstd (no decoder in Node 20): the body as coded, decode_failed naming the coding, counted', async () => {
+test('zstd (RFC 8878) from the reference encoder, one frame or several, sized or not, chunked: stored decoded', async () => {
+  for (const path of ['/zstd', '/zstd-sized', '/zstd-frames', '/zstd-chunked']) {
+    const r = await fetched(path);
+    assert.equal(r.error, undefined, `${path}: ${r.error} ${r.errorDetail ?? ''}`);
+    assert.equal(r.respBody, TEXT.toString(), path);
+    assert.equal(r.truncated, false, path);
+  }
+});
+
+test('zstd refused: a window over 8 MiB (RFC 9659), a corrupt frame, an unknown coding: the body as coded, decode_failed, counted', async () => {
   const before = await counter('decode_errors_total', 'kind="decode_failed"');
-  const r = await fetched('/zstd');
-  assert.equal(r.error, 'decode_failed');
-  assert.equal(r.errorDetail, 'unsupported content-encoding: zstd');
-  assert.deepEqual(Buffer.from(r.respBodyBase64, 'base64'), REPLIES['/zstd'].body);
-  await waitFor(async () => (await counter('decode_errors_total', 'kind="decode_failed"')) === before + 1, 'decode_failed counted');
+  const cases: [string, RegExp][] = [
+    ['/zstd-long', /^content-encoding zstd: zstd window of 134217728 bytes, over the 8388608 accepted/],
+    ['/zstd-corrupt', /^content-encoding zstd: /],
+    ['/compress', /^unsupported content-encoding: compress$/],
+  ];
+  for (const [path, detail] of cases) {
+    const r = await fetched(path);
+    assert.equal(r.error, 'decode_failed', path);
+    assert.match(r.errorDetail, detail, path);
+    assert.deepEqual(Buffer.from(r.respBodyBase64, 'base64'), REPLIES[path].body, path);
+  }
+  await waitFor(async () => (await counter('decode_errors_total', 'kind="decode_failed"')) === before + cases.length, 'decode_failed counted');
 });
 
 test('a compressed body cut by the close: what decodes of it is kept, truncated_stream, no decode error', async () => {
   const decodeFailed = await counter('decode_errors_total', 'kind="decode_failed"');
-  for (const path of ['/cut-gzip', '/cut-br-chunked']) {
+  for (const path of ['/cut-gzip', '/cut-br-chunked', '/zstd-cut']) {
     const r = await fetched(path);
     assert.equal(r.error, 'truncated_stream', path);
     assert.equal(r.truncated, true, path);
-    assert.ok(r.respBody.length > 1000 && TEXT.toString().startsWith(r.respBody), `${path}: a decoded prefix (${r.respBody.length} chars)`);
+    const whole = (path === '/zstd-cut' ? LONG_TEXT : TEXT).toString();
+    assert.ok(r.respBody.length > 1000 && whole.startsWith(r.respBody), `${path}: a decoded prefix (${r.respBody.length} chars)`);
   }
   assert.equal(await counter('decode_errors_total', 'kind="decode_failed"'), decodeFailed);
 });
 
-test('a gzip bomb is cut at --max-body: too_large, counted, the client still reads every byte', async () => {
-  const before = await counter('capture_dropped_total', 'reason="too_large"');
-  const r = await fetched('/bomb');
-  assert.equal(r.error, 'too_large');
-  assert.equal(r.truncated, true);
-  assert.equal(r.respBodySize, 1 << 20);
-  assert.equal(await counter('capture_dropped_total', 'reason="too_large"'), before + 1);
+test('a gzip or zstd bomb is cut at --max-body: too_large, counted, the client still reads every byte', async () => {
+  for (const path of ['/bomb', '/zstd-bomb']) {
+    const before = await counter('capture_dropped_total', 'reason="too_large"');
+    const r = await fetched(path);
+    assert.equal(r.error, 'too_large', path);
+    assert.equal(r.truncated, true, path);
+    assert.equal(r.respBodySize, 1 << 20, path);
+    assert.equal(await counter('capture_dropped_total', 'reason="too_large"'), before + 1, path);
+  }
 });
 
 test('204, 304 and HEAD answers carrying Content-Encoding: no body, no error', async () => {
@@ -168,26 +199,20 @@ test('204, 304 and HEAD answers carrying Content-Encoding: no body, no error', a
   }
 });
 
-test('compressed request bodies (gzip, br, gzip under chunked) are stored decoded; zstd as coded, with decode_failed', async () => {
+test('compressed request bodies (gzip, br, gzip under chunked, zstd as codex sends them) are stored decoded', async () => {
   const json = (s: string) => JSON.stringify({ model: 'gpt-x', input: s });
   const chunked = (b: Buffer) => Buffer.concat([Buffer.from(`5\r\n`), b.subarray(0, 5), Buffer.from(`\r\n${(b.length - 5).toString(16)}\r\n`), b.subarray(5), Buffer.from('\r\n0\r\n\r\n')]);
-  const cases: [string, string, Buffer, string | null][] = [
+  const cases: [string, string, Buffer, string][] = [
     ['/up-gzip', 'Content-Encoding: gzip\r\n', gz(json('gzip')), json('gzip')],
     ['/up-br', 'Content-Encoding: br\r\n', zlib.brotliCompressSync(json('br')), json('br')],
     ['/up-gzip-chunked', 'Content-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n', chunked(gz(json('chunked'))), json('chunked')],
-    ['/up-zstd', 'Content-Encoding: zstd\r\n', Buffer.from('28b52ffd2058610200', 'hex'), null],
+    ['/up-zstd', 'Content-Encoding: zstd\r\n', zstd(json('zstd'), '-3'), json('zstd')],
   ];
   for (const [path, head, body, want] of cases) {
     const got = await request('POST', path, head + (head.includes('chunked') ? '' : `Content-Length: ${body.length}\r\n`), body);
     assert.match(got.toString('latin1'), /\r\n\r\nok$/);
     const r = await recordOf(path);
-    if (want === null) {
-      assert.equal(r.error, 'decode_failed');
-      assert.equal(r.errorDetail, 'unsupported content-encoding: zstd');
-      assert.deepEqual(Buffer.from(r.reqBodyBase64, 'base64'), body);
-    } else {
-      assert.equal(r.error, undefined, `${path}: ${r.error} ${r.errorDetail ?? ''}`);
-      assert.equal(r.reqBody, want, path);
-    }
+    assert.equal(r.error, undefined, `${path}: ${r.error} ${r.errorDetail ?? ''}`);
+    assert.equal(r.reqBody, want, path);
   }
 });
