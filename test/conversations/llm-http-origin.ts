@@ -12,10 +12,14 @@ import type net from 'node:net';
 import type { TestPki } from '../helpers/test-ca.js';
 import { connectTunnel, type Greytap } from '../helpers/harness.js';
 
-/** What the origin answers: SSE events (`event` name optional) or a JSON body. `stall`: stop after the events and keep the response open. */
+/**
+ * What the origin answers: SSE events (`event` name optional), a JSON body, or a recorded response
+ * sent as it was (a real server's body text, e.g. from a fixture). `stall`: stop after the events and keep the response open.
+ */
 export type HttpReply =
   | { sse: { event?: string; data: unknown }[]; stall?: boolean }
-  | { json: unknown; status?: number };
+  | { json: unknown; status?: number }
+  | { recorded: { status: number; contentType: string; body: string } };
 
 export type HttpScript = (req: { host: string; path: string; headers: http.IncomingHttpHeaders; body: any }) => HttpReply;
 
@@ -44,6 +48,11 @@ export async function startLlmHttpOrigin(pki: TestPki): Promise<LlmHttpOrigin> {
     const script = scripts.get(key);
     if (req.method !== 'POST' || !script) { res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":{"message":"not found"}}'); return; }
     const reply = script({ host, path, headers: req.headers, body });
+    if ('recorded' in reply) {
+      const r = reply.recorded;
+      res.writeHead(r.status, { 'content-type': r.contentType, 'content-length': Buffer.byteLength(r.body) }).end(r.body);
+      return;
+    }
     if ('json' in reply) {
       const text = JSON.stringify(reply.json);
       res.writeHead(reply.status ?? 200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
@@ -71,13 +80,14 @@ export const anthropicSse = (events: Record<string, unknown>[]) => events.map((d
 export interface PostResult { status: number; headers: http.IncomingHttpHeaders; body: string; aborted: boolean }
 
 /**
- * POSTs JSON to https://host/path through greytap's CONNECT tunnel. `abortWhen`: destroys the
+ * POSTs JSON to https://host/path through greytap's CONNECT tunnel: `body` is serialised, or sent
+ * as it is when it is already JSON text (a recorded request). `abortWhen`: destroys the
  * socket as soon as the response text read so far satisfies it (a client giving up mid-stream).
  */
 export async function postJson(g: Greytap, host: string, path: string, body: unknown, headers: Record<string, string>, abortWhen?: (text: string) => boolean): Promise<PostResult> {
   const raw = await connectTunnel(g.httpProxy, `${host}:443`);
   const ca = await (await fetch(g.api + '/ca.pem')).text();
-  const payload = JSON.stringify(body);
+  const payload = typeof body === 'string' ? body : JSON.stringify(body);
   return new Promise<PostResult>((resolve, reject) => {
     const sock = tls.connect({ socket: raw, servername: host, ca, ALPNProtocols: ['http/1.1'] });
     const req = https.request({

@@ -102,9 +102,19 @@ export function anthropicSseReply(events: { event?: string; data: string }[]): R
   return r;
 }
 
+/**
+ * Claude Code (2.1+) opens its system prompt with a block "x-anthropic-billing-header: cc_version=…;
+ * cch=…;" whose cch changes with every request. It is request metadata, not instructions: kept, it
+ * would make each request's history differ from the line at its first message, and every request
+ * after the first would be taken for a side call and dropped.
+ */
+function isBillingHeader(b: Block): boolean {
+  return b.type === 'text' && b.text.startsWith('x-anthropic-billing-header:');
+}
+
 export function dissectAnthropic(tx: HttpTransaction, req: Record<string, any>): Exchange {
   const history: Msg[] = [];
-  if (req.system !== undefined) pushMsg(history, 'system', blocksOf(req.system, 'system'));
+  if (req.system !== undefined) pushMsg(history, 'system', blocksOf(req.system, 'system').filter((b) => !isBillingHeader(b)));
   for (const m of Array.isArray(req.messages) ? req.messages : []) {
     if (!isObj(m)) continue;
     const role: Role = m.role === 'assistant' ? 'assistant' : 'user';

@@ -1,0 +1,42 @@
+// Saves what greytap captured of a real agent's HTTP calls to one host as a replay fixture for
+// test/conversations/real-clients.test.ts: each POST's request and response as greytap stored them
+// (headers already redacted by greytap: authorization, x-api-key, cookies), oldest first.
+//
+//   node dist/bench/agent-fixture.js --api http://127.0.0.1:PORT --host api.anthropic.com \
+//        --client "claude-code 2.1.197" --how "what the client was asked to do" --out FILE.json
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import type { Header } from '../src/records.js';
+
+/** One recorded exchange. Bodies are the decoded text greytap stored. */
+export interface FixtureExchange {
+  method: string;
+  path: string;
+  reqHeaders: Header[];
+  reqBody: string;
+  status: number;
+  respHeaders: Header[];
+  respBody: string;
+}
+
+export interface AgentFixture { client: string; how: string; exchanges: FixtureExchange[] }
+
+/** Headers a replay must not copy: framing, compression and the connection are the replaying client's own. */
+export const HOP_HEADERS = new Set(['host', 'content-length', 'connection', 'keep-alive', 'transfer-encoding', 'accept-encoding', 'content-encoding']);
+
+async function main(): Promise<void> {
+  const { values: a } = parseArgs({ options: { api: { type: 'string' }, host: { type: 'string' }, client: { type: 'string' }, how: { type: 'string' }, out: { type: 'string' } } });
+  if (!a.api || !a.host || !a.out) throw new Error('usage: --api URL --host HOST --client NAME --how TEXT --out FILE');
+  const get = async (p: string) => { const r = await fetch(a.api + p); if (!r.ok) throw new Error(`${p}: ${r.status}`); return r.json() as Promise<any>; };
+  const list = (await get(`/api/transactions?kind=HTTP&host=${encodeURIComponent(a.host)}&limit=1000`)).items as any[];
+  const exchanges: FixtureExchange[] = [];
+  for (const t of list.filter((x) => x.method === 'POST').sort((x, y) => x.ts - y.ts)) {
+    const full = await get(`/api/transactions/${t.id}`);
+    exchanges.push({ method: full.method, path: full.path, reqHeaders: full.reqHeaders, reqBody: full.reqBody ?? '', status: full.status, respHeaders: full.respHeaders, respBody: full.respBody ?? '' });
+  }
+  const fixture: AgentFixture = { client: a.client ?? '', how: a.how ?? '', exchanges };
+  writeFileSync(a.out, JSON.stringify(fixture, null, 1) + '\n');
+  console.log(`${exchanges.length} exchanges → ${a.out}`);
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) await main();

@@ -1,0 +1,92 @@
+// What real coding agents sent, replayed. Each fixture in ./fixtures was captured by greytap from
+// the real client (bench/agents.sh: the client's own binary through `greytap serve`, against
+// bench/agent-origin.ts) and saved by bench/agent-fixture.ts. Here every recorded request goes again
+// through the real proxy (CONNECT, TLS interception, worker pool, LMDB) to the fake origin, which
+// answers with the recorded response, and the conversation greytap assembles is checked.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { makeTestPki } from '../helpers/test-ca.js';
+import { startGreytap, apiGet, waitFor, type Greytap } from '../helpers/harness.js';
+import { conversationId } from '../../src/workers/assemble.js';
+import type { Conversation } from '../../src/records.js';
+import { HOP_HEADERS, type AgentFixture } from '../../bench/agent-fixture.js';
+import { postJson, startLlmHttpOrigin, type LlmHttpOrigin } from './llm-http-origin.js';
+
+const pki = makeTestPki();
+let g: Greytap;
+let llm: LlmHttpOrigin;
+
+before(async () => {
+  llm = await startLlmHttpOrigin(pki);
+  g = await startGreytap(['--upstream-ca', pki.caPath, '--map', `api.anthropic.test:443=127.0.0.1:${llm.port}`]);
+});
+
+after(async () => {
+  await llm?.close();
+  await g?.stop();
+});
+
+function fixture(name: string): AgentFixture {
+  return JSON.parse(readFileSync(fileURLToPath(new URL(`../../../test/conversations/fixtures/${name}`, import.meta.url)), 'utf8'));
+}
+
+/** Sends the fixture's requests in order to `host`; the origin answers each with its recorded response. Returns the transactions' request bodies. */
+async function replay(f: AgentFixture, host: string, route: string): Promise<any[]> {
+  let n = 0;
+  llm.scripts.set(route, () => {
+    const x = f.exchanges[n++];
+    const type = x.respHeaders.find(([k]) => k.toLowerCase() === 'content-type')?.[1] ?? 'application/json';
+    return { recorded: { status: x.status, contentType: type, body: x.respBody } };
+  });
+  for (const x of f.exchanges) {
+    const headers = Object.fromEntries(x.reqHeaders.filter(([k]) => !HOP_HEADERS.has(k.toLowerCase())));
+    const r = await postJson(g, host, x.path, x.reqBody, headers);
+    assert.equal(r.status, x.status);
+    assert.equal(r.body, x.respBody, 'the client got the recorded response unchanged');
+  }
+  return f.exchanges.map((x) => JSON.parse(x.reqBody));
+}
+
+async function conversationOf(key: string, done: (c: Conversation) => boolean): Promise<Conversation> {
+  let last: Conversation | undefined;
+  try {
+    await waitFor(async () => {
+      await g.drain();
+      last = await apiGet<Conversation>(g, `/api/conversations/${conversationId(key)}`).catch(() => undefined);
+      return last && done(last);
+    }, `conversation ${key}`, 10_000);
+  } catch (e) {
+    if (!last) throw e;
+  }
+  return last!;
+}
+
+test('claude-code 2.1.197: -p with one Bash call → one conversation: prompt, text + tool call, result, answer', async () => {
+  const f = fixture('claude-code-bash.json');
+  const [first, second] = await replay(f, 'api.anthropic.test', 'api.anthropic.test /v1/messages');
+  const session = JSON.parse(first.metadata.user_id).session_id;
+  const call = second.messages[1].content.find((b: any) => b.type === 'tool_use');
+  const result = second.messages[2].content[0];
+
+  const conv = await conversationOf(`anthropic:${session}`, (c) => c.turns.length >= 5);
+  assert.equal(conv.client, 'claude-code');
+  assert.equal(conv.model, 'claude-sonnet-4-5');
+  assert.deepEqual(conv.turns.map((t) => t.role), ['system', 'user', 'assistant', 'tool', 'assistant'], 'every request continues the same line');
+  const [sys, user, asked, tool, answer] = conv.turns;
+  // Claude Code's first system block is a billing header whose cch= changes with every request: not part of the prompt
+  assert.match(first.system[0].text, /^x-anthropic-billing-header: .*cch=/);
+  assert.notEqual(first.system[0].text, second.system[0].text);
+  assert.deepEqual(sys.blocks.map((b: any) => b.text), first.system.slice(1).map((b: any) => b.text));
+  assert.deepEqual(user.blocks.filter((b: any) => !b.scaffolding).map((b: any) => b.text), ['Run echo hi and tell me what it printed']);
+  assert.deepEqual(asked.blocks, [
+    { type: 'text', text: 'I will run it.' },
+    { type: 'tool_call', callId: call.id, name: 'Bash', arguments: { command: 'echo hi', description: 'Print hi' } },
+  ]);
+  assert.deepEqual(tool.blocks, [{ type: 'tool_result', callId: call.id, output: result.content, name: 'Bash' }]);
+  assert.match(String(result.content), /^hi\b/);
+  assert.deepEqual(answer.blocks, [{ type: 'text', text: `The command printed: ${String(result.content).trim()}` }]);
+  const [tx1, tx2] = (await apiGet(g, '/api/transactions?kind=HTTP&host=api.anthropic.test&limit=100')).items.map((t: any) => t.id).sort();
+  assert.deepEqual(conv.turns.map((t) => t.source), [[tx1], [tx1], [tx1], [tx2], [tx2]]);
+});
