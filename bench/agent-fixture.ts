@@ -24,19 +24,22 @@ export interface AgentFixture { client: string; how: string; exchanges: FixtureE
 /** Headers a replay must not copy: framing, compression and the connection are the replaying client's own. */
 export const HOP_HEADERS = new Set(['host', 'content-length', 'connection', 'keep-alive', 'transfer-encoding', 'accept-encoding', 'content-encoding']);
 
-async function main(): Promise<void> {
-  const { values: a } = parseArgs({ options: { api: { type: 'string' }, host: { type: 'string' }, client: { type: 'string' }, how: { type: 'string' }, out: { type: 'string' } } });
-  if (!a.api || !a.host || !a.out) throw new Error('usage: --api URL --host HOST --client NAME --how TEXT --out FILE');
-  const get = async (p: string) => { const r = await fetch(a.api + p); if (!r.ok) throw new Error(`${p}: ${r.status}`); return r.json() as Promise<any>; };
-  const list = (await get(`/api/transactions?kind=HTTP&host=${encodeURIComponent(a.host)}&limit=1000`)).items as any[];
+/** Writes the fixture of every POST greytap (API at `api`) captured to `host`; returns how many. */
+export async function saveFixture(api: string, host: string, client: string, how: string, out: string): Promise<number> {
+  const get = async (p: string) => { const r = await fetch(api + p); if (!r.ok) throw new Error(`${p}: ${r.status}`); return r.json() as Promise<any>; };
+  const list = (await get(`/api/transactions?kind=HTTP&host=${encodeURIComponent(host)}&limit=1000`)).items as any[];
   const exchanges: FixtureExchange[] = [];
   for (const t of list.filter((x) => x.method === 'POST').sort((x, y) => x.ts - y.ts)) {
     const full = await get(`/api/transactions/${t.id}`);
     exchanges.push({ method: full.method, path: full.path, reqHeaders: full.reqHeaders, reqBody: full.reqBody ?? '', status: full.status, respHeaders: full.respHeaders, respBody: full.respBody ?? '' });
   }
-  const fixture: AgentFixture = { client: a.client ?? '', how: a.how ?? '', exchanges };
-  writeFileSync(a.out, JSON.stringify(fixture, null, 1) + '\n');
-  console.log(`${exchanges.length} exchanges → ${a.out}`);
+  const fixture: AgentFixture = { client, how, exchanges };
+  writeFileSync(out, JSON.stringify(fixture, null, 1) + '\n');
+  return exchanges.length;
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) await main();
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const { values: a } = parseArgs({ options: { api: { type: 'string' }, host: { type: 'string' }, client: { type: 'string' }, how: { type: 'string' }, out: { type: 'string' } } });
+  if (!a.api || !a.host || !a.out) throw new Error('usage: --api URL --host HOST --client NAME --how TEXT --out FILE');
+  console.log(`${await saveFixture(a.api, a.host, a.client ?? '', a.how ?? '', a.out)} exchanges → ${a.out}`);
+}

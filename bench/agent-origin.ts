@@ -1,0 +1,209 @@
+// A fake model server for running REAL coding agents (codex, Claude Code) through greytap, offline:
+// HTTPS for api.openai.com and api.anthropic.com (greytap routes them here with --map and trusts
+// the certificate with --upstream-ca). It answers the OpenAI Responses API (POST /v1/responses as
+// SSE, and the WebSocket mode on the same path, permessage-deflate) and the Anthropic Messages API
+// (POST /v1/messages as SSE, or JSON when stream is false), event by event as the real servers do.
+//
+// The "model" is a fixed two-step script, decided from the request alone so that any number of
+// side requests work: while the conversation holds no tool result, it asks to run `echo hi` with
+// whichever shell tool the client offers; once it sees the result, it answers in text. Requests
+// that offer no shell tool (titles, summaries) get a short text answer.
+//
+// Every request and what was answered is appended to <dir>/origin.jsonl (bench/agents.sh prints it).
+//
+//   node dist/bench/agent-origin.js --dir DIR     → prints `port N` and writes DIR/upstream-ca.pem
+import https from 'node:https';
+import type net from 'node:net';
+import { appendFileSync, copyFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { loadOrCreateCA } from '../src/io/tls-intercept.js';
+
+/** the names greytap routes here, and 127.0.0.1 for clients run without the proxy */
+export const ORIGIN_HOSTS = ['api.openai.com', 'api.anthropic.com', 'chatgpt.com', '127.0.0.1'];
+export const TOOL_COMMAND = 'echo hi';
+
+type Sse = { event?: string; data: unknown }[];
+
+// ── the script ───────────────────────────────────────────────────────────────────────────────
+
+/** A Responses tool call for `echo hi` in the shape of the shell tool the request offers, if any. */
+function responsesShellCall(tools: unknown): { name: string; arguments: string } | undefined {
+  const names = new Set((Array.isArray(tools) ? tools : []).map((t: any) => t?.name).filter(Boolean));
+  if (names.has('exec_command')) return { name: 'exec_command', arguments: JSON.stringify({ cmd: TOOL_COMMAND }) };
+  if (names.has('shell_command')) return { name: 'shell_command', arguments: JSON.stringify({ command: TOOL_COMMAND }) };
+  if (names.has('shell')) return { name: 'shell', arguments: JSON.stringify({ command: ['bash', '-lc', TOOL_COMMAND] }) };
+  return undefined;
+}
+
+function responsesToolOutput(input: unknown): string | undefined {
+  if (!Array.isArray(input)) return undefined;
+  const out = input.find((i: any) => typeof i?.type === 'string' && i.type.endsWith('_call_output'));
+  if (!out) return undefined;
+  return typeof out.output === 'string' ? out.output : JSON.stringify(out.output);
+}
+
+let seq = 0;
+const nextId = () => `${Date.now().toString(36)}${(seq++).toString(36)}`;
+
+/** The Responses API events for one request body. */
+export function responsesEvents(body: any): Record<string, unknown>[] {
+  const n = nextId();
+  const model = typeof body?.model === 'string' ? body.model : 'gpt-5-codex';
+  const result = responsesToolOutput(body?.input);
+  const call = result === undefined ? responsesShellCall(body?.tools) : undefined;
+  const usage = { input_tokens: 120, input_tokens_details: { cached_tokens: 0 }, output_tokens: 12, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: 132 };
+  const resp = (status: string, output: unknown[] = [], u: unknown = null) => ({ id: `resp_${n}`, object: 'response', created_at: Math.floor(Date.now() / 1000), status, model, output, usage: u });
+  const evs: Record<string, unknown>[] = [
+    { type: 'response.created', response: resp('in_progress') },
+    { type: 'response.in_progress', response: resp('in_progress') },
+  ];
+  let item: Record<string, unknown>;
+  if (call) {
+    item = { id: `fc_${n}`, type: 'function_call', status: 'completed', arguments: call.arguments, call_id: `call_${n}`, name: call.name };
+    evs.push({ type: 'response.output_item.added', output_index: 0, item: { ...item, status: 'in_progress', arguments: '' } });
+    const half = Math.floor(call.arguments.length / 2);
+    for (const delta of [call.arguments.slice(0, half), call.arguments.slice(half)]) evs.push({ type: 'response.function_call_arguments.delta', item_id: item.id, output_index: 0, delta });
+    evs.push({ type: 'response.function_call_arguments.done', item_id: item.id, output_index: 0, arguments: call.arguments });
+  } else {
+    const text = result === undefined ? 'Hello from the fake model.' : `The command printed: ${result.trim().slice(0, 200)}`;
+    const part = { type: 'output_text', annotations: [], logprobs: [], text };
+    item = { id: `msg_${n}`, type: 'message', status: 'completed', role: 'assistant', content: [part] };
+    evs.push({ type: 'response.output_item.added', output_index: 0, item: { ...item, status: 'in_progress', content: [] } });
+    evs.push({ type: 'response.content_part.added', item_id: item.id, output_index: 0, content_index: 0, part: { ...part, text: '' } });
+    for (const delta of text.match(/.{1,8}/gs) ?? []) evs.push({ type: 'response.output_text.delta', item_id: item.id, output_index: 0, content_index: 0, delta, logprobs: [] });
+    evs.push({ type: 'response.output_text.done', item_id: item.id, output_index: 0, content_index: 0, text, logprobs: [] });
+    evs.push({ type: 'response.content_part.done', item_id: item.id, output_index: 0, content_index: 0, part });
+  }
+  evs.push({ type: 'response.output_item.done', output_index: 0, item });
+  evs.push({ type: 'response.completed', response: resp('completed', [item], usage) });
+  return evs.map((e, i) => ({ ...e, sequence_number: i }));
+}
+
+/** codex pre-warms a socket with `generate: false`: the server answers with a response that has no output. */
+function prewarmEvents(body: any): Record<string, unknown>[] {
+  const id = `resp_${nextId()}`;
+  const resp = (status: string) => ({ id, object: 'response', created_at: Math.floor(Date.now() / 1000), status, model: body?.model, output: [], usage: null });
+  return [{ type: 'response.created', response: resp('in_progress') }, { type: 'response.completed', response: resp('completed') }].map((e, i) => ({ ...e, sequence_number: i }));
+}
+
+/** The Anthropic Messages events for one request body (the first is message_start). */
+export function anthropicEvents(body: any): Record<string, unknown>[] {
+  const n = nextId();
+  const model = typeof body?.model === 'string' ? body.model : 'claude-sonnet-4-5';
+  const msgs: any[] = Array.isArray(body?.messages) ? body.messages : [];
+  const last = msgs[msgs.length - 1];
+  const result = Array.isArray(last?.content) ? last.content.find((b: any) => b?.type === 'tool_result') : undefined;
+  const hasResult = msgs.some((m) => Array.isArray(m?.content) && m.content.some((b: any) => b?.type === 'tool_result'));
+  const bash = (Array.isArray(body?.tools) ? body.tools : []).find((t: any) => t?.name === 'Bash');
+  const usage = { input_tokens: 120, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 1 };
+  const evs: Record<string, unknown>[] = [
+    { type: 'message_start', message: { id: `msg_${n}`, type: 'message', role: 'assistant', model, content: [], stop_reason: null, stop_sequence: null, usage } },
+  ];
+  let stop: string;
+  if (bash && !hasResult) {
+    const input = JSON.stringify({ command: TOOL_COMMAND, description: 'Print hi' });
+    evs.push({ type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
+    evs.push({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'I will run it.' } });
+    evs.push({ type: 'content_block_stop', index: 0 });
+    evs.push({ type: 'content_block_start', index: 1, content_block: { type: 'tool_use', id: `toolu_${n}`, name: 'Bash', input: {} } });
+    const half = Math.floor(input.length / 2);
+    for (const partial_json of [input.slice(0, half), input.slice(half)]) evs.push({ type: 'content_block_delta', index: 1, delta: { type: 'input_json_delta', partial_json } });
+    evs.push({ type: 'content_block_stop', index: 1 });
+    stop = 'tool_use';
+  } else {
+    const r = result ? (typeof result.content === 'string' ? result.content : JSON.stringify(result.content)) : undefined;
+    const text = r !== undefined ? `The command printed: ${r.trim().slice(0, 200)}` : 'Hello from the fake model.';
+    evs.push({ type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
+    for (const t of text.match(/.{1,8}/gs) ?? []) evs.push({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: t } });
+    evs.push({ type: 'content_block_stop', index: 0 });
+    stop = 'end_turn';
+  }
+  evs.push({ type: 'message_delta', delta: { stop_reason: stop, stop_sequence: null }, usage: { output_tokens: 14 } });
+  evs.push({ type: 'message_stop' });
+  return evs;
+}
+
+/** The non-streamed Anthropic Message the same events describe. */
+function anthropicMessage(evs: Record<string, any>[]): Record<string, unknown> {
+  const msg = { ...evs[0].message, content: [] as any[] };
+  const json: string[] = [];
+  for (const e of evs) {
+    if (e.type === 'content_block_start') { msg.content[e.index] = { ...e.content_block }; json[e.index] = ''; }
+    if (e.type === 'content_block_delta' && e.delta.type === 'text_delta') msg.content[e.index].text += e.delta.text;
+    if (e.type === 'content_block_delta' && e.delta.type === 'input_json_delta') json[e.index] += e.delta.partial_json;
+    if (e.type === 'content_block_stop' && msg.content[e.index].type === 'tool_use') msg.content[e.index].input = JSON.parse(json[e.index] || '{}');
+    if (e.type === 'message_delta') { msg.stop_reason = e.delta.stop_reason; msg.usage = { ...msg.usage, ...e.usage }; }
+  }
+  return msg;
+}
+
+// ── the server ───────────────────────────────────────────────────────────────────────────────
+
+export async function startAgentOrigin(dir: string): Promise<{ port: number; caPath: string; close(): Promise<void> }> {
+  mkdirSync(dir, { recursive: true });
+  const ca = loadOrCreateCA(join(dir, 'origin-ca'), { commonName: 'greytap agents bench origin CA', cacheSize: 4 });
+  const caPath = join(dir, 'upstream-ca.pem');
+  copyFileSync(ca.caCertPath, caPath);
+  const logPath = join(dir, 'origin.jsonl');
+  const log = (o: Record<string, unknown>) => appendFileSync(logPath, JSON.stringify({ t: new Date().toISOString(), ...o }) + '\n');
+
+  const server = https.createServer(ca.issueLeaf(ORIGIN_HOSTS), async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const raw = Buffer.concat(chunks).toString('utf8');
+    let body: any;
+    try { body = JSON.parse(raw); } catch { body = undefined; }
+    const path = (req.url ?? '/').split('?')[0];
+    const entry: Record<string, unknown> = { method: req.method, host: req.headers.host, url: req.url, headers: req.headers, body: body ?? raw };
+    const sse = (events: Sse) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-request-id': `req_${nextId()}` });
+      for (const e of events) res.write(`${e.event ? `event: ${e.event}\n` : ''}data: ${JSON.stringify(e.data)}\n\n`);
+      res.end();
+    };
+    if (req.method === 'POST' && path === '/v1/responses') {
+      const evs = responsesEvents(body);
+      log({ ...entry, answered: evs });
+      return sse(evs.map((data) => ({ event: String(data.type), data })));
+    }
+    if (req.method === 'POST' && path === '/v1/messages') {
+      const evs = anthropicEvents(body);
+      log({ ...entry, answered: evs });
+      if (body?.stream) return sse(evs.map((data) => ({ event: String(data.type), data })));
+      const text = JSON.stringify(anthropicMessage(evs));
+      return void res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
+    }
+    log({ ...entry, answered: 404 });
+    res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":{"type":"not_found_error","message":"not found"}}');
+  });
+
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: { threshold: 0 }, maxPayload: 64 << 20 });
+  server.on('upgrade', (req, socket, head) => {
+    const path = (req.url ?? '/').split('?')[0];
+    log({ method: 'GET', upgrade: 'websocket', host: req.headers.host, url: req.url, headers: req.headers });
+    if (path !== '/v1/responses') return socket.destroy();
+    wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+      let chain = Promise.resolve();
+      ws.on('message', (data, isBinary) => {
+        if (isBinary) return;
+        const body = JSON.parse(data.toString());
+        chain = chain.then(async () => {
+          const evs = body.generate === false ? prewarmEvents(body) : responsesEvents(body);
+          log({ ws: true, url: req.url, body, answered: evs });
+          for (const e of evs) await new Promise<void>((r) => ws.send(JSON.stringify(e), () => r()));
+        }).catch(() => {});
+      });
+      ws.on('error', () => {});
+    });
+  });
+  const port = await new Promise<number>((r) => server.listen(0, '127.0.0.1', () => r((server.address() as net.AddressInfo).port)));
+  return { port, caPath, close: () => new Promise<void>((r) => { for (const c of wss.clients) c.terminate(); server.closeAllConnections(); server.close(() => r()); }) };
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const i = process.argv.indexOf('--dir');
+  const dir = i > 0 ? process.argv[i + 1] : '/tmp/agents-origin';
+  const o = await startAgentOrigin(dir);
+  console.log(`port ${o.port}`);
+  console.log(`upstream-ca ${o.caPath}`);
+}

@@ -1,0 +1,147 @@
+// Real coding agents through greytap, end to end, offline (run by bench/agents.sh, which installs
+// the clients). Starts bench/agent-origin.ts (the fake OpenAI/Anthropic APIs) and `greytap serve`
+// routing api.openai.com, api.anthropic.com and chatgpt.com to it, then runs each client once
+// through the proxy and once straight to the origin, and prints what greytap captured: the
+// transactions, the conversations (roles and the start of each block), and whether a credential
+// got into the store.
+//
+//   node dist/bench/agents.js --bin DIR/node_modules/.bin [--dir SCRATCH] [--fixtures DIR]
+//
+// --fixtures DIR: also save the LLM exchanges greytap captured as replay fixtures
+// (bench/agent-fixture.ts's format, for test/conversations/real-clients.test.ts).
+import { spawn } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { installExitHandlers, spawnChild, stopChild } from './children.js';
+import { startAgentOrigin } from './agent-origin.js';
+import { saveFixture } from './agent-fixture.js';
+
+const API_KEY_OPENAI = 'sk-test-agents-0123456789abcdef';
+const API_KEY_ANTHROPIC = 'sk-ant-test-agents-0123456789abcdef';
+const PROMPT = 'Run echo hi and tell me what it printed';
+const GREYTAP = fileURLToPath(new URL('../../bin/greytap.js', import.meta.url));
+
+interface Run { name: string; cmd: string; args: string[]; env: NodeJS.ProcessEnv }
+
+/** Runs a client to its end with stdin closed (codex exec reads a piped stdin into the prompt). */
+function run(r: Run, cwd: string, timeoutMs = 180_000): Promise<{ code: number; out: string }> {
+  return new Promise((res) => {
+    const p = spawn(r.cmd, r.args, { cwd, env: r.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (b: Buffer) => { out += b; });
+    p.stderr.on('data', (b: Buffer) => { out += b; });
+    const t = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+    p.on('error', (e) => { out += `\n${e.message}\n`; });
+    p.on('close', (code, sig) => { clearTimeout(t); res({ code: code ?? (sig ? 128 : 1), out }); });
+  });
+}
+
+/** The clients, configured for a proxy (or none) and a CA file. */
+function clients(bin: string, home: string, base: { openai: string; anthropic: string }, proxy: string | undefined, ca: string): Run[] {
+  const quiet = { DISABLE_TELEMETRY: '1', DISABLE_ERROR_REPORTING: '1', DISABLE_AUTOUPDATER: '1', CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1' };
+  const via = proxy ? { HTTPS_PROXY: proxy, https_proxy: proxy, HTTP_PROXY: proxy, NO_PROXY: '', no_proxy: '' } : {};
+  const env = { PATH: process.env.PATH, HOME: process.env.HOME, TERM: 'dumb', ...via, ...quiet };
+  mkdirSync(join(home, 'codex'), { recursive: true }); // codex refuses a CODEX_HOME that does not exist
+  const codexEnv = { ...env, CODEX_HOME: join(home, 'codex'), OPENAI_API_KEY: API_KEY_OPENAI, CODEX_CA_CERTIFICATE: ca };
+  const codexArgs = ['exec', '--skip-git-repo-check', '-s', 'workspace-write', '-m', 'gpt-5-codex'];
+  // a provider of our own: codex's built-in one insists on api.openai.com, and it speaks HTTP+SSE (the built-in one WebSocket)
+  const plain = ['-c', 'model_provider=plain', '-c', `model_providers.plain={name="plain",base_url="${base.openai}/v1",env_key="OPENAI_API_KEY",wire_api="responses"}`];
+  const claudeEnv = { ...env, CLAUDE_CONFIG_DIR: join(home, 'claude'), ANTHROPIC_API_KEY: API_KEY_ANTHROPIC, ANTHROPIC_BASE_URL: base.anthropic, NODE_EXTRA_CA_CERTS: ca };
+  const out: Run[] = [];
+  if (proxy) out.push({ name: 'codex (WebSocket, built-in openai provider)', cmd: join(bin, 'codex'), args: [...codexArgs, PROMPT], env: codexEnv });
+  out.push({ name: 'codex (HTTP+SSE, custom provider)', cmd: join(bin, 'codex'), args: [...codexArgs, ...plain, PROMPT], env: codexEnv });
+  out.push({ name: 'claude -p', cmd: join(bin, 'claude'), args: ['-p', PROMPT, '--allowedTools', 'Bash', '--model', 'claude-sonnet-4-5'], env: claudeEnv });
+  return out;
+}
+
+async function get(api: string, path: string): Promise<any> {
+  const r = await fetch(api + path);
+  if (!r.ok) throw new Error(`${path}: ${r.status}`);
+  return r.json();
+}
+
+const short = (s: unknown, n = 70) => JSON.stringify(typeof s === 'string' ? s : s ?? null).slice(0, n);
+
+async function main(): Promise<void> {
+  const { values: a } = parseArgs({ options: { bin: { type: 'string' }, dir: { type: 'string' }, fixtures: { type: 'string' } } });
+  if (!a.bin) throw new Error('usage: --bin DIR/node_modules/.bin [--dir SCRATCH] [--fixtures DIR]');
+  const bin = resolve(a.bin);
+  const dir = resolve(a.dir ?? '/tmp/greytap-agents-run');
+  rmSync(dir, { recursive: true, force: true });
+  const work = join(dir, 'work');
+  mkdirSync(work, { recursive: true });
+  installExitHandlers();
+
+  const origin = await startAgentOrigin(join(dir, 'origin'));
+  const direct = `https://127.0.0.1:${origin.port}`;
+  console.log(`fake origin https://127.0.0.1:${origin.port} (log: ${join(dir, 'origin', 'origin.jsonl')})`);
+
+  // Without the proxy: the client talks to the origin directly (by IP), trusting the origin's CA.
+  const plainOut = new Map<string, string>();
+  for (const r of clients(bin, join(dir, 'home-direct'), { openai: direct, anthropic: direct }, undefined, origin.caPath)) {
+    const res = await run(r, work);
+    plainOut.set(r.name, res.out);
+    console.log(`direct  ${r.name}: exit ${res.code}, ${/\bhi\b/.test(res.out) ? 'answer mentions "hi"' : 'NO "hi" in the output'}`);
+  }
+
+  const data = join(dir, 'data');
+  const maps = ['api.openai.com', 'api.anthropic.com', 'chatgpt.com'].flatMap((h) => ['--map', `${h}:443=127.0.0.1:${origin.port}`]);
+  const g = spawnChild(process.execPath, [GREYTAP, 'serve', '--data-dir', data, '--http-proxy', '127.0.0.1:0', '--socks', 'off', '--api', '127.0.0.1:0', '--workers', '1', '--upstream-ca', origin.caPath, ...maps]);
+  const banner = await new Promise<string>((res, rej) => {
+    let text = '';
+    g.proc.stdout!.on('data', (b: Buffer) => { text += b; if (/api http:\/\/\S+/.test(text)) res(text); });
+    g.proc.once('exit', () => rej(new Error(`greytap exited: ${g.tail()}`)));
+  });
+  const proxy = 'http://' + /http-proxy (\S+)/.exec(banner)![1];
+  const api = /api (http:\/\/[^/\s]+)/.exec(banner)![1];
+  const ca = join(data, 'ca', 'greytap-ca.pem');
+  console.log(`greytap proxy ${proxy}, api ${api}, CA ${ca}\n`);
+
+  for (const r of clients(bin, join(dir, 'home'), { openai: 'https://api.openai.com', anthropic: 'https://api.anthropic.com' }, proxy, ca)) {
+    const res = await run(r, work);
+    writeFileSync(join(dir, `${r.name.split(' ')[0]}-${r.name.includes('WebSocket') ? 'ws' : 'http'}.out`), res.out);
+    const same = plainOut.has(r.name) ? (/\bhi\b/.test(res.out) === /\bhi\b/.test(plainOut.get(r.name)!) ? 'same outcome as direct' : 'DIFFERS from direct') : '';
+    console.log(`proxied ${r.name}: exit ${res.code}, ${/\bhi\b/.test(res.out) ? 'answer mentions "hi"' : 'NO "hi" in the output'} ${same}`);
+  }
+
+  await new Promise((r) => setTimeout(r, 1500)); // captures of the last exchanges settle
+  const txs = (await get(api, '/api/transactions?limit=1000')).items as any[];
+  console.log(`\n== transactions (${txs.length})`);
+  const counts = new Map<string, number>();
+  for (const t of txs) {
+    const k = t.kind === 'HTTP' ? `HTTP ${t.method} ${t.host}${t.path.split('?')[0]} → ${t.status ?? '-'}${t.error ? ` error ${t.error.code}` : ''}` : `${t.kind} ${t.host}${t.path}${t.error ? ` error ${t.error.code}` : ''}`;
+    counts.set(k, (counts.get(k) ?? 0) + 1);
+  }
+  for (const [k, n] of counts) console.log(`  ${String(n).padStart(3)} × ${k}`);
+
+  const convs = (await get(api, '/api/conversations?limit=100')).items as any[];
+  console.log(`\n== conversations (${convs.length})`);
+  for (const c of convs) {
+    console.log(`  ${c.id} client=${c.client} provider=${c.provider} model=${c.model} key=${c.key}${c.incomplete ? ` incomplete=${c.incomplete}` : ''}`);
+    c.turns.forEach((t: any, i: number) => {
+      const blocks = t.blocks.map((b: any) => `${b.type}${b.scaffolding ? '(scaffolding)' : ''}${b.name ? ` ${b.name}` : ''} ${short(b.text ?? b.arguments ?? b.output)}`);
+      console.log(`    ${String(i).padStart(2)} ${t.role.padEnd(9)} ${blocks.join(' | ')}`);
+    });
+  }
+
+  if (a.fixtures) {
+    mkdirSync(a.fixtures, { recursive: true });
+    for (const [host, name] of [['api.anthropic.com', 'claude-code'], ['api.openai.com', 'codex-http']]) {
+      const n = await saveFixture(api, host, name, `bench/agents.ts: "${PROMPT}" against bench/agent-origin.ts`, join(a.fixtures, `${name}.json`));
+      console.log(`fixture ${join(a.fixtures, `${name}.json`)}: ${n} exchanges`);
+    }
+  }
+
+  await stopChild(g);
+  const exported = await run({ name: 'export', cmd: process.execPath, args: [GREYTAP, 'export', '--data-dir', data, '--format', 'jsonl'], env: process.env }, work);
+  const leaks = [API_KEY_OPENAI, API_KEY_ANTHROPIC].filter((k) => exported.out.includes(k));
+  console.log(`\n== credentials in the export: ${leaks.length ? `LEAKED ${leaks.join(', ')}` : 'none (API keys redacted)'}`);
+
+  await origin.close();
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });
+}
