@@ -1,6 +1,7 @@
 // Saves what greytap captured of a real agent's HTTP calls to one host as a replay fixture for
 // test/conversations/real-clients.test.ts: each POST's request and response as greytap stored them
-// (headers already redacted by greytap: authorization, x-api-key, cookies), oldest first.
+// (headers already redacted by greytap: authorization, x-api-key, cookies), oldest first, the
+// request bodies' long texts cut (elide).
 //
 //   node dist/bench/agent-fixture.js --api http://127.0.0.1:PORT --host api.anthropic.com \
 //        --client "claude-code 2.1.197" --how "what the client was asked to do" --out FILE.json
@@ -24,6 +25,27 @@ export interface AgentFixture { client: string; how: string; exchanges: FixtureE
 /** Headers a replay must not copy: framing, compression and the connection are the replaying client's own. */
 export const HOP_HEADERS = new Set(['host', 'content-length', 'connection', 'keep-alive', 'transfer-encoding', 'accept-encoding', 'content-encoding']);
 
+/** Texts longer than this are cut in a saved fixture (see elide). */
+const KEEP_CHARS = 160;
+
+/**
+ * A request body with the client's own long texts cut: its system prompt, tool descriptions and
+ * injected reminders are the vendor's text, not ours to ship, and no test needs more than their
+ * start (a text cut the same way in every request still matches across them). JSON structure,
+ * short texts (prompts, tool calls, results, the billing header) and every key are kept.
+ */
+export function elide(value: unknown): unknown {
+  if (typeof value === 'string') return value.length > KEEP_CHARS ? `${value.slice(0, KEEP_CHARS)}[… ${value.length - KEEP_CHARS} characters left out of the fixture]` : value;
+  if (Array.isArray(value)) return value.map(elide);
+  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, elide(v)]));
+  return value;
+}
+
+/** The body as JSON text with its long strings elided; a body that is not JSON as it is. */
+function elideBody(body: string): string {
+  try { return JSON.stringify(elide(JSON.parse(body))); } catch { return body; }
+}
+
 /** Writes the fixture of every POST greytap (API at `api`) captured to `host`; returns how many. */
 export async function saveFixture(api: string, host: string, client: string, how: string, out: string): Promise<number> {
   const get = async (p: string) => { const r = await fetch(api + p); if (!r.ok) throw new Error(`${p}: ${r.status}`); return r.json() as Promise<any>; };
@@ -31,7 +53,7 @@ export async function saveFixture(api: string, host: string, client: string, how
   const exchanges: FixtureExchange[] = [];
   for (const t of list.filter((x) => x.method === 'POST').sort((x, y) => x.ts - y.ts)) {
     const full = await get(`/api/transactions/${t.id}`);
-    exchanges.push({ method: full.method, path: full.path, reqHeaders: full.reqHeaders, reqBody: full.reqBody ?? '', status: full.status, respHeaders: full.respHeaders, respBody: full.respBody ?? '' });
+    exchanges.push({ method: full.method, path: full.path, reqHeaders: full.reqHeaders, reqBody: elideBody(full.reqBody ?? ''), status: full.status, respHeaders: full.respHeaders, respBody: full.respBody ?? '' });
   }
   const fixture: AgentFixture = { client, how, exchanges };
   writeFileSync(out, JSON.stringify(fixture, null, 1) + '\n');

@@ -7,8 +7,9 @@
 #
 #   bash bench/agents.sh [SCRATCH_DIR] [-- --fixtures DIR]
 #
-# Offline: no request leaves the machine (greytap maps the API hosts to the fake origin; whatever
-# else a client tries fails to connect). Telemetry and update checks are switched off by env.
+# The model APIs never leave the machine: greytap maps api.openai.com, api.anthropic.com and
+# chatgpt.com to the fake origin. Telemetry and update checks are switched off by env; anything
+# else a client still tries goes where it asks (and fails harmlessly on a machine with no route).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 scratch="${1:-/tmp/greytap-agents}"
