@@ -91,7 +91,9 @@ export interface AssembleOptions {
 // from this worker's memory or the store (the state's seq marks say what was folded). Milestones
 // (requests, response.created/done/completed/failed, close) are always assembled, and a trailing
 // timer catches the last skipped batch of a burst.
-const trailingWsAssembly = new Map<string, NodeJS.Timeout>();
+const trailingWsAssembly = new Map<string, { timer: NodeJS.Timeout; run: () => void }>();
+/** trailing assemblies started and not yet finished */
+const trailingRunning = new Set<Promise<unknown>>();
 const DELTA_EVENT = /"type"\s*:\s*"[a-z_.]*delta"/;
 const CREATE_REQUEST = /"type"\s*:\s*"response\.create"/;
 
@@ -135,14 +137,30 @@ function throttled(store: Store, conn: string, list: WsMessageRecord[]): boolean
   const now = performance.now();
   if (!list.every((r) => isDelta(r) || isInert(r)) || assemblyDueIn(conn, now) <= 0) return false;
   if (!trailingWsAssembly.has(conn)) {
-    const t = setTimeout(() => {
+    const run = () => {
       trailingWsAssembly.delete(conn);
-      pacedAssembly(conn, () => assembleWs(store, conn, [], {}, () => {})).catch(() => { /* the next batch or the connection end folds it */ });
-    }, Math.max(1, assemblyDueIn(conn, now)));
-    t.unref();
-    trailingWsAssembly.set(conn, t);
+      const p = pacedAssembly(conn, () => assembleWs(store, conn, [], {}, () => {})).catch(() => { /* the next batch or the connection end folds it */ });
+      trailingRunning.add(p);
+      void p.finally(() => trailingRunning.delete(p));
+    };
+    const timer = setTimeout(run, Math.max(1, assemblyDueIn(conn, now)));
+    timer.unref();
+    trailingWsAssembly.set(conn, { timer, run });
   }
   return true;
+}
+
+/**
+ * Runs the trailing assemblies now instead of at their timers, and resolves when every one this
+ * thread started has finished: the pool is closing (capture-worker exit, worker.ts), and a worker
+ * must not be terminated while one of them is inside a write transaction.
+ */
+export async function finishTrailingAssemblies(): Promise<void> {
+  for (const { timer, run } of [...trailingWsAssembly.values()]) {
+    clearTimeout(timer);
+    run();
+  }
+  await Promise.all(trailingRunning);
 }
 
 /** Runs an assembly of `conn` and notes its cost for the pacing. */

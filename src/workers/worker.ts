@@ -2,6 +2,7 @@
 // store is opened once per worker thread; nothing else survives between tasks but caches (a
 // direction's DEFLATE window is the lane's shared buffer, named by the task).
 import { setPriority } from 'node:os';
+import { BroadcastChannel, threadId } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { openStore } from '../store/lmdb.js';
 import { redactPath } from '../store/redact.js';
@@ -9,10 +10,11 @@ import { adoptIdBuffer, nextId } from '../store/ids.js';
 import { decodeWsBatch } from './decode-ws.js';
 import { RECYCLE_MIN } from '../io/capture-buffer.js';
 import { httpRecord } from './decode-http.js';
-import { assembleRecords, connectionEnded, setDissectRules } from './assemble.js';
+import { assembleRecords, connectionEnded, finishTrailingAssemblies, setDissectRules } from './assemble.js';
 import type { CaptureTask, MultiTask, WsBatchResult } from './tasks.js';
 import type { MetricDeltas } from '../metrics.js';
 import type { Store } from '../store/store.js';
+import { StoreError } from '../store/lmdb.js';
 import type { TransactionRecord } from '../records.js';
 import type { DissectRule } from './dissect/index.js';
 
@@ -25,6 +27,8 @@ export interface WorkerData {
   nice?: number;
   /** --dissect-rules, loaded and checked by serve */
   dissectRules?: DissectRule[];
+  /** the pool's close handshake (CapturePool.closeWorkers): channel name, and a flag set before it is used */
+  close?: { channel: string; flag: SharedArrayBuffer };
 }
 
 /** What every task returns to the pool (WsBatchResult fields are present for 'ws' tasks). */
@@ -51,9 +55,32 @@ if (wd?.nice) {
 if (wd?.idBuffer) adoptIdBuffer(wd.idBuffer);
 if (wd?.dissectRules) setDissectRules(wd.dissectRules);
 let store: Store | undefined;
+let closing: Promise<void> | undefined;
 
 function theStore(): Store {
+  if (closing) throw new StoreError('the capture pool is closing');
   return (store ??= openStore(wd.dataDir));
+}
+
+// Piscina ends its workers with terminate(), which stops JavaScript wherever it is. Stopped inside a
+// transactionSync callback, lmdb-js's exit hook (EnvWrap::cleanupStrayTxns, lmdb 3.5.6) waits for
+// the writer lock its own thread holds: the thread never exits and piscina.destroy() never resolves.
+// Work can run here after every task settled (the trailing WebSocket assemblies), so before
+// destroying, the pool asks each worker to finish that work and close the store, and waits.
+if (wd?.close) {
+  const ch = new BroadcastChannel(wd.close.channel);
+  ch.unref();
+  const close = () => {
+    closing ??= (async () => {
+      await finishTrailingAssemblies();
+      const s = store;
+      store = undefined;
+      await s?.close();
+    })().catch(() => { /* closed as far as it goes: nothing is left to write */ }).then(() => ch.postMessage({ closed: threadId }));
+  };
+  ch.onmessage = (e) => { if (e.data === 'close') close(); };
+  // started after the request was sent: close at once (the flag is set before sending)
+  if (Atomics.load(new Int32Array(wd.close.flag), 0)) close();
 }
 
 function add(into: MetricDeltas, from: MetricDeltas | undefined): void {

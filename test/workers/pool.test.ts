@@ -647,3 +647,40 @@ test('a worker crash on a batch of exchanges: each is recorded as worker_error w
   assert.equal(await metricValue('greytap_capture_dropped_total', { reason: 'worker_error' }), before + 3);
   await pool.close();
 });
+
+test('close() while a worker is inside a write transaction after its tasks settled (a trailing assembly): it waits for the transaction, the worker exits, close() resolves', async () => {
+  // The worker starts a 1.5 s conversation update (transactionSync) from a timer once the task that
+  // armed it has returned, as the trailing WebSocket assembly does, and says so on a channel. close()
+  // is called while that transaction is open. Terminated there, lmdb-js's exit hook waited forever
+  // for the writer lock its own thread held (lmdb 3.5.6), so piscina.destroy() never resolved.
+  const store = new URL('../../src/store/lmdb.js', import.meta.url).href;
+  const { pool } = wrappedPool(`if (items(task).some((i) => i.type === 'conn' && i.record.id === 'conn-hold-txn')) setTimeout(async () => {
+    const { workerData } = await import('node:worker_threads');
+    const { openStore } = await import(${JSON.stringify(store)});
+    const s = openStore(workerData.dataDir);
+    await s.updateConversation('test:hold', () => {
+      new BroadcastChannel('greytap-test-hold-txn').postMessage('in');
+      const t = Date.now();
+      while (Date.now() - t < 1500);
+      return undefined;
+    });
+    await s.close();
+  }, 10);`);
+  const inTxn = new BroadcastChannel('greytap-test-hold-txn');
+  const entered = new Promise((r) => (inTxn.onmessage = r));
+  const now = Date.now();
+  pool.connection({ id: 'conn-hold-txn', ts: now, listener: 'http', clientAddr: '127.0.0.1:1', host: 'api.test', port: 443, intercepted: true, mode: 'intercept', bytesUp: 0, bytesDown: 0, startTs: now });
+  await pool.drain();
+  await entered;
+  inTxn.close();
+  const t0 = performance.now();
+  let timer: NodeJS.Timeout | undefined;
+  const outcome = await Promise.race([
+    pool.close().then(() => 'closed'),
+    new Promise((r) => { timer = setTimeout(() => r('hung'), 10_000); }),
+  ]);
+  clearTimeout(timer);
+  // (On failure this process cannot exit either: Node waits for the stuck worker thread.)
+  assert.equal(outcome, 'closed', 'close() did not resolve: a worker never exited');
+  assert.ok(performance.now() - t0 < 5_000);
+});
