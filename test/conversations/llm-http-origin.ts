@@ -9,6 +9,7 @@ import https from 'node:https';
 import tls from 'node:tls';
 import type http from 'node:http';
 import type net from 'node:net';
+import { decompress as zstdDecompress } from 'fzstd';
 import type { TestPki } from '../helpers/test-ca.js';
 import { connectTunnel, type Greytap } from '../helpers/harness.js';
 
@@ -43,7 +44,10 @@ export async function startLlmHttpOrigin(pki: TestPki): Promise<LlmHttpOrigin> {
     const path = (req.url ?? '/').split('?')[0];
     const key = `${host} ${path}`;
     let body: any;
-    try { body = JSON.parse(Buffer.concat(chunks).toString('utf8')); } catch { body = undefined; }
+    // codex signed in with ChatGPT sends its request bodies zstd-coded, which the real backend undoes
+    const raw = Buffer.concat(chunks);
+    const text = req.headers['content-encoding'] === 'zstd' ? Buffer.from(zstdDecompress(raw)).toString('utf8') : raw.toString('utf8');
+    try { body = JSON.parse(text); } catch { body = undefined; }
     (received.get(key) ?? received.set(key, []).get(key)!).push(body);
     const script = scripts.get(key);
     if (req.method !== 'POST' || !script) { res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":{"message":"not found"}}'); return; }
@@ -81,13 +85,13 @@ export interface PostResult { status: number; headers: http.IncomingHttpHeaders;
 
 /**
  * POSTs JSON to https://host/path through greytap's CONNECT tunnel: `body` is serialised, or sent
- * as it is when it is already JSON text (a recorded request). `abortWhen`: destroys the
+ * as it is when it is already JSON text (a recorded request) or bytes (a coded body). `abortWhen`: destroys the
  * socket as soon as the response text read so far satisfies it (a client giving up mid-stream).
  */
 export async function postJson(g: Greytap, host: string, path: string, body: unknown, headers: Record<string, string>, abortWhen?: (text: string) => boolean): Promise<PostResult> {
   const raw = await connectTunnel(g.httpProxy, `${host}:443`);
   const ca = await (await fetch(g.api + '/ca.pem')).text();
-  const payload = typeof body === 'string' ? body : JSON.stringify(body);
+  const payload = Buffer.isBuffer(body) || typeof body === 'string' ? body : JSON.stringify(body);
   return new Promise<PostResult>((resolve, reject) => {
     const sock = tls.connect({ socket: raw, servername: host, ca, ALPNProtocols: ['http/1.1'] });
     const req = https.request({

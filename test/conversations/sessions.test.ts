@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { isDeepStrictEqual } from 'node:util';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { makeTestPki } from '../helpers/test-ca.js';
 import { startGreytap, apiGet, waitFor, type Greytap } from '../helpers/harness.js';
@@ -460,6 +460,54 @@ test('Claude Code: the client destroys its socket mid-SSE → last turn incomple
 });
 
 // ── Chat Completions with parallel tool calls ────────────────────────────────────────────────
+
+test('codex signed in with ChatGPT: zstd-coded request bodies over HTTP (backend-api/codex/responses) → one conversation, turns decoded', async () => {
+  const session = '0199c2aa-7e51-7d40-b0a4-5f2f3e9d1c77';
+  const headers = { originator: 'codex_cli_rs', 'user-agent': 'codex_cli_rs/0.171.0', 'content-encoding': 'zstd' };
+  const call = { type: 'function_call', call_id: 'call_zs1', name: 'shell', arguments: '{"command":["echo","hi"]}' };
+  const result = { type: 'function_call_output', call_id: 'call_zs1', output: 'hi\n' };
+  const input1 = [developerMsg('<permissions instructions>sandbox: workspace-write</permissions instructions>'), userMsg('Run echo hi and tell me what it printed')];
+  const input2 = [...input1, call, result];
+  const sse = (id: string, item: Record<string, unknown>) => ({ sse: [
+    { event: 'response.created', data: { type: 'response.created', response: { id, status: 'in_progress', output: [] } } },
+    { event: 'response.output_item.added', data: { type: 'response.output_item.added', output_index: 0, item } },
+    { event: 'response.output_item.done', data: { type: 'response.output_item.done', output_index: 0, item } },
+    { event: 'response.completed', data: { type: 'response.completed', response: { id, status: 'completed', model: 'gpt-5-codex', output: [item], usage: { input_tokens: 900, output_tokens: 12, total_tokens: 912 } } } },
+  ] });
+  llm.scripts.set('llm.local.test /backend-api/codex/responses', ({ body }) => (body.input.length === 2
+    ? sse('resp_zs1', { id: 'fc_zs1', status: 'completed', ...call })
+    : sse('resp_zs2', { id: 'msg_zs2', type: 'message', role: 'assistant', status: 'completed', content: [{ type: 'output_text', text: 'It printed: hi' }] })));
+  const zstd = (body: unknown) => execFileSync('zstd', ['-q', '-c', '-3'], { input: JSON.stringify(body) });
+  for (const input of [input1, input2]) {
+    const req = { model: 'gpt-5-codex', instructions: CODEX_INSTRUCTIONS, input, tools: [], stream: true, prompt_cache_key: session };
+    const r = await postJson(g, 'llm.local.test', '/backend-api/codex/responses', zstd(req), headers);
+    assert.equal(r.status, 200);
+  }
+  assert.deepEqual(llm.received.get('llm.local.test /backend-api/codex/responses')!.map((b) => b.input.length), [2, 4], 'the origin read the coded bodies');
+
+  const conv = await waitFor(async () => {
+    await g.drain();
+    const c = await apiGet<Conversation>(g, `/api/conversations/${conversationId(`openai-responses:${session}`)}`).catch(() => undefined);
+    return c && c.turns.some((t) => t.role === 'assistant' && t.blocks.some((b) => b.type === 'text')) ? c : undefined;
+  }, 'the zstd session\'s conversation');
+  assert.equal(conv.client, 'codex');
+  assert.equal(conv.model, 'gpt-5-codex');
+  const blocks = conv.turns.flatMap((t) => t.blocks.map((b) => [t.role, b.type, b.type === 'text' ? b.text : b.type === 'tool_call' ? b.name : b.type === 'tool_result' ? b.output : '']));
+  assert.deepEqual(blocks, [
+    ['system', 'text', CODEX_INSTRUCTIONS],
+    ['developer', 'text', '<permissions instructions>sandbox: workspace-write</permissions instructions>'],
+    ['user', 'text', 'Run echo hi and tell me what it printed'],
+    ['assistant', 'tool_call', 'shell'],
+    ['tool', 'tool_result', 'hi\n'],
+    ['assistant', 'text', 'It printed: hi'],
+  ]);
+  const txs = (await apiGet(g, '/api/transactions?kind=HTTP&host=llm.local.test&limit=1000')).items.filter((t: any) => t.path === '/backend-api/codex/responses');
+  for (const t of txs) {
+    const full = await apiGet(g, `/api/transactions/${t.id}`);
+    assert.equal(full.error, undefined);
+    assert.equal(JSON.parse(full.reqBody).prompt_cache_key, session, 'stored decoded');
+  }
+});
 
 test('chat completions: a stream with 2 parallel tool calls (arguments in pieces by index), then the tool results → both calls paired', async () => {
   const model = 'qwen3-coder-30b';
