@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import zlib from 'node:zlib';
 import { Piscina } from 'piscina';
+import { closeHandshake, closeWorkers } from '../src/workers/worker-close.js';
 import { messagePool } from './payload.js';
 import { median } from './latency.js';
 import { benchArgs } from './args.js';
@@ -146,10 +147,15 @@ function verify(dataDir: string, ls: Lane[]): number {
 
 interface Sample { cpuUs: number; wallMs: number }
 
+const worker = new URL('../src/workers/worker.js', import.meta.url).pathname;
+const sink = new URL('./capture-sink.js', import.meta.url).pathname;
+
 async function runOnce(filename: string, work: Post[], dataDir: string): Promise<Sample> {
+  const close = closeHandshake();
   const p = new Piscina({
     filename, minThreads: 1, maxThreads: 1,
-    workerData: { dataDir, idBuffer: idSharedBuffer(), redactHeaders: [], maxBody: 16 << 20 } satisfies WorkerData,
+    atomics: 'async', // as the pool: an idle worker's event loop turns (its timers, the close handshake)
+    workerData: { dataDir, idBuffer: idSharedBuffer(), redactHeaders: [], maxBody: 16 << 20, close } satisfies WorkerData,
   });
   // warm: the worker's first batches compile and open the store
   const post = ({ task, transfer }: Post) => p.run(task, { transferList: transfer as never });
@@ -160,12 +166,11 @@ async function runOnce(filename: string, work: Post[], dataDir: string): Promise
   for (const t of work.slice(1)) await post(t);
   const wallMs = performance.now() - t0;
   const c = process.cpuUsage(c0);
+  if (filename === worker) await closeWorkers(p, close); // (the sink has no store to close, and no answer)
   await p.destroy();
   return { cpuUs: (c.user + c.system) / messages, wallMs };
 }
 
-const worker = new URL('../src/workers/worker.js', import.meta.url).pathname;
-const sink = new URL('./capture-sink.js', import.meta.url).pathname;
 const result: { capture: Sample[]; receiveOnly: Sample[]; verifiedRecords: number } = { capture: [], receiveOnly: [], verifiedRecords: 0 };
 for (let r = 0; r < ROUNDS; r++) {
   for (const [name, file] of [['receiveOnly', sink], ['capture', worker]] as const) {

@@ -15,8 +15,8 @@
 // against a stalled pool cannot grow memory either. Total ≤ 1.125 × maxCaptureMemory plus one
 // message per connection.
 import { Piscina } from 'piscina';
-import { randomUUID } from 'node:crypto';
-import { BroadcastChannel, type Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { closeHandshake, closeWorkers } from './worker-close.js';
 import type { EventLoopUtilization } from 'node:perf_hooks';
 import { idSharedBuffer } from '../store/ids.js';
 import { allocateWindow } from './deflate-window.js';
@@ -64,8 +64,6 @@ const MAX_PARTS = 256;
  * UI notices.
  */
 const FLUSH_INTERVAL_MS = 50;
-/** How long close() waits for the workers to finish their own work and close the store (see closeWorkers). */
-const WORKER_CLOSE_TIMEOUT_MS = 10_000;
 /** Records per coalesced task at most (one lane's batch may exceed it alone). */
 const MAX_TASK_RECORDS = 1024;
 
@@ -107,7 +105,7 @@ export class CapturePool {
   private flushedAt = -Infinity;
   private storeErrors = 0;
   private storeErrorLoggedAt = 0;
-  private readonly closeHandshake = { channel: `greytap-pool-close-${randomUUID()}`, flag: new SharedArrayBuffer(4) };
+  private readonly closeHandshake = closeHandshake();
 
   constructor(readonly opts: CapturePoolOptions) {
     const workers = Math.max(1, opts.workers);
@@ -223,39 +221,8 @@ export class CapturePool {
     clearInterval(this.gaugeTimer);
     this.unreportGauges();
     await this.drain();
-    await this.closeWorkers();
+    await closeWorkers(this.piscina, this.closeHandshake); // (worker-close.ts: why, before destroy)
     await this.piscina.destroy();
-  }
-
-  /**
-   * Asks every worker to finish the work it does after its tasks settled and close its store, and
-   * waits for each: destroy() terminates them, and one terminated inside an LMDB write transaction
-   * never exits (worker.ts says why), so destroy() would never resolve. A worker that does not
-   * answer in time (crashed, stuck) is destroyed anyway, and said so.
-   */
-  private async closeWorkers(): Promise<void> {
-    const waiting = new Set(this.piscina.threads.map((w) => w.threadId));
-    if (waiting.size === 0) return;
-    const ch = new BroadcastChannel(this.closeHandshake.channel);
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      await new Promise<void>((resolve) => {
-        ch.onmessage = (e) => {
-          waiting.delete(e.data?.closed);
-          if (waiting.size === 0) resolve();
-        };
-        timer = setTimeout(() => {
-          console.error(`greytap: ${waiting.size} capture worker(s) did not close their store within ${WORKER_CLOSE_TIMEOUT_MS / 1000} s; terminating them`);
-          resolve();
-        }, WORKER_CLOSE_TIMEOUT_MS);
-        // the flag first: a worker starting after the message closes at once
-        Atomics.store(new Int32Array(this.closeHandshake.flag), 0, 1);
-        ch.postMessage('close');
-      });
-    } finally {
-      clearTimeout(timer);
-      ch.close();
-    }
   }
 
   // ── internals shared with the lanes ──────────────────────────────────────────────────────

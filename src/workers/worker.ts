@@ -17,6 +17,7 @@ import type { Store } from '../store/store.js';
 import { StoreError } from '../store/lmdb.js';
 import type { TransactionRecord } from '../records.js';
 import type { DissectRule } from './dissect/index.js';
+import type { CloseHandshake } from './worker-close.js';
 
 /** What the pool hands each capture worker at start-up (Piscina's workerData). */
 export interface WorkerData {
@@ -28,7 +29,7 @@ export interface WorkerData {
   /** --dissect-rules, loaded and checked by serve */
   dissectRules?: DissectRule[];
   /** the pool's close handshake (CapturePool.closeWorkers): channel name, and a flag set before it is used */
-  close?: { channel: string; flag: SharedArrayBuffer };
+  close?: CloseHandshake;
 }
 
 /** What every task returns to the pool (WsBatchResult fields are present for 'ws' tasks). */
