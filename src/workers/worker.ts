@@ -28,7 +28,7 @@ export interface WorkerData {
   nice?: number;
   /** --dissect-rules, loaded and checked by serve */
   dissectRules?: DissectRule[];
-  /** the pool's close handshake (CapturePool.closeWorkers): channel name, and a flag set before it is used */
+  /** the close handshake (worker-close.ts): the channel, and a flag set before it is used */
   close?: CloseHandshake;
 }
 
