@@ -100,8 +100,8 @@ function claimInflater(key: string, window: DeflateWindow, cap: number): SyncZli
   return openInflater(window, cap);
 }
 
-function openInflater(window: DeflateWindow, cap: number): SyncZlib | null {
-  const dictionary = window.length > 0 ? window.bytes() : undefined;
+function openInflater(window: DeflateWindow | null, cap: number): SyncZlib | null {
+  const dictionary = window && window.length > 0 ? window.bytes() : undefined;
   const stream = zlib.createInflateRaw({ windowBits: 15, maxOutputLength: cap, dictionary });
   const z = SyncZlib.open(stream);
   if (!z) stream.close();
@@ -131,10 +131,23 @@ function inflateMessage(z: SyncZlib | null, input: Uint8Array, window: DeflateWi
   if (!z) {
     // a new inflater per message: a stream's end carries nothing over (but bytes after it go unseen)
     const dictionary = window && window.length > 0 ? window.bytes() : undefined;
-    return { plain: zlib.inflateRawSync(input, { windowBits: 15, finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: cap, dictionary }), ended: false };
+    try {
+      return { plain: zlib.inflateRawSync(input, { windowBits: 15, finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: cap, dictionary }), ended: false };
+    } catch (e) {
+      // Over the bound the public call keeps nothing: inflated again, driven as the kept inflaters
+      // are, the error carries the message's start. (Only then: a stream per message costs ~3×.)
+      const again = (e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE' ? openInflater(window, cap) : null;
+      if (!again) throw e;
+      try {
+        return inflateMessage(again, input, window, cap);
+      } finally {
+        again.close();
+      }
+    }
   }
   const r = z.write(input, zlib.constants.Z_SYNC_FLUSH, cap, LAZY_FROM);
-  if (r.overflow) throw Object.assign(new RangeError(`inflated size over ${cap} bytes`), { code: 'ERR_BUFFER_TOO_LARGE' });
+  // (the output so far goes with the error: its start is what a record over --max-body keeps)
+  if (r.overflow) throw Object.assign(new RangeError(`inflated size over ${cap} bytes`), { code: 'ERR_BUFFER_TOO_LARGE', partial: r.bytes });
   if (r.ended && r.unread === input.length) return null;
   if (r.ended && !onlyFlushAfterEnd(input, r.unread)) {
     throw new Error(`${r.unread - TAIL.length} bytes after the end of the DEFLATE stream (a final block) within the message`);
@@ -265,6 +278,10 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
         rec.errorDetail ??= tooBig ? `inflated size over ${cap} bytes` : err.message;
         rec.truncated = tooBig;
         if (!tooBig) metrics.decodeErrors = inc(metrics.decodeErrors, 'inflate_failed');
+        // Over the inflate bound the message's start is still known: stored decoded and cut at
+        // --max-body, as an HTTP body past it is (not the compressed bytes). Its size is unknown;
+        // `size` says how far decoding went.
+        else plain = (e as { partial?: Buffer }).partial ?? null;
         if (takeover) {
           desynced = true;
           window = null;

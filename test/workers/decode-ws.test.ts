@@ -413,6 +413,28 @@ test('a decoded message over maxBody is stored truncated, and its full plaintext
   for (const i of [0, 2, 3, 4]) assertBody(recs[i], plains[i], `message ${i}`);
 });
 
+test('a message that inflates past the inflate bound keeps its decoded start, cut at maxBody; a takeover direction desyncs after it', async () => {
+  const maxBody = 1 << 20; // inflate bound: max(2 × maxBody, 32 MiB)
+  const big = Buffer.from('{"type":"response.output_text.delta","delta":"ü€ x"}'.repeat(Math.ceil((40 << 20) / 54)));
+  for (const takeover of [true, false]) {
+    const c = new Compressor(15, takeover);
+    const plains = [Buffer.from('{"hello":1}'), big, Buffer.from('{"after":2}')];
+    const msgs: WsCapturedMessage[] = [];
+    for (let i = 0; i < plains.length; i++) msgs.push(capture(i, { plain: plains[i], compressed: await c.compress(plains[i]) }, true));
+    const recs = decodeAll(msgs, { contextTakeover: takeover, windowBits: 15 }, 'client', maxBody, 1);
+    assertBody(recs[0], plains[0], 'before');
+    assert.equal(recs[1].error, 'too_large');
+    assert.equal(recs[1].errorDetail, `inflated size over ${32 << 20} bytes`);
+    assert.equal(recs[1].truncated, true);
+    assert.equal(recs[1].size, 32 << 20, 'how far decoding went');
+    assert.ok(recs[1].body !== undefined, 'decoded text, not the compressed bytes');
+    const kept = Buffer.from(recs[1].body!);
+    assert.ok(kept.length > maxBody - 4 && kept.length <= maxBody && big.subarray(0, kept.length).equals(kept), 'the start, cut at maxBody');
+    if (takeover) assert.equal(recs[2].error, 'desynced', 'the window after it is unknown');
+    else assertBody(recs[2], plains[2], 'after, no context takeover');
+  }
+});
+
 test('a message cut on the main thread (too_large while copying, truncated_stream) is stored raw and desyncs only if compressed', async () => {
   const c = new Compressor(15);
   const plains = corpus(4, () => 2000);
