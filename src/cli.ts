@@ -66,9 +66,12 @@ async function main(argv: string[]): Promise<number> {
       const running = await serve(cfg);
       const a = running.addresses;
       const fmt = (x?: { host: string; port: number }) => (x ? `${x.host.includes(':') ? `[${x.host}]` : x.host}:${x.port}` : 'off');
-      console.log(`greytap serving: http-proxy ${fmt(a.httpProxy)}  socks5 ${fmt(a.socks)}  api ${a.api ? `http://${fmt(a.api)}/` : 'off'}`);
-      console.log(`CA certificate: ${running.caPath}  (trust it${a.api ? `, or: curl http://${fmt(a.api)}/ca.pem` : ''})`);
-      console.log(`data: ${cfg.dataDir}  workers: ${cfg.workers}  max-body: ${cfg.maxBody} bytes`);
+      // One write: whoever reads the addresses off a pipe gets the CA path with them, not a chunk later.
+      console.log([
+        `greytap serving: http-proxy ${fmt(a.httpProxy)}  socks5 ${fmt(a.socks)}  api ${a.api ? `http://${fmt(a.api)}/` : 'off'}`,
+        `CA certificate: ${running.caPath}  (trust it${a.api ? `, or: curl http://${fmt(a.api)}/ca.pem` : ''})`,
+        `data: ${cfg.dataDir}  workers: ${cfg.workers}  max-body: ${cfg.maxBody} bytes`,
+      ].join('\n'));
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => {
           console.log(`greytap: ${sig}, flushing captured records…`);
