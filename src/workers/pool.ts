@@ -16,8 +16,8 @@
 // message per connection.
 import { Piscina } from 'piscina';
 import type { Worker } from 'node:worker_threads';
-import { closeHandshake, closeWorkers } from './worker-close.js';
 import type { EventLoopUtilization } from 'node:perf_hooks';
+import { closeHandshake, closeWorkers } from './worker-close.js';
 import { idSharedBuffer } from '../store/ids.js';
 import { allocateWindow } from './deflate-window.js';
 import { captureBuffers, type Slab } from '../io/capture-buffer.js';
