@@ -66,8 +66,8 @@ function theStore(): Store {
 // Piscina ends its workers with terminate(), which stops JavaScript wherever it is. Stopped inside a
 // transactionSync callback, lmdb-js's exit hook (EnvWrap::cleanupStrayTxns, lmdb 3.5.6) waits for
 // the writer lock its own thread holds: the thread never exits and piscina.destroy() never resolves.
-// Work can run here after every task settled (the trailing WebSocket assemblies), so before
-// destroying, the pool asks each worker to finish that work and close the store, and waits.
+// This is the worker's side of the close handshake (the pool's: worker-close.ts): finish the
+// trailing assemblies, close the store, answer.
 if (wd?.close) {
   const ch = new BroadcastChannel(wd.close.channel);
   ch.unref();
