@@ -3,6 +3,8 @@
 // the certificate with --upstream-ca). It answers the OpenAI Responses API (POST /v1/responses as
 // SSE, and the WebSocket mode on the same path, permessage-deflate) and the Anthropic Messages API
 // (POST /v1/messages as SSE, or JSON when stream is false), event by event as the real servers do.
+// The Responses API is also served on chatgpt.com's /backend-api/codex/responses, where codex signed
+// in with ChatGPT sends its turns (zstd-coded request bodies).
 //
 // The "model" is a fixed two-step script, decided from the request alone so that any number of
 // side requests work: while the conversation holds no tool result, it asks to run `echo hi` with
@@ -17,11 +19,15 @@ import type net from 'node:net';
 import { appendFileSync, copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { decompress } from 'fzstd';
 import { loadOrCreateCA } from '../src/io/tls-intercept.js';
 
 /** the names greytap routes here, and 127.0.0.1 for clients run without the proxy */
 export const ORIGIN_HOSTS = ['api.openai.com', 'api.anthropic.com', 'chatgpt.com', '127.0.0.1'];
 export const TOOL_COMMAND = 'echo hi';
+/** the Responses API with an API key, and the ChatGPT backend codex uses when signed in with ChatGPT */
+const RESPONSES_PATHS = new Set(['/v1/responses', '/backend-api/codex/responses']);
+export const NO_WS_ACCOUNT_SUFFIX = '_http';
 
 type Sse = { event?: string; data: unknown }[];
 
@@ -151,7 +157,9 @@ export async function startAgentOrigin(dir: string): Promise<{ port: number; caP
   const server = https.createServer(ca.issueLeaf(ORIGIN_HOSTS), async (req, res) => {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
-    const raw = Buffer.concat(chunks).toString('utf8');
+    // codex signed in with ChatGPT zstd-codes its request bodies (what greytap must undo too)
+    const coded = Buffer.concat(chunks);
+    const raw = (req.headers['content-encoding'] === 'zstd' ? Buffer.from(decompress(coded)) : coded).toString('utf8');
     let body: any;
     try { body = JSON.parse(raw); } catch { body = undefined; }
     const path = (req.url ?? '/').split('?')[0];
@@ -161,7 +169,7 @@ export async function startAgentOrigin(dir: string): Promise<{ port: number; caP
       for (const e of events) res.write(`${e.event ? `event: ${e.event}\n` : ''}data: ${JSON.stringify(e.data)}\n\n`);
       res.end();
     };
-    if (req.method === 'POST' && path === '/v1/responses') {
+    if (req.method === 'POST' && RESPONSES_PATHS.has(path)) {
       const evs = responsesEvents(body);
       log({ ...entry, answered: evs });
       return sse(evs.map((data) => ({ event: String(data.type), data })));
@@ -173,6 +181,13 @@ export async function startAgentOrigin(dir: string): Promise<{ port: number; caP
       const text = JSON.stringify(anthropicMessage(evs));
       return void res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
     }
+    if (req.method === 'GET' && path === '/backend-api/wham/accounts/check') {
+      // codex (ChatGPT sign-in) asks which backend serves the account before its first turn
+      const id = String(req.headers['chatgpt-account-id'] ?? 'acct_greytap_agents');
+      const text = JSON.stringify({ accounts: [{ id, structure: 'personal', workspace_backend_origin: 'NO_CONSTRAINT', account_routing_override: 'NO_CONSTRAINT' }], account_ordering: [id], default_account_id: id });
+      log({ ...entry, answered: 200 });
+      return void res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
+    }
     log({ ...entry, answered: 404 });
     res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":{"type":"not_found_error","message":"not found"}}');
   });
@@ -181,7 +196,12 @@ export async function startAgentOrigin(dir: string): Promise<{ port: number; caP
   server.on('upgrade', (req, socket, head) => {
     const path = (req.url ?? '/').split('?')[0];
     log({ method: 'GET', upgrade: 'websocket', host: req.headers.host, url: req.url, headers: req.headers });
-    if (path !== '/v1/responses') return socket.destroy();
+    if (!RESPONSES_PATHS.has(path)) return socket.destroy();
+    // An account named *_http is refused WebSocket (as behind a network that drops upgrades): codex
+    // then falls back to HTTP + SSE at once, zstd-coding its request bodies.
+    if (String(req.headers['chatgpt-account-id'] ?? '').endsWith(NO_WS_ACCOUNT_SUFFIX)) {
+      return void socket.end('HTTP/1.1 426 Upgrade Required\r\ncontent-length: 0\r\n\r\n');
+    }
     wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
       let chain = Promise.resolve();
       ws.on('message', (data, isBinary) => {

@@ -15,11 +15,13 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { installExitHandlers, spawnChild, stopChild } from './children.js';
-import { startAgentOrigin } from './agent-origin.js';
+import { NO_WS_ACCOUNT_SUFFIX, startAgentOrigin } from './agent-origin.js';
 import { saveFixture } from './agent-fixture.js';
 
 const API_KEY_OPENAI = 'sk-test-agents-0123456789abcdef';
 const API_KEY_ANTHROPIC = 'sk-ant-test-agents-0123456789abcdef';
+/** every credential the clients are given: none may reach the store */
+const SECRETS = [API_KEY_OPENAI, API_KEY_ANTHROPIC];
 const PROMPT = 'Run echo hi and tell me what it printed';
 const GREYTAP = fileURLToPath(new URL('../../bin/greytap.js', import.meta.url));
 
@@ -38,8 +40,24 @@ function run(r: Run, cwd: string, timeoutMs = 180_000): Promise<{ code: number; 
   });
 }
 
+/**
+ * A CODEX_HOME signed in with ChatGPT, offline: auth.json with unsigned JWTs carrying the claims
+ * codex reads (account, plan), refreshed now so codex does not try auth.openai.com.
+ */
+function chatgptHome(dir: string, account: string): string {
+  mkdirSync(dir, { recursive: true });
+  const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const now = Math.floor(Date.now() / 1000);
+  const claims = { sub: 'user-greytap-agents', iat: now, exp: now + 86_400, 'https://api.openai.com/auth': { chatgpt_plan_type: 'pro', chatgpt_account_id: account, chatgpt_user_id: 'user-greytap-agents' } };
+  const jwt = (extra: object) => `${b64({ alg: 'RS256', typ: 'JWT' })}.${b64({ ...claims, ...extra })}.${b64('unsigned')}`;
+  const tokens = { id_token: jwt({ email: 'agents@example.com', email_verified: true }), access_token: jwt({ aud: ['https://api.openai.com/v1'] }), refresh_token: 'rt_greytap_agents', account_id: account };
+  SECRETS.push(tokens.access_token, tokens.id_token);
+  writeFileSync(join(dir, 'auth.json'), JSON.stringify({ auth_mode: 'chatgpt', OPENAI_API_KEY: null, tokens, last_refresh: new Date().toISOString() }));
+  return dir;
+}
+
 /** The clients, configured for a proxy (or none) and a CA file. */
-function clients(bin: string, home: string, base: { openai: string; anthropic: string }, proxy: string | undefined, ca: string): Run[] {
+function clients(bin: string, home: string, base: { openai: string; anthropic: string; chatgpt?: string }, proxy: string | undefined, ca: string): Run[] {
   const quiet = { DISABLE_TELEMETRY: '1', DISABLE_ERROR_REPORTING: '1', DISABLE_AUTOUPDATER: '1', CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1' };
   const via = proxy ? { HTTPS_PROXY: proxy, https_proxy: proxy, HTTP_PROXY: proxy, NO_PROXY: '', no_proxy: '' } : {};
   const env = { PATH: process.env.PATH, HOME: process.env.HOME, TERM: 'dumb', ...via, ...quiet };
@@ -52,6 +70,14 @@ function clients(bin: string, home: string, base: { openai: string; anthropic: s
   const out: Run[] = [];
   if (proxy) out.push({ name: 'codex (WebSocket, built-in openai provider)', cmd: join(bin, 'codex'), args: [...codexArgs, PROMPT], env: codexEnv });
   out.push({ name: 'codex (HTTP+SSE, custom provider)', cmd: join(bin, 'codex'), args: [...codexArgs, ...plain, PROMPT], env: codexEnv });
+  // Signed in with ChatGPT, codex talks to chatgpt.com/backend-api/codex/responses (straight to the
+  // origin: chatgpt_base_url). The *_http account is refused WebSocket by the origin, so codex
+  // falls back to HTTP + SSE with zstd-coded request bodies.
+  const viaChatgpt = base.chatgpt ? ['-c', `chatgpt_base_url="${base.chatgpt}/backend-api/"`] : [];
+  for (const [how, account] of [['WebSocket', 'acct_greytap_ws'], ['HTTP+SSE, zstd request bodies', `acct_greytap${NO_WS_ACCOUNT_SUFFIX}`]]) {
+    const chatgptEnv = { ...env, CODEX_HOME: chatgptHome(join(home, `codex-${account}`), account), CODEX_CA_CERTIFICATE: ca };
+    out.push({ name: `codex (ChatGPT sign-in, ${how})`, cmd: join(bin, 'codex'), args: [...codexArgs, ...viaChatgpt, PROMPT], env: chatgptEnv });
+  }
   out.push({ name: 'claude -p', cmd: join(bin, 'claude'), args: ['-p', PROMPT, '--allowedTools', 'Bash', '--model', 'claude-sonnet-4-5'], env: claudeEnv });
   return out;
 }
@@ -80,7 +106,7 @@ async function main(): Promise<void> {
 
   // Without the proxy: the client talks to the origin directly (by IP), trusting the origin's CA.
   const plainOut = new Map<string, string>();
-  for (const r of clients(bin, join(dir, 'home-direct'), { openai: direct, anthropic: direct }, undefined, origin.caPath)) {
+  for (const r of clients(bin, join(dir, 'home-direct'), { openai: direct, anthropic: direct, chatgpt: direct }, undefined, origin.caPath)) {
     const res = await run(r, work);
     plainOut.set(r.name, res.out);
     console.log(`direct  ${r.name}: exit ${res.code}, ${/\bhi\b/.test(res.out) ? 'answer mentions "hi"' : 'NO "hi" in the output'}`);
@@ -101,7 +127,7 @@ async function main(): Promise<void> {
 
   for (const r of clients(bin, join(dir, 'home'), { openai: 'https://api.openai.com', anthropic: 'https://api.anthropic.com' }, proxy, ca)) {
     const res = await run(r, work);
-    writeFileSync(join(dir, `${r.name.split(' ')[0]}-${r.name.includes('WebSocket') ? 'ws' : 'http'}.out`), res.out);
+    writeFileSync(join(dir, `${r.name.replace(/[^a-z0-9]+/gi, '-').replace(/-$/, '')}.out`), res.out);
     const same = plainOut.has(r.name) ? (/\bhi\b/.test(res.out) === /\bhi\b/.test(plainOut.get(r.name)!) ? 'same outcome as direct' : 'DIFFERS from direct') : '';
     console.log(`proxied ${r.name}: exit ${res.code}, ${/\bhi\b/.test(res.out) ? 'answer mentions "hi"' : 'NO "hi" in the output'} ${same}`);
   }
@@ -136,8 +162,8 @@ async function main(): Promise<void> {
 
   await stopChild(g);
   const exported = await run({ name: 'export', cmd: process.execPath, args: [GREYTAP, 'export', '--data-dir', data, '--format', 'jsonl'], env: process.env }, work);
-  const leaks = [API_KEY_OPENAI, API_KEY_ANTHROPIC].filter((k) => exported.out.includes(k));
-  console.log(`\n== credentials in the export: ${leaks.length ? `LEAKED ${leaks.join(', ')}` : 'none (API keys redacted)'}`);
+  const leaks = SECRETS.filter((k) => exported.out.includes(k));
+  console.log(`\n== credentials in the export: ${leaks.length ? `LEAKED ${leaks.map((k) => k.slice(0, 24) + '…').join(', ')}` : `none of the ${SECRETS.length} (API keys, ChatGPT tokens)`}`);
 
   await origin.close();
 }
