@@ -63,8 +63,12 @@ async function conversationOf(key: string, done: (c: Conversation) => boolean): 
   return last!;
 }
 
-test('claude-code 2.1.197: -p with one Bash call → one conversation: prompt, text + tool call, result, answer', async () => {
-  const f = fixture('claude-code-bash.json');
+/**
+ * claude -p with one Bash call → one conversation: prompt, text + tool call, result, answer. `tool`
+ * gives the tool turn's blocks from the recorded tool_result (2.1.332 appends a reminder to it).
+ */
+async function claudeBash(name: string, tool: (result: any, callId: string) => object[], answer: (result: any) => string): Promise<void> {
+  const f = fixture(name);
   const [first, second] = await replay(f, 'api.anthropic.test', 'api.anthropic.test /v1/messages');
   const session = JSON.parse(first.metadata.user_id).session_id;
   const call = second.messages[1].content.find((b: any) => b.type === 'tool_use');
@@ -74,7 +78,7 @@ test('claude-code 2.1.197: -p with one Bash call → one conversation: prompt, t
   assert.equal(conv.client, 'claude-code');
   assert.equal(conv.model, 'claude-sonnet-4-5');
   assert.deepEqual(conv.turns.map((t) => t.role), ['system', 'user', 'assistant', 'tool', 'assistant'], 'every request continues the same line');
-  const [sys, user, asked, tool, answer] = conv.turns;
+  const [sys, user, asked, toolTurn, answered] = conv.turns;
   // Claude Code's first system block is a billing header whose cch= changes with every request: not part of the prompt
   assert.match(first.system[0].text, /^x-anthropic-billing-header: .*cch=/);
   assert.notEqual(first.system[0].text, second.system[0].text);
@@ -84,9 +88,25 @@ test('claude-code 2.1.197: -p with one Bash call → one conversation: prompt, t
     { type: 'text', text: 'I will run it.' },
     { type: 'tool_call', callId: call.id, name: 'Bash', arguments: { command: 'echo hi', description: 'Print hi' } },
   ]);
-  assert.deepEqual(tool.blocks, [{ type: 'tool_result', callId: call.id, output: result.content, name: 'Bash' }]);
-  assert.match(String(result.content), /^hi\b/);
-  assert.deepEqual(answer.blocks, [{ type: 'text', text: `The command printed: ${String(result.content).trim()}` }]);
-  const [tx1, tx2] = (await apiGet(g, '/api/transactions?kind=HTTP&host=api.anthropic.test&limit=100')).items.map((t: any) => t.id).sort();
+  assert.deepEqual(toolTurn.blocks, tool(result, call.id));
+  assert.deepEqual(answered.blocks, [{ type: 'text', text: answer(result) }]);
+  const ids = (await apiGet(g, '/api/transactions?kind=HTTP&host=api.anthropic.test&limit=100')).items.map((t: any) => t.id).sort();
+  const [tx1, tx2] = ids.slice(-2);
   assert.deepEqual(conv.turns.map((t) => t.source), [[tx1], [tx1], [tx1], [tx2], [tx2]]);
+}
+
+test('claude-code 2.1.197: -p with one Bash call → one conversation: prompt, text + tool call, result, answer', async () => {
+  await claudeBash('claude-code-bash.json', (result, callId) => {
+    assert.match(String(result.content), /^hi\b/);
+    return [{ type: 'tool_result', callId, output: result.content, name: 'Bash' }];
+  }, (result) => `The command printed: ${String(result.content).trim()}`);
+});
+
+test('claude-code 2.1.332: the reminder it appends to the Bash output is scaffolding of the tool turn, the output is "hi"', async () => {
+  await claudeBash('claude-code-2.1.332-bash.json', (result, callId) => {
+    const [output, reminder] = String(result.content).split('\n\n');
+    assert.equal(output, 'hi');
+    assert.match(reminder, /^<system-reminder>\n[\s\S]*\n<\/system-reminder>$/);
+    return [{ type: 'tool_result', callId, output: 'hi', name: 'Bash' }, { type: 'text', text: reminder, scaffolding: true }];
+  }, () => 'The command printed: hi');
 });

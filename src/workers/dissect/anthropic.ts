@@ -1,7 +1,7 @@
 // Anthropic Messages API (POST /v1/messages, JSON or SSE). Claude Code puts its session id in
 // metadata.user_id ("user_<hash>_account_<uuid>_session_<uuid>"): that session is the key.
 import type { Block, HttpTransaction, Usage } from '../../records.js';
-import { addUsage, errorReply, isObj, num, parseJson, prefixKey, pushMsg, roleFor, stoppedShort, str, textBlock, toolCall, wasCut, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
+import { addUsage, errorReply, isObj, num, parseJson, prefixKey, pushMsg, roleFor, splitTrailingReminders, stoppedShort, str, textBlock, toolCall, wasCut, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
 
 function blocksOf(content: unknown, role: Role): Block[] {
   if (typeof content === 'string') return [textBlock(content, role)];
@@ -14,9 +14,11 @@ function blocksOf(content: unknown, role: Role): Block[] {
       case 'thinking': if (typeof b.thinking === 'string') out.push({ type: 'reasoning', text: b.thinking }); break;
       case 'tool_use': case 'server_tool_use': out.push(toolCall(str(b.id) ?? '', str(b.name) ?? '', b.input ?? {})); break;
       case 'tool_result': {
-        const r: Block = { type: 'tool_result', callId: str(b.tool_use_id) ?? '', output: toolOutput(b.content) };
+        const output = toolOutput(b.content);
+        const split = typeof output === 'string' ? splitTrailingReminders(output) : { output, reminders: [] };
+        const r: Block = { type: 'tool_result', callId: str(b.tool_use_id) ?? '', output: split.output };
         if (b.is_error === true) r.isError = true;
-        out.push(r);
+        out.push(r, ...split.reminders.map((t) => textBlock(t, 'user')));
         break;
       }
     }

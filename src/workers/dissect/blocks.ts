@@ -88,9 +88,33 @@ export function pushMsg(out: Msg[], role: Role, blocks: Block[]): void {
   else out.push({ role, blocks: [...blocks] });
 }
 
-/** A message is all tool results → it is the 'tool' turn whatever role the wire used (Anthropic sends them as user). */
+/**
+ * A message of tool results is the 'tool' turn whatever role the wire used (Anthropic sends them as
+ * user), also when the agent rides its own scaffolding along (Claude Code's reminders).
+ */
 export function roleFor(role: Role, blocks: Block[]): Role {
-  return blocks.length > 0 && blocks.every((b) => b.type === 'tool_result') ? 'tool' : role;
+  const toolTurn = blocks.some((b) => b.type === 'tool_result') && blocks.every((b) => b.type === 'tool_result' || (b.type === 'text' && b.scaffolding));
+  return toolTurn ? 'tool' : role;
+}
+
+const REMINDER_OPEN = '<system-reminder>';
+const REMINDER_CLOSE = /^<system-reminder>[\s\S]*<\/system-reminder>\s*$/;
+
+/**
+ * Claude Code 2.1.2xx+ appends its reminders to a tool's output ("hi\n\n<system-reminder>…"): the
+ * output the tool gave, and the trailing reminders apart (in their order), so a conversation shows
+ * the one as the result and the others as scaffolding. A reminder in the middle of an output stays.
+ */
+export function splitTrailingReminders(text: string): { output: string; reminders: string[] } {
+  const reminders: string[] = [];
+  let output = text;
+  for (;;) {
+    const at = output.lastIndexOf(REMINDER_OPEN);
+    if (at < 0 || (at > 0 && output[at - 1] !== '\n') || !REMINDER_CLOSE.test(output.slice(at))) break;
+    reminders.unshift(output.slice(at).trimEnd());
+    output = output.slice(0, at).replace(/\n+$/, '');
+  }
+  return { output, reminders };
 }
 
 /**

@@ -108,6 +108,29 @@ test('Gemini Code Assist: the wrapped request and {response} chunks dissect like
   assert.match(dissectHttp(geminiSession(1000)[0]).exchange!.key, /^gemini:prefix:[0-9a-f]{16}$/);
 });
 
+test('Claude Code reminders riding on a tool result (2.1.332) are scaffolding of the tool turn, not the tool\'s output', () => {
+  const reminder = '<system-reminder>\n<total_tokens>199000 tokens left</total_tokens>\n</system-reminder>';
+  const req = (content: unknown, extra: object[] = []) => ({ model: 'claude-sonnet-4-5', messages: [
+    { role: 'user', content: 'Run echo hi' },
+    { role: 'assistant', content: [{ type: 'tool_use', id: 't1', name: 'Bash', input: { command: 'echo hi' } }] },
+    { role: 'user', content: [{ type: 'tool_result', tool_use_id: 't1', content }, ...extra] },
+  ] });
+  const post = { kind: 'HTTP', method: 'POST', host: 'api.anthropic.com', path: '/v1/messages', status: 200, respBody: '{}' } as never;
+  const toolTurn = (content: unknown, extra: object[] = []) => dissectAnthropic(post, req(content, extra)).history[2];
+  const note = { type: 'text', text: reminder, scaffolding: true };
+  assert.deepEqual(toolTurn(`hi\n\n${reminder}`), { role: 'tool', blocks: [{ type: 'tool_result', callId: 't1', output: 'hi' }, note] });
+  // as text blocks, two reminders in order, and a reminder sent as its own block beside the result
+  assert.deepEqual(toolTurn([{ type: 'text', text: 'line 1\nline 2' }, { type: 'text', text: reminder }, { type: 'text', text: `${reminder}\n` }]),
+    { role: 'tool', blocks: [{ type: 'tool_result', callId: 't1', output: 'line 1\nline 2' }, note, note] });
+  assert.deepEqual(toolTurn('hi', [{ type: 'text', text: reminder }]), { role: 'tool', blocks: [{ type: 'tool_result', callId: 't1', output: 'hi' }, note] });
+  // what is not a trailing reminder stays the output: one in the middle, one glued to the text, an unclosed one
+  for (const out of [`a\n${reminder}\nb`, `hi${reminder}`, 'hi\n<system-reminder>\nnever closed']) {
+    assert.deepEqual(toolTurn(out), { role: 'tool', blocks: [{ type: 'tool_result', callId: 't1', output: out }] }, out);
+  }
+  // a prompt typed beside the results keeps the turn the user's
+  assert.equal(toolTurn('hi', [{ type: 'text', text: 'now commit it' }]).role, 'user');
+});
+
 test('scaffolding markers', () => {
   for (const t of ['<environment_context>x', '  <system-reminder>y', '# AGENTS.md instructions for /r', '<user_instructions>', '<permissions instructions>']) assert.equal(isScaffolding(t), true, t);
   for (const t of ['fix the bug', 'see <environment_context> above']) assert.equal(isScaffolding(t), false, t);
