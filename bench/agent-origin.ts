@@ -21,9 +21,10 @@ import { join } from 'node:path';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { decompress } from 'fzstd';
 import { loadOrCreateCA } from '../src/io/tls-intercept.js';
+import { splitTrailingReminders } from '../src/workers/dissect/blocks.js';
 
 /** the names greytap routes here, and 127.0.0.1 for clients run without the proxy */
-export const ORIGIN_HOSTS = ['api.openai.com', 'api.anthropic.com', 'chatgpt.com', '127.0.0.1'];
+export const ORIGIN_HOSTS = ['api.openai.com', 'api.anthropic.com', 'chatgpt.com', 'generativelanguage.googleapis.com', '127.0.0.1'];
 export const TOOL_COMMAND = 'echo hi';
 /** the Responses API with an API key, and the ChatGPT backend codex uses when signed in with ChatGPT */
 const RESPONSES_PATHS = new Set(['/v1/responses', '/backend-api/codex/responses']);
@@ -118,7 +119,8 @@ export function anthropicEvents(body: any): Record<string, unknown>[] {
     evs.push({ type: 'content_block_stop', index: 1 });
     stop = 'tool_use';
   } else {
-    const r = result ? (typeof result.content === 'string' ? result.content : JSON.stringify(result.content)) : undefined;
+    // the tool's own output: a model reads past the reminders Claude Code appends to it
+    const r = result ? (typeof result.content === 'string' ? splitTrailingReminders(result.content).output : JSON.stringify(result.content)) : undefined;
     const text = r !== undefined ? `The command printed: ${r.trim().slice(0, 200)}` : 'Hello from the fake model.';
     evs.push({ type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
     for (const t of text.match(/.{1,8}/gs) ?? []) evs.push({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: t } });
@@ -142,6 +144,28 @@ function anthropicMessage(evs: Record<string, any>[]): Record<string, unknown> {
     if (e.type === 'message_delta') { msg.stop_reason = e.delta.stop_reason; msg.usage = { ...msg.usage, ...e.usage }; }
   }
   return msg;
+}
+
+/**
+ * The Gemini API's chunks (generateContent / streamGenerateContent) for one request body. Gemini CLI
+ * also asks side questions with a JSON response schema (which model to route to, who speaks next):
+ * those get one JSON object that answers both ("the user speaks next").
+ */
+export function geminiChunks(body: any): Record<string, unknown>[] {
+  const n = nextId();
+  const contents: any[] = Array.isArray(body?.contents) ? body.contents : [];
+  const parts = (c: any): any[] => (Array.isArray(c?.parts) ? c.parts : []);
+  const response = contents.flatMap(parts).find((p) => p?.functionResponse)?.functionResponse;
+  const shell = (Array.isArray(body?.tools) ? body.tools : []).flatMap((t: any) => t?.functionDeclarations ?? []).find((f: any) => f?.name === 'run_shell_command');
+  const usageMetadata = { promptTokenCount: 120, candidatesTokenCount: 12, totalTokenCount: 132 };
+  const chunk = (ps: unknown[], finishReason?: string) => ({ candidates: [{ content: { role: 'model', parts: ps }, index: 0, ...(finishReason ? { finishReason } : {}) }], usageMetadata, modelVersion: 'gemini-2.5-pro', responseId: `gem_${n}` });
+  if (body?.generationConfig?.responseMimeType === 'application/json') {
+    return [chunk([{ text: JSON.stringify({ reasoning: 'the fake model routes everything to one model and hands the turn back', model_choice: 'flash', next_speaker: 'user' }) }], 'STOP')];
+  }
+  if (shell && !response) return [chunk([{ text: 'I will run it.' }]), chunk([{ functionCall: { name: 'run_shell_command', args: { command: TOOL_COMMAND } } }], 'STOP')];
+  const out = response?.response?.output ?? response?.response;
+  const text = out === undefined ? 'Hello from the fake model.' : `The command printed: ${(typeof out === 'string' ? out : JSON.stringify(out)).trim().slice(0, 200)}`;
+  return [...(text.match(/.{1,8}/gs) ?? [])].map((t, i, all) => chunk([{ text: t }], i === all.length - 1 ? 'STOP' : undefined));
 }
 
 // ── the server ───────────────────────────────────────────────────────────────────────────────
@@ -180,6 +204,19 @@ export async function startAgentOrigin(dir: string): Promise<{ port: number; caP
       if (body?.stream) return sse(evs.map((data) => ({ event: String(data.type), data })));
       const text = JSON.stringify(anthropicMessage(evs));
       return void res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
+    }
+    const gemini = /^\/v1(?:beta)?\/models\/[^/:]+:(streamGenerateContent|generateContent|countTokens)$/.exec(path);
+    if (req.method === 'POST' && gemini) {
+      if (gemini[1] === 'countTokens') {
+        log({ ...entry, answered: 200 });
+        return void res.writeHead(200, { 'content-type': 'application/json' }).end('{"totalTokens":120}');
+      }
+      const chunks = geminiChunks(body);
+      log({ ...entry, answered: chunks });
+      if (gemini[1] === 'streamGenerateContent') return sse(chunks.map((data) => ({ data })));
+      const last = chunks[chunks.length - 1] as any;
+      const whole = { ...last, candidates: [{ ...last.candidates[0], content: { role: 'model', parts: chunks.flatMap((c: any) => c.candidates[0].content.parts) } }] };
+      return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(whole));
     }
     if (req.method === 'GET' && path === '/backend-api/wham/accounts/check') {
       // codex (ChatGPT sign-in) asks which backend serves the account before its first turn

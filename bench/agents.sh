@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Real coding agents through greytap, end to end (not part of npm test: it downloads the clients,
-# ~250 MB, from the npm registry). Installs @openai/codex and @anthropic-ai/claude-code into a
-# scratch dir, builds greytap, and runs bench/agents.ts: each client against a local fake model
+# ~300 MB, from the npm registry). Installs @openai/codex, @anthropic-ai/claude-code and
+# @google/gemini-cli into a scratch dir, builds greytap, and runs bench/agents.ts: each client against a local fake model
 # server (bench/agent-origin.ts), once directly and once through `greytap serve`, then prints what
 # greytap captured.
 #
 #   bash bench/agents.sh [SCRATCH_DIR] [-- --fixtures DIR]
 #
-# The model APIs never leave the machine: greytap maps api.openai.com, api.anthropic.com and
-# chatgpt.com to the fake origin. Telemetry and update checks are switched off by env; anything
+# The model APIs never leave the machine: greytap maps api.openai.com, api.anthropic.com,
+# chatgpt.com and generativelanguage.googleapis.com to the fake origin. Telemetry and update checks are switched off by env; anything
 # else a client still tries goes where it asks (and fails harmlessly on a machine with no route).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -18,8 +18,10 @@ shift || true
 mkdir -p "$scratch"
 # --prefix keeps the clients out of greytap's package.json; the packages ship native binaries
 # (codex: Rust, claude: a single executable) that need no install script.
-npm install --silent --no-audit --no-fund --prefix "$scratch" @openai/codex @anthropic-ai/claude-code >/dev/null
-echo "codex $("$scratch/node_modules/.bin/codex" --version | awk '{print $NF}'), claude-code $("$scratch/node_modules/.bin/claude" --version | awk '{print $1}')"
+# @latest: on Node 20 npm would otherwise pick the last claude-code whose `engines` allow Node 20
+# (2.1.197); the package is a native binary that runs whatever Node the machine has.
+npm install --silent --no-audit --no-fund --prefix "$scratch" @openai/codex@latest @anthropic-ai/claude-code@latest @google/gemini-cli@latest >/dev/null
+echo "codex $("$scratch/node_modules/.bin/codex" --version | awk '{print $NF}'), claude-code $("$scratch/node_modules/.bin/claude" --version | awk '{print $1}'), gemini-cli $("$scratch/node_modules/.bin/gemini" --version)"
 cd "$here"
 npx tsc -p .
 node dist/bench/agents.js --bin "$scratch/node_modules/.bin" --dir "$scratch/run" "$@"

@@ -1,6 +1,7 @@
 // Real coding agents through greytap, end to end, offline (run by bench/agents.sh, which installs
-// the clients). Starts bench/agent-origin.ts (the fake OpenAI/Anthropic APIs) and `greytap serve`
-// routing api.openai.com, api.anthropic.com and chatgpt.com to it, then runs each client once
+// the clients). Starts bench/agent-origin.ts (the fake OpenAI/Anthropic/Gemini APIs) and `greytap
+// serve` routing api.openai.com, api.anthropic.com, chatgpt.com and generativelanguage.googleapis.com
+// to it, then runs each client once
 // through the proxy and once straight to the origin, and prints what greytap captured: the
 // transactions, the conversations (roles and the start of each block), and whether a credential
 // got into the store.
@@ -20,8 +21,9 @@ import { saveFixture } from './agent-fixture.js';
 
 const API_KEY_OPENAI = 'sk-test-agents-0123456789abcdef';
 const API_KEY_ANTHROPIC = 'sk-ant-test-agents-0123456789abcdef';
+const API_KEY_GEMINI = 'AIzaTestAgents0123456789abcdefABCDEFGHIJ';
 /** every credential the clients are given: none may reach the store */
-const SECRETS = [API_KEY_OPENAI, API_KEY_ANTHROPIC];
+const SECRETS = [API_KEY_OPENAI, API_KEY_ANTHROPIC, API_KEY_GEMINI];
 const PROMPT = 'Run echo hi and tell me what it printed';
 const GREYTAP = fileURLToPath(new URL('../../bin/greytap.js', import.meta.url));
 
@@ -56,8 +58,16 @@ function chatgptHome(dir: string, account: string): string {
   return dir;
 }
 
+/** A HOME for Gemini CLI: API-key auth chosen, folder trust and usage statistics off. */
+function geminiHome(dir: string): string {
+  mkdirSync(join(dir, '.gemini'), { recursive: true });
+  const settings = { security: { auth: { selectedType: 'gemini-api-key' }, folderTrust: { enabled: false } }, privacy: { usageStatisticsEnabled: false }, general: { disableAutoUpdate: true } };
+  writeFileSync(join(dir, '.gemini', 'settings.json'), JSON.stringify(settings));
+  return dir;
+}
+
 /** The clients, configured for a proxy (or none) and a CA file. */
-function clients(bin: string, home: string, base: { openai: string; anthropic: string; chatgpt?: string }, proxy: string | undefined, ca: string): Run[] {
+function clients(bin: string, home: string, base: { openai: string; anthropic: string; chatgpt?: string; gemini?: string }, proxy: string | undefined, ca: string): Run[] {
   const quiet = { DISABLE_TELEMETRY: '1', DISABLE_ERROR_REPORTING: '1', DISABLE_AUTOUPDATER: '1', CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1' };
   const via = proxy ? { HTTPS_PROXY: proxy, https_proxy: proxy, HTTP_PROXY: proxy, NO_PROXY: '', no_proxy: '' } : {};
   const env = { PATH: process.env.PATH, HOME: process.env.HOME, TERM: 'dumb', ...via, ...quiet };
@@ -78,6 +88,8 @@ function clients(bin: string, home: string, base: { openai: string; anthropic: s
     const chatgptEnv = { ...env, CODEX_HOME: chatgptHome(join(home, `codex-${account}`), account), CODEX_CA_CERTIFICATE: ca };
     out.push({ name: `codex (ChatGPT sign-in, ${how})`, cmd: join(bin, 'codex'), args: [...codexArgs, ...viaChatgpt, PROMPT], env: chatgptEnv });
   }
+  const geminiEnv = { ...env, HOME: geminiHome(join(home, 'gemini')), GEMINI_API_KEY: API_KEY_GEMINI, NODE_EXTRA_CA_CERTS: ca, ...(base.gemini ? { GOOGLE_GEMINI_BASE_URL: base.gemini } : {}) };
+  out.push({ name: 'gemini -p', cmd: join(bin, 'gemini'), args: ['-p', PROMPT, '--yolo', '-m', 'gemini-2.5-pro'], env: geminiEnv });
   out.push({ name: 'claude -p', cmd: join(bin, 'claude'), args: ['-p', PROMPT, '--allowedTools', 'Bash', '--model', 'claude-sonnet-4-5'], env: claudeEnv });
   return out;
 }
@@ -106,14 +118,14 @@ async function main(): Promise<void> {
 
   // Without the proxy: the client talks to the origin directly (by IP), trusting the origin's CA.
   const plainOut = new Map<string, string>();
-  for (const r of clients(bin, join(dir, 'home-direct'), { openai: direct, anthropic: direct, chatgpt: direct }, undefined, origin.caPath)) {
+  for (const r of clients(bin, join(dir, 'home-direct'), { openai: direct, anthropic: direct, chatgpt: direct, gemini: direct }, undefined, origin.caPath)) {
     const res = await run(r, work);
     plainOut.set(r.name, res.out);
     console.log(`direct  ${r.name}: exit ${res.code}, ${/\bhi\b/.test(res.out) ? 'answer mentions "hi"' : 'NO "hi" in the output'}`);
   }
 
   const data = join(dir, 'data');
-  const maps = ['api.openai.com', 'api.anthropic.com', 'chatgpt.com'].flatMap((h) => ['--map', `${h}:443=127.0.0.1:${origin.port}`]);
+  const maps = ['api.openai.com', 'api.anthropic.com', 'chatgpt.com', 'generativelanguage.googleapis.com'].flatMap((h) => ['--map', `${h}:443=127.0.0.1:${origin.port}`]);
   const g = spawnChild(process.execPath, [GREYTAP, 'serve', '--data-dir', data, '--http-proxy', '127.0.0.1:0', '--socks', 'off', '--api', '127.0.0.1:0', '--workers', '1', '--upstream-ca', origin.caPath, ...maps]);
   const banner = await new Promise<string>((res, rej) => {
     let text = '';
@@ -154,7 +166,7 @@ async function main(): Promise<void> {
 
   if (a.fixtures) {
     mkdirSync(a.fixtures, { recursive: true });
-    for (const [host, name] of [['api.anthropic.com', 'claude-code'], ['api.openai.com', 'codex-http']]) {
+    for (const [host, name] of [['api.anthropic.com', 'claude-code'], ['api.openai.com', 'codex-http'], ['generativelanguage.googleapis.com', 'gemini-cli']]) {
       const n = await saveFixture(api, host, name, `bench/agents.ts: "${PROMPT}" against bench/agent-origin.ts`, join(a.fixtures, `${name}.json`));
       console.log(`fixture ${join(a.fixtures, `${name}.json`)}: ${n} exchanges`);
     }
