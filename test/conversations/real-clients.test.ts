@@ -20,7 +20,7 @@ let llm: LlmHttpOrigin;
 
 before(async () => {
   llm = await startLlmHttpOrigin(pki);
-  g = await startGreytap(['--upstream-ca', pki.caPath, '--map', `api.anthropic.test:443=127.0.0.1:${llm.port}`]);
+  g = await startGreytap(['--upstream-ca', pki.caPath, ...['api.anthropic.test', 'gemini.test'].flatMap((h) => ['--map', `${h}:443=127.0.0.1:${llm.port}`])]);
 });
 
 after(async () => {
@@ -33,7 +33,7 @@ function fixture(name: string): AgentFixture {
 }
 
 /** Sends the fixture's requests in order to `host`; the origin answers each with its recorded response. Returns the transactions' request bodies. */
-async function replay(f: AgentFixture, host: string, route: string): Promise<any[]> {
+async function replay(f: AgentFixture, host: string, route = `${host} ${f.exchanges[0].path.split('?')[0]}`): Promise<any[]> {
   let n = 0;
   llm.scripts.set(route, () => {
     const x = f.exchanges[n++];
@@ -109,4 +109,37 @@ test('claude-code 2.1.332: the reminder it appends to the Bash output is scaffol
     assert.match(reminder, /^<system-reminder>\n[\s\S]*\n<\/system-reminder>$/);
     return [{ type: 'tool_result', callId, output: 'hi', name: 'Bash' }, { type: 'text', text: reminder, scaffolding: true }];
   }, () => 'The command printed: hi');
+});
+
+test('gemini-cli 0.61.0: -p with one shell call → one conversation: its session context is scaffolding, the call and its result pair up', async () => {
+  const f = fixture('gemini-cli-0.61.0-shell.json');
+  const [first, second] = await replay(f, 'gemini.test');
+  const call = second.contents[1].parts.find((p: any) => p.functionCall).functionCall;
+  const response = second.contents[2].parts[0].functionResponse;
+  // the public Gemini API has no session id: the conversation is keyed by its opening, so it is found by provider
+  let convs: Conversation[] = [];
+  const whole = () => convs.find((c) => c.provider === 'gemini' && c.turns.length >= 5);
+  await waitFor(async () => {
+    await g.drain();
+    convs = (await apiGet(g, '/api/conversations?limit=100')).items;
+    return whole() !== undefined;
+  }, 'the gemini conversation', 10_000).catch(() => assert.fail(`no whole gemini conversation in ${JSON.stringify(convs.map((c) => [c.provider, c.turns.length]))}`));
+  const conv = whole()!;
+  assert.equal(conv.client, 'gemini-cli');
+  assert.equal(conv.model, 'gemini-2.5-pro');
+  assert.deepEqual(conv.turns.map((t) => t.role), ['system', 'user', 'assistant', 'tool', 'assistant']);
+  const [sys, user, asked, tool, answer] = conv.turns;
+  assert.deepEqual(sys.blocks.map((b: any) => b.text), first.systemInstruction.parts.map((p: any) => p.text));
+  assert.match(first.contents[0].parts[0].text, /^<session_context>\nThis is the Gemini CLI/);
+  assert.deepEqual(user.blocks, [{ type: 'text', text: first.contents[0].parts[0].text, scaffolding: true }, { type: 'text', text: 'Run echo hi and tell me what it printed' }]);
+  assert.equal(asked.blocks.length, 2);
+  assert.deepEqual(asked.blocks[0], { type: 'text', text: 'I will run it.' });
+  assert.deepEqual(tool.blocks.length, 1);
+  const [callBlock, resultBlock] = [asked.blocks[1] as any, tool.blocks[0] as any];
+  assert.deepEqual([callBlock.type, callBlock.name, callBlock.arguments], ['tool_call', 'run_shell_command', { command: 'echo hi' }]);
+  assert.deepEqual([resultBlock.type, resultBlock.name, resultBlock.output], ['tool_result', 'run_shell_command', response.response]);
+  assert.equal(resultBlock.callId, callBlock.callId, 'the result answers the call');
+  assert.equal(call.id, response.id);
+  assert.match(String(response.response.output), /Output: hi/);
+  assert.match((answer.blocks[0] as any).text, /^The command printed: .*Output: hi/s);
 });

@@ -132,7 +132,7 @@ test('Claude Code reminders riding on a tool result (2.1.332) are scaffolding of
 });
 
 test('scaffolding markers', () => {
-  for (const t of ['<environment_context>x', '  <system-reminder>y', '# AGENTS.md instructions for /r', '<user_instructions>', '<permissions instructions>']) assert.equal(isScaffolding(t), true, t);
+  for (const t of ['<environment_context>x', '<session_context>\nThis is the Gemini CLI.', '  <system-reminder>y', '# AGENTS.md instructions for /r', '<user_instructions>', '<permissions instructions>']) assert.equal(isScaffolding(t), true, t);
   for (const t of ['fix the bug', 'see <environment_context> above']) assert.equal(isScaffolding(t), false, t);
 });
 
