@@ -108,7 +108,10 @@ export class HttpTap implements Tap {
         this.flushDone();
       },
       onUpgrade: () => {},
-      onError: (_code, detail) => this.fail('request', this.reqEx, detail),
+      onError: (_code, detail, wireBytes) => {
+        if (this.reqEx) this.reqEx.reqBytes = wireBytes; // a cut body's bytes did cross the wire
+        this.fail('request', this.reqEx, detail);
+      },
     });
     this.respParser = new Http1Parser('response', {
       onHead: (h) => this.onResponseHead(h as ResponseHead),
@@ -122,7 +125,10 @@ export class HttpTap implements Tap {
         this.flushDone();
       },
       onUpgrade: (rest) => this.onUpgrade(rest),
-      onError: (_code, detail) => this.fail('response', this.respEx ?? this.exchanges[0], detail),
+      onError: (_code, detail, wireBytes) => {
+        if (this.respEx) this.respEx.respBytes = wireBytes;
+        this.fail('response', this.respEx ?? this.exchanges[0], detail);
+      },
     });
   }
 

@@ -25,8 +25,12 @@ export interface Http1Handlers {
   onEnd(info: { trailers: Header[]; wireBytes: number }): void;
   /** Response side: a 101 (or a 2xx to CONNECT) ended HTTP on this connection; `rest` = the bytes after the head in that chunk (they belong to the new protocol). Request side: see upgrade(). */
   onUpgrade(rest: Buffer): void;
-  /** Malformed input: the parser stops parsing (stays failed); the proxy keeps forwarding raw. Truncation reported by end() has a detail starting with 'truncated'. */
-  onError(code: 'bad_http', detail: string): void;
+  /**
+   * Malformed input: the parser stops parsing (stays failed); the proxy keeps forwarding raw.
+   * Truncation reported by end() has a detail starting with 'truncated'. wireBytes = the failed
+   * message's bytes parsed before it failed (of a message cut by the close: all that came).
+   */
+  onError(code: 'bad_http', detail: string, wireBytes: number): void;
 }
 
 export type Http1State =
@@ -379,10 +383,11 @@ export class Http1Parser {
   private fail(detail: string): void {
     if (this.st === 'failed') return;
     this.st = 'failed';
+    const wireBytes = this.msgWire + this.accLen; // with a line or head still being read
     this.reset();
     this.held = [];
     this.heldLen = 0;
-    this.h.onError('bad_http', detail);
+    this.h.onError('bad_http', detail, wireBytes);
   }
 
   private reset(): void {

@@ -174,6 +174,7 @@ test('a compressed body cut by the close: what decodes of it is kept, truncated_
     const r = await fetched(path);
     assert.equal(r.error, 'truncated_stream', path);
     assert.equal(r.truncated, true, path);
+    assert.equal(r.respBytes, sent.get(path)!.length, `${path}: respBytes counts the head and the part of the body that came (${r.respBytes} of ${sent.get(path)!.length})`);
     const whole = (path === '/zstd-cut' ? LONG_TEXT : TEXT).toString();
     assert.ok(r.respBody.length > 1000 && whole.startsWith(r.respBody), `${path}: a decoded prefix (${r.respBody.length} chars)`);
   }

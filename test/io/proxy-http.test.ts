@@ -592,11 +592,13 @@ test('a request cut by the client\'s own close on a bound connection keeps the c
   const s = net.connect(Number(p), h);
   s.on('error', () => {});
   s.resume();
-  s.end('POST http://mute.test/cut-by-close HTTP/1.1\r\nHost: mute.test\r\nContent-Length: 100\r\n\r\nabc');
+  const sent = 'POST http://mute.test/cut-by-close HTTP/1.1\r\nHost: mute.test\r\nContent-Length: 100\r\n\r\nabc';
+  s.end(sent);
   await new Promise<void>((r) => s.on('close', () => r()));
   await g4.drain();
   const cut = await waitFor(async () => (await apiGet(g4, '/api/transactions?kind=HTTP&limit=10')).items.find((x: any) => x.path === '/cut-by-close'), 'the cut request recorded');
   assert.equal(cut.error, 'truncated_stream');
+  assert.equal(cut.reqBytes, Buffer.byteLength(sent), 'reqBytes: the head and the 3 body bytes that came');
   const conn = await waitFor(async () => { const c = await apiGet(g4, `/api/connections/${cut.conn}`); return c.endTs !== undefined && c; }, 'connection closed');
   assert.equal(conn.closeReason, 'client_end');
 });
