@@ -46,13 +46,17 @@ function elideBody(body: string): string {
   try { return JSON.stringify(elide(JSON.parse(body))); } catch { return body; }
 }
 
-/** Writes the fixture of every POST greytap (API at `api`) captured to `host`; returns how many. */
-export async function saveFixture(api: string, host: string, client: string, how: string, out: string): Promise<number> {
+/**
+ * Writes the fixture of every POST greytap (API at `api`) captured to `host` (from a client whose
+ * User-Agent matches `ua`, when given: several clients share a host); returns how many.
+ */
+export async function saveFixture(api: string, host: string, client: string, how: string, out: string, ua?: RegExp): Promise<number> {
   const get = async (p: string) => { const r = await fetch(api + p); if (!r.ok) throw new Error(`${p}: ${r.status}`); return r.json() as Promise<any>; };
   const list = (await get(`/api/transactions?kind=HTTP&host=${encodeURIComponent(host)}&limit=1000`)).items as any[];
   const exchanges: FixtureExchange[] = [];
   for (const t of list.filter((x) => x.method === 'POST').sort((x, y) => x.ts - y.ts)) {
     const full = await get(`/api/transactions/${t.id}`);
+    if (ua && !ua.test(String((full.reqHeaders as Header[]).find(([k]) => k.toLowerCase() === 'user-agent')?.[1] ?? ''))) continue;
     exchanges.push({ method: full.method, path: full.path, reqHeaders: full.reqHeaders, reqBody: elideBody(full.reqBody ?? ''), status: full.status, respHeaders: full.respHeaders, respBody: full.respBody ?? '' });
   }
   const fixture: AgentFixture = { client, how, exchanges };

@@ -102,7 +102,8 @@ export function anthropicEvents(body: any): Record<string, unknown>[] {
   const last = msgs[msgs.length - 1];
   const result = Array.isArray(last?.content) ? last.content.find((b: any) => b?.type === 'tool_result') : undefined;
   const hasResult = msgs.some((m) => Array.isArray(m?.content) && m.content.some((b: any) => b?.type === 'tool_result'));
-  const bash = (Array.isArray(body?.tools) ? body.tools : []).find((t: any) => t?.name === 'Bash');
+  // Claude Code's tool is Bash, opencode's bash
+  const bash = (Array.isArray(body?.tools) ? body.tools : []).find((t: any) => /^bash$/i.test(t?.name));
   const usage = { input_tokens: 120, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 1 };
   const evs: Record<string, unknown>[] = [
     { type: 'message_start', message: { id: `msg_${n}`, type: 'message', role: 'assistant', model, content: [], stop_reason: null, stop_sequence: null, usage } },
@@ -113,7 +114,7 @@ export function anthropicEvents(body: any): Record<string, unknown>[] {
     evs.push({ type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
     evs.push({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'I will run it.' } });
     evs.push({ type: 'content_block_stop', index: 0 });
-    evs.push({ type: 'content_block_start', index: 1, content_block: { type: 'tool_use', id: `toolu_${n}`, name: 'Bash', input: {} } });
+    evs.push({ type: 'content_block_start', index: 1, content_block: { type: 'tool_use', id: `toolu_${n}`, name: bash.name, input: {} } });
     const half = Math.floor(input.length / 2);
     for (const partial_json of [input.slice(0, half), input.slice(half)]) evs.push({ type: 'content_block_delta', index: 1, delta: { type: 'input_json_delta', partial_json } });
     evs.push({ type: 'content_block_stop', index: 1 });

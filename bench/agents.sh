@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Real coding agents through greytap, end to end (not part of npm test: it downloads the clients,
-# ~300 MB, from the npm registry). Installs @openai/codex, @anthropic-ai/claude-code and
-# @google/gemini-cli into a scratch dir, builds greytap, and runs bench/agents.ts: each client against a local fake model
-# server (bench/agent-origin.ts), once directly and once through `greytap serve`, then prints what
-# greytap captured.
+# ~400 MB, from the npm registry). Installs @openai/codex, @anthropic-ai/claude-code,
+# @google/gemini-cli and opencode-ai into a scratch dir, builds greytap, and runs bench/agents.ts:
+# each client against a local fake model server (bench/agent-origin.ts), once directly and once
+# through `greytap serve`, then prints what greytap captured.
 #
 #   bash bench/agents.sh [SCRATCH_DIR] [-- --fixtures DIR]
 #
@@ -20,8 +20,8 @@ mkdir -p "$scratch"
 # (codex: Rust, claude: a single executable) that need no install script.
 # @latest: on Node 20 npm would otherwise pick the last claude-code whose `engines` allow Node 20
 # (2.1.197); the package is a native binary that runs whatever Node the machine has.
-npm install --silent --no-audit --no-fund --prefix "$scratch" @openai/codex@latest @anthropic-ai/claude-code@latest @google/gemini-cli@latest >/dev/null
-echo "codex $("$scratch/node_modules/.bin/codex" --version | awk '{print $NF}'), claude-code $("$scratch/node_modules/.bin/claude" --version | awk '{print $1}'), gemini-cli $("$scratch/node_modules/.bin/gemini" --version)"
+npm install --silent --no-audit --no-fund --prefix "$scratch" @openai/codex@latest @anthropic-ai/claude-code@latest @google/gemini-cli@latest opencode-ai@latest >/dev/null
+echo "codex $("$scratch/node_modules/.bin/codex" --version | awk '{print $NF}'), claude-code $("$scratch/node_modules/.bin/claude" --version | awk '{print $1}'), gemini-cli $("$scratch/node_modules/.bin/gemini" --version), opencode $("$scratch/node_modules/.bin/opencode" --version)"
 cd "$here"
 npx tsc -p .
 node dist/bench/agents.js --bin "$scratch/node_modules/.bin" --dir "$scratch/run" "$@"

@@ -66,6 +66,14 @@ function geminiHome(dir: string): string {
   return dir;
 }
 
+/** A HOME for opencode: no auto-update, no sharing; straight to the origin, its Anthropic base URL. */
+function opencodeHome(dir: string, anthropic?: string): string {
+  mkdirSync(join(dir, '.config', 'opencode'), { recursive: true });
+  const config = { autoupdate: false, share: 'disabled', ...(anthropic ? { provider: { anthropic: { options: { baseURL: `${anthropic}/v1` } } } } : {}) };
+  writeFileSync(join(dir, '.config', 'opencode', 'opencode.json'), JSON.stringify(config));
+  return dir;
+}
+
 /** The clients, configured for a proxy (or none) and a CA file. */
 function clients(bin: string, home: string, base: { openai: string; anthropic: string; chatgpt?: string; gemini?: string }, proxy: string | undefined, ca: string): Run[] {
   const quiet = { DISABLE_TELEMETRY: '1', DISABLE_ERROR_REPORTING: '1', DISABLE_AUTOUPDATER: '1', CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1' };
@@ -90,6 +98,8 @@ function clients(bin: string, home: string, base: { openai: string; anthropic: s
   }
   const geminiEnv = { ...env, HOME: geminiHome(join(home, 'gemini')), GEMINI_API_KEY: API_KEY_GEMINI, NODE_EXTRA_CA_CERTS: ca, ...(base.gemini ? { GOOGLE_GEMINI_BASE_URL: base.gemini } : {}) };
   out.push({ name: 'gemini -p', cmd: join(bin, 'gemini'), args: ['-p', PROMPT, '--yolo', '-m', 'gemini-2.5-pro'], env: geminiEnv });
+  const opencodeEnv = { ...env, HOME: opencodeHome(join(home, 'opencode'), proxy ? undefined : base.anthropic), ANTHROPIC_API_KEY: API_KEY_ANTHROPIC, NODE_EXTRA_CA_CERTS: ca };
+  out.push({ name: 'opencode run (Anthropic)', cmd: join(bin, 'opencode'), args: ['run', '-m', 'anthropic/claude-sonnet-4-5', PROMPT], env: opencodeEnv });
   out.push({ name: 'claude -p', cmd: join(bin, 'claude'), args: ['-p', PROMPT, '--allowedTools', 'Bash', '--model', 'claude-sonnet-4-5'], env: claudeEnv });
   return out;
 }
@@ -149,7 +159,7 @@ async function main(): Promise<void> {
   console.log(`\n== transactions (${txs.length})`);
   const counts = new Map<string, number>();
   for (const t of txs) {
-    const k = t.kind === 'HTTP' ? `HTTP ${t.method} ${t.host}${t.path.split('?')[0]} → ${t.status ?? '-'}${t.error ? ` error ${t.error.code}` : ''}` : `${t.kind} ${t.host}${t.path}${t.error ? ` error ${t.error.code}` : ''}`;
+    const k = t.kind === 'HTTP' ? `HTTP ${t.method} ${t.host}${t.path.split('?')[0]} → ${t.status ?? '-'}${t.error ? ` error ${t.error}` : ''}` : `${t.kind} ${t.host}${t.path}${t.error ? ` error ${t.error}` : ''}`;
     counts.set(k, (counts.get(k) ?? 0) + 1);
   }
   for (const [k, n] of counts) console.log(`  ${String(n).padStart(3)} × ${k}`);
@@ -166,8 +176,12 @@ async function main(): Promise<void> {
 
   if (a.fixtures) {
     mkdirSync(a.fixtures, { recursive: true });
-    for (const [host, name] of [['api.anthropic.com', 'claude-code'], ['api.openai.com', 'codex-http'], ['generativelanguage.googleapis.com', 'gemini-cli']]) {
-      const n = await saveFixture(api, host, name, `bench/agents.ts: "${PROMPT}" against bench/agent-origin.ts`, join(a.fixtures, `${name}.json`));
+    const fixtures: [string, string, RegExp][] = [
+      ['api.anthropic.com', 'claude-code', /^claude-cli\//], ['api.anthropic.com', 'opencode', /^opencode\//],
+      ['api.openai.com', 'codex-http', /^codex/], ['generativelanguage.googleapis.com', 'gemini-cli', /GeminiCLI/i],
+    ];
+    for (const [host, name, ua] of fixtures) {
+      const n = await saveFixture(api, host, name, `bench/agents.ts: "${PROMPT}" against bench/agent-origin.ts`, join(a.fixtures, `${name}.json`), ua);
       console.log(`fixture ${join(a.fixtures, `${name}.json`)}: ${n} exchanges`);
     }
   }

@@ -143,3 +143,31 @@ test('gemini-cli 0.61.0: -p with one shell call → one conversation: its sessio
   assert.match(String(response.response.output), /Output: hi/);
   assert.match((answer.blocks[0] as any).text, /^The command printed: .*Output: hi/s);
 });
+
+test('opencode 1.18.33: run with one bash call → one conversation (no session id: keyed by its opening); its title request is a conversation of its own', async () => {
+  const f = fixture('opencode-1.18.33-bash.json');
+  const [title, first, second] = await replay(f, 'api.anthropic.test');
+  assert.match(title.messages[0].content[0].text, /^Generate a title/);
+  const call = second.messages[1].content.find((b: any) => b.type === 'tool_use');
+  const result = second.messages[2].content.find((b: any) => b.type === 'tool_result');
+  let convs: Conversation[] = [];
+  const mine = (model: string) => convs.filter((c) => c.client === 'opencode' && c.model === model);
+  await waitFor(async () => {
+    await g.drain();
+    convs = (await apiGet(g, '/api/conversations?limit=100')).items;
+    return mine('claude-sonnet-4-5').some((c) => c.turns.length >= 5) && mine(title.model).length > 0;
+  }, 'the opencode conversations', 10_000).catch(() => assert.fail(`conversations: ${JSON.stringify(convs.map((c) => [c.client, c.model, c.turns.length]))}`));
+  const [conv] = mine('claude-sonnet-4-5');
+  assert.equal(mine('claude-sonnet-4-5').length, 1, 'both turns in one conversation');
+  assert.deepEqual(conv.turns.map((t) => t.role), ['system', 'user', 'assistant', 'tool', 'assistant']);
+  const [sys, user, asked, tool, answer] = conv.turns;
+  assert.deepEqual(sys.blocks.map((b: any) => b.text), first.system.map((b: any) => b.text));
+  assert.deepEqual(user.blocks, [{ type: 'text', text: first.messages[0].content[0].text }]);
+  assert.deepEqual(asked.blocks, [
+    { type: 'text', text: 'I will run it.' },
+    { type: 'tool_call', callId: call.id, name: 'bash', arguments: { command: 'echo hi', description: 'Print hi' } },
+  ]);
+  assert.deepEqual(tool.blocks, [{ type: 'tool_result', callId: call.id, output: result.content, name: 'bash' }]);
+  assert.deepEqual(answer.blocks, [{ type: 'text', text: 'The command printed: hi' }]);
+  assert.equal(mine(title.model).length, 1);
+});
