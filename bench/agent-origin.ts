@@ -148,6 +148,41 @@ function anthropicMessage(evs: Record<string, any>[]): Record<string, unknown> {
 }
 
 /**
+ * The Chat Completions chunks for one request body (stream: true), the shell tool being whichever of
+ * the request's functions takes a command. A request that wants JSON back (response_format) gets the
+ * same one-object answer as Gemini's side questions.
+ */
+export function chatChunks(body: any): Record<string, unknown>[] {
+  const n = nextId();
+  const model = typeof body?.model === 'string' ? body.model : 'gpt-4o';
+  const msgs: any[] = Array.isArray(body?.messages) ? body.messages : [];
+  const result = msgs.find((m) => m?.role === 'tool');
+  const shell = (Array.isArray(body?.tools) ? body.tools : []).map((t: any) => t?.function).find((f: any) => /shell|bash|exec/i.test(f?.name ?? ''));
+  const chunk = (delta: unknown, finish_reason: string | null = null) => ({ id: `chatcmpl-${n}`, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model, choices: [{ index: 0, delta, finish_reason }] });
+  const usage = { id: `chatcmpl-${n}`, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model, choices: [], usage: { prompt_tokens: 120, completion_tokens: 12, total_tokens: 132 } };
+  if (body?.response_format?.type?.startsWith?.('json')) {
+    return [chunk({ role: 'assistant', content: JSON.stringify(SIDE_ANSWER) }), chunk({}, 'stop'), usage];
+  }
+  if (shell && !result) {
+    const args = JSON.stringify({ command: TOOL_COMMAND });
+    const half = Math.floor(args.length / 2);
+    return [
+      chunk({ role: 'assistant', content: 'I will run it.' }),
+      chunk({ tool_calls: [{ index: 0, id: `call_${n}`, type: 'function', function: { name: shell.name, arguments: args.slice(0, half) } }] }),
+      chunk({ tool_calls: [{ index: 0, function: { arguments: args.slice(half) } }] }),
+      chunk({}, 'tool_calls'), usage,
+    ];
+  }
+  const parts = (c: unknown) => (Array.isArray(c) ? c.map((p: any) => p?.text ?? '').join('') : JSON.stringify(c));
+  const out = result === undefined ? undefined : typeof result.content === 'string' ? result.content : parts(result.content);
+  const text = out === undefined ? 'Hello from the fake model.' : `The command printed: ${out.trim().slice(0, 200)}`;
+  return [chunk({ role: 'assistant', content: '' }), ...(text.match(/.{1,8}/gs) ?? []).map((t) => chunk({ content: t })), chunk({}, 'stop'), usage];
+}
+
+/** Gemini CLI's and Qwen Code's side questions (which model, who speaks next), answered at once. */
+const SIDE_ANSWER = { reasoning: 'the fake model routes everything to one model and hands the turn back', model_choice: 'flash', next_speaker: 'user' };
+
+/**
  * The Gemini API's chunks (generateContent / streamGenerateContent) for one request body. Gemini CLI
  * also asks side questions with a JSON response schema (which model to route to, who speaks next):
  * those get one JSON object that answers both ("the user speaks next").
@@ -161,7 +196,7 @@ export function geminiChunks(body: any): Record<string, unknown>[] {
   const usageMetadata = { promptTokenCount: 120, candidatesTokenCount: 12, totalTokenCount: 132 };
   const chunk = (ps: unknown[], finishReason?: string) => ({ candidates: [{ content: { role: 'model', parts: ps }, index: 0, ...(finishReason ? { finishReason } : {}) }], usageMetadata, modelVersion: 'gemini-2.5-pro', responseId: `gem_${n}` });
   if (body?.generationConfig?.responseMimeType === 'application/json') {
-    return [chunk([{ text: JSON.stringify({ reasoning: 'the fake model routes everything to one model and hands the turn back', model_choice: 'flash', next_speaker: 'user' }) }], 'STOP')];
+    return [chunk([{ text: JSON.stringify(SIDE_ANSWER) }], 'STOP')];
   }
   if (shell && !response) return [chunk([{ text: 'I will run it.' }]), chunk([{ functionCall: { name: 'run_shell_command', args: { command: TOOL_COMMAND } } }], 'STOP')];
   const out = response?.response?.output ?? response?.response;
@@ -191,13 +226,23 @@ export async function startAgentOrigin(dir: string): Promise<{ port: number; caP
     const entry: Record<string, unknown> = { method: req.method, host: req.headers.host, url: req.url, headers: req.headers, body: body ?? raw };
     const sse = (events: Sse) => {
       res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-request-id': `req_${nextId()}` });
-      for (const e of events) res.write(`${e.event ? `event: ${e.event}\n` : ''}data: ${JSON.stringify(e.data)}\n\n`);
+      for (const e of events) res.write(`${e.event ? `event: ${e.event}\n` : ''}data: ${typeof e.data === 'string' ? e.data : JSON.stringify(e.data)}\n\n`); // a string as it is ([DONE])
       res.end();
     };
     if (req.method === 'POST' && RESPONSES_PATHS.has(path)) {
       const evs = responsesEvents(body);
       log({ ...entry, answered: evs });
       return sse(evs.map((data) => ({ event: String(data.type), data })));
+    }
+    if (req.method === 'POST' && path === '/v1/chat/completions') {
+      const chunks = chatChunks(body);
+      log({ ...entry, answered: chunks });
+      if (body?.stream) return sse([...chunks.map((data) => ({ data })), { data: '[DONE]' }]);
+      const text = chunks.map((c: any) => c.choices[0]?.delta?.content ?? '').join('');
+      const calls = chunks.flatMap((c: any) => c.choices[0]?.delta?.tool_calls ?? []);
+      const message = { role: 'assistant', content: text || null, ...(calls.length ? { tool_calls: [{ ...calls[0], function: { name: calls[0].function.name, arguments: calls.map((c: any) => c.function.arguments).join('') } }] } : {}) };
+      const whole = JSON.stringify({ id: (chunks[0] as any).id, object: 'chat.completion', created: (chunks[0] as any).created, model: (chunks[0] as any).model, choices: [{ index: 0, message, finish_reason: calls.length ? 'tool_calls' : 'stop' }], usage: (chunks[chunks.length - 1] as any).usage });
+      return void res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(whole) }).end(whole);
     }
     if (req.method === 'POST' && path === '/v1/messages') {
       const evs = anthropicEvents(body);

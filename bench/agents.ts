@@ -58,6 +58,8 @@ function chatgptHome(dir: string, account: string): string {
   return dir;
 }
 
+const mkdirp = (dir: string) => { mkdirSync(dir, { recursive: true }); return dir; };
+
 /** A HOME for Gemini CLI: API-key auth chosen, folder trust and usage statistics off. */
 function geminiHome(dir: string): string {
   mkdirSync(join(dir, '.gemini'), { recursive: true });
@@ -100,6 +102,8 @@ function clients(bin: string, home: string, base: { openai: string; anthropic: s
   out.push({ name: 'gemini -p', cmd: join(bin, 'gemini'), args: ['-p', PROMPT, '--yolo', '-m', 'gemini-2.5-pro'], env: geminiEnv });
   const opencodeEnv = { ...env, HOME: opencodeHome(join(home, 'opencode'), proxy ? undefined : base.anthropic), ANTHROPIC_API_KEY: API_KEY_ANTHROPIC, NODE_EXTRA_CA_CERTS: ca };
   out.push({ name: 'opencode run (Anthropic)', cmd: join(bin, 'opencode'), args: ['run', '-m', 'anthropic/claude-sonnet-4-5', PROMPT], env: opencodeEnv });
+  const qwenEnv = { ...env, HOME: mkdirp(join(home, 'qwen')), OPENAI_API_KEY: API_KEY_OPENAI, OPENAI_BASE_URL: `${base.openai}/v1`, OPENAI_MODEL: 'qwen3-coder-plus', NODE_EXTRA_CA_CERTS: ca };
+  out.push({ name: 'qwen -p (Chat Completions)', cmd: join(bin, 'qwen'), args: ['-p', PROMPT, '--yolo'], env: qwenEnv });
   out.push({ name: 'claude -p', cmd: join(bin, 'claude'), args: ['-p', PROMPT, '--allowedTools', 'Bash', '--model', 'claude-sonnet-4-5'], env: claudeEnv });
   return out;
 }
@@ -178,7 +182,7 @@ async function main(): Promise<void> {
     mkdirSync(a.fixtures, { recursive: true });
     const fixtures: [string, string, RegExp][] = [
       ['api.anthropic.com', 'claude-code', /^claude-cli\//], ['api.anthropic.com', 'opencode', /^opencode\//],
-      ['api.openai.com', 'codex-http', /^codex/], ['generativelanguage.googleapis.com', 'gemini-cli', /GeminiCLI/i],
+      ['api.openai.com', 'codex-http', /^codex/], ['api.openai.com', 'qwen-code', /^QwenCode\//], ['generativelanguage.googleapis.com', 'gemini-cli', /GeminiCLI/i],
     ];
     for (const [host, name, ua] of fixtures) {
       const n = await saveFixture(api, host, name, `bench/agents.ts: "${PROMPT}" against bench/agent-origin.ts`, join(a.fixtures, `${name}.json`), ua);
