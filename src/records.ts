@@ -117,7 +117,7 @@ export type TransactionRecord = HttpTransaction | WsMessageRecord;
 
 // ── Conversations ────────────────────────────────────────────────────────────────────────────
 
-export type ClientName = 'codex' | 'claude-code' | 'aider' | 'opencode' | 'gemini-cli' | 'generic';
+export type ClientName = 'codex' | 'claude-code' | 'aider' | 'opencode' | 'gemini-cli' | 'qwen-code' | 'generic';
 export type Provider = 'openai-responses' | 'openai-ws' | 'openai-chat' | 'anthropic' | 'gemini';
 
 export type Block =

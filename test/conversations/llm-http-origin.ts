@@ -37,7 +37,7 @@ export interface LlmHttpOrigin {
 export async function startLlmHttpOrigin(pki: TestPki): Promise<LlmHttpOrigin> {
   const scripts = new Map<string, HttpScript>();
   const received = new Map<string, any[]>();
-  const server = https.createServer(pki.serverContext(['api.anthropic.test', 'gemini.test', 'llm.local.test']), async (req, res) => {
+  const server = https.createServer(pki.serverContext(['api.anthropic.test', 'gemini.test', 'openai.test', 'llm.local.test']), async (req, res) => {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const host = (req.headers.host ?? '').split(':')[0];

@@ -20,7 +20,7 @@ let llm: LlmHttpOrigin;
 
 before(async () => {
   llm = await startLlmHttpOrigin(pki);
-  g = await startGreytap(['--upstream-ca', pki.caPath, ...['api.anthropic.test', 'gemini.test'].flatMap((h) => ['--map', `${h}:443=127.0.0.1:${llm.port}`])]);
+  g = await startGreytap(['--upstream-ca', pki.caPath, ...['api.anthropic.test', 'gemini.test', 'openai.test'].flatMap((h) => ['--map', `${h}:443=127.0.0.1:${llm.port}`])]);
 });
 
 after(async () => {
@@ -170,4 +170,35 @@ test('opencode 1.18.33: run with one bash call → one conversation (no session 
   assert.deepEqual(tool.blocks, [{ type: 'tool_result', callId: call.id, output: result.content, name: 'bash' }]);
   assert.deepEqual(answer.blocks, [{ type: 'text', text: 'The command printed: hi' }]);
   assert.equal(mine(title.model).length, 1);
+});
+
+test('qwen-code 0.15.10: -p with one shell call over Chat Completions → one conversation; its context message is scaffolding, the tool\'s text parts are its output', async () => {
+  const f = fixture('qwen-code-0.15.10-shell.json');
+  const [first, second] = await replay(f, 'openai.test');
+  const call = second.messages[4].tool_calls[0];
+  const result = second.messages[5];
+  assert.equal(result.role, 'tool');
+  assert.deepEqual(result.content.map((p: any) => p.type), ['text'], 'the tool message\'s content is text parts');
+  let convs: Conversation[] = [];
+  const mine = () => convs.find((c) => c.client === 'qwen-code' && c.turns.length >= 7);
+  await waitFor(async () => {
+    await g.drain();
+    convs = (await apiGet(g, '/api/conversations?limit=100')).items;
+    return mine() !== undefined;
+  }, 'the qwen-code conversation', 10_000).catch(() => assert.fail(`conversations: ${JSON.stringify(convs.map((c) => [c.client, c.model, c.turns.length]))}`));
+  const conv = mine()!;
+  assert.equal(conv.provider, 'openai-chat');
+  assert.equal(conv.model, 'qwen3-coder-plus');
+  assert.deepEqual(conv.turns.map((t) => t.role), ['system', 'user', 'assistant', 'user', 'assistant', 'tool', 'assistant']);
+  const [, context, , prompt, asked, tool, answer] = conv.turns;
+  assert.match(first.messages[1].content[0].text, /^This is the Qwen Code\. We are setting up the context for our chat\./);
+  assert.deepEqual(context.blocks, [{ type: 'text', text: first.messages[1].content[0].text, scaffolding: true }]);
+  assert.deepEqual(prompt.blocks, [{ type: 'text', text: 'Run echo hi and tell me what it printed' }]);
+  assert.deepEqual(asked.blocks, [
+    { type: 'text', text: 'I will run it.' },
+    { type: 'tool_call', callId: call.id, name: 'run_shell_command', arguments: { command: 'echo hi' }, argumentsRaw: call.function.arguments },
+  ]);
+  assert.deepEqual(tool.blocks, [{ type: 'tool_result', callId: call.id, output: result.content[0].text, name: 'run_shell_command' }]);
+  assert.match(result.content[0].text, /Output: hi/);
+  assert.match((answer.blocks[0] as any).text, /^The command printed: Command: echo hi/);
 });

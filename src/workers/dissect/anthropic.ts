@@ -1,7 +1,7 @@
 // Anthropic Messages API (POST /v1/messages, JSON or SSE). Claude Code puts its session id in
 // metadata.user_id ("user_<hash>_account_<uuid>_session_<uuid>"): that session is the key.
 import type { Block, HttpTransaction, Usage } from '../../records.js';
-import { addUsage, errorReply, isObj, num, parseJson, prefixKey, pushMsg, roleFor, splitTrailingReminders, stoppedShort, str, textBlock, toolCall, wasCut, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
+import { addUsage, errorReply, isObj, num, parseJson, prefixKey, pushMsg, roleFor, splitTrailingReminders, stoppedShort, str, textBlock, toolCall, toolOutput, wasCut, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
 
 function blocksOf(content: unknown, role: Role): Block[] {
   if (typeof content === 'string') return [textBlock(content, role)];
@@ -24,12 +24,6 @@ function blocksOf(content: unknown, role: Role): Block[] {
     }
   }
   return out;
-}
-
-/** tool_result content is a string or text blocks: a single text collapses to its string. */
-function toolOutput(c: unknown): unknown {
-  if (Array.isArray(c) && c.every((x) => isObj(x) && x.type === 'text')) return c.map((x) => x.text).join('\n');
-  return c;
 }
 
 export function sessionKey(userId: string): string {

@@ -99,6 +99,7 @@ export function detectClient(h: Header[] | undefined): ClientName {
   if (originator.startsWith('codex') || ua.startsWith('codex') || header(h, 'x-codex-turn-metadata') !== undefined) return 'codex';
   if (ua.startsWith('claude-cli/') || ua.includes('claude-code')) return 'claude-code';
   if (ua.includes('geminicli') || ua.includes('gemini-cli')) return 'gemini-cli';
+  if (ua.startsWith('qwencode/')) return 'qwen-code'; // a Gemini CLI fork that speaks Chat Completions
   if (ua.includes('opencode')) return 'opencode';
   // aider speaks through litellm/openai-python; it names itself in OpenRouter's attribution headers
   if (ua.includes('aider') || /aider/i.test(header(h, 'x-title') ?? '') || /aider\.chat/i.test(header(h, 'http-referer') ?? '')) return 'aider';

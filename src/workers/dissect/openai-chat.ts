@@ -1,7 +1,7 @@
 // OpenAI Chat Completions (…/chat/completions, JSON or SSE with choices[].delta) — aider, opencode,
 // LiteLLM, vLLM, Ollama. No session id on the wire: conversations grow by message prefix.
 import type { Block, HttpTransaction, Usage } from '../../records.js';
-import { addUsage, errorReply, isObj, num, parseJson, prefixKey, pushMsg, stoppedShort, str, textBlock, toolCall, wasCut, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
+import { addUsage, errorReply, isObj, num, parseJson, prefixKey, pushMsg, stoppedShort, str, textBlock, toolCall, toolOutput, wasCut, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
 
 function contentBlocks(content: unknown, role: Role): Block[] {
   if (typeof content === 'string') return content ? [textBlock(content, role)] : [];
@@ -19,7 +19,7 @@ export function chatMessages(messages: unknown): Msg[] {
   for (const m of Array.isArray(messages) ? messages : []) {
     if (!isObj(m)) continue;
     if (m.role === 'tool' || m.role === 'function') {
-      pushMsg(out, 'tool', [{ type: 'tool_result', callId: str(m.tool_call_id) ?? str(m.name) ?? '', output: typeof m.content === 'string' ? m.content : m.content }]);
+      pushMsg(out, 'tool', [{ type: 'tool_result', callId: str(m.tool_call_id) ?? str(m.name) ?? '', output: toolOutput(m.content) }]);
       continue;
     }
     const role = (['system', 'developer', 'assistant'].includes(m.role) ? m.role : 'user') as Role;

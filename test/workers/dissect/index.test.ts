@@ -71,6 +71,7 @@ test('client detection from headers', () => {
   assert.equal(detectClient([['x-codex-turn-metadata', '{}']]), 'codex');
   assert.equal(detectClient([['user-agent', 'claude-cli/2.0.14 (external, cli)']]), 'claude-code');
   assert.equal(detectClient([['User-Agent', 'GeminiCLI/0.9.0 (linux; x64)']]), 'gemini-cli');
+  assert.equal(detectClient([['User-Agent', 'QwenCode/0.15.10 (linux; x64)']]), 'qwen-code');
   assert.equal(detectClient([['User-Agent', 'opencode/0.15.0 ai-sdk/provider-utils']]), 'opencode');
   assert.equal(detectClient([['User-Agent', 'OpenAI/Python 1.99'], ['X-Title', 'Aider']]), 'aider');
   assert.equal(detectClient([['User-Agent', 'curl/7.88.1']]), 'generic');
