@@ -19,9 +19,12 @@ export function conn(over: Partial<ConnectionRecord> = {}): ConnectionRecord {
   };
 }
 
+// ts before the id, as capture takes them: the store relies on no id being older than its record's
+// ts (a `since` query bounds the id range by it), and a millisecond can tick between the two.
 export function http(connId: string, over: Partial<HttpTransaction> = {}): HttpTransaction {
+  const ts = Date.now();
   return {
-    id: nextId(), ts: Date.now(), kind: 'HTTP', conn: connId, host: 'api.openai.com', port: 443, scheme: 'https',
+    id: nextId(), ts, kind: 'HTTP', conn: connId, host: 'api.openai.com', port: 443, scheme: 'https',
     path: '/v1/responses?stream=true&x=a%20b', method: 'POST', status: 200, statusText: 'OK', httpVersion: 'HTTP/1.1',
     reqHeaders: [['Host', 'api.openai.com'], ['Authorization', 'Bearer sk-secret'], ['Content-Type', 'application/json']],
     respHeaders: [['Content-Type', 'application/json'], ['Set-Cookie', 'sid=abc']],
@@ -31,8 +34,9 @@ export function http(connId: string, over: Partial<HttpTransaction> = {}): HttpT
 }
 
 export function ws(connId: string, upgrade: string, direction: 'client' | 'server', seq: number, over: Partial<WsMessageRecord> = {}): WsMessageRecord {
+  const ts = Date.now();
   return {
-    id: nextId(), ts: Date.now(), kind: direction === 'client' ? 'WS_REQ' : 'WS_RESP', conn: connId, host: 'api.openai.com', port: 443,
+    id: nextId(), ts, kind: direction === 'client' ? 'WS_REQ' : 'WS_RESP', conn: connId, host: 'api.openai.com', port: 443,
     scheme: 'wss', path: '/v1/responses', upgrade, seq, direction, opcode: 'text', compressed: true, frames: 1,
     wireBytes: 30, size: 20, body: `{"seq":${seq},"dir":"${direction}"}`, truncated: false, ...over,
   };
