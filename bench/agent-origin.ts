@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { decompress } from 'fzstd';
 import { loadOrCreateCA } from '../src/io/tls-intercept.js';
-import { splitTrailingReminders } from '../src/workers/dissect/blocks.js';
+import { splitTrailingReminders, toolOutput } from '../src/workers/dissect/blocks.js';
 
 /** the names greytap routes here, and 127.0.0.1 for clients run without the proxy */
 export const ORIGIN_HOSTS = ['api.openai.com', 'api.anthropic.com', 'chatgpt.com', 'generativelanguage.googleapis.com', '127.0.0.1'];
@@ -99,18 +99,27 @@ export function anthropicEvents(body: any): Record<string, unknown>[] {
   const n = nextId();
   const model = typeof body?.model === 'string' ? body.model : 'claude-sonnet-4-5';
   const msgs: any[] = Array.isArray(body?.messages) ? body.messages : [];
-  const last = msgs[msgs.length - 1];
-  const result = Array.isArray(last?.content) ? last.content.find((b: any) => b?.type === 'tool_result') : undefined;
+  // the latest tool result (Claude Code's sub-agents send a system message after it)
+  const result = msgs.flatMap((m) => (Array.isArray(m?.content) ? m.content : [])).filter((b: any) => b?.type === 'tool_result').pop();
   const hasResult = msgs.some((m) => Array.isArray(m?.content) && m.content.some((b: any) => b?.type === 'tool_result'));
-  // Claude Code's tool is Bash, opencode's bash
-  const bash = (Array.isArray(body?.tools) ? body.tools : []).find((t: any) => /^bash$/i.test(t?.name));
+  // Claude Code's tool is Bash, opencode's bash. A prompt that asks for a subagent gets Claude
+  // Code's Agent tool instead, with the same task: the subagent then asks for Bash.
+  const tools: any[] = Array.isArray(body?.tools) ? body.tools : [];
+  const typed = msgs.flatMap((m) => (m?.role !== 'user' ? [] : typeof m.content === 'string' ? [m.content] : (Array.isArray(m.content) ? m.content : []).map((b: any) => (b?.type === 'text' ? String(b.text) : ''))));
+  const agent = typed.some((t) => /subagent/i.test(t) && !t.trimStart().startsWith('<')) ? tools.find((t) => t?.name === 'Agent') : undefined;
+  const bash = agent ?? tools.find((t: any) => /^bash$/i.test(t?.name));
   const usage = { input_tokens: 120, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 1 };
   const evs: Record<string, unknown>[] = [
     { type: 'message_start', message: { id: `msg_${n}`, type: 'message', role: 'assistant', model, content: [], stop_reason: null, stop_sequence: null, usage } },
   ];
   let stop: string;
-  if (bash && !hasResult) {
-    const input = JSON.stringify({ command: TOOL_COMMAND, description: 'Print hi' });
+  // The sub-agent (asked for on haiku) runs the command three times, so that its line grows longer
+  // than its parent's: the case that once hid the parent's line.
+  const results = msgs.reduce((n, m) => n + (Array.isArray(m?.content) ? m.content.filter((b: any) => b?.type === 'tool_result').length : 0), 0);
+  if (bash && (!hasResult || (/haiku/.test(model) && results < 3))) {
+    const input = JSON.stringify(agent
+      ? { description: 'Run echo hi', prompt: `Run ${TOOL_COMMAND} and tell me what it printed`, subagent_type: 'general-purpose', run_in_background: false, model: 'haiku' }
+      : { command: TOOL_COMMAND, description: 'Print hi' });
     evs.push({ type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
     evs.push({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'I will run it.' } });
     evs.push({ type: 'content_block_stop', index: 0 });
@@ -121,8 +130,9 @@ export function anthropicEvents(body: any): Record<string, unknown>[] {
     stop = 'tool_use';
   } else {
     // the tool's own output: a model reads past the reminders Claude Code appends to it
-    const r = result ? (typeof result.content === 'string' ? splitTrailingReminders(result.content).output : JSON.stringify(result.content)) : undefined;
-    const text = r !== undefined ? `The command printed: ${r.trim().slice(0, 200)}` : 'Hello from the fake model.';
+    const out = toolOutput(result?.content);
+    const r = result ? (typeof out === 'string' ? splitTrailingReminders(out).output : JSON.stringify(out)) : undefined;
+    const text = r !== undefined ? `The command printed: ${r.trim().slice(-200)}` : 'Hello from the fake model.';
     evs.push({ type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
     for (const t of text.match(/.{1,8}/gs) ?? []) evs.push({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: t } });
     evs.push({ type: 'content_block_stop', index: 0 });

@@ -105,6 +105,8 @@ function clients(bin: string, home: string, base: { openai: string; anthropic: s
   const qwenEnv = { ...env, HOME: mkdirp(join(home, 'qwen')), OPENAI_API_KEY: API_KEY_OPENAI, OPENAI_BASE_URL: `${base.openai}/v1`, OPENAI_MODEL: 'qwen3-coder-plus', NODE_EXTRA_CA_CERTS: ca };
   out.push({ name: 'qwen -p (Chat Completions)', cmd: join(bin, 'qwen'), args: ['-p', PROMPT, '--yolo'], env: qwenEnv });
   out.push({ name: 'claude -p', cmd: join(bin, 'claude'), args: ['-p', PROMPT, '--allowedTools', 'Bash', '--model', 'claude-sonnet-4-5'], env: claudeEnv });
+  // the fake answers a prompt that asks for a sub-agent with Claude Code's Agent tool
+  out.push({ name: 'claude -p (a sub-agent)', cmd: join(bin, 'claude'), args: ['-p', `Use a subagent to ${PROMPT[0].toLowerCase()}${PROMPT.slice(1)}`, '--allowedTools', 'Bash,Agent', '--model', 'claude-sonnet-4-5'], env: claudeEnv });
   return out;
 }
 
@@ -172,10 +174,15 @@ async function main(): Promise<void> {
   console.log(`\n== conversations (${convs.length})`);
   for (const c of convs) {
     console.log(`  ${c.id} client=${c.client} provider=${c.provider} model=${c.model} key=${c.key}${c.incomplete ? ` incomplete=${c.incomplete}` : ''}`);
-    c.turns.forEach((t: any, i: number) => {
+    const turns = (list: any[], indent: string) => list.forEach((t: any, i: number) => {
       const blocks = t.blocks.map((b: any) => `${b.type}${b.scaffolding ? '(scaffolding)' : ''}${b.name ? ` ${b.name}` : ''} ${short(b.text ?? b.arguments ?? b.output)}`);
-      console.log(`    ${String(i).padStart(2)} ${t.role.padEnd(9)} ${blocks.join(' | ')}`);
+      console.log(`${indent}${String(i).padStart(2)} ${t.role.padEnd(9)} ${blocks.join(' | ')}`);
     });
+    turns(c.turns, '    ');
+    for (const sub of c.subagents ?? []) {
+      console.log(`       sub-agent of ${sub.callId} model=${sub.model}`);
+      turns(sub.turns, '         ');
+    }
   }
 
   if (a.fixtures) {

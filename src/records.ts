@@ -145,6 +145,13 @@ export interface Turn {
   error?: string; // the provider's error message when the response failed
 }
 
+/** A sub-agent's own line of turns, under the tool call that started it (its result is the hand-back). */
+export interface Subagent {
+  callId: string;
+  model?: string;
+  turns: Turn[];
+}
+
 export interface Conversation {
   id: string;
   key: string; // the assembly key (e.g. "openai-ws:<prompt_cache_key>")
@@ -154,6 +161,8 @@ export interface Conversation {
   startedTs: number;
   updatedTs: number;
   turns: Turn[];
+  /** the lines of the sub-agents the main line's tool calls started (Claude Code's Agent tool), by call */
+  subagents?: Subagent[];
   incomplete?: string;
   /** assembler bookkeeping, not a conversation (per-connection WebSocket state, response-id pointers): lists skip it */
   internal?: boolean;

@@ -55,13 +55,21 @@ export function conversationMarkdown(c: Conversation): string {
   out.push(`- started: ${new Date(c.startedTs).toISOString()}`, `- updated: ${new Date(c.updatedTs).toISOString()}`);
   if (c.incomplete) out.push(`- incomplete: ${c.incomplete}`);
   out.push('');
-  c.turns.forEach((t, i) => {
+  turns(out, c.turns, '##');
+  for (const sub of c.subagents ?? []) {
+    out.push(`## Sub-agent of tool call ${sub.callId}${sub.model ? ` (${sub.model})` : ''}`, '');
+    turns(out, sub.turns, '###');
+  }
+  return out.join('\n');
+}
+
+function turns(out: string[], list: Turn[], heading: string): void {
+  list.forEach((t, i) => {
     const flags = [t.model, t.incomplete ? `incomplete: ${t.incomplete}` : ''].filter(Boolean).join(', ');
-    out.push(`## ${i + 1}. ${ROLE[t.role] ?? t.role}${flags ? ` (${flags})` : ''}`, '');
+    out.push(`${heading} ${i + 1}. ${ROLE[t.role] ?? t.role}${flags ? ` (${flags})` : ''}`, '');
     for (const b of t.blocks) out.push(block(b), '');
     if (t.error) out.push(`**error:** ${t.error}`, '');
     if (t.usage) out.push(`_usage: ${usageLine(t.usage)}_`, '');
     out.push(`<sub>source: ${t.source.join(', ')}</sub>`, '');
   });
-  return out.join('\n');
 }

@@ -21,6 +21,7 @@ tr.row{cursor:pointer} tr.row:hover{background:#f3f6ff} tr.sel{background:#dde6f
 pre{background:#f6f6f6;padding:.5em;white-space:pre-wrap;word-break:break-all;max-height:40em;overflow:auto}
 .msg{border-left:3px solid #ccc;margin:.3em 0;padding-left:.5em} .msg.client{border-color:#4a4} .msg.server{border-color:#a64}
 .turn{margin:.5em 0;padding:.3em .5em;background:#fafafa;border-left:3px solid #88a}
+.sub{margin-left:1.5em}
 h3{margin:.6em 0 .3em} a{color:#36c;cursor:pointer}
 </style></head><body>
 <header><b>greytap</b><button id="tab-act" class="on">Activity</button><button id="tab-conv">Conversations</button>
@@ -145,8 +146,7 @@ async function conversations() {
 async function showConversation(id) {
   try {
     const c = await get('/api/conversations/' + id);
-    const out = [$('h3', { textContent: c.client + ' · ' + c.provider + ' · ' + (c.model || '') })];
-    for (const turn of c.turns) {
+    const turns = (list) => list.map((turn) => {
       const d = $('div', { className: 'turn' }, $('b', { textContent: turn.role }));
       for (const b of turn.blocks) {
         const label = b.type === 'tool_call' ? 'tool call ' + b.name : b.type === 'tool_result' ? 'tool result ' + b.callId : b.type;
@@ -154,7 +154,11 @@ async function showConversation(id) {
         d.append($('div', { textContent: label }), $('pre', { textContent: text }));
       }
       if (turn.usage) d.append($('div', { textContent: 'usage ' + JSON.stringify(turn.usage) }));
-      out.push(d);
+      return d;
+    });
+    const out = [$('h3', { textContent: c.client + ' · ' + c.provider + ' · ' + (c.model || '') }), ...turns(c.turns)];
+    for (const sub of c.subagents || []) {
+      out.push($('h4', { textContent: 'sub-agent of tool call ' + sub.callId + (sub.model ? ' · ' + sub.model : '') }), $('div', { className: 'sub' }, ...turns(sub.turns)));
     }
     detail.replaceChildren(...out);
   } catch (e) { detail.replaceChildren($('p', { className: 'err', textContent: String(e) })); }

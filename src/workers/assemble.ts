@@ -16,10 +16,10 @@
 //     turns are requests and responses merged in wire order, a request that re-sends the whole
 //     history folded by the same prefix matching (see dissect/openai-ws.ts, dissect/history-line.ts).
 // Bad data (non-JSON, unknown shapes) is skipped and counted, never thrown.
-import type { ClientName, Conversation, HttpTransaction, Provider, TransactionRecord, Turn, WsMessageRecord } from '../records.js';
+import type { Block, ClientName, Conversation, HttpTransaction, Provider, Subagent, TransactionRecord, Turn, WsMessageRecord } from '../records.js';
 import type { MetricDeltas } from '../metrics.js';
 import type { Store } from '../store/store.js';
-import { hash, msgSig, type Exchange, type Msg, type Reply } from './dissect/blocks.js';
+import { hash, isObj, msgSig, type Exchange, type Msg, type Reply } from './dissect/blocks.js';
 import { detectClient, dissectHttp, isOpenaiWsPath, type DissectRule } from './dissect/index.js';
 import { NO_SESSION_KEY, WsLineTurn, deriveWs, foldHistory, foldWsRecord, newConnState, type WsConnState, type WsLine } from './dissect/openai-ws.js';
 import { continueLine, lastSystemSig, type LineTurn } from './dissect/history-line.js';
@@ -331,17 +331,18 @@ function foldHttp(old: StoredConversation | undefined, key: string, list: { ex: 
   }
   st.exchanges.sort((a, b) => (before(a, b) ? -1 : before(b, a) ? 1 : 0));
   const provider = list[0].ex.provider;
-  const turns = foldExchanges(st);
+  const session = foldSession(st);
   const first = st.exchanges[0], last = st.exchanges[st.exchanges.length - 1];
   const conv: StoredConversation = {
     id: old?.id ?? conversationId(key),
     key,
     client: client ?? 'generic',
     provider: old?.provider ?? provider,
-    model: mainModel(st) ?? old?.model,
+    model: session.model ?? old?.model,
     startedTs: first.ts,
     updatedTs: last.ts,
-    turns: finishTurns(turns),
+    turns: finishTurns(session.turns),
+    ...(session.subagents.length ? { subagents: session.subagents } : {}),
     _http: st,
   };
   const inc = lastAssistant(conv.turns)?.incomplete;
@@ -349,25 +350,76 @@ function foldHttp(old: StoredConversation | undefined, key: string, list: { ex: 
   return conv;
 }
 
-/** The model of the main line: the one of the exchange with the longest history (Claude Code's side calls use a small model). */
-function mainModel(st: HttpState): string | undefined {
+/**
+ * Claude Code's Agent tool starts a sub-agent whose requests carry the session's id, on a model of
+ * its own, its first user message the call's `prompt`. Its exchanges are not the session's main
+ * line, however long its history grows: they are the call's sub-agent. A later request of the
+ * parent re-sends the call in its history, so it is never taken for the sub-agent, even when the
+ * prompt repeats the user's words. Exchange id → the call.
+ */
+function subagentExchanges(st: HttpState): Map<string, string> {
+  // prompt → the earliest call with it, and the signature of the message that made it
+  const calls = new Map<string, { callId: string; sig: string; at: { ts: number; id: string } }>();
+  const note = (sig: string, blocks: Block[], at: { ts: number; id: string }) => {
+    for (const b of blocks) {
+      if (b.type !== 'tool_call' || !isObj(b.arguments) || typeof b.arguments.prompt !== 'string') continue;
+      const prompt = b.arguments.prompt.trim();
+      const had = calls.get(prompt);
+      if (!had || before(at, had.at)) calls.set(prompt, { callId: b.callId, sig, at });
+    }
+  };
+  for (const e of st.exchanges) if (e.reply) note(msgSig('assistant', e.reply.blocks), e.reply.blocks, e);
+  for (const [sig, { from, ts, msg }] of Object.entries(st.msgs)) if (msg.role === 'assistant') note(sig, msg.blocks, { ts, id: from });
+  const out = new Map<string, string>();
+  if (calls.size === 0) return out;
+  for (const e of st.exchanges) {
+    let firstUser: Msg | undefined;
+    for (const sig of e.hist) if ((firstUser = st.msgs[sig]?.msg)?.role === 'user') break;
+    if (firstUser?.role !== 'user') continue;
+    for (const b of firstUser.blocks) {
+      const call = b.type === 'text' && !b.scaffolding ? calls.get(b.text.trim()) : undefined;
+      if (call && before(call.at, e) && !e.hist.includes(call.sig)) { out.set(e.id, call.callId); break; }
+    }
+  }
+  return out;
+}
+
+/** The model of a line: the one of its exchange with the longest history (Claude Code's side calls use a small model). */
+function lineModel(exchanges: StoredExchange[]): string | undefined {
   let best: StoredExchange | undefined;
-  for (const e of st.exchanges) if (!best || e.hist.length >= best.hist.length) best = e;
+  for (const e of exchanges) if (!best || e.hist.length >= best.hist.length) best = e;
   return best?.model ?? best?.reply?.model;
+}
+
+/** The session's main line and its sub-agents' lines, each by foldExchanges. */
+function foldSession(st: HttpState): { model?: string; turns: Turn[]; subagents: Subagent[] } {
+  const sub = subagentExchanges(st);
+  const main = sub.size ? st.exchanges.filter((e) => !sub.has(e.id)) : st.exchanges;
+  const model = lineModel(main);
+  const byCall = new Map<string, StoredExchange[]>();
+  for (const e of st.exchanges) {
+    const callId = sub.get(e.id);
+    if (callId !== undefined) byCall.set(callId, [...(byCall.get(callId) ?? []), e]);
+  }
+  const subagents: Subagent[] = [];
+  for (const [callId, list] of byCall) {
+    const m = lineModel(list);
+    subagents.push({ callId, ...(m ? { model: m } : {}), turns: finishTurns(foldExchanges(st, list, m)) });
+  }
+  return { model, turns: foldExchanges(st, main, model), subagents };
 }
 
 /**
  * Folds exchanges (oldest first) into one line of turns. Each request history continues the line
  * (incomplete replies in it are optional — a client may or may not send a cut reply back) as
  * continueLine says: extended, a reply retried, or rebased where the history was rewritten (same
- * model); a history with nothing in common, or on another model (title/quota calls, sub-agents),
- * is a side call, not shown.
+ * model); a history with nothing in common, or on another model (title/quota calls), is a side
+ * call, not shown.
  * previous_response_id requests carry only new items: R = T + new items.
  */
-function foldExchanges(st: HttpState): Turn[] {
-  const model = mainModel(st);
+function foldExchanges(st: HttpState, exchanges: StoredExchange[], model: string | undefined): Turn[] {
   let T: LineTurn[] = [];
-  for (const e of st.exchanges) {
+  for (const e of exchanges) {
     const emodel = e.model ?? e.reply?.model;
     if (model && emodel && emodel !== model) continue;
     const R = (e.prev ? [...T.filter((t) => !t.optional).map((t) => t.sig), ...newItems(T, e.hist)] : e.hist).map((sig) => ({ sig }));

@@ -202,3 +202,39 @@ test('qwen-code 0.15.10: -p with one shell call over Chat Completions → one co
   assert.match(result.content[0].text, /Output: hi/);
   assert.match((answer.blocks[0] as any).text, /^The command printed: Command: echo hi/);
 });
+
+test('claude-code 2.1.332: a sub-agent (Agent tool, on haiku, its line longer than its parent\'s) is the call\'s sub-agent; the session\'s line stays the parent\'s', async () => {
+  const f = fixture('claude-code-2.1.332-subagent.json');
+  const bodies = await replay(f, 'api.anthropic.test', 'api.anthropic.test /v1/messages');
+  const [parent1, , , , , parent2] = bodies;
+  const session = JSON.parse(parent1.metadata.user_id).session_id;
+  const call = parent2.messages[1].content.find((b: any) => b.type === 'tool_use');
+  assert.equal(call.name, 'Agent');
+  const subBodies = bodies.filter((b) => b.model !== parent1.model);
+  assert.equal(subBodies.length, 4);
+  assert.ok(subBodies.every((b) => JSON.parse(b.metadata.user_id).session_id === session), 'the sub-agent\'s requests carry the session\'s id');
+  assert.ok(subBodies[3].messages.length > parent2.messages.length, 'its history is the longer one');
+  assert.ok(subBodies[3].messages.some((m: any) => m.role === 'system'), 'it sends system messages among its turns');
+
+  const conv = await conversationOf(`anthropic:${session}`, (c) => c.turns.length >= 5 && (c.subagents?.[0]?.turns.length ?? 0) >= 13);
+  assert.equal(conv.model, parent1.model);
+  assert.deepEqual(conv.turns.map((t) => t.role), ['system', 'user', 'assistant', 'tool', 'assistant']);
+  assert.deepEqual(conv.turns[1].blocks.filter((b: any) => !b.scaffolding).map((b: any) => b.text), ['Use a subagent to run echo hi and tell me what it printed']);
+  assert.deepEqual(conv.turns[2].blocks[1], { type: 'tool_call', callId: call.id, name: 'Agent', arguments: call.input });
+  assert.equal((conv.turns[3].blocks[0] as any).callId, call.id);
+
+  assert.equal(conv.subagents?.length, 1);
+  const [sub] = conv.subagents!;
+  assert.equal(sub.callId, call.id);
+  assert.equal(sub.model, subBodies[0].model);
+  assert.deepEqual(sub.turns.map((t) => t.role), ['system', 'user', 'system', 'assistant', 'tool', 'system', 'assistant', 'tool', 'system', 'assistant', 'tool', 'system', 'assistant']);
+  assert.deepEqual(sub.turns[1].blocks.filter((b: any) => !b.scaffolding).map((b: any) => b.text), [call.input.prompt]);
+  const bash = sub.turns.flatMap((t) => t.blocks).filter((b: any) => b.type === 'tool_call');
+  assert.deepEqual(bash.map((b: any) => [b.name, b.arguments.command]), [['Bash', 'echo hi'], ['Bash', 'echo hi'], ['Bash', 'echo hi']]);
+  assert.deepEqual(sub.turns.filter((t) => t.role === 'tool').map((t) => (t.blocks[0] as any).output), ['hi', 'hi', 'hi']);
+  assert.deepEqual((sub.turns[12].blocks[0] as any).text, 'The command printed: hi');
+
+  const ids = (await apiGet(g, '/api/transactions?kind=HTTP&host=api.anthropic.test&limit=100')).items.map((t: any) => t.id).sort().slice(-6);
+  assert.deepEqual([...new Set(conv.turns.flatMap((t) => t.source))].sort(), [ids[0], ids[5]], 'the parent\'s turns come from its two requests');
+  assert.deepEqual([...new Set(sub.turns.flatMap((t) => t.source))].sort(), ids.slice(1, 5), 'the sub-agent\'s from its four');
+});

@@ -9,7 +9,7 @@ import { deriveWs } from '../../src/workers/dissect/openai-ws.js';
 import type { Conversation, TransactionRecord, Turn, WsMessageRecord } from '../../src/records.js';
 import type { Store } from '../../src/store/store.js';
 import { waitFor } from '../helpers/harness.js';
-import { allConversations, testStore, turnTexts } from './dissect/session-fixtures.js';
+import { allConversations, httpTx, testStore, turnTexts } from './dissect/session-fixtures.js';
 import { CC_SESSION, CODEX_INSTRUCTIONS, chatSession, claudeCodeSession, codexAnswer, codexCreate, codexSession, codexSocket, geminiSession, msg, type CodexLanes } from './dissect/sessions.js';
 
 async function feed(store: Store, records: TransactionRecord[]): Promise<void> {
@@ -419,6 +419,51 @@ test('Claude Code SSE session: thinking, tool_use from input_json_delta, tool_re
     assert.equal(c.provider, 'anthropic');
     assert.equal(c.model, 'claude-sonnet-4-5');
   });
+});
+
+test('Claude Code sub-agent: its exchanges are the Agent call\'s line, whatever the order they are assembled in; the parent keeps the session even when the sub-agent\'s history is longer and its prompt repeats the user\'s', async () => {
+  const t0 = 1_700_001_200_000;
+  const user = `user_x_account_0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0_session_${CC_SESSION}`;
+  const text = (t: string) => ({ type: 'text', text: t });
+  const use = (id: string, name: string, input: object) => ({ type: 'tool_use', id, name, input });
+  const result = (id: string, content: string) => ({ role: 'user', content: [{ type: 'tool_result', tool_use_id: id, content }] });
+  const tx = (ts: number, model: string, messages: object[], content: object[]) => httpTx({
+    ts, host: 'api.anthropic.com', path: '/v1/messages', headers: [['User-Agent', 'claude-cli/2.1.332 (external, cli)']],
+    req: { model, system: [text(model.includes('haiku') ? 'You are a sub-agent.' : 'You are Claude Code.')], messages, metadata: { user_id: user } },
+    resp: { id: `msg_${ts}`, type: 'message', role: 'assistant', model, content, stop_reason: 'end_turn', usage: { input_tokens: 10, output_tokens: 2 } },
+  });
+  const prompt = 'Look around the repo';
+  const ask = { role: 'user', content: [text(prompt)] };
+  const agentCall = [use('toolu_A', 'Agent', { description: 'Look around', prompt, subagent_type: 'Explore' })];
+  const ls = [use('toolu_1', 'Bash', { command: 'ls' })], cat = [use('toolu_2', 'Bash', { command: 'cat a' })];
+  const txs = [
+    tx(t0, 'claude-sonnet-4-5', [ask], agentCall),
+    tx(t0 + 1, 'claude-haiku-4-5', [ask], ls),
+    tx(t0 + 2, 'claude-haiku-4-5', [ask, { role: 'assistant', content: ls }, result('toolu_1', 'a b')], cat),
+    tx(t0 + 3, 'claude-haiku-4-5', [ask, { role: 'assistant', content: ls }, result('toolu_1', 'a b'), { role: 'assistant', content: cat }, result('toolu_2', 'x')], [text('Found a and b.')]),
+    tx(t0 + 4, 'claude-sonnet-4-5', [ask, { role: 'assistant', content: agentCall }, result('toolu_A', 'Found a and b.')], [text('The repo has a and b.')]),
+  ];
+  const shape = (c: Conversation) => ({
+    model: c.model,
+    main: c.turns.map((t) => [t.role, t.source.map((id) => txs.findIndex((x) => x.id === id))]),
+    subagents: (c.subagents ?? []).map((s) => ({ callId: s.callId, model: s.model, turns: s.turns.map((t) => [t.role, t.source.map((id) => txs.findIndex((x) => x.id === id))]) })),
+  });
+  const want = {
+    model: 'claude-sonnet-4-5',
+    main: [['system', [0]], ['user', [0]], ['assistant', [0]], ['tool', [4]], ['assistant', [4]]],
+    subagents: [{ callId: 'toolu_A', model: 'claude-haiku-4-5', turns: [['system', [1]], ['user', [1]], ['assistant', [1]], ['tool', [2]], ['assistant', [2]], ['tool', [3]], ['assistant', [3]]] }],
+  };
+  for (const order of [[0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [3, 0, 4, 1, 2]]) {
+    await withStore(async (store) => {
+      for (const i of order) await feed(store, [txs[i]]);
+      const c = await conv(store, `anthropic:${CC_SESSION}`);
+      assert.deepEqual(shape(c), want, `assembled in the order ${order}`);
+      assert.deepEqual(c.subagents![0].turns.filter((t) => t.role === 'tool').map((t) => t.blocks[0]), [
+        { type: 'tool_result', callId: 'toolu_1', output: 'a b', name: 'Bash' }, { type: 'tool_result', callId: 'toolu_2', output: 'x', name: 'Bash' }]);
+      await rebuildConversations(store);
+      assert.deepEqual(shape(await conv(store, `anthropic:${CC_SESSION}`)), want, 'rebuilt');
+    });
+  }
 });
 
 test('Claude Code: a stream cut short leaves the turn aborted with its partial text, earlier turns intact', async () => {

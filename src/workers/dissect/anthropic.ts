@@ -113,7 +113,8 @@ export function dissectAnthropic(tx: HttpTransaction, req: Record<string, any>):
   if (req.system !== undefined) pushMsg(history, 'system', blocksOf(req.system, 'system').filter((b) => !isBillingHeader(b)));
   for (const m of Array.isArray(req.messages) ? req.messages : []) {
     if (!isObj(m)) continue;
-    const role: Role = m.role === 'assistant' ? 'assistant' : 'user';
+    // Claude Code 2.1.3xx sub-agents also send instructions as role "system" messages among the turns
+    const role: Role = m.role === 'assistant' ? 'assistant' : m.role === 'system' ? 'system' : 'user';
     const blocks = blocksOf(m.content, role);
     pushMsg(history, roleFor(role, blocks), blocks);
   }

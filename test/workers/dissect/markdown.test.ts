@@ -29,6 +29,22 @@ test('conversation rendered as Markdown', () => {
   assert.match(md, /<sub>source: 02, 09<\/sub>/);
 });
 
+test('a sub-agent\'s turns follow the conversation\'s, under the tool call that started it', () => {
+  const c: Conversation = {
+    id: 'abc', key: 'k', client: 'claude-code', provider: 'anthropic', model: 'claude-sonnet-4-5', startedTs: 0, updatedTs: 1000,
+    turns: [
+      { role: 'user', blocks: [{ type: 'text', text: 'use a sub-agent' }], source: ['01'] },
+      { role: 'assistant', blocks: [{ type: 'tool_call', callId: 'toolu_1', name: 'Agent', arguments: { prompt: 'run it' } }], source: ['01'] },
+    ],
+    subagents: [{ callId: 'toolu_1', model: 'claude-haiku-5-5', turns: [
+      { role: 'user', blocks: [{ type: 'text', text: 'run it' }], source: ['02'] },
+      { role: 'assistant', blocks: [{ type: 'text', text: 'done' }], source: ['02'] },
+    ] }],
+  };
+  const md = conversationMarkdown(c);
+  assert.match(md, /## 2\. Assistant\n\n\*\*tool call\*\* `Agent` \(toolu_1\)[\s\S]*\n## Sub-agent of tool call toolu_1 \(claude-haiku-5-5\)\n\n### 1\. User\n\nrun it\n[\s\S]*### 2\. Assistant\n\ndone\n/);
+});
+
 test('a tool result with hundreds of thousands of backtick runs still renders, fenced past its longest run', () => {
   const output = '`x'.repeat(200_000) + '````y';
   const c: Conversation = {
