@@ -64,6 +64,20 @@ async function conversationOf(key: string, done: (c: Conversation) => boolean): 
 }
 
 /**
+ * The conversations once `ready` holds of them (clients without a session id are keyed by their
+ * opening, so their conversation is found by what it is, not by its key).
+ */
+async function conversationsWhen(what: string, ready: (all: Conversation[]) => boolean): Promise<Conversation[]> {
+  let convs: Conversation[] = [];
+  await waitFor(async () => {
+    await g.drain();
+    convs = (await apiGet(g, '/api/conversations?limit=100')).items;
+    return ready(convs);
+  }, what, 10_000).catch(() => assert.fail(`${what}: not in ${JSON.stringify(convs.map((c) => [c.client, c.provider, c.model, c.turns.length]))}`));
+  return convs;
+}
+
+/**
  * claude -p with one Bash call → one conversation: prompt, text + tool call, result, answer. `tool`
  * gives the tool turn's blocks from the recorded tool_result (2.1.332 appends a reminder to it).
  */
@@ -116,15 +130,8 @@ test('gemini-cli 0.61.0: -p with one shell call → one conversation: its sessio
   const [first, second] = await replay(f, 'gemini.test');
   const call = second.contents[1].parts.find((p: any) => p.functionCall).functionCall;
   const response = second.contents[2].parts[0].functionResponse;
-  // the public Gemini API has no session id: the conversation is keyed by its opening, so it is found by provider
-  let convs: Conversation[] = [];
-  const whole = () => convs.find((c) => c.provider === 'gemini' && c.turns.length >= 5);
-  await waitFor(async () => {
-    await g.drain();
-    convs = (await apiGet(g, '/api/conversations?limit=100')).items;
-    return whole() !== undefined;
-  }, 'the gemini conversation', 10_000).catch(() => assert.fail(`no whole gemini conversation in ${JSON.stringify(convs.map((c) => [c.provider, c.turns.length]))}`));
-  const conv = whole()!;
+  const whole = (c: Conversation) => c.provider === 'gemini' && c.turns.length >= 5;
+  const conv = (await conversationsWhen('the gemini conversation', (all) => all.some(whole))).find(whole)!;
   assert.equal(conv.client, 'gemini-cli');
   assert.equal(conv.model, 'gemini-2.5-pro');
   assert.deepEqual(conv.turns.map((t) => t.role), ['system', 'user', 'assistant', 'tool', 'assistant']);
@@ -150,15 +157,10 @@ test('opencode 1.18.33: run with one bash call → one conversation (no session 
   assert.match(title.messages[0].content[0].text, /^Generate a title/);
   const call = second.messages[1].content.find((b: any) => b.type === 'tool_use');
   const result = second.messages[2].content.find((b: any) => b.type === 'tool_result');
-  let convs: Conversation[] = [];
-  const mine = (model: string) => convs.filter((c) => c.client === 'opencode' && c.model === model);
-  await waitFor(async () => {
-    await g.drain();
-    convs = (await apiGet(g, '/api/conversations?limit=100')).items;
-    return mine('claude-sonnet-4-5').some((c) => c.turns.length >= 5) && mine(title.model).length > 0;
-  }, 'the opencode conversations', 10_000).catch(() => assert.fail(`conversations: ${JSON.stringify(convs.map((c) => [c.client, c.model, c.turns.length]))}`));
-  const [conv] = mine('claude-sonnet-4-5');
-  assert.equal(mine('claude-sonnet-4-5').length, 1, 'both turns in one conversation');
+  const mine = (all: Conversation[], model: string) => all.filter((c) => c.client === 'opencode' && c.model === model);
+  const convs = await conversationsWhen('the opencode conversations', (all) => mine(all, 'claude-sonnet-4-5').some((c) => c.turns.length >= 5) && mine(all, title.model).length > 0);
+  const [conv] = mine(convs, 'claude-sonnet-4-5');
+  assert.equal(mine(convs, 'claude-sonnet-4-5').length, 1, 'both turns in one conversation');
   assert.deepEqual(conv.turns.map((t) => t.role), ['system', 'user', 'assistant', 'tool', 'assistant']);
   const [sys, user, asked, tool, answer] = conv.turns;
   assert.deepEqual(sys.blocks.map((b: any) => b.text), first.system.map((b: any) => b.text));
@@ -169,7 +171,7 @@ test('opencode 1.18.33: run with one bash call → one conversation (no session 
   ]);
   assert.deepEqual(tool.blocks, [{ type: 'tool_result', callId: call.id, output: result.content, name: 'bash' }]);
   assert.deepEqual(answer.blocks, [{ type: 'text', text: 'The command printed: hi' }]);
-  assert.equal(mine(title.model).length, 1);
+  assert.equal(mine(convs, title.model).length, 1);
 });
 
 test('qwen-code 0.15.10: -p with one shell call over Chat Completions → one conversation; its context message is scaffolding, the tool\'s text parts are its output', async () => {
@@ -179,14 +181,8 @@ test('qwen-code 0.15.10: -p with one shell call over Chat Completions → one co
   const result = second.messages[5];
   assert.equal(result.role, 'tool');
   assert.deepEqual(result.content.map((p: any) => p.type), ['text'], 'the tool message\'s content is text parts');
-  let convs: Conversation[] = [];
-  const mine = () => convs.find((c) => c.client === 'qwen-code' && c.turns.length >= 7);
-  await waitFor(async () => {
-    await g.drain();
-    convs = (await apiGet(g, '/api/conversations?limit=100')).items;
-    return mine() !== undefined;
-  }, 'the qwen-code conversation', 10_000).catch(() => assert.fail(`conversations: ${JSON.stringify(convs.map((c) => [c.client, c.model, c.turns.length]))}`));
-  const conv = mine()!;
+  const whole = (c: Conversation) => c.client === 'qwen-code' && c.turns.length >= 7;
+  const conv = (await conversationsWhen('the qwen-code conversation', (all) => all.some(whole))).find(whole)!;
   assert.equal(conv.provider, 'openai-chat');
   assert.equal(conv.model, 'qwen3-coder-plus');
   assert.deepEqual(conv.turns.map((t) => t.role), ['system', 'user', 'assistant', 'user', 'assistant', 'tool', 'assistant']);
