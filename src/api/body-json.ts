@@ -111,12 +111,17 @@ export function* transactionJson(meta: TransactionRecord, bodies: [string, () =>
   yield '}';
 }
 
-/** `head`'s JSON with one more field, an array made an element at a time (`value` maps each as it is written). */
-export function* jsonWithArray<T>(head: object, field: string, items: readonly T[], value: (item: T, i: number) => unknown): Generator<string> {
+/**
+ * `head`'s JSON with one more field, an array made an element at a time (`value` maps each as it is
+ * written), then `more`: pieces of further fields, each piece list starting with its comma.
+ */
+export function* jsonWithArray<T>(head: object, field: string, items: readonly T[], value: (item: T, i: number) => unknown, more?: Iterable<string>): Generator<string> {
   const h = JSON.stringify(head);
   yield `${h.slice(0, -1)}${h === '{}' ? '' : ','}${JSON.stringify(field)}:[`;
   for (let i = 0; i < items.length; i++) yield (i ? ',' : '') + JSON.stringify(value(items[i], i));
-  yield ']}';
+  yield ']';
+  if (more) yield* more;
+  yield '}';
 }
 
 /**

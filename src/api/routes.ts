@@ -4,7 +4,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIPv4, isIPv6 } from 'node:net';
 import type { Gauge, Registry } from 'prom-client';
-import type { ConnectionRecord, Conversation, RecordKind, WsMessageRecord } from '../records.js';
+import type { ConnectionRecord, Conversation, RecordKind, Subagent, WsMessageRecord } from '../records.js';
 import { CONVERSATION_CURSOR_RE, wireOrder, type Store, type TransactionQuery } from '../store/store.js';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { SseHub } from './sse.js';
@@ -123,9 +123,19 @@ function connectionJson(store: Store, c: ConnectionRecord, metas: WsMessageRecor
   return jsonWithArray({ ...c, ...flags }, 'messages', metas, (m, i) => (i < whole ? store.getTransaction(m.id) ?? m : m));
 }
 
-/** A conversation's JSON a turn at a time: a long session is tens of MB, one string made on the forwarding thread. */
-function conversationJson({ turns, ...rest }: Conversation): Iterable<string> {
-  return jsonWithArray(rest, 'turns', turns, (t) => t);
+/** A conversation's JSON a turn at a time, its sub-agents' too: a long session is tens of MB, one string made on the forwarding thread. */
+function conversationJson({ turns, subagents, ...rest }: Conversation): Iterable<string> {
+  return jsonWithArray(rest, 'turns', turns, (t) => t, subagents && subagentsJson(subagents));
+}
+
+function* subagentsJson(subagents: Subagent[]): Generator<string> {
+  yield ',"subagents":[';
+  for (let i = 0; i < subagents.length; i++) {
+    const { turns, ...rest } = subagents[i];
+    if (i) yield ',';
+    yield* jsonWithArray(rest, 'turns', turns, (t) => t);
+  }
+  yield ']';
 }
 
 /** Routes that carry no captured data: a scraper or a phone fetching the CA may name the machine freely. */
