@@ -421,33 +421,35 @@ test('Claude Code SSE session: thinking, tool_use from input_json_delta, tool_re
   });
 });
 
+// Claude Code requests of one session, answered as JSON (sub-agents: haiku, a system prompt of their own)
+const ccText = (t: string) => ({ type: 'text', text: t });
+const ccUse = (id: string, name: string, input: object) => ({ type: 'tool_use', id, name, input });
+const ccResult = (id: string, content: string) => ({ role: 'user', content: [{ type: 'tool_result', tool_use_id: id, content }] });
+const ccTx = (ts: number, model: string, messages: object[], content: object[]) => httpTx({
+  ts, host: 'api.anthropic.com', path: '/v1/messages', headers: [['User-Agent', 'claude-cli/2.1.332 (external, cli)']],
+  req: { model, system: [ccText(model.includes('haiku') ? 'You are a sub-agent.' : 'You are Claude Code.')], messages, metadata: { user_id: `user_x_account_0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0_session_${CC_SESSION}` } },
+  resp: { id: `msg_${ts}`, type: 'message', role: 'assistant', model, content, stop_reason: 'end_turn', usage: { input_tokens: 10, output_tokens: 2 } },
+});
+/** A conversation's roles and, per turn, which of `txs` it came from; its sub-agents' the same. */
+const lineShape = (c: Conversation, txs: TransactionRecord[]) => {
+  const turns = (list: Turn[]) => list.map((t) => [t.role, t.source.map((id) => txs.findIndex((x) => x.id === id))]);
+  return { model: c.model, main: turns(c.turns), subagents: (c.subagents ?? []).map((s) => ({ callId: s.callId, model: s.model, turns: turns(s.turns) })) };
+};
+
 test('Claude Code sub-agent: its exchanges are the Agent call\'s line, whatever the order they are assembled in; the parent keeps the session even when the sub-agent\'s history is longer and its prompt repeats the user\'s', async () => {
   const t0 = 1_700_001_200_000;
-  const user = `user_x_account_0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0_session_${CC_SESSION}`;
-  const text = (t: string) => ({ type: 'text', text: t });
-  const use = (id: string, name: string, input: object) => ({ type: 'tool_use', id, name, input });
-  const result = (id: string, content: string) => ({ role: 'user', content: [{ type: 'tool_result', tool_use_id: id, content }] });
-  const tx = (ts: number, model: string, messages: object[], content: object[]) => httpTx({
-    ts, host: 'api.anthropic.com', path: '/v1/messages', headers: [['User-Agent', 'claude-cli/2.1.332 (external, cli)']],
-    req: { model, system: [text(model.includes('haiku') ? 'You are a sub-agent.' : 'You are Claude Code.')], messages, metadata: { user_id: user } },
-    resp: { id: `msg_${ts}`, type: 'message', role: 'assistant', model, content, stop_reason: 'end_turn', usage: { input_tokens: 10, output_tokens: 2 } },
-  });
   const prompt = 'Look around the repo';
-  const ask = { role: 'user', content: [text(prompt)] };
-  const agentCall = [use('toolu_A', 'Agent', { description: 'Look around', prompt, subagent_type: 'Explore' })];
-  const ls = [use('toolu_1', 'Bash', { command: 'ls' })], cat = [use('toolu_2', 'Bash', { command: 'cat a' })];
+  const ask = { role: 'user', content: [ccText(prompt)] };
+  const agentCall = [ccUse('toolu_A', 'Agent', { description: 'Look around', prompt, subagent_type: 'Explore' })];
+  const ls = [ccUse('toolu_1', 'Bash', { command: 'ls' })], cat = [ccUse('toolu_2', 'Bash', { command: 'cat a' })];
   const txs = [
-    tx(t0, 'claude-sonnet-4-5', [ask], agentCall),
-    tx(t0 + 1, 'claude-haiku-4-5', [ask], ls),
-    tx(t0 + 2, 'claude-haiku-4-5', [ask, { role: 'assistant', content: ls }, result('toolu_1', 'a b')], cat),
-    tx(t0 + 3, 'claude-haiku-4-5', [ask, { role: 'assistant', content: ls }, result('toolu_1', 'a b'), { role: 'assistant', content: cat }, result('toolu_2', 'x')], [text('Found a and b.')]),
-    tx(t0 + 4, 'claude-sonnet-4-5', [ask, { role: 'assistant', content: agentCall }, result('toolu_A', 'Found a and b.')], [text('The repo has a and b.')]),
+    ccTx(t0, 'claude-sonnet-4-5', [ask], agentCall),
+    ccTx(t0 + 1, 'claude-haiku-4-5', [ask], ls),
+    ccTx(t0 + 2, 'claude-haiku-4-5', [ask, { role: 'assistant', content: ls }, ccResult('toolu_1', 'a b')], cat),
+    ccTx(t0 + 3, 'claude-haiku-4-5', [ask, { role: 'assistant', content: ls }, ccResult('toolu_1', 'a b'), { role: 'assistant', content: cat }, ccResult('toolu_2', 'x')], [ccText('Found a and b.')]),
+    ccTx(t0 + 4, 'claude-sonnet-4-5', [ask, { role: 'assistant', content: agentCall }, ccResult('toolu_A', 'Found a and b.')], [ccText('The repo has a and b.')]),
   ];
-  const shape = (c: Conversation) => ({
-    model: c.model,
-    main: c.turns.map((t) => [t.role, t.source.map((id) => txs.findIndex((x) => x.id === id))]),
-    subagents: (c.subagents ?? []).map((s) => ({ callId: s.callId, model: s.model, turns: s.turns.map((t) => [t.role, t.source.map((id) => txs.findIndex((x) => x.id === id))]) })),
-  });
+  const shape = (c: Conversation) => lineShape(c, txs);
   const want = {
     model: 'claude-sonnet-4-5',
     main: [['system', [0]], ['user', [0]], ['assistant', [0]], ['tool', [4]], ['assistant', [4]]],
@@ -464,6 +466,35 @@ test('Claude Code sub-agent: its exchanges are the Agent call\'s line, whatever 
       assert.deepEqual(shape(await conv(store, `anthropic:${CC_SESSION}`)), want, 'rebuilt');
     });
   }
+});
+
+test('Claude Code: two sub-agents started by one reply, their requests interleaved, are two lines under their two calls', async () => {
+  const t0 = 1_700_001_300_000;
+  const ask = { role: 'user', content: [ccText('Find the config and the tests')] };
+  const calls = [ccUse('toolu_A', 'Agent', { description: 'config', prompt: 'Find the config' }), ccUse('toolu_B', 'Agent', { description: 'tests', prompt: 'Find the tests' })];
+  const sub = (ts: number, p: string, step: 0 | 1) => {
+    const first = { role: 'user', content: [ccText(p)] };
+    const ls = [ccUse(`${p}-ls`, 'Bash', { command: 'ls' })];
+    return step === 0 ? ccTx(ts, 'claude-haiku-4-5', [first], ls)
+      : ccTx(ts, 'claude-haiku-4-5', [first, { role: 'assistant', content: ls }, ccResult(`${p}-ls`, 'a b')], [ccText(`${p}: done`)]);
+  };
+  const txs = [
+    ccTx(t0, 'claude-sonnet-4-5', [ask], calls),
+    sub(t0 + 1, 'Find the config', 0), sub(t0 + 2, 'Find the tests', 0), sub(t0 + 3, 'Find the tests', 1), sub(t0 + 4, 'Find the config', 1),
+    ccTx(t0 + 5, 'claude-sonnet-4-5', [ask, { role: 'assistant', content: calls }, { role: 'user', content: [
+      { type: 'tool_result', tool_use_id: 'toolu_A', content: 'config: done' }, { type: 'tool_result', tool_use_id: 'toolu_B', content: 'tests: done' }] }], [ccText('Both found.')]),
+  ];
+  await withStore(async (store) => {
+    for (const i of [2, 5, 0, 4, 1, 3]) await feed(store, [txs[i]]);
+    assert.deepEqual(lineShape(await conv(store, `anthropic:${CC_SESSION}`), txs), {
+      model: 'claude-sonnet-4-5',
+      main: [['system', [0]], ['user', [0]], ['assistant', [0]], ['tool', [5]], ['assistant', [5]]],
+      subagents: [
+        { callId: 'toolu_A', model: 'claude-haiku-4-5', turns: [['system', [1]], ['user', [1]], ['assistant', [1]], ['tool', [4]], ['assistant', [4]]] },
+        { callId: 'toolu_B', model: 'claude-haiku-4-5', turns: [['system', [2]], ['user', [2]], ['assistant', [2]], ['tool', [3]], ['assistant', [3]]] },
+      ],
+    });
+  });
 });
 
 test('Claude Code: a stream cut short leaves the turn aborted with its partial text, earlier turns intact', async () => {
