@@ -12,9 +12,11 @@
 //     sorts by wire keys, so the result does not depend on which worker ran first, on the order of
 //     the two WebSocket directions, or on a re-delivered batch — and a rebuild equals the live result.
 //   • HTTP APIs re-send the history on every request: exchanges are folded into a main line by
-//     message-prefix matching (see foldExchanges). codex over WebSocket mostly sends only new items:
-//     turns are requests and responses merged in wire order, a request that re-sends the whole
-//     history folded by the same prefix matching (see dissect/openai-ws.ts, dissect/history-line.ts).
+//     message-prefix matching (see foldExchanges); a Claude Code sub-agent's into a line of its
+//     own under the call that started it (see foldSession). codex over WebSocket mostly sends
+//     only new items: turns are requests and responses merged in wire order, a request that
+//     re-sends the whole history folded by the same prefix matching (see dissect/openai-ws.ts,
+//     dissect/history-line.ts).
 // Bad data (non-JSON, unknown shapes) is skipped and counted, never thrown.
 import type { Block, ClientName, Conversation, HttpTransaction, Provider, Subagent, TransactionRecord, Turn, WsMessageRecord } from '../records.js';
 import type { MetricDeltas } from '../metrics.js';
@@ -341,7 +343,7 @@ function foldHttp(old: StoredConversation | undefined, key: string, list: { ex: 
     model: session.model ?? old?.model,
     startedTs: first.ts,
     updatedTs: last.ts,
-    turns: finishTurns(session.turns),
+    turns: session.turns,
     ...(session.subagents.length ? { subagents: session.subagents } : {}),
     _http: st,
   };
@@ -391,7 +393,7 @@ function lineModel(exchanges: StoredExchange[]): string | undefined {
   return best?.model ?? best?.reply?.model;
 }
 
-/** The session's main line and its sub-agents' lines, each by foldExchanges. */
+/** The session's main line and its sub-agents' lines, each by foldExchanges, tool results named. */
 function foldSession(st: HttpState): { model?: string; turns: Turn[]; subagents: Subagent[] } {
   const sub = subagentExchanges(st);
   const main = sub.size ? st.exchanges.filter((e) => !sub.has(e.id)) : st.exchanges;
@@ -406,7 +408,7 @@ function foldSession(st: HttpState): { model?: string; turns: Turn[]; subagents:
     const m = lineModel(list);
     subagents.push({ callId, ...(m ? { model: m } : {}), turns: finishTurns(foldExchanges(st, list, m)) });
   }
-  return { model, turns: foldExchanges(st, main, model), subagents };
+  return { model, turns: finishTurns(foldExchanges(st, main, model)), subagents };
 }
 
 /**

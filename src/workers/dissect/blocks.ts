@@ -113,7 +113,7 @@ const REMINDER_OPEN = '<system-reminder>';
 const REMINDER_CLOSE = /^<system-reminder>[\s\S]*<\/system-reminder>\s*$/;
 
 /**
- * Claude Code 2.1.2xx+ appends its reminders to a tool's output ("hi\n\n<system-reminder>…"): the
+ * Claude Code (2.1.332) appends its reminders to a tool's output ("hi\n\n<system-reminder>…"): the
  * output the tool gave, and the trailing reminders apart (in their order), so a conversation shows
  * the one as the result and the others as scaffolding. A reminder in the middle of an output stays.
  */
