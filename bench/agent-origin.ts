@@ -50,6 +50,9 @@ function responsesToolOutput(input: unknown): string | undefined {
   return typeof out.output === 'string' ? out.output : JSON.stringify(out.output);
 }
 
+/** The model's last word: what the tool printed (its end, where a hand-back's report is), or a greeting. */
+const answer = (output: string | undefined) => (output === undefined ? 'Hello from the fake model.' : `The command printed: ${output.trim().slice(-200)}`);
+
 let seq = 0;
 const nextId = () => `${Date.now().toString(36)}${(seq++).toString(36)}`;
 
@@ -73,7 +76,7 @@ export function responsesEvents(body: any): Record<string, unknown>[] {
     for (const delta of [call.arguments.slice(0, half), call.arguments.slice(half)]) evs.push({ type: 'response.function_call_arguments.delta', item_id: item.id, output_index: 0, delta });
     evs.push({ type: 'response.function_call_arguments.done', item_id: item.id, output_index: 0, arguments: call.arguments });
   } else {
-    const text = result === undefined ? 'Hello from the fake model.' : `The command printed: ${result.trim().slice(0, 200)}`;
+    const text = answer(result);
     const part = { type: 'output_text', annotations: [], logprobs: [], text };
     item = { id: `msg_${n}`, type: 'message', status: 'completed', role: 'assistant', content: [part] };
     evs.push({ type: 'response.output_item.added', output_index: 0, item: { ...item, status: 'in_progress', content: [] } });
@@ -132,7 +135,7 @@ export function anthropicEvents(body: any): Record<string, unknown>[] {
     // the tool's own output: a model reads past the reminders Claude Code appends to it
     const out = toolOutput(result?.content);
     const r = result ? (typeof out === 'string' ? splitTrailingReminders(out).output : JSON.stringify(out)) : undefined;
-    const text = r !== undefined ? `The command printed: ${r.trim().slice(-200)}` : 'Hello from the fake model.';
+    const text = answer(r);
     evs.push({ type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
     for (const t of text.match(/.{1,8}/gs) ?? []) evs.push({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: t } });
     evs.push({ type: 'content_block_stop', index: 0 });
@@ -183,9 +186,8 @@ export function chatChunks(body: any): Record<string, unknown>[] {
       chunk({}, 'tool_calls'), usage,
     ];
   }
-  const parts = (c: unknown) => (Array.isArray(c) ? c.map((p: any) => p?.text ?? '').join('') : JSON.stringify(c));
-  const out = result === undefined ? undefined : typeof result.content === 'string' ? result.content : parts(result.content);
-  const text = out === undefined ? 'Hello from the fake model.' : `The command printed: ${out.trim().slice(0, 200)}`;
+  const out = result === undefined ? undefined : toolOutput(result.content);
+  const text = answer(out === undefined || typeof out === 'string' ? out : JSON.stringify(out));
   return [chunk({ role: 'assistant', content: '' }), ...(text.match(/.{1,8}/gs) ?? []).map((t) => chunk({ content: t })), chunk({}, 'stop'), usage];
 }
 
@@ -210,7 +212,7 @@ export function geminiChunks(body: any): Record<string, unknown>[] {
   }
   if (shell && !response) return [chunk([{ text: 'I will run it.' }]), chunk([{ functionCall: { name: 'run_shell_command', args: { command: TOOL_COMMAND } } }], 'STOP')];
   const out = response?.response?.output ?? response?.response;
-  const text = out === undefined ? 'Hello from the fake model.' : `The command printed: ${(typeof out === 'string' ? out : JSON.stringify(out)).trim().slice(0, 200)}`;
+  const text = answer(out === undefined || typeof out === 'string' ? out : JSON.stringify(out));
   return [...(text.match(/.{1,8}/gs) ?? [])].map((t, i, all) => chunk([{ text: t }], i === all.length - 1 ? 'STOP' : undefined));
 }
 
