@@ -1,10 +1,9 @@
 // Real coding agents through greytap, end to end, offline (run by bench/agents.sh, which installs
 // the clients). Starts bench/agent-origin.ts (the fake OpenAI/Anthropic/Gemini APIs) and `greytap
 // serve` routing api.openai.com, api.anthropic.com, chatgpt.com and generativelanguage.googleapis.com
-// to it, then runs each client once
-// through the proxy and once straight to the origin, and prints what greytap captured: the
-// transactions, the conversations (roles and the start of each block), and whether a credential
-// got into the store.
+// to it, then runs each client once through the proxy and once straight to the origin, and prints
+// what greytap captured: the transactions, the conversations (roles and the start of each block,
+// sub-agents under their calls), and whether a credential got into the store.
 //
 //   node dist/bench/agents.js --bin DIR/node_modules/.bin [--dir SCRATCH] [--fixtures DIR]
 //
@@ -42,12 +41,14 @@ function run(r: Run, cwd: string, timeoutMs = 180_000): Promise<{ code: number; 
   });
 }
 
+const mkdirp = (dir: string) => { mkdirSync(dir, { recursive: true }); return dir; };
+
 /**
  * A CODEX_HOME signed in with ChatGPT, offline: auth.json with unsigned JWTs carrying the claims
  * codex reads (account, plan), refreshed now so codex does not try auth.openai.com.
  */
 function chatgptHome(dir: string, account: string): string {
-  mkdirSync(dir, { recursive: true });
+  mkdirp(dir);
   const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
   const now = Math.floor(Date.now() / 1000);
   const claims = { sub: 'user-greytap-agents', iat: now, exp: now + 86_400, 'https://api.openai.com/auth': { chatgpt_plan_type: 'pro', chatgpt_account_id: account, chatgpt_user_id: 'user-greytap-agents' } };
@@ -58,11 +59,9 @@ function chatgptHome(dir: string, account: string): string {
   return dir;
 }
 
-const mkdirp = (dir: string) => { mkdirSync(dir, { recursive: true }); return dir; };
-
 /** A HOME for Gemini CLI: API-key auth chosen, folder trust and usage statistics off. */
 function geminiHome(dir: string): string {
-  mkdirSync(join(dir, '.gemini'), { recursive: true });
+  mkdirp(join(dir, '.gemini'));
   const settings = { security: { auth: { selectedType: 'gemini-api-key' }, folderTrust: { enabled: false } }, privacy: { usageStatisticsEnabled: false }, general: { disableAutoUpdate: true } };
   writeFileSync(join(dir, '.gemini', 'settings.json'), JSON.stringify(settings));
   return dir;
@@ -70,7 +69,7 @@ function geminiHome(dir: string): string {
 
 /** A HOME for opencode: no auto-update, no sharing; straight to the origin, its Anthropic base URL. */
 function opencodeHome(dir: string, anthropic?: string): string {
-  mkdirSync(join(dir, '.config', 'opencode'), { recursive: true });
+  mkdirp(join(dir, '.config', 'opencode'));
   const config = { autoupdate: false, share: 'disabled', ...(anthropic ? { provider: { anthropic: { options: { baseURL: `${anthropic}/v1` } } } } : {}) };
   writeFileSync(join(dir, '.config', 'opencode', 'opencode.json'), JSON.stringify(config));
   return dir;
