@@ -9,7 +9,7 @@ import { deriveWs } from '../../src/workers/dissect/openai-ws.js';
 import type { Conversation, TransactionRecord, Turn, WsMessageRecord } from '../../src/records.js';
 import type { Store } from '../../src/store/store.js';
 import { waitFor } from '../helpers/harness.js';
-import { allConversations, httpTx, testStore, turnTexts } from './dissect/session-fixtures.js';
+import { allConversations, httpTx, sse, testStore, turnTexts } from './dissect/session-fixtures.js';
 import { CC_SESSION, CODEX_INSTRUCTIONS, chatSession, claudeCodeSession, codexAnswer, codexCreate, codexSession, codexSocket, geminiSession, msg, type CodexLanes } from './dissect/sessions.js';
 
 async function feed(store: Store, records: TransactionRecord[]): Promise<void> {
@@ -156,6 +156,44 @@ test('two concurrent codex sessions on two sockets never interleave', async () =
     assert.deepEqual(cb.turns.map((t) => t.source), expectedCodexSources(b));
     assert.equal(cb.incomplete, 'response.failed');
     assert.equal(allConversations(store).size, 2);
+  });
+});
+
+test('codex sub-agents (spawn_agent) send their parent\'s prompt_cache_key: each is the conversation of its own thread, over WebSocket and HTTP, and the parent\'s stays whole', async () => {
+  const t0 = 1_700_000_340_000;
+  const sub = (thread: string, parent: string) => ({ client_metadata: { 'x-openai-subagent': 'collab_spawn', 'x-codex-turn-metadata': JSON.stringify({ session_id: parent, thread_id: thread, parent_thread_id: parent, subagent_kind: 'thread_spawn', thread_source: 'subagent' }) } });
+  const spawn = { type: 'function_call', call_id: 'call_s', name: 'spawn_agent', namespace: 'multi_agent_v1', arguments: '{"message":"Run ls"}' };
+  const spawned = { type: 'function_call_output', call_id: 'call_s', output: '{"agent_id":"thr-child"}' };
+  const ls = { type: 'function_call', call_id: 'call_l', name: 'shell', arguments: '{"command":["ls"]}' };
+  const listed = { type: 'function_call_output', call_id: 'call_l', output: 'README.md' };
+  // the parent's socket, and the sub-agent's own socket opened while the parent waits
+  const parent = codexSocket([
+    { request: codexCreate('thr-parent', [msg('user', 'Use a subagent to run ls')]), events: codexAnswer('resp_p1', [spawn]) },
+    { request: codexCreate('thr-parent', [spawned], { previous_response_id: 'resp_p1' }), events: codexAnswer('resp_p2', [msg('assistant', 'It found README.md.')]) },
+  ], t0);
+  const child = codexSocket([
+    { request: codexCreate('thr-parent', [msg('user', 'Run ls')], sub('thr-child', 'thr-parent')), events: codexAnswer('resp_c1', [ls]) },
+    { request: codexCreate('thr-parent', [listed], { previous_response_id: 'resp_c1', ...sub('thr-child', 'thr-parent') }), events: codexAnswer('resp_c2', [msg('assistant', 'README.md')]) },
+  ], t0 + 2);
+  const wire = (l: CodexLanes) => [...l.client, ...l.server].sort(byId);
+  await withStore(async (store) => {
+    await feed(store, [parent.upgrade, child.upgrade]);
+    for (const r of [...wire(child), ...wire(parent)]) await feed(store, [r]); // the sub-agent's socket assembled first
+    assert.deepEqual(turnTexts(await conv(store, 'openai-ws:thr-parent')), [`system:${CODEX_INSTRUCTIONS}`, 'user:Use a subagent to run ls', 'assistant:call(call_s)', 'tool:result(call_s spawn_agent)', 'assistant:It found README.md.']);
+    assert.deepEqual(turnTexts(await conv(store, 'openai-ws:thr-child')), [`system:${CODEX_INSTRUCTIONS}`, 'user:Run ls', 'assistant:call(call_l)', 'tool:result(call_l shell)', 'assistant:README.md']);
+  });
+  // over HTTP (a custom provider): every request re-sends the thread's history
+  const post = (ts: number, body: object, output: unknown[]) => httpTx({ ts, host: 'api.openai.com', path: '/v1/responses', headers: [['originator', 'codex_exec']], req: body, events: sse(codexAnswer(`resp_${ts}`, output)) });
+  const txs = [
+    post(t0 + 10, codexCreate('thr-parent', [msg('user', 'Use a subagent to run ls')]), [spawn]),
+    post(t0 + 11, codexCreate('thr-parent', [msg('user', 'Run ls')], sub('thr-child', 'thr-parent')), [ls]),
+    post(t0 + 12, codexCreate('thr-parent', [msg('user', 'Run ls'), ls, listed], sub('thr-child', 'thr-parent')), [msg('assistant', 'README.md')]),
+    post(t0 + 13, codexCreate('thr-parent', [msg('user', 'Use a subagent to run ls'), spawn, spawned]), [msg('assistant', 'It found README.md.')]),
+  ];
+  await withStore(async (store) => {
+    for (const t of [...txs].reverse()) await feed(store, [t]);
+    assert.deepEqual(turnTexts(await conv(store, 'openai-responses:thr-parent')), [`system:${CODEX_INSTRUCTIONS}`, 'user:Use a subagent to run ls', 'assistant:call(call_s)', 'tool:result(call_s spawn_agent)', 'assistant:It found README.md.']);
+    assert.deepEqual(turnTexts(await conv(store, 'openai-responses:thr-child')), [`system:${CODEX_INSTRUCTIONS}`, 'user:Run ls', 'assistant:call(call_l)', 'tool:result(call_l shell)', 'assistant:README.md']);
   });
 });
 

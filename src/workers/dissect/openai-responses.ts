@@ -222,13 +222,26 @@ export function sseReply(events: { event?: string; data: string }[], cut: boolea
 }
 
 /**
- * POST /v1/responses. Key: prompt_cache_key (codex sends its session id); else the chain of
- * previous_response_id (resolved by the assembler); else message-prefix growth.
+ * The session a Responses request belongs to: codex's session id (prompt_cache_key), except for a
+ * sub-agent codex spawned (multi_agent_v1 spawn_agent). That one sends its parent's
+ * prompt_cache_key, but its own thread id, and its parent's, in the turn metadata. It is a thread of
+ * its own, with its own history; under the parent's key, its line would replace the parent's.
+ */
+export function responsesSession(req: Record<string, any>): string | undefined {
+  const meta = parseJson(str(isObj(req.client_metadata) ? req.client_metadata['x-codex-turn-metadata'] : undefined));
+  if (isObj(meta) && typeof meta.thread_id === 'string' && typeof meta.parent_thread_id === 'string' && meta.thread_id !== meta.parent_thread_id) return meta.thread_id;
+  return str(req.prompt_cache_key);
+}
+
+/**
+ * POST /v1/responses. Key: the session (responsesSession: codex's session id, or a sub-agent's
+ * thread); else the chain of previous_response_id (resolved by the assembler); else
+ * message-prefix growth.
  */
 export function dissectResponsesHttp(tx: HttpTransaction, req: Record<string, any>): Exchange {
   const history = inputMessages(req.input, req.instructions);
   const model = str(req.model);
-  const pck = str(req.prompt_cache_key);
+  const pck = responsesSession(req);
   const prev = str(req.previous_response_id);
   const ex: Exchange = { provider: 'openai-responses', key: pck ? `openai-responses:${pck}` : prefixKey('openai-responses', model, history), model, history };
   if (prev) { ex.previousResponseId = prev; if (!pck) ex.key = ''; }

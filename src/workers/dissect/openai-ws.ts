@@ -11,7 +11,7 @@
 import type { ClientName, Turn, WsMessageRecord } from '../../records.js';
 import { isObj, msgKey, parseJson, str, type Msg } from './blocks.js';
 import { continueLine, lastSystemSig, type LineTurn } from './history-line.js';
-import { foldEvent, foldReply, inputMessages, newFold, type ResponseFold } from './openai-responses.js';
+import { foldEvent, foldReply, inputMessages, newFold, responsesSession, type ResponseFold } from './openai-responses.js';
 
 /** `prev`: the previous_response_id the request continues (then `msgs` are only the new items) */
 export interface WsRequest { seq: number; ts: number; id: string; pck: string; prev?: string; model?: string; msgs: Msg[]; prewarm?: boolean }
@@ -59,7 +59,7 @@ export function foldWsRecord(s: WsConnState, r: WsMessageRecord): 'used' | 'igno
     if (!isResponseCreate(msg)) return 'ignored';
     const meta = isObj(msg.client_metadata) ? msg.client_metadata : {};
     if (meta['x-codex-turn-metadata'] !== undefined && (!s.client || s.client === 'generic')) s.client = 'codex';
-    const req: WsRequest = { seq: r.seq, ts: r.ts, id: r.id, pck: str(msg.prompt_cache_key) ?? NO_SESSION_KEY, msgs: inputMessages(msg.input, msg.instructions) };
+    const req: WsRequest = { seq: r.seq, ts: r.ts, id: r.id, pck: responsesSession(msg) ?? NO_SESSION_KEY, msgs: inputMessages(msg.input, msg.instructions) };
     if (str(msg.previous_response_id)) req.prev = msg.previous_response_id;
     if (str(msg.model)) req.model = msg.model;
     if (msg.generate === false) req.prewarm = true;
