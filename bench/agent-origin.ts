@@ -43,9 +43,28 @@ function responsesShellCall(tools: unknown): { name: string; arguments: string }
   return undefined;
 }
 
+/**
+ * codex's own sub-agents (the multi_agent_v1 tools): a prompt that asks for a subagent gets
+ * spawn_agent with the task, then wait_agent on the id it returned, then the answer.
+ */
+function responsesAgentCall(body: any): { name: string; arguments: string; namespace: string } | undefined {
+  const ns = (Array.isArray(body?.tools) ? body.tools : []).find((t: any) => t?.type === 'namespace' && t?.name === 'multi_agent_v1');
+  const input: any[] = Array.isArray(body?.input) ? body.input : [];
+  const typed = input.filter((i) => i?.type === 'message' && i.role === 'user').flatMap((i) => (Array.isArray(i.content) ? i.content : [])).map((c: any) => String(c?.text ?? ''));
+  if (!ns) return undefined;
+  const outputs = input.filter((i) => i?.type === 'function_call_output').map((i) => String(i.output ?? ''));
+  // (over a WebSocket a request carries only what is new: the spawn's output, then the wait's)
+  const spawned = /"agent_id"\s*:\s*"([^"]+)"/.exec(outputs[outputs.length - 1] ?? '')?.[1];
+  if (spawned) return { namespace: 'multi_agent_v1', name: 'wait_agent', arguments: JSON.stringify({ targets: [spawned], timeout_ms: 60000 }) };
+  if (outputs.length === 0 && typed.some((t) => /subagent/i.test(t) && !t.trimStart().startsWith('<'))) {
+    return { namespace: 'multi_agent_v1', name: 'spawn_agent', arguments: JSON.stringify({ message: `Run ${TOOL_COMMAND} and tell me what it printed` }) };
+  }
+  return undefined;
+}
+
 function responsesToolOutput(input: unknown): string | undefined {
   if (!Array.isArray(input)) return undefined;
-  const out = input.find((i: any) => typeof i?.type === 'string' && i.type.endsWith('_call_output'));
+  const out = input.filter((i: any) => typeof i?.type === 'string' && i.type.endsWith('_call_output')).pop(); // the latest
   if (!out) return undefined;
   return typeof out.output === 'string' ? out.output : JSON.stringify(out.output);
 }
@@ -60,8 +79,9 @@ const nextId = () => `${Date.now().toString(36)}${(seq++).toString(36)}`;
 export function responsesEvents(body: any): Record<string, unknown>[] {
   const n = nextId();
   const model = typeof body?.model === 'string' ? body.model : 'gpt-5-codex';
-  const result = responsesToolOutput(body?.input);
-  const call = result === undefined ? responsesShellCall(body?.tools) : undefined;
+  const agent = responsesAgentCall(body);
+  const result = agent ? undefined : responsesToolOutput(body?.input);
+  const call = agent ?? (result === undefined ? responsesShellCall(body?.tools) : undefined);
   const usage = { input_tokens: 120, input_tokens_details: { cached_tokens: 0 }, output_tokens: 12, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: 132 };
   const resp = (status: string, output: unknown[] = [], u: unknown = null) => ({ id: `resp_${n}`, object: 'response', created_at: Math.floor(Date.now() / 1000), status, model, output, usage: u });
   const evs: Record<string, unknown>[] = [
@@ -70,7 +90,7 @@ export function responsesEvents(body: any): Record<string, unknown>[] {
   ];
   let item: Record<string, unknown>;
   if (call) {
-    item = { id: `fc_${n}`, type: 'function_call', status: 'completed', arguments: call.arguments, call_id: `call_${n}`, name: call.name };
+    item = { id: `fc_${n}`, type: 'function_call', status: 'completed', arguments: call.arguments, call_id: `call_${n}`, name: call.name, ...('namespace' in call ? { namespace: call.namespace } : {}) };
     evs.push({ type: 'response.output_item.added', output_index: 0, item: { ...item, status: 'in_progress', arguments: '' } });
     const half = Math.floor(call.arguments.length / 2);
     for (const delta of [call.arguments.slice(0, half), call.arguments.slice(half)]) evs.push({ type: 'response.function_call_arguments.delta', item_id: item.id, output_index: 0, delta });

@@ -87,8 +87,12 @@ function clients(bin: string, home: string, base: { openai: string; anthropic: s
   const plain = ['-c', 'model_provider=plain', '-c', `model_providers.plain={name="plain",base_url="${base.openai}/v1",env_key="OPENAI_API_KEY",wire_api="responses"}`];
   const claudeEnv = { ...env, CLAUDE_CONFIG_DIR: join(home, 'claude'), ANTHROPIC_API_KEY: API_KEY_ANTHROPIC, ANTHROPIC_BASE_URL: base.anthropic, NODE_EXTRA_CA_CERTS: ca };
   const out: Run[] = [];
+  // the fake answers a prompt that asks for a sub-agent with codex's spawn_agent, then wait_agent
+  const viaSubagent = `Use a subagent to ${PROMPT[0].toLowerCase()}${PROMPT.slice(1)}`;
   if (proxy) out.push({ name: 'codex (WebSocket, built-in openai provider)', cmd: join(bin, 'codex'), args: [...codexArgs, PROMPT], env: codexEnv });
+  if (proxy) out.push({ name: 'codex (WebSocket, a sub-agent)', cmd: join(bin, 'codex'), args: [...codexArgs, viaSubagent], env: codexEnv });
   out.push({ name: 'codex (HTTP+SSE, custom provider)', cmd: join(bin, 'codex'), args: [...codexArgs, ...plain, PROMPT], env: codexEnv });
+  out.push({ name: 'codex (HTTP+SSE, a sub-agent)', cmd: join(bin, 'codex'), args: [...codexArgs, ...plain, viaSubagent], env: codexEnv });
   // Signed in with ChatGPT, codex talks to chatgpt.com/backend-api/codex/responses (straight to the
   // origin: chatgpt_base_url). The *_http account is refused WebSocket by the origin, so codex
   // falls back to HTTP + SSE with zstd-coded request bodies.
@@ -105,7 +109,7 @@ function clients(bin: string, home: string, base: { openai: string; anthropic: s
   out.push({ name: 'qwen -p (Chat Completions)', cmd: join(bin, 'qwen'), args: ['-p', PROMPT, '--yolo'], env: qwenEnv });
   out.push({ name: 'claude -p', cmd: join(bin, 'claude'), args: ['-p', PROMPT, '--allowedTools', 'Bash', '--model', 'claude-sonnet-4-5'], env: claudeEnv });
   // the fake answers a prompt that asks for a sub-agent with Claude Code's Agent tool
-  out.push({ name: 'claude -p (a sub-agent)', cmd: join(bin, 'claude'), args: ['-p', `Use a subagent to ${PROMPT[0].toLowerCase()}${PROMPT.slice(1)}`, '--allowedTools', 'Bash,Agent', '--model', 'claude-sonnet-4-5'], env: claudeEnv });
+  out.push({ name: 'claude -p (a sub-agent)', cmd: join(bin, 'claude'), args: ['-p', viaSubagent, '--allowedTools', 'Bash,Agent', '--model', 'claude-sonnet-4-5'], env: claudeEnv });
   return out;
 }
 
