@@ -49,18 +49,21 @@ function responsesShellCall(tools: unknown): { name: string; arguments: string }
  */
 function responsesAgentCall(body: any): { name: string; arguments: string; namespace: string } | undefined {
   const ns = (Array.isArray(body?.tools) ? body.tools : []).find((t: any) => t?.type === 'namespace' && t?.name === 'multi_agent_v1');
+  if (!ns) return undefined;
   const input: any[] = Array.isArray(body?.input) ? body.input : [];
   const typed = input.filter((i) => i?.type === 'message' && i.role === 'user').flatMap((i) => (Array.isArray(i.content) ? i.content : [])).map((c: any) => String(c?.text ?? ''));
-  if (!ns) return undefined;
   const outputs = input.filter((i) => i?.type === 'function_call_output').map((i) => String(i.output ?? ''));
   // (over a WebSocket a request carries only what is new: the spawn's output, then the wait's)
   const spawned = /"agent_id"\s*:\s*"([^"]+)"/.exec(outputs[outputs.length - 1] ?? '')?.[1];
   if (spawned) return { namespace: 'multi_agent_v1', name: 'wait_agent', arguments: JSON.stringify({ targets: [spawned], timeout_ms: 60000 }) };
-  if (outputs.length === 0 && typed.some((t) => /subagent/i.test(t) && !t.trimStart().startsWith('<'))) {
+  if (outputs.length === 0 && asksForSubagent(typed)) {
     return { namespace: 'multi_agent_v1', name: 'spawn_agent', arguments: JSON.stringify({ message: `Run ${TOOL_COMMAND} and tell me what it printed` }) };
   }
   return undefined;
 }
+
+/** The user (not the agent's scaffolding) asked for a sub-agent. */
+const asksForSubagent = (texts: string[]) => texts.some((t) => /subagent/i.test(t) && !t.trimStart().startsWith('<'));
 
 function responsesToolOutput(input: unknown): string | undefined {
   if (!Array.isArray(input)) return undefined;
@@ -129,7 +132,7 @@ export function anthropicEvents(body: any): Record<string, unknown>[] {
   // Code's Agent tool instead, with the same task: the subagent then asks for Bash.
   const tools: any[] = Array.isArray(body?.tools) ? body.tools : [];
   const typed = msgs.flatMap((m) => (m?.role !== 'user' ? [] : typeof m.content === 'string' ? [m.content] : (Array.isArray(m.content) ? m.content : []).map((b: any) => (b?.type === 'text' ? String(b.text) : ''))));
-  const agent = typed.some((t) => /subagent/i.test(t) && !t.trimStart().startsWith('<')) ? tools.find((t) => t?.name === 'Agent') : undefined;
+  const agent = asksForSubagent(typed) ? tools.find((t) => t?.name === 'Agent') : undefined;
   const bash = agent ?? tools.find((t: any) => /^bash$/i.test(t?.name));
   const usage = { input_tokens: 120, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 1 };
   const evs: Record<string, unknown>[] = [
