@@ -357,33 +357,52 @@ function foldHttp(old: StoredConversation | undefined, key: string, list: { ex: 
  * its own, its first user message the call's `prompt`. Its exchanges are not the session's main
  * line, however long its history grows: they are the call's sub-agent. A later request of the
  * parent re-sends the call in its history, so it is never taken for the sub-agent, even when the
- * prompt repeats the user's words. Exchange id → the call.
+ * prompt repeats the user's words.
+ * A fork (subagent_type "fork") inherits the parent's history instead: its requests re-send it up to
+ * the call, then the call's result with the directive, which ends with the prompt; its line is shown
+ * from there on (foldSession cuts what it inherited).
+ * Exchange id → the call, and whether it is a fork's.
  */
-function subagentExchanges(st: HttpState): Map<string, string> {
+function subagentExchanges(st: HttpState): Map<string, { callId: string; fork: boolean }> {
   // prompt → the earliest call with it, and the signature of the message that made it
   const calls = new Map<string, { callId: string; sig: string; at: { ts: number; id: string } }>();
+  const prompts = new Map<string, string>(); // call id → its prompt
   const note = (sig: string, blocks: Block[], at: { ts: number; id: string }) => {
     for (const b of blocks) {
       if (b.type !== 'tool_call' || !isObj(b.arguments) || typeof b.arguments.prompt !== 'string') continue;
       const prompt = b.arguments.prompt.trim();
       const had = calls.get(prompt);
       if (!had || before(at, had.at)) calls.set(prompt, { callId: b.callId, sig, at });
+      prompts.set(b.callId, prompt);
     }
   };
   for (const e of st.exchanges) if (e.reply) note(msgSig('assistant', e.reply.blocks), e.reply.blocks, e);
   for (const [sig, { from, ts, msg }] of Object.entries(st.msgs)) if (msg.role === 'assistant') note(sig, msg.blocks, { ts, id: from });
-  const out = new Map<string, string>();
+  const out = new Map<string, { callId: string; fork: boolean }>();
   if (calls.size === 0) return out;
   for (const e of st.exchanges) {
-    let firstUser: Msg | undefined;
-    for (const sig of e.hist) if ((firstUser = st.msgs[sig]?.msg)?.role === 'user') break;
-    if (firstUser?.role !== 'user') continue;
-    for (const b of firstUser.blocks) {
+    const msgs = e.hist.map((sig) => st.msgs[sig]?.msg);
+    const firstUser = msgs.find((m) => m?.role === 'user');
+    for (const b of firstUser?.blocks ?? []) {
       const call = b.type === 'text' && !b.scaffolding ? calls.get(b.text.trim()) : undefined;
-      if (call && before(call.at, e) && !e.hist.includes(call.sig)) { out.set(e.id, call.callId); break; }
+      if (call && before(call.at, e) && !e.hist.includes(call.sig)) { out.set(e.id, { callId: call.callId, fork: false }); break; }
     }
+    const fork = out.has(e.id) ? undefined : forkedBy(msgs, prompts);
+    if (fork !== undefined) out.set(e.id, { callId: fork, fork: true });
   }
   return out;
+}
+
+/** The call a fork's history was forked by: a message with that call's result and a text ending with its prompt. */
+function forkedBy(msgs: (Msg | undefined)[], prompts: Map<string, string>): string | undefined {
+  for (const m of msgs) {
+    if (!m || m.role === 'assistant') continue;
+    for (const b of m.blocks) {
+      const prompt = b.type === 'tool_result' ? prompts.get(b.callId) : undefined;
+      if (prompt !== undefined && m.blocks.some((t) => t.type === 'text' && !t.scaffolding && t.text.trimEnd().endsWith(prompt))) return (b as { callId: string }).callId;
+    }
+  }
+  return undefined;
 }
 
 /** The model of a line: the one of its exchange with the longest history (Claude Code's side calls use a small model). */
@@ -398,15 +417,17 @@ function foldSession(st: HttpState): { model?: string; turns: Turn[]; subagents:
   const sub = subagentExchanges(st);
   const main = sub.size ? st.exchanges.filter((e) => !sub.has(e.id)) : st.exchanges;
   const model = lineModel(main);
-  const byCall = new Map<string, StoredExchange[]>();
+  const byCall = new Map<string, { fork: boolean; list: StoredExchange[] }>();
   for (const e of st.exchanges) {
-    const callId = sub.get(e.id);
-    if (callId !== undefined) byCall.set(callId, [...(byCall.get(callId) ?? []), e]);
+    const s = sub.get(e.id);
+    if (s) byCall.set(s.callId, { fork: s.fork, list: [...(byCall.get(s.callId)?.list ?? []), e] });
   }
   const subagents: Subagent[] = [];
-  for (const [callId, list] of byCall) {
+  for (const [callId, { fork, list }] of byCall) {
     const m = lineModel(list);
-    subagents.push({ callId, ...(m ? { model: m } : {}), turns: finishTurns(foldExchanges(st, list, m)) });
+    let turns = foldExchanges(st, list, m);
+    if (fork) turns = turns.slice(turns.findIndex((t) => t.blocks.some((b) => b.type === 'tool_call' && b.callId === callId)) + 1);
+    subagents.push({ callId, ...(m ? { model: m } : {}), turns: finishTurns(turns) });
   }
   return { model, turns: finishTurns(foldExchanges(st, main, model)), subagents };
 }

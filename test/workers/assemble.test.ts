@@ -535,6 +535,33 @@ test('Claude Code: two sub-agents started by one reply, their requests interleav
   });
 });
 
+test('Claude Code fork sub-agent: it re-sends the parent\'s history up to the call, then the directive; its line starts after the call, and the parent\'s line is not rebased by it', async () => {
+  const t0 = 1_700_001_400_000;
+  const prompt = 'Run ls';
+  const ask = { role: 'user', content: [ccText('Fork one to run ls')] };
+  const call = [ccText('Forking.'), ccUse('toolu_F', 'Agent', { description: 'ls', prompt, subagent_type: 'fork' })];
+  // the fork's copy of the call drops the text; its result says the fork started, with the directive
+  const directive = { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_F', content: [ccText('Fork started.')] }, ccText(`<fork-boilerplate>\nYou are a worker fork.\n</fork-boilerplate>\n\nYour directive: ${prompt}`)] };
+  const inherited = [ask, { role: 'assistant', content: [call[1]] }, directive];
+  const ls = [ccUse('toolu_L', 'Bash', { command: 'ls' })];
+  const txs = [
+    ccTx(t0, 'claude-sonnet-4-5', [ask], call),
+    ccTx(t0 + 1, 'claude-sonnet-4-5', inherited, ls),
+    ccTx(t0 + 2, 'claude-sonnet-4-5', [...inherited, { role: 'assistant', content: ls }, ccResult('toolu_L', 'a b')], [ccText('a and b')]),
+    ccTx(t0 + 3, 'claude-sonnet-4-5', [ask, { role: 'assistant', content: call }, ccResult('toolu_F', 'a and b')], [ccText('The fork found a and b.')]),
+  ];
+  for (const order of [[0, 1, 2, 3], [3, 2, 1, 0]]) {
+    await withStore(async (store) => {
+      for (const i of order) await feed(store, [txs[i]]);
+      assert.deepEqual(lineShape(await conv(store, `anthropic:${CC_SESSION}`), txs), {
+        model: 'claude-sonnet-4-5',
+        main: [['system', [0]], ['user', [0]], ['assistant', [0]], ['tool', [3]], ['assistant', [3]]],
+        subagents: [{ callId: 'toolu_F', model: 'claude-sonnet-4-5', turns: [['user', [1]], ['assistant', [1]], ['tool', [2]], ['assistant', [2]]] }],
+      }, `assembled in the order ${order}`);
+    });
+  }
+});
+
 test('Claude Code: a stream cut short leaves the turn aborted with its partial text, earlier turns intact', async () => {
   await withStore(async (store) => {
     const txs = claudeCodeSession(1_700_001_100_000, { abortSecond: true });
