@@ -125,9 +125,9 @@ export function anthropicEvents(body: any): Record<string, unknown>[] {
   const n = nextId();
   const model = typeof body?.model === 'string' ? body.model : 'claude-sonnet-4-5';
   const msgs: any[] = Array.isArray(body?.messages) ? body.messages : [];
-  // the latest tool result (Claude Code's sub-agents send a system message after it)
-  const result = msgs.flatMap((m) => (Array.isArray(m?.content) ? m.content : [])).filter((b: any) => b?.type === 'tool_result').pop();
-  const hasResult = msgs.some((m) => Array.isArray(m?.content) && m.content.some((b: any) => b?.type === 'tool_result'));
+  const results = msgs.flatMap((m) => (Array.isArray(m?.content) ? m.content : [])).filter((b: any) => b?.type === 'tool_result');
+  // the latest (Claude Code's sub-agents send a system message after it)
+  const result = results[results.length - 1];
   // Claude Code's tool is Bash, opencode's bash. A prompt that asks for a subagent gets Claude
   // Code's Agent tool instead, with the same task: the subagent then asks for Bash.
   const tools: any[] = Array.isArray(body?.tools) ? body.tools : [];
@@ -141,8 +141,7 @@ export function anthropicEvents(body: any): Record<string, unknown>[] {
   let stop: string;
   // The sub-agent (asked for on haiku) runs the command three times, so that its line grows longer
   // than its parent's: the case that once hid the parent's line.
-  const results = msgs.reduce((n, m) => n + (Array.isArray(m?.content) ? m.content.filter((b: any) => b?.type === 'tool_result').length : 0), 0);
-  if (bash && (!hasResult || (/haiku/.test(model) && results < 3))) {
+  if (bash && (results.length === 0 || (/haiku/.test(model) && results.length < 3))) {
     const input = JSON.stringify(agent
       ? { description: 'Run echo hi', prompt: `Run ${TOOL_COMMAND} and tell me what it printed`, subagent_type: 'general-purpose', run_in_background: false, model: 'haiku' }
       : { command: TOOL_COMMAND, description: 'Print hi' });

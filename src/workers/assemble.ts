@@ -420,7 +420,10 @@ function foldSession(st: HttpState): { model?: string; turns: Turn[]; subagents:
   const byCall = new Map<string, { fork: boolean; list: StoredExchange[] }>();
   for (const e of st.exchanges) {
     const s = sub.get(e.id);
-    if (s) byCall.set(s.callId, { fork: s.fork, list: [...(byCall.get(s.callId)?.list ?? []), e] });
+    if (!s) continue;
+    const line = byCall.get(s.callId);
+    if (line) line.list.push(e);
+    else byCall.set(s.callId, { fork: s.fork, list: [e] });
   }
   const subagents: Subagent[] = [];
   for (const [callId, { fork, list }] of byCall) {
