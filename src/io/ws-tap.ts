@@ -45,7 +45,6 @@ class DirectionTap implements FrameSink {
   private curFin = false;
   private stopped = false;
   private readonly slabs = new SlabCursor();
-  /** ws_messages_total children per opcode, looked up once (label hashing costs more than the copy of a small frame) */
 
   constructor(
     private readonly direction: 'client' | 'server',
