@@ -163,6 +163,8 @@ export interface Conversation {
   turns: Turn[];
   /** the lines of the sub-agents the main line's tool calls started (Claude Code's Agent tool), by call */
   subagents?: Subagent[];
+  /** the id of the conversation whose agent started this one (a codex sub-agent's parent thread); it may not be stored */
+  parent?: string;
   incomplete?: string;
   /** assembler bookkeeping, not a conversation (per-connection WebSocket state, response-id pointers): lists skip it */
   internal?: boolean;

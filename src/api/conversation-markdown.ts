@@ -52,6 +52,7 @@ export function conversationMarkdown(c: Conversation): string {
   out.push(`# Conversation ${c.id}`, '');
   out.push(`- client: ${c.client}`, `- provider: ${c.provider}`);
   if (c.model) out.push(`- model: ${c.model}`);
+  if (c.parent) out.push(`- a sub-agent, started by conversation ${c.parent}`);
   out.push(`- started: ${new Date(c.startedTs).toISOString()}`, `- updated: ${new Date(c.updatedTs).toISOString()}`);
   if (c.incomplete) out.push(`- incomplete: ${c.incomplete}`);
   out.push('');

@@ -130,7 +130,7 @@ async function conversations() {
     const p = await get('/api/conversations?limit=500' + (after ? '&after=' + encodeURIComponent(after) : ''));
     for (const c of p.items) { // most recently updated first
       const tr = $('tr', { className: 'row' }, $('td', { textContent: time(c.updatedTs) }), $('td', { textContent: c.client }), $('td', { textContent: c.provider }),
-        $('td', { textContent: c.model || '' }), $('td', { textContent: c.turns.length + ' turns' }));
+        $('td', { textContent: c.model || '' }), $('td', { textContent: c.turns.length + ' turns' + (c.parent ? ' · sub-agent' : '') }));
       tr.onclick = () => showConversation(c.id);
       t.append(tr);
     }
@@ -156,7 +156,13 @@ async function showConversation(id) {
       if (turn.usage) d.append($('div', { textContent: 'usage ' + JSON.stringify(turn.usage) }));
       return d;
     });
-    const out = [$('h3', { textContent: c.client + ' · ' + c.provider + ' · ' + (c.model || '') }), ...turns(c.turns)];
+    const out = [$('h3', { textContent: c.client + ' · ' + c.provider + ' · ' + (c.model || '') })];
+    if (c.parent) {
+      const a = $('a', { textContent: 'conversation ' + c.parent });
+      a.onclick = () => showConversation(c.parent);
+      out.push($('p', { className: 'parent' }, 'a sub-agent, started by ', a));
+    }
+    out.push(...turns(c.turns));
     for (const sub of c.subagents || []) {
       out.push($('h4', { textContent: 'sub-agent of tool call ' + sub.callId + (sub.model ? ' · ' + sub.model : '') }), $('div', { className: 'sub' }, ...turns(sub.turns)));
     }

@@ -52,6 +52,8 @@ interface WsSocketLine {
   updatedTs: number;
   client: ClientName;
   model?: string;
+  /** the session key of the thread that started this one (a codex sub-agent) */
+  parent?: string;
   /**
    * The socket's turns: handed to foldWsLine, not stored (the socket's connection state holds
    * them). Conversations written before the checkpoints below stored them for every socket of a
@@ -315,8 +317,10 @@ function before(a: { ts: number; id: string }, b: { ts: number; id: string }): b
 function foldHttp(old: StoredConversation | undefined, key: string, list: { ex: Exchange; tx: HttpTransaction }[]): StoredConversation {
   const st: HttpState = old?._http ?? { msgs: {}, exchanges: [] };
   let client = old?.client;
+  let parent = old?.parent;
   for (const { ex, tx } of list) {
     client = betterClient(client, detectClient(tx.reqHeaders));
+    if (ex.parentKey) parent = conversationId(ex.parentKey);
     if (st.exchanges.some((e) => e.id === tx.id)) continue; // re-delivered
     const e: StoredExchange = { id: tx.id, ts: tx.ts, hist: [] };
     for (const msg of ex.history) {
@@ -345,6 +349,7 @@ function foldHttp(old: StoredConversation | undefined, key: string, list: { ex: 
     updatedTs: last.ts,
     turns: session.turns,
     ...(session.subagents.length ? { subagents: session.subagents } : {}),
+    ...(parent ? { parent } : {}),
     _http: st,
   };
   const inc = lastAssistant(conv.turns)?.incomplete;
@@ -618,6 +623,7 @@ function socketLines(stored: StoredConversation): Map<string, WsSocketLine> {
   for (const d of deriveWs(stored._ws)) {
     const line: WsSocketLine = { v: stored._v ?? 0, startedTs: d.startedTs, updatedTs: d.updatedTs, client: stored._ws.client ?? 'generic', turns: finishTurns(d.turns) };
     if (d.model) line.model = d.model;
+    if (d.parent) line.parent = d.parent;
     out.set(d.pck, line);
   }
   return out;
@@ -692,10 +698,11 @@ function foldWsLine(old: StoredConversation | undefined, key: string, conn: stri
     stored[order[i]] = l;
     next = cp;
   }
-  let client: ClientName | undefined, model: string | undefined;
+  let client: ClientName | undefined, model: string | undefined, parent: string | undefined;
   for (const c of order) {
     client = betterClient(client, lines[c].client);
     model = lines[c].model ?? model;
+    parent = lines[c].parent ?? parent;
   }
   const conv: StoredConversation = {
     id: old?.id ?? conversationId(key), key, client: client ?? 'generic', provider: 'openai-ws',
@@ -704,6 +711,7 @@ function foldWsLine(old: StoredConversation | undefined, key: string, conn: stri
     _lines: Object.fromEntries(order.map((c) => [c, stored[c]])),
   };
   if (model) conv.model = model;
+  if (parent) conv.parent = conversationId(wsConversationKey(conn, parent));
   const inc = lastAssistant(conv.turns)?.incomplete;
   if (inc) conv.incomplete = inc;
   return conv;

@@ -27,7 +27,8 @@ test('dashboard: activity log, live events, transaction detail, WebSocket messag
   await store.updateConversation('k', () => ({ id: '', key: 'k', client: 'codex', provider: 'openai-ws', model: 'gpt-5', startedTs: 1, updatedTs: 2,
     turns: [{ role: 'user', blocks: [{ type: 'text', text: 'hello there' }], source: [] }, { role: 'assistant', blocks: [{ type: 'tool_call', callId: 'c1', name: 'shell', arguments: { cmd: 'ls' } }], source: [] }],
     subagents: [{ callId: 'c1', model: 'gpt-5-mini', turns: [{ role: 'user', blocks: [{ type: 'text', text: 'the sub-agent was asked' }], source: [] }] }] }));
-  await store.updateConversation('k2', () => ({ id: '', key: 'k2', client: 'claude-code', provider: 'anthropic', startedTs: 1, updatedTs: 3, turns: [] }));
+  const parentId = store.getConversationByKey('k')!.id;
+  await store.updateConversation('k2', () => ({ id: '', key: 'k2', client: 'claude-code', provider: 'anthropic', startedTs: 1, updatedTs: 3, turns: [], parent: parentId }));
   await store.updateConversation('k', (c) => ({ ...c!, updatedTs: 4 })); // created first, updated last
 
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] }); // playwright gives it a fresh temporary profile
@@ -69,6 +70,12 @@ test('dashboard: activity log, live events, transaction detail, WebSocket messag
   assert.match(conv, /hello there/);
   assert.match(conv, /tool call shell/);
   assert.match(conv, /sub-agent of tool call c1 · gpt-5-mini\s+user\s+text\s+the sub-agent was asked/);
+  // a conversation another one's agent started links to it
+  assert.match(await page.locator('tr.row', { hasText: 'claude-code' }).innerText(), /0 turns · sub-agent/);
+  await page.locator('tr.row', { hasText: 'claude-code' }).click();
+  await page.locator('#detail p.parent', { hasText: 'a sub-agent, started by conversation ' + parentId }).waitFor();
+  await page.locator('#detail p.parent a').click();
+  await page.locator('#detail', { hasText: 'hello there' }).waitFor();
   assert.deepEqual(errors, []);
 });
 

@@ -159,7 +159,7 @@ test('two concurrent codex sessions on two sockets never interleave', async () =
   });
 });
 
-test('codex sub-agents (spawn_agent) send their parent\'s prompt_cache_key: each is the conversation of its own thread, over WebSocket and HTTP, and the parent\'s stays whole', async () => {
+test('codex sub-agents (spawn_agent) send their parent\'s prompt_cache_key: each is the conversation of its own thread, linked to its parent\'s, over WebSocket and HTTP, and the parent\'s stays whole', async () => {
   const t0 = 1_700_000_340_000;
   const sub = (thread: string, parent: string) => ({ client_metadata: { 'x-openai-subagent': 'collab_spawn', 'x-codex-turn-metadata': JSON.stringify({ session_id: parent, thread_id: thread, parent_thread_id: parent, subagent_kind: 'thread_spawn', thread_source: 'subagent' }) } });
   const spawn = { type: 'function_call', call_id: 'call_s', name: 'spawn_agent', namespace: 'multi_agent_v1', arguments: '{"message":"Run ls"}' };
@@ -176,11 +176,18 @@ test('codex sub-agents (spawn_agent) send their parent\'s prompt_cache_key: each
     { request: codexCreate('thr-parent', [listed], { previous_response_id: 'resp_c1', ...sub('thr-child', 'thr-parent') }), events: codexAnswer('resp_c2', [msg('assistant', 'README.md')]) },
   ], t0 + 2);
   const wire = (l: CodexLanes) => [...l.client, ...l.server].sort(byId);
+  // the sub-agent names the conversation that started it (its parent thread's), the parent none
+  const assertParentLink = async (store: Store, provider: string) => {
+    const [p, c] = [await conv(store, `${provider}:thr-parent`), await conv(store, `${provider}:thr-child`)];
+    assert.equal(c.parent, p.id, provider);
+    assert.equal(p.parent, undefined, provider);
+  };
   await withStore(async (store) => {
     await feed(store, [parent.upgrade, child.upgrade]);
     for (const r of [...wire(child), ...wire(parent)]) await feed(store, [r]); // the sub-agent's socket assembled first
     assert.deepEqual(turnTexts(await conv(store, 'openai-ws:thr-parent')), [`system:${CODEX_INSTRUCTIONS}`, 'user:Use a subagent to run ls', 'assistant:call(call_s)', 'tool:result(call_s spawn_agent)', 'assistant:It found README.md.']);
     assert.deepEqual(turnTexts(await conv(store, 'openai-ws:thr-child')), [`system:${CODEX_INSTRUCTIONS}`, 'user:Run ls', 'assistant:call(call_l)', 'tool:result(call_l shell)', 'assistant:README.md']);
+    await assertParentLink(store, 'openai-ws');
   });
   // over HTTP (a custom provider): every request re-sends the thread's history
   const post = (ts: number, body: object, output: unknown[]) => httpTx({ ts, host: 'api.openai.com', path: '/v1/responses', headers: [['originator', 'codex_exec']], req: body, events: sse(codexAnswer(`resp_${ts}`, output)) });
@@ -194,6 +201,7 @@ test('codex sub-agents (spawn_agent) send their parent\'s prompt_cache_key: each
     for (const t of [...txs].reverse()) await feed(store, [t]);
     assert.deepEqual(turnTexts(await conv(store, 'openai-responses:thr-parent')), [`system:${CODEX_INSTRUCTIONS}`, 'user:Use a subagent to run ls', 'assistant:call(call_s)', 'tool:result(call_s spawn_agent)', 'assistant:It found README.md.']);
     assert.deepEqual(turnTexts(await conv(store, 'openai-responses:thr-child')), [`system:${CODEX_INSTRUCTIONS}`, 'user:Run ls', 'assistant:call(call_l)', 'tool:result(call_l shell)', 'assistant:README.md']);
+    await assertParentLink(store, 'openai-responses');
   });
 });
 

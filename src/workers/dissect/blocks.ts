@@ -169,6 +169,8 @@ export interface Exchange {
   history: Msg[];
   previousResponseId?: string;
   reply?: Reply;
+  /** the assembly key of the conversation whose agent started this one (a codex sub-agent's parent thread) */
+  parentKey?: string;
 }
 
 /**

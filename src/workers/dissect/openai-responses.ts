@@ -227,10 +227,11 @@ export function sseReply(events: { event?: string; data: string }[], cut: boolea
  * prompt_cache_key, but its own thread id, and its parent's, in the turn metadata. It is a thread of
  * its own, with its own history; under the parent's key, its line would replace the parent's.
  */
-export function responsesSession(req: Record<string, any>): string | undefined {
+export function responsesSession(req: Record<string, any>): { id: string; parent?: string } | undefined {
   const meta = parseJson(str(isObj(req.client_metadata) ? req.client_metadata['x-codex-turn-metadata'] : undefined));
-  if (isObj(meta) && typeof meta.thread_id === 'string' && typeof meta.parent_thread_id === 'string' && meta.thread_id !== meta.parent_thread_id) return meta.thread_id;
-  return str(req.prompt_cache_key);
+  if (isObj(meta) && typeof meta.thread_id === 'string' && typeof meta.parent_thread_id === 'string' && meta.thread_id !== meta.parent_thread_id) return { id: meta.thread_id, parent: meta.parent_thread_id };
+  const pck = str(req.prompt_cache_key);
+  return pck === undefined ? undefined : { id: pck };
 }
 
 /**
@@ -241,9 +242,12 @@ export function responsesSession(req: Record<string, any>): string | undefined {
 export function dissectResponsesHttp(tx: HttpTransaction, req: Record<string, any>): Exchange {
   const history = inputMessages(req.input, req.instructions);
   const model = str(req.model);
-  const pck = responsesSession(req);
+  const session = responsesSession(req);
+  const pck = session?.id;
   const prev = str(req.previous_response_id);
   const ex: Exchange = { provider: 'openai-responses', key: pck ? `openai-responses:${pck}` : prefixKey('openai-responses', model, history), model, history };
+  // The parent is a codex session too, keyed by its thread id: a root thread's prompt_cache_key is its thread id.
+  if (session?.parent) ex.parentKey = `openai-responses:${session.parent}`;
   if (prev) { ex.previousResponseId = prev; if (!pck) ex.key = ''; }
   ex.reply = errorReply(tx) ?? (tx.respEvents ? sseReply(tx.respEvents, true) : responseObjectReply(parseBody(tx.respBody)));
   return ex;

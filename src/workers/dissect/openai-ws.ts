@@ -14,7 +14,7 @@ import { continueLine, lastSystemSig, type LineTurn } from './history-line.js';
 import { foldEvent, foldReply, inputMessages, newFold, responsesSession, type ResponseFold } from './openai-responses.js';
 
 /** `prev`: the previous_response_id the request continues (then `msgs` are only the new items) */
-export interface WsRequest { seq: number; ts: number; id: string; pck: string; prev?: string; model?: string; msgs: Msg[]; prewarm?: boolean }
+export interface WsRequest { seq: number; ts: number; id: string; pck: string; prev?: string; model?: string; msgs: Msg[]; prewarm?: boolean; /** a sub-agent's parent thread (its session key) */ parent?: string }
 export interface WsResponse { seq: number; ts: number; lastTs: number; firstId: string; lastId: string; fold: ResponseFold }
 
 /** Everything assembled so far about one codex WebSocket connection. */
@@ -59,7 +59,9 @@ export function foldWsRecord(s: WsConnState, r: WsMessageRecord): 'used' | 'igno
     if (!isResponseCreate(msg)) return 'ignored';
     const meta = isObj(msg.client_metadata) ? msg.client_metadata : {};
     if (meta['x-codex-turn-metadata'] !== undefined && (!s.client || s.client === 'generic')) s.client = 'codex';
-    const req: WsRequest = { seq: r.seq, ts: r.ts, id: r.id, pck: responsesSession(msg) ?? NO_SESSION_KEY, msgs: inputMessages(msg.input, msg.instructions) };
+    const session = responsesSession(msg);
+    const req: WsRequest = { seq: r.seq, ts: r.ts, id: r.id, pck: session?.id ?? NO_SESSION_KEY, msgs: inputMessages(msg.input, msg.instructions) };
+    if (session?.parent) req.parent = session.parent;
     if (str(msg.previous_response_id)) req.prev = msg.previous_response_id;
     if (str(msg.model)) req.model = msg.model;
     if (msg.generate === false) req.prewarm = true;
@@ -83,7 +85,7 @@ export function foldWsRecord(s: WsConnState, r: WsMessageRecord): 'used' | 'igno
   return 'used';
 }
 
-export interface WsConversation { pck: string; model?: string; startedTs: number; updatedTs: number; turns: Turn[] }
+export interface WsConversation { pck: string; model?: string; parent?: string; startedTs: number; updatedTs: number; turns: Turn[] }
 
 /** A line of codex turns, and the signature of the last instructions shown in it. */
 export interface WsLine { turns: LineTurn[]; sys?: string }
@@ -139,6 +141,7 @@ export function deriveWs(s: WsConnState): WsConversation[] {
       cur = convs.get(req.pck);
       if (!cur) { cur = { pck: req.pck, startedTs: req.ts, updatedTs: req.ts, line: { turns: [] } }; convs.set(req.pck, cur); }
       if (req.model) cur.model = req.model;
+      if (req.parent) cur.parent = req.parent;
       cur.updatedTs = Math.max(cur.updatedTs, req.ts);
       const add = req.msgs.map((m) => new WsLineTurn({ role: m.role, blocks: m.blocks, source: [req.id] }));
       if (req.prev) appendTurns(cur.line, add); else foldHistory(cur.line, add);

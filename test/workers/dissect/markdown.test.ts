@@ -42,6 +42,8 @@ test('a sub-agent\'s turns follow the conversation\'s, under the tool call that 
     ] }],
   };
   const md = conversationMarkdown(c);
+  assert.doesNotMatch(md, /started by/, 'a sub-agent under a call is not a conversation of its own');
+  assert.match(conversationMarkdown({ ...c, subagents: undefined, parent: 'p1' }), /- model: claude-sonnet-4-5\n- a sub-agent, started by conversation p1\n/);
   assert.match(md, /## 2\. Assistant\n\n\*\*tool call\*\* `Agent` \(toolu_1\)[\s\S]*\n## Sub-agent of tool call toolu_1 \(claude-haiku-5-5\)\n\n### 1\. User\n\nrun it\n[\s\S]*### 2\. Assistant\n\ndone\n/);
 });
 
