@@ -47,6 +47,8 @@ export interface Row {
   gaveUp?: boolean;
   /** throughput of every round (null = that round failed); the row holds the best one */
   rounds?: (number | null)[];
+  /** every round's outcome in order (status, errors, capture): what the best-of selection leaves out of the row */
+  roundDetails?: { status: RowStatus; reason?: string; errors: number; firstError?: string; committed?: number; expected?: number; dropped?: number }[];
   /** each round's throughput / direct's (and the pipe's) in that same round: the spread the noise leaves */
   roundRatiosVsDirect?: number[];
   roundRatiosVsPipe?: number[];
@@ -104,6 +106,22 @@ const f = (v: number | null | undefined, digits = 0) => (v === null || v === und
 const x = (v: number | null | undefined) => (v === null || v === undefined ? '–' : `${v.toFixed(2)}×`);
 const ms = (v: number | undefined) => (v === undefined ? '–' : `${v >= 0 ? '+' : ''}${v < 10 && v > -10 ? v.toFixed(2) : v.toFixed(0)}`);
 
+/**
+ * A contender's next round folded into the row kept for it: the best round's row, carrying every
+ * round's throughput and outcome (errors, capture), which the best-of selection would otherwise
+ * drop. A crash replaces an error; a round skipped for time says nothing about the contender.
+ * `rate` is negative for a round that is not ok.
+ */
+export function keepRound(prev: Row | undefined, row: Row, rate: (r: Row) => number): Row {
+  const throughput = rate(row);
+  row.rounds = [...(prev?.rounds ?? []), throughput >= 0 ? throughput : null];
+  row.roundDetails = [...(prev?.roundDetails ?? []), { status: row.status, reason: row.reason, errors: row.errors ?? 0, firstError: row.firstError, committed: row.capture?.committed, expected: row.capture?.expected, dropped: row.capture?.dropped }];
+  if (!prev || throughput > rate(prev) || (prev.status === 'error' && row.status !== 'ok' && row.status !== 'error' && row.status !== 'skipped')) return row;
+  prev.rounds = row.rounds;
+  prev.roundDetails = row.roundDetails;
+  return prev;
+}
+
 export function toMarkdown(res: BenchResult): string {
   const out: string[] = [];
   const m = res.machine;
@@ -129,9 +147,11 @@ export function toMarkdown(res: BenchResult): string {
       const cap = r.capture ? `${(r.capture.completeness * 100).toFixed(1)} % (${r.capture.committed}/${r.capture.expected})` : '';
       const drops = r.capture ? `${r.capture.dropped}${r.capture.dropped ? ` (${Object.entries(r.capture.droppedByReason).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}` : '';
       const l = r.latencyMs;
+      const allErrors = r.roundDetails?.reduce((n, d) => n + d.errors, 0) ?? r.errors ?? 0;
+      const errs = `${r.errors ?? 0}${allErrors > (r.errors ?? 0) ? ` (${allErrors} over all rounds)` : ''}`;
       out.push(`| ${r.contender} | ${f(r.opsPerSec, w.kind === 'bulk' ? 2 : 0)} | ${f(r.mbPerSec, 1)} | ${x(r.ratioVsDirect)} | ${x(r.ratioVsPipe)} | ` +
         `${ms(r.addedLatencyMs?.p50)} | ${ms(r.addedLatencyMs?.p99)} | ${ms(r.addedLatencyMs?.p999)} | ${l ? `${f(l.p50, 2)} / ${f(l.p99, 2)}` : '–'} | ${spread(r.roundRatiosVsDirect)} / ${spread(r.roundRatiosVsPipe)} | ` +
-        `${r.proxyCpuSeconds == null ? '–' : `${r.proxyCpuSeconds.toFixed(2)} (${f(r.proxyCores, 2)})`} | ${r.proxyCpuUsPerOp == null ? '–' : f(r.proxyCpuUsPerOp)} | ${f(r.loadCpuUsPerOp)} | ${f(r.proxyPeakRssMiB)}${r.proxyPeakAnonMiB == null ? '' : ` / ${f(r.proxyPeakAnonMiB)}`} | ${cap} | ${drops} | ${r.errors ?? 0}${r.firstError ? ` (${r.firstError.replace(/\|/g, '/').slice(0, 60)})` : ''} |`);
+        `${r.proxyCpuSeconds == null ? '–' : `${r.proxyCpuSeconds.toFixed(2)} (${f(r.proxyCores, 2)})`} | ${r.proxyCpuUsPerOp == null ? '–' : f(r.proxyCpuUsPerOp)} | ${f(r.loadCpuUsPerOp)} | ${f(r.proxyPeakRssMiB)}${r.proxyPeakAnonMiB == null ? '' : ` / ${f(r.proxyPeakAnonMiB)}`} | ${cap} | ${drops} | ${errs}${r.firstError ? ` (${r.firstError.replace(/\|/g, '/').slice(0, 60)})` : ''} |`);
     }
     out.push('');
   }

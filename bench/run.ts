@@ -13,7 +13,7 @@ import { forkChild, installExitHandlers, lastLines, stopChild, waitReady, type C
 import { CONTENDERS, Unavailable, type Contender, type Running, type StartCtx } from './contenders.js';
 import { cpuRate, cpuSeconds, firstTouchMicrosPerPage, peakRssMiB, resetPeakRss, sampleAnonPeak } from './procstat.js';
 import { scrape, sumSeries, type Samples } from './prom.js';
-import { addRatios, toMarkdown, toSvg, type BenchResult, type CaptureCheck, type ContenderInfo, type Row } from './report.js';
+import { addRatios, keepRound, toMarkdown, toSvg, type BenchResult, type CaptureCheck, type ContenderInfo, type Row } from './report.js';
 import { PROFILES, SMOKE_CONTENDERS, WORKLOADS, type Profile } from './workloads.js';
 import type { ClientJob, ClientResult, Workload } from './protocol.js';
 
@@ -249,10 +249,7 @@ async function main(): Promise<void> {
         // crashed/unavailable, or an operation hit its deadline: another round would only repeat that
         if (prev && ((prev.status !== 'ok' && prev.status !== 'error') || prev.gaveUp)) continue;
         const row = await runOne(o, w, info, live, started, server.proc.pid);
-        const throughput = rate(w, row);
-        row.rounds = [...(prev?.rounds ?? []), throughput >= 0 ? throughput : null];
-        if (!prev || throughput > rate(w, prev) || (prev.status === 'error' && row.status !== 'ok' && row.status !== 'error')) best.set(info.name, row);
-        else prev.rounds = row.rounds;
+        best.set(info.name, keepRound(prev, row, (r) => rate(w, r)));
       }
     }
     rows.push(...infos.map((i) => best.get(i.name)!));

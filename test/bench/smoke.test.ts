@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { addRatios, toMarkdown, type BenchResult, type Row } from '../../bench/report.js';
+import { addRatios, keepRound, toMarkdown, type BenchResult, type Row } from '../../bench/report.js';
 import { WORKLOADS } from '../../bench/workloads.js';
 import { parsePromText, sumSeries } from '../../bench/prom.js';
 
@@ -145,6 +145,30 @@ test('ratios: best over best, and each round against the same round of direct an
     settings: { warmupMs: 0, durationMs: 0, rounds: 3, greytapWorkers: 1 }, contenders: [], workloads: [w], rows,
   } as BenchResult);
   assert.match(md, /\| greytap \| 100 \|.*\| 0\.25–0\.50 \/ 0\.50–1\.00 \|/);
+});
+
+test('best of rounds: the kept row carries every round\'s errors; a round skipped for time never hides a failed one', () => {
+  const w = WORKLOADS['ws-plain-1k-c8'];
+  const rate = (r: Row) => (r.status !== 'ok' ? -1 : r.opsPerSec ?? 0);
+  const ok = (ops: number, errors = 0): Row => ({ workload: w.id, contender: 'tls-pipe', status: 'ok', opsPerSec: ops, errors });
+  // a round that lost 8 echoes, then a clean, faster one: the faster is kept, the 8 are still told
+  const kept = keepRound(keepRound(undefined, ok(907, 8), rate), ok(9840), rate);
+  assert.equal(kept.opsPerSec, 9840);
+  assert.deepEqual(kept.rounds, [907, 9840]);
+  assert.deepEqual(kept.roundDetails?.map((d) => d.errors), [8, 0]);
+  const md = toMarkdown({
+    version: 1, profile: 'short', startedAt: '', wallSeconds: 0,
+    machine: { cpus: 2, cpuModel: 'x', node: '20', kernel: 'k', mitmproxy: null, greytapCommit: null },
+    settings: { warmupMs: 0, durationMs: 0, rounds: 2, greytapWorkers: 1 }, contenders: [], workloads: [w], rows: [kept],
+  } as BenchResult);
+  assert.match(md, /\| tls-pipe \| 9,840 \|.*\| 0 \(8 over all rounds\) \|$/m);
+  // a failed round, then one skipped for the time budget: the failure stays the row
+  const failed: Row = { workload: w.id, contender: 'tls-pipe', status: 'error', reason: 'CONNECT: no reply' };
+  const skipped: Row = { workload: w.id, contender: 'tls-pipe', status: 'skipped', reason: 'time budget' };
+  const row = keepRound(keepRound(undefined, failed, rate), skipped, rate);
+  assert.equal(row.status, 'error');
+  assert.equal(row.reason, 'CONNECT: no reply');
+  assert.deepEqual(row.roundDetails?.map((d) => d.status), ['error', 'skipped']);
 });
 
 test('the store bench runs and reports CPU per record against the plain table, and filtered page times', async () => {
