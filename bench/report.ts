@@ -27,7 +27,7 @@ export interface Row {
   ratioVsDirect?: number | null;
   ratioVsPipe?: number | null;
   proxyCpuSeconds?: number | null;
-  /** proxy CPU seconds per second of wall time in the window (1.0 = one core busy) */
+  /** proxy CPU seconds per second of wall time over the whole run, warm-up and drain included (1.0 = one core busy) */
   proxyCores?: number | null;
   /** proxy CPU (all threads, capture finished after the run included) per operation completed in the run, µs */
   proxyCpuUsPerOp?: number | null;
