@@ -1,7 +1,7 @@
 // Anthropic Messages API (POST /v1/messages, JSON or SSE). Claude Code puts its session id in
 // metadata.user_id ("user_<hash>_account_<uuid>_session_<uuid>"): that session is the key.
 import type { Block, HttpTransaction, Usage } from '../../records.js';
-import { addUsage, errorReply, isObj, num, parseJson, prefixKey, pushMsg, roleFor, splitTrailingReminders, stoppedShort, str, textBlock, toolCall, toolOutput, wasCut, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
+import { addUsage, errorReply, isObj, num, parseJson, prefixKey, pushMsg, roleFor, splitTrailingReminders, stoppedShort, str, streamIndex, textBlock, toolCall, toolOutput, wasCut, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
 
 function blocksOf(content: unknown, role: Role): Block[] {
   if (typeof content === 'string') return [textBlock(content, role)];
@@ -70,9 +70,9 @@ export function anthropicSseReply(events: { event?: string; data: string }[]): R
     if (!isObj(ev)) continue;
     switch (ev.type ?? e.event) {
       case 'message_start': msg = isObj(ev.message) ? ev.message : {}; usage = { ...(msg.usage ?? {}) }; break;
-      case 'content_block_start': { const i = num(ev.index) ?? blocks.length; blocks[i] = { ...(ev.content_block ?? {}) }; partialJson[i] = ''; break; }
+      case 'content_block_start': { const i = streamIndex(ev.index) ?? blocks.length; blocks[i] = { ...(ev.content_block ?? {}) }; partialJson[i] = ''; break; }
       case 'content_block_delta': {
-        const i = num(ev.index) ?? blocks.length - 1; const d = ev.delta ?? {}; const b = (blocks[i] ??= { type: 'text', text: '' });
+        const i = streamIndex(ev.index) ?? blocks.length - 1; const d = ev.delta ?? {}; const b = (blocks[i] ??= { type: 'text', text: '' });
         if (d.type === 'text_delta') b.text = (b.text ?? '') + (d.text ?? '');
         else if (d.type === 'thinking_delta') b.thinking = (b.thinking ?? '') + (d.thinking ?? '');
         else if (d.type === 'input_json_delta') partialJson[i] = (partialJson[i] ?? '') + (d.partial_json ?? '');

@@ -52,6 +52,16 @@ export function isObj(v: unknown): v is Record<string, any> {
 export const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
 export const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
 
+/**
+ * A stream's position of an item, part or call (output_index, content_index, Anthropic's block
+ * index, a tool call's index) when it is one a stream could use, else undefined (read as absent).
+ * The folds keep these in arrays by position: 4294967294 would make an array every later pass walks
+ * in full (and the store writes out, for a WebSocket response), 0.5 a property none of them sees.
+ */
+export function streamIndex(v: unknown): number | undefined {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v < 10_000 ? v : undefined;
+}
+
 // Text the agent injects into the user/developer channel that the operator did not type: codex's
 // environment/instructions wrappers, Claude Code's reminders and slash-command echoes, Gemini CLI's
 // and Qwen Code's session context (date, OS, folder listing).

@@ -1,7 +1,7 @@
 // OpenAI Chat Completions (…/chat/completions, JSON or SSE with choices[].delta) — aider, opencode,
 // LiteLLM, vLLM, Ollama. No session id on the wire: conversations grow by message prefix.
 import type { Block, HttpTransaction, Usage } from '../../records.js';
-import { addUsage, errorReply, isObj, num, parseJson, prefixKey, pushMsg, stoppedShort, str, textBlock, toolCall, toolOutput, wasCut, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
+import { addUsage, errorReply, isObj, num, parseJson, prefixKey, pushMsg, stoppedShort, str, streamIndex, textBlock, toolCall, toolOutput, wasCut, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
 
 function contentBlocks(content: unknown, role: Role): Block[] {
   if (typeof content === 'string') return content ? [textBlock(content, role)] : [];
@@ -79,7 +79,7 @@ export function chatSseReply(events: { data: string }[]): Reply {
       if (rc) reasoning += rc;
       for (const tc of Array.isArray(d.tool_calls) ? d.tool_calls : []) {
         if (!isObj(tc)) continue;
-        const i = num(tc.index) ?? calls.length;
+        const i = streamIndex(tc.index) ?? calls.length;
         const slot = (calls[i] ??= { id: '', name: '', args: '' });
         if (str(tc.id)) slot.id = tc.id;
         if (str(tc.function?.name)) slot.name += tc.function.name;

@@ -3,7 +3,7 @@
 // yields the reply, preferring `response.completed`'s output over the folded deltas.
 import type { Block, Usage } from '../../records.js';
 import type { HttpTransaction } from '../../records.js';
-import { addUsage, errorReply, isObj, num, parseJson, prefixKey, pushMsg, str, textBlock, toolCall, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
+import { addUsage, errorReply, isObj, num, parseJson, prefixKey, pushMsg, str, streamIndex, textBlock, toolCall, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
 
 function contentText(content: unknown): string[] {
   if (typeof content === 'string') return [content];
@@ -95,7 +95,7 @@ export function newFold(): ResponseFold {
 }
 
 function slot(f: ResponseFold, idx: unknown): ItemFold {
-  const i = typeof idx === 'number' && idx >= 0 && idx < 10_000 ? idx : Math.max(0, f.items.length - 1);
+  const i = streamIndex(idx) ?? Math.max(0, f.items.length - 1);
   while (f.items.length <= i) f.items.push({ parts: [], args: '', summaries: [] });
   return f.items[i];
 }
@@ -123,13 +123,13 @@ export function foldEvent(f: ResponseFold, ev: Record<string, any>): boolean {
       return true;
     }
     case 'response.output_text.delta': case 'response.refusal.delta': {
-      const s = slot(f, ev.output_index); const c = num(ev.content_index) ?? 0;
+      const s = slot(f, ev.output_index); const c = streamIndex(ev.content_index) ?? 0;
       s.parts[c] = (s.parts[c] ?? '') + (str(ev.delta) ?? '');
       return true;
     }
     case 'response.output_text.done': case 'response.refusal.done': {
       const s = slot(f, ev.output_index); const t = str(ev.text) ?? str(ev.refusal);
-      if (t !== undefined) s.parts[num(ev.content_index) ?? 0] = t;
+      if (t !== undefined) s.parts[streamIndex(ev.content_index) ?? 0] = t;
       return true;
     }
     case 'response.function_call_arguments.delta': case 'response.custom_tool_call_input.delta':
@@ -141,13 +141,13 @@ export function foldEvent(f: ResponseFold, ev: Record<string, any>): boolean {
       return true;
     }
     case 'response.reasoning_summary_text.delta': {
-      const s = slot(f, ev.output_index); const i = num(ev.summary_index) ?? 0;
+      const s = slot(f, ev.output_index); const i = streamIndex(ev.summary_index) ?? 0;
       s.summaries[i] = (s.summaries[i] ?? '') + (str(ev.delta) ?? '');
       return true;
     }
     case 'response.reasoning_summary_text.done': {
       const t = str(ev.text);
-      if (t !== undefined) slot(f, ev.output_index).summaries[num(ev.summary_index) ?? 0] = t;
+      if (t !== undefined) slot(f, ev.output_index).summaries[streamIndex(ev.summary_index) ?? 0] = t;
       return true;
     }
     case 'response.completed': case 'response.failed': case 'response.incomplete':

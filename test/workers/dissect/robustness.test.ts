@@ -1,0 +1,84 @@
+// Malformed-but-plausible input the dissector fuzzer (bench/dissect-fuzz.ts) found breaking the
+// dissectors or assembly, each cut down to the smallest input that did: a throw, seconds of CPU in a
+// capture worker for one small record, or a conversation whose updates all failed from then on.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { assembleRecords, conversationByKey, publicConversation, type StoredConversation } from '../../../src/workers/assemble.js';
+import { anthropicSseReply } from '../../../src/workers/dissect/anthropic.js';
+import { chatSseReply } from '../../../src/workers/dissect/openai-chat.js';
+import { sseReply } from '../../../src/workers/dissect/openai-responses.js';
+import type { Conversation, TransactionRecord } from '../../../src/records.js';
+import type { Store } from '../../../src/store/store.js';
+import { testStore, turnTexts } from './session-fixtures.js';
+import { CODEX_INSTRUCTIONS, codexAnswer, codexCreate, codexSocket, msg } from './sessions.js';
+
+async function withStore(fn: (s: Store) => Promise<void>): Promise<void> {
+  const { store, done } = await testStore();
+  try { await fn(store); } finally { await done(); }
+}
+
+/** Commits and assembles as a capture worker does; what assembly counted as failed must be nothing. */
+async function feed(store: Store, records: TransactionRecord[]): Promise<void> {
+  await store.putTransactions(records);
+  const m = await assembleRecords(store, records);
+  assert.deepEqual(m.decodeErrors, undefined);
+}
+
+function conv(store: Store, key: string): Conversation {
+  const c = conversationByKey(store, key);
+  assert.ok(c, `conversation ${key}`);
+  return publicConversation(c as StoredConversation);
+}
+
+/** Runs fn, failing when it takes longer than `ms` (each input below took seconds before). */
+function quick<T>(ms: number, fn: () => T): T {
+  const t0 = performance.now();
+  const out = fn();
+  const took = performance.now() - t0;
+  assert.ok(took < ms, `took ${took.toFixed(0)} ms`);
+  return out;
+}
+
+const data = (events: object[]) => events.map((e) => ({ data: JSON.stringify(e) }));
+
+test('Responses stream: an output_index that is not an integer is read as absent (it made the fold throw)', async () => {
+  // over HTTP: the exchange was dropped (dissect_failed)
+  assert.deepEqual(sseReply(data([
+    { type: 'response.output_item.added', output_index: 0.5, item: { type: 'message', role: 'assistant', content: [] } },
+    { type: 'response.output_text.delta', output_index: 0.5, content_index: 0, delta: 'hi' },
+  ]), true), { blocks: [{ type: 'text', text: 'hi' }], incomplete: 'aborted' });
+  // over WebSocket the throw failed the connection's state update, and the event was read again by
+  // every later assembly of the socket: its conversation never changed again
+  await withStore(async (store) => {
+    const l = codexSocket([
+      { request: codexCreate('sess-odd-index', [msg('user', 'hi')]), events: [
+        { type: 'response.created', response: { id: 'resp_1', model: 'gpt-5-codex' } },
+        { type: 'response.output_text.delta', output_index: 0.5, content_index: 0, delta: 'Hel' },
+      ] },
+      { request: codexCreate('sess-odd-index', [msg('user', 'again')]), events: codexAnswer('resp_2', [msg('assistant', 'Hello')]) },
+    ], 1_700_000_000_000);
+    await feed(store, [l.upgrade, l.client[0], ...l.server.slice(0, 2)]);
+    await feed(store, [l.client[1], ...l.server.slice(2)]);
+    assert.deepEqual(turnTexts(conv(store, 'openai-ws:sess-odd-index')), [`system:${CODEX_INSTRUCTIONS}`, 'user:hi', 'assistant:Hel !aborted', 'user:again', 'assistant:Hello']);
+  });
+});
+
+test('a stream index far past any real stream is read as absent: the folds kept items in arrays by it and walked them whole', () => {
+  // each of these took seconds (index 2e8) to minutes (4294967294) of a capture worker's CPU
+  const index = 200_000_000;
+  const claude = quick(1000, () => anthropicSseReply(data([
+    { type: 'message_start', message: { id: 'msg_1' } },
+    { type: 'content_block_start', index, content_block: { type: 'text', text: 'hi' } },
+    { type: 'message_stop' },
+  ])));
+  assert.deepEqual(claude.blocks, [{ type: 'text', text: 'hi' }]);
+  const chat = quick(1000, () => chatSseReply(data([
+    { choices: [{ index: 0, delta: { tool_calls: [{ index, id: 'call_1', function: { name: 'f', arguments: '{}' } }] }, finish_reason: 'tool_calls' }] },
+  ])));
+  assert.deepEqual(chat.blocks, [{ type: 'tool_call', callId: 'call_1', name: 'f', arguments: {}, argumentsRaw: '{}' }]);
+  const responses = quick(1000, () => sseReply(data([
+    { type: 'response.output_text.delta', output_index: 0, content_index: index, delta: 'x' },
+    { type: 'response.reasoning_summary_text.delta', output_index: 1, summary_index: index, delta: 'y' },
+  ]), true));
+  assert.deepEqual(responses.blocks, [{ type: 'text', text: 'x' }, { type: 'reasoning', text: 'y' }]);
+});
