@@ -128,15 +128,18 @@ const REMINDER_CLOSE = /^<system-reminder>[\s\S]*<\/system-reminder>\s*$/;
  * the one as the result and the others as scaffolding. A reminder in the middle of an output stays.
  */
 export function splitTrailingReminders(text: string): { output: string; reminders: string[] } {
+  // Walked back by index: the rest of the output sliced, scanned and trimmed with /\n+$/ again for
+  // every reminder was quadratic in the reminders, and that regex in a run of blank lines.
   const reminders: string[] = [];
-  let output = text;
+  let end = text.length;
   for (;;) {
-    const at = output.lastIndexOf(REMINDER_OPEN);
-    if (at < 0 || (at > 0 && output[at - 1] !== '\n') || !REMINDER_CLOSE.test(output.slice(at))) break;
-    reminders.unshift(output.slice(at).trimEnd());
-    output = output.slice(0, at).replace(/\n+$/, '');
+    const at = end < REMINDER_OPEN.length ? -1 : text.lastIndexOf(REMINDER_OPEN, end - REMINDER_OPEN.length);
+    if (at < 0 || (at > 0 && text[at - 1] !== '\n') || !REMINDER_CLOSE.test(text.slice(at, end))) break;
+    reminders.push(text.slice(at, end).trimEnd());
+    end = at;
+    while (end > 0 && text[end - 1] === '\n') end--;
   }
-  return { output, reminders };
+  return { output: end === text.length ? text : text.slice(0, end), reminders: reminders.reverse() };
 }
 
 /**

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { assembleRecords, conversationByKey, publicConversation, type StoredConversation } from '../../../src/workers/assemble.js';
 import { anthropicSseReply } from '../../../src/workers/dissect/anthropic.js';
 import { chatSseReply } from '../../../src/workers/dissect/openai-chat.js';
+import { splitTrailingReminders } from '../../../src/workers/dissect/blocks.js';
 import { sseReply } from '../../../src/workers/dissect/openai-responses.js';
 import type { Conversation, TransactionRecord } from '../../../src/records.js';
 import type { Store } from '../../../src/store/store.js';
@@ -81,4 +82,15 @@ test('a stream index far past any real stream is read as absent: the folds kept 
     { type: 'response.reasoning_summary_text.delta', output_index: 1, summary_index: index, delta: 'y' },
   ]), true));
   assert.deepEqual(responses.blocks, [{ type: 'text', text: 'x' }, { type: 'reasoning', text: 'y' }]);
+});
+
+test('Claude Code reminders split off a tool output in time linear in its length', () => {
+  const reminder = '<system-reminder>\nx\n</system-reminder>';
+  // a blank-line run before the output's last line: /\n+$/ retried from every newline of it
+  const blank = '\n'.repeat(100_000) + 'x';
+  assert.deepEqual(quick(1000, () => splitTrailingReminders(`${blank}\n${reminder}`)), { output: blank, reminders: [reminder] });
+  // an output of nothing but reminders: the rest of the output was sliced and scanned again for each
+  const many = quick(1000, () => splitTrailingReminders(`out\n${`${reminder}\n`.repeat(20_000)}`));
+  assert.equal(many.output, 'out');
+  assert.equal(many.reminders.length, 20_000);
 });
