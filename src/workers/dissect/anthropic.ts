@@ -1,7 +1,7 @@
 // Anthropic Messages API (POST /v1/messages, JSON or SSE). Claude Code puts its session id in
 // metadata.user_id ("user_<hash>_account_<uuid>_session_<uuid>"): that session is the key.
 import type { Block, HttpTransaction, Usage } from '../../records.js';
-import { addUsage, errorReply, isObj, num, parseJson, prefixKey, pushMsg, roleFor, splitTrailingReminders, stoppedShort, str, streamIndex, textBlock, toolCall, toolOutput, wasCut, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
+import { addUsage, append, errorReply, isObj, num, parseJson, prefixKey, pushMsg, roleFor, splitTrailingReminders, stoppedShort, str, streamIndex, textBlock, toolCall, toolOutput, wasCut, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
 
 function blocksOf(content: unknown, role: Role): Block[] {
   if (typeof content === 'string') return [textBlock(content, role)];
@@ -18,7 +18,8 @@ function blocksOf(content: unknown, role: Role): Block[] {
         const split = typeof output === 'string' ? splitTrailingReminders(output) : { output, reminders: [] };
         const r: Block = { type: 'tool_result', callId: str(b.tool_use_id) ?? '', output: split.output };
         if (b.is_error === true) r.isError = true;
-        out.push(r, ...split.reminders.map((t) => textBlock(t, 'user')));
+        out.push(r);
+        append(out, split.reminders.map((t) => textBlock(t, 'user')));
         break;
       }
     }

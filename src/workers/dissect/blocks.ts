@@ -102,11 +102,19 @@ export function toolOutput(c: unknown): unknown {
   return c;
 }
 
+/**
+ * Appends items one at a time: push(...items) passes every item as an argument on the stack, and a
+ * message of a few hundred thousand content parts overflowed it.
+ */
+export function append<T>(to: T[], items: readonly T[]): void {
+  for (const x of items) to.push(x);
+}
+
 /** Appends a message, merging it into the previous one when the role repeats (codex sends several user items in a row). */
 export function pushMsg(out: Msg[], role: Role, blocks: Block[]): void {
   if (blocks.length === 0) return;
   const last = out[out.length - 1];
-  if (last && last.role === role) last.blocks.push(...blocks);
+  if (last && last.role === role) append(last.blocks, blocks);
   else out.push({ role, blocks: [...blocks] });
 }
 

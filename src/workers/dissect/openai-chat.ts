@@ -1,7 +1,7 @@
 // OpenAI Chat Completions (…/chat/completions, JSON or SSE with choices[].delta) — aider, opencode,
 // LiteLLM, vLLM, Ollama. No session id on the wire: conversations grow by message prefix.
 import type { Block, HttpTransaction, Usage } from '../../records.js';
-import { addUsage, errorReply, isObj, num, parseJson, prefixKey, pushMsg, stoppedShort, str, streamIndex, textBlock, toolCall, toolOutput, wasCut, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
+import { addUsage, append, errorReply, isObj, num, parseJson, prefixKey, pushMsg, stoppedShort, str, streamIndex, textBlock, toolCall, toolOutput, wasCut, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
 
 function contentBlocks(content: unknown, role: Role): Block[] {
   if (typeof content === 'string') return content ? [textBlock(content, role)] : [];
@@ -26,7 +26,7 @@ export function chatMessages(messages: unknown): Msg[] {
     const blocks = contentBlocks(m.content, role);
     const reasoning = str(m.reasoning_content) ?? str(m.reasoning);
     if (reasoning) blocks.unshift({ type: 'reasoning', text: reasoning });
-    blocks.push(...toolCalls(m.tool_calls));
+    append(blocks, toolCalls(m.tool_calls));
     pushMsg(out, role, blocks);
   }
   return out;

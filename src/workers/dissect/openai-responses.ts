@@ -3,7 +3,7 @@
 // yields the reply, preferring `response.completed`'s output over the folded deltas.
 import type { Block, Usage } from '../../records.js';
 import type { HttpTransaction } from '../../records.js';
-import { addUsage, errorReply, isObj, num, parseJson, prefixKey, pushMsg, str, streamIndex, textBlock, toolCall, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
+import { addUsage, append, errorReply, isObj, num, parseJson, prefixKey, pushMsg, str, streamIndex, textBlock, toolCall, type Exchange, type Msg, type Reply, type Role } from './blocks.js';
 
 function contentText(content: unknown): string[] {
   if (typeof content === 'string') return [content];
@@ -170,14 +170,14 @@ function foldedBlocks(f: ResponseFold): Block[] {
   const out: Block[] = [];
   for (const s of f.items) {
     if (!s) continue;
-    if (s.done && s.item) { out.push(...(itemBlocks(s.item)?.blocks ?? [])); continue; }
+    if (s.done && s.item) { append(out, itemBlocks(s.item)?.blocks ?? []); continue; }
     const it = s.item ?? {};
     const type = it.type ?? (s.summaries.length ? 'reasoning' : s.args ? 'function_call' : 'message');
-    if (type === 'message') out.push(...s.parts.filter((p) => p !== undefined).map((text) => ({ type: 'text', text }) as Block));
-    else if (type === 'reasoning') out.push(...s.summaries.filter((p) => p !== undefined).map((text) => ({ type: 'reasoning', text }) as Block));
+    if (type === 'message') append(out, s.parts.filter((p) => p !== undefined).map((text) => ({ type: 'text', text }) as Block));
+    else if (type === 'reasoning') append(out, s.summaries.filter((p) => p !== undefined).map((text) => ({ type: 'reasoning', text }) as Block));
     else if (type === 'function_call') out.push(toolCall(str(it.call_id) ?? '', str(it.name) ?? '', s.args));
     else if (type === 'custom_tool_call') out.push({ type: 'tool_call', callId: str(it.call_id) ?? '', name: str(it.name) ?? '', arguments: s.args, argumentsRaw: s.args });
-    else out.push(...(itemBlocks(it)?.blocks ?? []));
+    else append(out, itemBlocks(it)?.blocks ?? []);
   }
   return out;
 }

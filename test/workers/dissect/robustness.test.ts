@@ -7,10 +7,11 @@ import { assembleRecords, conversationByKey, publicConversation, type StoredConv
 import { anthropicSseReply } from '../../../src/workers/dissect/anthropic.js';
 import { chatSseReply } from '../../../src/workers/dissect/openai-chat.js';
 import { splitTrailingReminders } from '../../../src/workers/dissect/blocks.js';
+import { dissectHttp } from '../../../src/workers/dissect/index.js';
 import { sseReply } from '../../../src/workers/dissect/openai-responses.js';
 import type { Conversation, TransactionRecord } from '../../../src/records.js';
 import type { Store } from '../../../src/store/store.js';
-import { testStore, turnTexts } from './session-fixtures.js';
+import { httpTx, testStore, turnTexts } from './session-fixtures.js';
 import { CODEX_INSTRUCTIONS, codexAnswer, codexCreate, codexSocket, msg } from './sessions.js';
 
 async function withStore(fn: (s: Store) => Promise<void>): Promise<void> {
@@ -93,4 +94,20 @@ test('Claude Code reminders split off a tool output in time linear in its length
   const many = quick(1000, () => splitTrailingReminders(`out\n${`${reminder}\n`.repeat(20_000)}`));
   assert.equal(many.output, 'out');
   assert.equal(many.reminders.length, 20_000);
+});
+
+test('a message of hundreds of thousands of parts or tool calls dissects (push(...parts) overflowed the stack)', () => {
+  // past this thread's stack; a capture worker's (4 MB) overflowed at 500,000 tool calls: a 1.5 MB request
+  const n = 250_000;
+  const chat = dissectHttp(httpTx({ ts: 1, host: 'llm.local', path: '/v1/chat/completions', req: { model: 'm', messages: [
+    { role: 'user', content: 'go' },
+    { role: 'assistant', content: 'calls', tool_calls: new Array(n).fill({}) },
+  ] }, resp: { choices: [] } }));
+  assert.equal(chat.exchange?.history[1].blocks.length, 1 + n);
+  // consecutive messages of one role are merged into one
+  const merged = dissectHttp(httpTx({ ts: 1, host: 'llm.local', path: '/v1/chat/completions', req: { model: 'm', messages: [
+    { role: 'user', content: 'go' },
+    { role: 'user', content: new Array(n).fill({ type: 'text', text: 'x' }) },
+  ] }, resp: { choices: [] } }));
+  assert.equal(merged.exchange?.history[0].blocks.length, 1 + n);
 });
