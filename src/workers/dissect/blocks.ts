@@ -39,10 +39,69 @@ export function stoppedShort(reason: unknown): string | undefined {
   }
 }
 
-/** JSON text, tolerating a leading BOM (RFC 8259 §8.1: a parser may ignore it; bodies keep theirs). */
+/**
+ * JSON text, tolerating a leading BOM (RFC 8259 §8.1: a parser may ignore it; bodies keep theirs),
+ * its values nested deeper than MAX_DEPTH kept as their JSON text (see capDepth).
+ */
 export function parseJson(s: string | undefined): unknown {
   if (s === undefined) return undefined;
-  try { return JSON.parse(s.charCodeAt(0) === 0xfeff ? s.slice(1) : s); } catch { return undefined; }
+  let v: unknown;
+  try { v = JSON.parse(s.charCodeAt(0) === 0xfeff ? s.slice(1) : s); } catch { return undefined; }
+  return capDepth(v);
+}
+
+/** Deeper than this a parsed value is text: legitimate tool arguments and results nest a few dozen levels at most. */
+const MAX_DEPTH = 100;
+
+/**
+ * Captured values are kept in conversations, and the store (msgpack) and the API (JSON.stringify)
+ * write them out recursively: a tool argument nested 10,000 levels deep (20 KB of brackets)
+ * overflowed the stack there, and then every update of its conversation failed. JSON.parse itself
+ * does not recurse, and neither does this walk.
+ */
+function capDepth(root: unknown): unknown {
+  if (typeof root !== 'object' || root === null) return root;
+  const stack: (Record<string, unknown> | unknown[])[] = [root as Record<string, unknown>];
+  const depths: number[] = [1];
+  const visit = (c: Record<string, unknown> | unknown[], k: string | number, v: unknown, d: number) => {
+    if (typeof v !== 'object' || v === null) return;
+    if (d < MAX_DEPTH) { stack.push(v as Record<string, unknown>); depths.push(d + 1); return; }
+    // (an own "__proto__" key, as JSON.parse makes it, is not replaced by assigning to it)
+    Object.defineProperty(c, k, { value: deepText(v), writable: true, enumerable: true, configurable: true });
+  };
+  while (stack.length) {
+    const c = stack.pop()!;
+    const d = depths.pop()!;
+    if (Array.isArray(c)) for (let i = 0; i < c.length; i++) visit(c, i, c[i], d);
+    else for (const k in c) visit(c, k, c[k], d);
+  }
+  return root;
+}
+
+/** Text already made, in deepText's work list. */
+class Piece { constructor(readonly text: string) {} }
+
+/** JSON.stringify without recursion (which the stack depth would cut short, at a depth that depends on the thread). */
+function deepText(v: unknown): string {
+  const out: string[] = [];
+  const work: unknown[] = [v];
+  while (work.length) {
+    const x = work.pop();
+    if (x instanceof Piece) out.push(x.text);
+    else if (Array.isArray(x)) {
+      out.push('[');
+      work.push(new Piece(']'));
+      for (let i = x.length - 1; i >= 0; i--) { work.push(x[i] ?? null); if (i) work.push(new Piece(',')); }
+    } else if (typeof x === 'object' && x !== null) {
+      out.push('{');
+      work.push(new Piece('}'));
+      const keys = Object.keys(x);
+      for (let i = keys.length - 1; i >= 0; i--) {
+        work.push((x as Record<string, unknown>)[keys[i]], new Piece(`${i ? ',' : ''}${JSON.stringify(keys[i])}:`));
+      }
+    } else out.push(JSON.stringify(x) ?? 'null');
+  }
+  return out.join('');
 }
 
 export function isObj(v: unknown): v is Record<string, any> {

@@ -213,8 +213,7 @@ export function responseObjectReply(r: unknown): Reply | undefined {
 export function sseReply(events: { event?: string; data: string }[], cut: boolean): Reply {
   const f = newFold();
   for (const e of events) {
-    let ev: unknown;
-    try { ev = JSON.parse(e.data); } catch { continue; }
+    const ev = parseJson(e.data);
     if (isObj(ev)) { ev.type ??= e.event; foldEvent(f, ev); }
   }
   void cut; // an HTTP stream is over once its transaction is stored: no terminal event → aborted

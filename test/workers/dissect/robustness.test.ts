@@ -11,7 +11,7 @@ import { dissectHttp } from '../../../src/workers/dissect/index.js';
 import { sseReply } from '../../../src/workers/dissect/openai-responses.js';
 import type { Conversation, TransactionRecord } from '../../../src/records.js';
 import type { Store } from '../../../src/store/store.js';
-import { httpTx, testStore, turnTexts } from './session-fixtures.js';
+import { httpTx, sse, testStore, turnTexts } from './session-fixtures.js';
 import { CODEX_INSTRUCTIONS, codexAnswer, codexCreate, codexSocket, msg } from './sessions.js';
 
 async function withStore(fn: (s: Store) => Promise<void>): Promise<void> {
@@ -110,4 +110,39 @@ test('a message of hundreds of thousands of parts or tool calls dissects (push(.
     { role: 'user', content: new Array(n).fill({ type: 'text', text: 'x' }) },
   ] }, resp: { choices: [] } }));
   assert.equal(merged.exchange?.history[0].blocks.length, 1 + n);
+});
+
+/** `inner` inside `depth` objects: {"a":{"a":…}} */
+function nested(depth: number, inner: unknown): string {
+  return '{"a":'.repeat(depth) + JSON.stringify(inner) + '}'.repeat(depth);
+}
+
+test('a tool argument nested 10,000 deep is kept as text below 100 levels: stored and served, the conversation goes on updating', async () => {
+  await withStore(async (store) => {
+    const headers: [string, string][] = [['User-Agent', 'claude-cli/2.1.0 (external, cli)']];
+    const user = `user_0_account_1_session_9d7e2c1a-0000-4000-8000-00000000d33f`;
+    const ask = (ts: number, messages: unknown[], text: string) => httpTx({
+      ts, host: 'api.anthropic.com', path: '/v1/messages', headers,
+      req: { model: 'claude-sonnet-4-5', metadata: { user_id: user }, messages },
+      events: sse([
+        { type: 'message_start', message: { id: `msg_${ts}`, model: 'claude-sonnet-4-5' } },
+        { type: 'content_block_start', index: 0, content_block: { type: 'text', text } },
+        { type: 'message_stop' },
+      ]),
+    });
+    // (httpTx's JSON.stringify of the request would itself overflow: the request text is made here)
+    const tx1 = ask(1_000, [], 'first');
+    tx1.reqBody = `{"model":"claude-sonnet-4-5","metadata":{"user_id":"${user}"},"messages":[{"role":"user","content":"write it"},{"role":"assistant","content":[{"type":"tool_use","id":"toolu_deep","name":"Write","input":${nested(10_000, 'leaf')}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_deep","content":"done"}]}]}`;
+    await feed(store, [tx1]);
+    await feed(store, [ask(2_000, [{ role: 'user', content: 'write it' }, { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_deep', name: 'Write', input: {} }] }, { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_deep', content: 'done' }] }, { role: 'assistant', content: 'first' }, { role: 'user', content: 'and now?' }], 'second')]);
+    const c = conv(store, `anthropic:9d7e2c1a-0000-4000-8000-00000000d33f`);
+    assert.deepEqual(turnTexts(c), ['user:write it', 'assistant:call(toolu_deep)', 'tool:result(toolu_deep Write)', 'assistant:first', 'user:and now?', 'assistant:second']);
+    assert.ok(JSON.stringify(c).length > 10_000, 'the API can write it');
+    // the deep part is its own JSON text, from the level where structure stops
+    let v = (c.turns[1].blocks[0] as { arguments: unknown }).arguments;
+    let levels = 0;
+    while (typeof v === 'object' && v !== null) { v = (v as { a: unknown }).a; levels++; }
+    assert.ok(levels < 100);
+    assert.equal(v, nested(10_000 - levels, 'leaf'));
+  });
 });
