@@ -36,6 +36,7 @@
 // invoked (lmdb 3.5.6, Node 20.20), so read-modify-write uses `transactionSync`, which holds LMDB's
 // single writer lock across threads and processes (conversation updates, and retention's removals
 // that must re-check under that lock what a concurrent writer may have changed).
+import { createHash } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { resolve, join } from 'node:path';
 import { open, type Database, type Key, type RootDatabase } from 'lmdb';
@@ -195,6 +196,16 @@ function isEmpty(db: Database): boolean {
 
 function clip(v: string): string {
   return v.length > MAX_INDEX_VALUE ? v.slice(0, MAX_INDEX_VALUE) : v;
+}
+
+/**
+ * A conversation key as convKeys holds it. Keys carry strings from the wire (a session id, a
+ * previous_response_id) and one past LMDB's key size failed every update of its conversation: a
+ * long one is held as its start and a hash of the whole (at most 3 UTF-8 bytes a character, so
+ * what is under the bound stays itself).
+ */
+function convKey(key: string): string {
+  return key.length > 1000 ? `${key.slice(0, MAX_INDEX_VALUE)}\u0000${createHash('sha256').update(key).digest('hex')}` : key;
 }
 
 /** A conversation's place in recency order (a listing's cursor is the last item's place). */
@@ -509,7 +520,7 @@ class LmdbStoreImpl implements LmdbStore {
       // threads/processes serialise, so none is lost. (It blocks this thread while another writer
       // commits — fine in workers, where conversations are assembled.)
       const result = root.transactionSync(() => {
-        const id = convKeys.get(key) as string | undefined;
+        const id = convKeys.get(convKey(key)) as string | undefined;
         const cur = id === undefined ? undefined : (convs.get(id) as Conversation | undefined);
         let next: Conversation | undefined;
         try { next = fn(cur); } catch (e) { fnError = { e }; throw e; } // before any write: nothing to undo
@@ -517,7 +528,7 @@ class LmdbStoreImpl implements LmdbStore {
         // A new conversation gets nextId() unless fn chose an id (imports, tests).
         const c: Conversation = { ...next, id: cur?.id ?? id ?? (next.id || nextId()), key };
         convs.put(c.id, c);
-        if (id !== c.id) convKeys.put(key, c.id);
+        if (id !== c.id) convKeys.put(convKey(key), c.id);
         if (cur?.updatedTs !== c.updatedTs || cur.client !== c.client) {
           if (cur) {
             convByUpdated.remove(byUpdated(cur));
@@ -733,7 +744,7 @@ class LmdbStoreImpl implements LmdbStore {
   }
 
   getConversationByKey(key: string): Conversation | undefined {
-    const id = this.d.convKeys.get(key) as string | undefined;
+    const id = this.d.convKeys.get(convKey(key)) as string | undefined;
     return id === undefined ? undefined : this.getConversation(id);
   }
 
@@ -895,7 +906,7 @@ class LmdbStoreImpl implements LmdbStore {
 
   async deleteConversations(keys: string[]): Promise<number> {
     return this.purgeLocked(keys, (key) => {
-      const id = this.d.convKeys.get(key) as string | undefined;
+      const id = this.d.convKeys.get(convKey(key)) as string | undefined;
       const c = id === undefined ? undefined : (this.d.convs.get(id) as Conversation | undefined);
       if (!c) return false;
       this.d.convByUpdated!.removeSync(byUpdated(c)); // writing: created on open
@@ -906,7 +917,7 @@ class LmdbStoreImpl implements LmdbStore {
 
   /** A conversation and its entries but the one in convByUpdated (the caller's: retention's scan holds its own). */
   private removeConversationSync(c: Conversation): void {
-    if (this.d.convKeys.get(c.key) === c.id) this.d.convKeys.removeSync(c.key);
+    if (this.d.convKeys.get(convKey(c.key)) === c.id) this.d.convKeys.removeSync(convKey(c.key));
     this.d.convByClientUpdated!.removeSync(byClientUpdated(c));
     this.d.convs.removeSync(c.id);
   }

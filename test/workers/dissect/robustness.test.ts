@@ -146,3 +146,24 @@ test('a tool argument nested 10,000 deep is kept as text below 100 levels: store
     assert.equal(v, nested(10_000 - levels, 'leaf'));
   });
 });
+
+test('a session id too long for an LMDB key still makes a conversation (every update of it failed)', async () => {
+  await withStore(async (store) => {
+    const user = `user_0_account_1_session_${'f'.repeat(5000)}`;
+    const post = (ts: number, messages: unknown[], answer: string) => httpTx({
+      ts, host: 'api.anthropic.com', path: '/v1/messages', headers: [['User-Agent', 'claude-cli/2.1.0 (external, cli)']],
+      req: { model: 'claude-sonnet-4-5', metadata: { user_id: user }, messages }, resp: { type: 'message', id: `msg_${ts}`, content: [{ type: 'text', text: answer }] },
+    });
+    await feed(store, [post(1_000, [{ role: 'user', content: 'hi' }], 'hello')]);
+    await feed(store, [post(2_000, [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'hello' }, { role: 'user', content: 'bye' }], 'ciao')]);
+    assert.deepEqual(turnTexts(conv(store, `anthropic:${'f'.repeat(5000)}`)), ['user:hi', 'assistant:hello', 'user:bye', 'assistant:ciao']);
+    // a previous_response_id as long: its pointer object's key was refused, and the exchange dropped
+    const rid = `resp_${'r'.repeat(5000)}`;
+    const responses = (ts: number, req: object, id: string, text: string) => httpTx({ ts, host: 'api.openai.com', path: '/v1/responses', req, events: sse(codexAnswer(id, [msg('assistant', text)])) });
+    await feed(store, [responses(3_000, { model: 'gpt-5', input: 'one' }, rid, 'uno')]);
+    await feed(store, [responses(4_000, { model: 'gpt-5', input: 'two', previous_response_id: rid }, 'resp_2', 'dos')]);
+    const chain = [...(function* () { for (let after: string | undefined; ;) { const p = store.listConversations({ limit: 100, after }); yield* p.items; if (!p.next) return; after = p.next; } })()]
+      .filter((c) => c.provider === 'openai-responses' && !c.internal);
+    assert.deepEqual(chain.map((c) => turnTexts(c)), [['user:one', 'assistant:uno', 'user:two', 'assistant:dos']]);
+  });
+});
