@@ -14,8 +14,8 @@
 // The oracle: no dissector throws, assembly fails no update (assembleRecords counts what it catches
 // as `assemble_failed`: the conversation then misses those records), every conversation stored is
 // well formed (turns with a role and an array of well-typed blocks) and serialisable as the API
-// serves it, and a case takes no longer than a budget. Cases with size mutations are also run at
-// twice their size: time that grows faster than the input is reported. An unmutated seed must give
+// serves it, and a case takes no longer than a budget. Cases with size mutations can also be run at
+// doubling sizes: time that grows faster than the input is reported. An unmutated seed must give
 // what `goldenConversations` recorded (test/workers/dissect-fuzz.golden.json).
 //
 // bench/fuzz-dissect.ts runs it for long (with a watchdog for hangs); test/workers/dissect-fuzz.test.ts
@@ -100,7 +100,7 @@ export function docText(d: Doc, scale = 1): string {
   return out.join('');
 }
 
-/** Whether a document holds a size marker (its case is worth timing at twice the size). */
+/** Whether a document holds a size marker (its case is worth timing at doubling sizes). */
 function hasMarker(v: unknown): boolean {
   if (isMarker(v)) return true;
   if (Array.isArray(v)) return v.some(hasMarker);
@@ -374,7 +374,7 @@ function idsOf(items: Item[]): string[] {
 }
 
 /** Base sizes of the size mutations (times the scale). */
-const HUGE_N = [1_000, 10_000, 50_000, 150_000];
+const HUGE_N = [1_000, 10_000, 50_000, 150_000, 300_000];
 const DEEP_N = [200, 2_000, 10_000, 50_000];
 const LONG_N = [10_000, 100_000, 1_000_000];
 
@@ -645,7 +645,7 @@ function storedConversations(store: Store): Conversation[] {
   return out;
 }
 
-/** `ms`: the time the dissectors (called directly) and assembly took */
+/** `ms`: the time the dissectors (called directly) and assembly took, the store's writes of the records aside */
 export interface CaseResult { problems: string[]; ms: number; chars: number }
 
 /**
@@ -654,8 +654,11 @@ export interface CaseResult { problems: string[]; ms: number; chars: number }
  */
 export async function runItems(store: Store, items: Item[], batches: number[], scale = 1, direct = true): Promise<CaseResult> {
   const m = materialise(items, scale);
-  const t0 = performance.now();
+  // the store's writes of the records are not assembly's time (and vary with the disk)
+  let ms = 0;
+  let t0 = performance.now();
   const d = direct ? directProblems(m) : { problems: [], bad: Infinity };
+  ms += performance.now() - t0;
   const problems = d.problems;
   let dissectFailed = 0;
   // assembleRecords catches and counts what throws: the store's callback sees it first
@@ -671,14 +674,17 @@ export async function runItems(store: Store, items: Item[], batches: number[], s
     from = to;
     if (!batch.length) continue;
     await store.putTransactions(batch);
+    t0 = performance.now();
     const out = await assembleRecords(spy, batch);
+    ms += performance.now() - t0;
     dissectFailed += out.decodeErrors?.dissect_failed ?? 0;
     if (out.decodeErrors?.assemble_failed) problems.push(`assembleRecords: ${out.decodeErrors.assemble_failed} update(s) failed: ${caught.splice(0).join(' | ') || '?'}`);
   }
+  t0 = performance.now();
   for (const conn of m.conns) {
     try { await connectionEnded(spy, conn, m.endTs); } catch (e) { problems.push(`connectionEnded threw ${errText(e)} ${caught.splice(0).join(' | ')}`); }
   }
-  const ms = performance.now() - t0;
+  ms += performance.now() - t0;
   if (!problems.length && dissectFailed > d.bad) problems.push(`assembleRecords: ${dissectFailed} record(s) counted dissect_failed, the dissectors refuse ${d.bad}: ${caught.splice(0).join(' | ') || 'thrown outside an update'}`);
   const convs = storedConversations(store);
   for (const c of convs) {
@@ -693,52 +699,60 @@ export async function runItems(store: Store, items: Item[], batches: number[], s
 export interface FuzzOptions {
   /** a case (at scale 1) taking longer than this fails as a hang */
   budgetMs: number;
-  /** time cases with size mutations at twice the size too */
+  /** time a case with size mutations at doubling sizes too (scalingProblem) */
   scaling: boolean;
+  /** called before each run of a case: a watchdog tells a hang from a case that is run many times */
+  progress?: () => void;
 }
 
 /** A case is super-linear when doubling its size multiplies its time by more than this (a linear one: 2, noise aside). */
 const SUPERLINEAR = 3.2;
-/** Times under this are too noisy to compare: the case is run larger first. */
-const MIN_TIMED_MS = 60;
+/** Times under this are too noisy to compare. */
+const MIN_TIMED_MS = 30;
+/** Cases are not grown past this time. */
+const MAX_TIMED_MS = 2000;
+
+/** A full collection before a timed run, when the process runs with --expose-gc (bench/fuzz-dissect.ts's child does). */
+const gc = (globalThis as { gc?: () => void }).gc;
 
 /** The best of `n` runs' times (noise only ever adds). */
-async function timed(store: Store, items: Item[], batches: number[], scale: number, n = 3): Promise<number> {
+async function timed(store: Store, items: Item[], batches: number[], scale: number, progress?: () => void, n = 3): Promise<number> {
   let best = Infinity;
-  for (let i = 0; i < n; i++) best = Math.min(best, (await runItems(store, items, batches, scale, false)).ms);
+  for (let i = 0; i < n; i++) {
+    progress?.();
+    gc?.();
+    best = Math.min(best, (await runItems(store, items, batches, scale, false)).ms);
+  }
   return best;
 }
 
 /**
- * Whether the case's time grows faster than its size: timed at the smallest scale (≥ 1) whose run
- * takes MIN_TIMED_MS, then at twice that, and (confirming) at four times when it fits. A collector's
- * step (the heap growing past a threshold) makes one doubling look quadratic; it does not repeat.
+ * Whether the case's time grows faster than its size: timed at scales 1/16, 1/8, … 64 while its
+ * documents fit and it stays under MAX_TIMED_MS, then super-linear when the last two doublings
+ * timed above MIN_TIMED_MS both multiplied the time by more than SUPERLINEAR. One doubling alone is
+ * no evidence: a collector's step (the heap growing past a threshold) makes one look quadratic.
  */
-export async function scalingProblem(store: Store, items: Item[], batches: number[]): Promise<string | undefined> {
-  let scale = 1;
-  let t1 = await timed(store, items, batches, scale);
-  while (t1 < MIN_TIMED_MS && scale < 16 && docsFit(items, scale * 4)) { scale *= 2; t1 = await timed(store, items, batches, scale); }
-  if (t1 < MIN_TIMED_MS || !docsFit(items, scale * 2)) return undefined;
-  const t2 = await timed(store, items, batches, scale * 2);
-  if (t2 / t1 <= SUPERLINEAR) return undefined;
-  let detail = `${t1.toFixed(0)} ms at scale ${scale}, ${t2.toFixed(0)} ms at ${scale * 2}`;
-  if (docsFit(items, scale * 4)) {
-    const t4 = await timed(store, items, batches, scale * 4);
-    if (t4 / t2 <= SUPERLINEAR) return undefined;
-    detail += `, ${t4.toFixed(0)} ms at ${scale * 4}`;
-  } else {
-    const t1b = await timed(store, items, batches, scale), t2b = await timed(store, items, batches, scale * 2);
-    if (Math.min(t2, t2b) / Math.min(t1, t1b) <= SUPERLINEAR) return undefined;
+export async function scalingProblem(store: Store, items: Item[], batches: number[], progress?: () => void): Promise<string | undefined> {
+  const times: [number, number][] = [];
+  for (let scale = 1 / 16; scale <= 64 && docsFit(items, scale); scale *= 2) {
+    const t = await timed(store, items, batches, scale, progress);
+    times.push([scale, t]);
+    if (t > MAX_TIMED_MS) break;
   }
-  return `super-linear: ${detail}`;
+  const timedEnough = times.filter(([, t]) => t >= MIN_TIMED_MS);
+  if (timedEnough.length < 3) return undefined;
+  const [a, b, c] = timedEnough.slice(-3);
+  if (b[1] / a[1] <= SUPERLINEAR || c[1] / b[1] <= SUPERLINEAR) return undefined;
+  return `super-linear: ${[a, b, c].map(([s, t]) => `${t.toFixed(0)} ms at scale ${s}`).join(', ')}`;
 }
 
-/** Runs one case: the oracle, the time budget, and (opts.scaling) the doubling. */
+/** Runs one case: the oracle, the time budget, and (opts.scaling) the doublings. */
 export async function fuzzCase(store: Store, c: Case, opts: FuzzOptions): Promise<CaseResult> {
+  opts.progress?.();
   const r = await runItems(store, c.items, c.batches);
   if (r.ms > opts.budgetMs) r.problems.push(`slow: ${r.ms.toFixed(0)} ms (budget ${opts.budgetMs}) for ${r.chars} characters`);
   if (opts.scaling && !r.problems.length && c.items.some((it) => allRefsOf(it).some((d) => 'json' in d && hasMarker(d.json)))) {
-    const p = await scalingProblem(store, c.items, c.batches);
+    const p = await scalingProblem(store, c.items, c.batches, opts.progress);
     if (p) r.problems.push(p);
   }
   return r;
@@ -764,9 +778,10 @@ export async function minimise(store: Store, c: Case, opts: FuzzOptions, deadlin
   const first = (await fuzzCase(store, c, opts)).problems[0];
   if (!first) return { ops: c.ops, problem: '(did not fail again)' };
   const kind = problemKind(first);
+  const scaling = opts.scaling && kind.startsWith('super-linear'); // (a dozen runs a try)
   const fails = async (ops: Op[]): Promise<string | undefined> => {
     const items = build(si, ops);
-    const r = await fuzzCase(store, { ...c, ops, items, batches: batchCuts(c.seed, items.length) }, opts);
+    const r = await fuzzCase(store, { ...c, ops, items, batches: batchCuts(c.seed, items.length) }, { ...opts, scaling });
     return r.problems.find((p) => problemKind(p) === kind);
   };
   let ops = c.ops;

@@ -1,7 +1,8 @@
 // The dissector and assembly fuzzer (bench/dissect-fuzz.ts) for as long as you like: cases from
 // --seed on until --iterations cases or --seconds have passed. The cases run in a child process
-// watched by this one: a case that never finishes is a hang, reported with its case seed, and the
-// child is replaced to go on with the next case. Each failure is printed with the case seed that
+// watched by this one: a run of a case (it is run again to time it and to minimise it) that does
+// not finish is a hang, reported with its case seed, and the child is replaced to go on with the
+// next case. Each failure is printed with the case seed that
 // replays it and its mutations minimised. Exits 1 when any case failed.
 //
 //   node dist/bench/fuzz-dissect.js [--seed N] [--iterations N] [--seconds N]   (--help lists all)
@@ -24,10 +25,11 @@ const o = benchArgs('node dist/bench/fuzz-dissect.js [options]: structure-aware 
   iterations: { default: 1e9, min: 1, help: 'cases at most' },
   seconds: { default: 60, min: 1, help: 'stop starting cases after this long' },
   'budget-ms': { default: 3000, min: 1, help: 'a case whose assembly takes longer fails as slow' },
-  watchdog: { default: 60, min: 1, help: 'seconds a case may run before it is reported as a hang and its process replaced' },
+  watchdog: { default: 60, min: 1, help: 'seconds one run of a case may take before it is reported as a hang and its process replaced' },
   'max-failures': { default: 20, min: 1, help: 'stop after this many failures' },
+  'scaling-every': { default: 3, min: 1, help: 'time every Nth case with size mutations at doubling sizes (it costs a dozen runs)' },
   first: { default: 0, min: 0, help: '(child) index of the first case' },
-}, { 'no-scaling': 'do not time cases with size mutations at twice the size', runner: '(internal) run cases and report them on stdout' }, { dir: '(child) store directory', 'write-golden': 'write what the unmutated seeds assemble to (test/workers/dissect-fuzz.golden.json) and exit' });
+}, { 'no-scaling': 'do not time cases with size mutations at doubling sizes', runner: '(internal) run cases and report them on stdout' }, { dir: '(child) store directory', 'write-golden': 'write what the unmutated seeds assemble to (test/workers/dissect-fuzz.golden.json) and exit' });
 
 const seed = o.seed >= 0 ? o.seed >>> 0 : (Math.random() * 2 ** 32) >>> 0;
 const opts: FuzzOptions = { budgetMs: o['budget-ms'], scaling: !o['no-scaling'] };
@@ -80,10 +82,11 @@ if (o['write-golden']) {
         const cs = caseSeed(seed, i);
         say({ S: i, seed: cs });
         const c = generateCase(cs);
-        const r = await fuzzCase(store, c, opts);
+        const progress = () => say({ H: i });
+        const r = await fuzzCase(store, c, { ...opts, scaling: opts.scaling && i % o['scaling-every'] === 0, progress });
         if (r.problems.length) {
           say({ F: i, seed: cs, seedName: c.seedName, problems: r.problems.slice(0, 5), ops: describeOps(c.ops) });
-          const m = await minimise(store, c, opts);
+          const m = await minimise(store, c, { ...opts, progress });
           say({ M: i, minimal: describeOps(m.ops), problem: m.problem });
         }
         say({ D: i, chars: r.chars });
@@ -108,8 +111,8 @@ if (o['write-golden']) {
     const left = o.seconds - (performance.now() - started) / 1000;
     if (left <= 0) break;
     const dir = mkdtempSync(join(tmpdir(), 'greytap-fuzz-dissect-'));
-    const child = spawn(process.execPath, [self, '--runner', '--seed', String(seed), '--first', String(next), '--iterations', String(o.iterations - cases),
-      '--seconds', String(Math.ceil(left)), '--budget-ms', String(o['budget-ms']), '--dir', dir, ...(o['no-scaling'] ? ['--no-scaling'] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, ['--expose-gc', self, '--runner', '--seed', String(seed), '--first', String(next), '--iterations', String(o.iterations - cases),
+      '--seconds', String(Math.ceil(left)), '--budget-ms', String(o['budget-ms']), '--scaling-every', String(o['scaling-every']), '--dir', dir, ...(o['no-scaling'] ? ['--no-scaling'] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
     let current: { i: number; seed: number; since: number } | undefined;
     let finished = false;
     let lastProgress = performance.now();
@@ -119,10 +122,9 @@ if (o['write-golden']) {
       let m: any;
       try { m = JSON.parse(l); } catch { process.stdout.write(l + '\n'); return; }
       if (m.S !== undefined) current = { i: m.S, seed: m.seed, since: performance.now() };
-      else if (m.F !== undefined) {
-        report(m);
-        if (current) current.since = performance.now() + 120_000; // minimising: a slow case is run again a few times
-      } else if (m.M !== undefined) process.stdout.write(`  minimal (seed ${current?.seed}):\n    ${m.minimal}\n  → ${m.problem}\n`);
+      else if (m.H !== undefined) { if (current) current.since = performance.now(); }
+      else if (m.F !== undefined) report(m);
+      else if (m.M !== undefined) process.stdout.write(`  minimal (seed ${current?.seed}):\n    ${m.minimal}\n  → ${m.problem}\n`);
       else if (m.D !== undefined) {
         cases++;
         chars += m.chars;
