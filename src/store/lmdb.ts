@@ -198,14 +198,19 @@ function clip(v: string): string {
   return v.length > MAX_INDEX_VALUE ? v.slice(0, MAX_INDEX_VALUE) : v;
 }
 
+/** LMDB's largest key at 8 KiB pages (lmdb-js refuses 4027 bytes). */
+const MAX_KEY_BYTES = 4026;
+
 /**
  * A conversation key as convKeys holds it. Keys carry strings from the wire (a session id, a
- * previous_response_id) and one past LMDB's key size failed every update of its conversation: a
- * long one is held as its start and a hash of the whole (at most 3 UTF-8 bytes a character, so
- * what is under the bound stays itself).
+ * previous_response_id) and one past LMDB's key size failed every update of its conversation: such
+ * a key is held as its start and a hash of the whole. Every key that fits stays itself, so stores
+ * written before keep finding their conversations (a key of up to a third of the bound in
+ * characters fits whatever they are: 3 UTF-8 bytes a UTF-16 unit at most).
  */
 function convKey(key: string): string {
-  return key.length > 1000 ? `${key.slice(0, MAX_INDEX_VALUE)}\u0000${createHash('sha256').update(key).digest('hex')}` : key;
+  if (key.length <= MAX_KEY_BYTES / 3 || Buffer.byteLength(key) <= MAX_KEY_BYTES) return key;
+  return `${key.slice(0, MAX_INDEX_VALUE)}\u0000${createHash('sha256').update(key).digest('hex')}`;
 }
 
 /** A conversation's place in recency order (a listing's cursor is the last item's place). */
