@@ -9,14 +9,8 @@ import { deriveWs } from '../../src/workers/dissect/openai-ws.js';
 import type { Conversation, TransactionRecord, Turn, WsMessageRecord } from '../../src/records.js';
 import type { Store } from '../../src/store/store.js';
 import { waitFor } from '../helpers/harness.js';
-import { allConversations, httpTx, sse, testStore, turnTexts } from './dissect/session-fixtures.js';
+import { allConversations, conv, feed, httpTx, sse, testStore, turnTexts, withStore } from './dissect/session-fixtures.js';
 import { CC_SESSION, CODEX_INSTRUCTIONS, chatSession, claudeCodeSession, codexAnswer, codexCreate, codexSession, codexSocket, geminiSession, msg, type CodexLanes } from './dissect/sessions.js';
-
-async function feed(store: Store, records: TransactionRecord[]): Promise<void> {
-  await store.putTransactions(records);
-  const m = await assembleRecords(store, records);
-  assert.equal(m.decodeErrors, undefined, 'no decode errors on well-formed records');
-}
 
 function chunks<T>(a: T[], n: number): T[][] {
   const out: T[][] = [];
@@ -25,12 +19,6 @@ function chunks<T>(a: T[], n: number): T[][] {
 }
 
 const byId = (a: { id: string }, b: { id: string }) => (a.id < b.id ? -1 : 1);
-
-async function conv(store: Store, key: string): Promise<Conversation> {
-  const c = await conversationByKey(store, key);
-  assert.ok(c, `conversation ${key} exists`);
-  return publicConversation(c as StoredConversation);
-}
 
 /** A socket's connection state (the assembler's internal object for it). */
 const storedState = (store: Store, conn: string) => store.getConversation(conversationId('openai-ws:' + conn)) as StoredConversation;
@@ -75,11 +63,6 @@ function expectedCodexSources(l: CodexLanes): string[][] {
   };
   const c = l.client;
   return [[c[0].id], [c[1].id], [c[1].id], resp('resp_1'), [c[2].id], resp('resp_2'), [c[3].id], resp('resp_3')];
-}
-
-async function withStore(fn: (s: Store) => Promise<void>): Promise<void> {
-  const { store, done } = await testStore();
-  try { await fn(store); } finally { await done(); }
 }
 
 test('codex over WebSocket: pre-warm, reasoning, tool call paired with its output, usage per response', async () => {

@@ -3,34 +3,14 @@
 // capture worker for one small record, or a conversation whose updates all failed from then on.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { assembleRecords, conversationByKey, publicConversation, type StoredConversation } from '../../../src/workers/assemble.js';
 import { anthropicSseReply } from '../../../src/workers/dissect/anthropic.js';
 import { chatSseReply } from '../../../src/workers/dissect/openai-chat.js';
 import { splitTrailingReminders } from '../../../src/workers/dissect/blocks.js';
 import { dissectHttp } from '../../../src/workers/dissect/index.js';
 import { sseReply } from '../../../src/workers/dissect/openai-responses.js';
-import type { Conversation, TransactionRecord } from '../../../src/records.js';
-import type { Store } from '../../../src/store/store.js';
-import { httpTx, sse, testStore, turnTexts } from './session-fixtures.js';
+import { conv, feed, httpTx, sse, turnTexts, withStore } from './session-fixtures.js';
 import { CODEX_INSTRUCTIONS, codexAnswer, codexCreate, codexSocket, msg } from './sessions.js';
 
-async function withStore(fn: (s: Store) => Promise<void>): Promise<void> {
-  const { store, done } = await testStore();
-  try { await fn(store); } finally { await done(); }
-}
-
-/** Commits and assembles as a capture worker does; what assembly counted as failed must be nothing. */
-async function feed(store: Store, records: TransactionRecord[]): Promise<void> {
-  await store.putTransactions(records);
-  const m = await assembleRecords(store, records);
-  assert.deepEqual(m.decodeErrors, undefined);
-}
-
-function conv(store: Store, key: string): Conversation {
-  const c = conversationByKey(store, key);
-  assert.ok(c, `conversation ${key}`);
-  return publicConversation(c as StoredConversation);
-}
 
 /** Runs fn, failing when it takes longer than `ms` (each input below took seconds before). */
 function quick<T>(ms: number, fn: () => T): T {

@@ -1,6 +1,7 @@
 // Records as the real decoders produce them (WsMessageRecord, HttpTransaction), for assembly tests,
 // and the store the tests run against: the real LMDB store on a temp dir when src/store/lmdb.ts
 // exists, else a small in-memory Store with the same read-modify-write contract.
+import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,6 +9,7 @@ import { nextId } from '../../../src/store/ids.js';
 import type { Conversation, Header, HttpTransaction, SseEvent, TransactionRecord, WsMessageRecord } from '../../../src/records.js';
 import type { Store } from '../../../src/store/store.js';
 import { openStore } from '../../../src/store/lmdb.js';
+import { assembleRecords, conversationByKey, publicConversation, type StoredConversation } from '../../../src/workers/assemble.js';
 
 export function upgradeTx(conn: string, ts: number, headers: Header[], host = 'api.openai.com', path = '/v1/responses'): HttpTransaction {
   return {
@@ -61,6 +63,26 @@ export async function testStore(): Promise<{ store: Store; done: () => Promise<v
   const dir = mkdtempSync(join(tmpdir(), 'greytap-assemble-'));
   const store: Store = openStore(dir);
   return { store, real: true, done: async () => { await store.close(); rmSync(dir, { recursive: true, force: true }); } };
+}
+
+/** Runs fn against a fresh real store, closed and removed after. */
+export async function withStore(fn: (s: Store) => Promise<void>): Promise<void> {
+  const { store, done } = await testStore();
+  try { await fn(store); } finally { await done(); }
+}
+
+/** Commits and assembles as a capture worker does; assembly must count nothing as failed. */
+export async function feed(store: Store, records: TransactionRecord[]): Promise<void> {
+  await store.putTransactions(records);
+  const m = await assembleRecords(store, records);
+  assert.equal(m.decodeErrors, undefined, 'no decode errors on well-formed records');
+}
+
+/** A stored conversation by its assembly key, as the API serves it. */
+export function conv(store: Store, key: string): Conversation {
+  const c = conversationByKey(store, key);
+  assert.ok(c, `conversation ${key} exists`);
+  return publicConversation(c as StoredConversation);
 }
 
 /** Commits then assembles, as the worker entry does. */
