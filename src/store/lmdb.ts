@@ -520,12 +520,13 @@ class LmdbStoreImpl implements LmdbStore {
     try {
       this.writable();
       const { root, convs, convKeys } = this.d;
+      const storedKey = convKey(key);
       const convByUpdated = this.d.convByUpdated!, convByClientUpdated = this.d.convByClientUpdated!; // writing: created on open
       // transactionSync holds LMDB's writer lock from the read to the write: updates from other
       // threads/processes serialise, so none is lost. (It blocks this thread while another writer
       // commits — fine in workers, where conversations are assembled.)
       const result = root.transactionSync(() => {
-        const id = convKeys.get(convKey(key)) as string | undefined;
+        const id = convKeys.get(storedKey) as string | undefined;
         const cur = id === undefined ? undefined : (convs.get(id) as Conversation | undefined);
         let next: Conversation | undefined;
         try { next = fn(cur); } catch (e) { fnError = { e }; throw e; } // before any write: nothing to undo
@@ -533,7 +534,7 @@ class LmdbStoreImpl implements LmdbStore {
         // A new conversation gets nextId() unless fn chose an id (imports, tests).
         const c: Conversation = { ...next, id: cur?.id ?? id ?? (next.id || nextId()), key };
         convs.put(c.id, c);
-        if (id !== c.id) convKeys.put(convKey(key), c.id);
+        if (id !== c.id) convKeys.put(storedKey, c.id);
         if (cur?.updatedTs !== c.updatedTs || cur.client !== c.client) {
           if (cur) {
             convByUpdated.remove(byUpdated(cur));
@@ -922,7 +923,8 @@ class LmdbStoreImpl implements LmdbStore {
 
   /** A conversation and its entries but the one in convByUpdated (the caller's: retention's scan holds its own). */
   private removeConversationSync(c: Conversation): void {
-    if (this.d.convKeys.get(convKey(c.key)) === c.id) this.d.convKeys.removeSync(convKey(c.key));
+    const storedKey = convKey(c.key);
+    if (this.d.convKeys.get(storedKey) === c.id) this.d.convKeys.removeSync(storedKey);
     this.d.convByClientUpdated!.removeSync(byClientUpdated(c));
     this.d.convs.removeSync(c.id);
   }
