@@ -32,7 +32,10 @@ import { assemblyDueIn, foldedUpTo, forgetUnfolded, noteAssembly, rememberUnfold
 interface StoredExchange {
   id: string;
   ts: number;
+  /** the whole history in memory; in the store, only what follows `shares` (see storedHttpState) */
   hist: string[];
+  /** the history begins with the first `keep` signatures of the earlier exchange `of` */
+  shares?: { of: string; keep: number };
   prev?: string;
   model?: string;
   reply?: Reply;
@@ -315,9 +318,10 @@ function before(a: { ts: number; id: string }, b: { ts: number; id: string }): b
 }
 
 function foldHttp(old: StoredConversation | undefined, key: string, list: { ex: Exchange; tx: HttpTransaction }[]): StoredConversation {
-  const st: HttpState = old?._http ?? { msgs: {}, exchanges: [] };
+  const st: HttpState = old?._http ? loadedHttpState(old._http) : { msgs: {}, exchanges: [] };
   let client = old?.client;
   let parent = old?.parent;
+  const added: StoredExchange[] = [];
   for (const { ex, tx } of list) {
     client = betterClient(client, detectClient(tx.reqHeaders));
     if (ex.parentKey) parent = conversationId(ex.parentKey);
@@ -334,8 +338,10 @@ function foldHttp(old: StoredConversation | undefined, key: string, list: { ex: 
     if (ex.model) e.model = ex.model;
     if (ex.reply) e.reply = ex.reply;
     st.exchanges.push(e);
+    added.push(e);
   }
   st.exchanges.sort((a, b) => (before(a, b) ? -1 : before(b, a) ? 1 : 0));
+  for (const e of added) shareHistory(st.exchanges, e);
   const provider = list[0].ex.provider;
   const session = foldSession(st);
   const first = st.exchanges[0], last = st.exchanges[st.exchanges.length - 1];
@@ -350,11 +356,49 @@ function foldHttp(old: StoredConversation | undefined, key: string, list: { ex: 
     turns: session.turns,
     ...(session.subagents.length ? { subagents: session.subagents } : {}),
     ...(parent ? { parent } : {}),
-    _http: st,
+    _http: storedHttpState(st),
   };
   const inc = lastAssistant(conv.turns)?.incomplete;
   if (inc) conv.incomplete = inc;
   return conv;
+}
+
+// Every request of a session re-sends its history, so storing each exchange's history whole made a
+// session's state grow with the square of its length (400 requests of a Claude Code session: 4.1
+// MB, packed and written again at every request). In the store an exchange's history is the part
+// of an earlier exchange's it begins with plus its own tail; the fold sees whole histories.
+
+/** How many earlier exchanges a new one's history is matched against: a main line's previous request is among the last few, between side calls and sub-agents. */
+const SHARE_CANDIDATES = 8;
+
+/** Points e's history at the earlier exchange (by (ts, id)) it shares the longest start with. Bases are always earlier, so the chain expands in order. */
+function shareHistory(sorted: StoredExchange[], e: StoredExchange): void {
+  const at = sorted.indexOf(e);
+  let best: { of: string; keep: number } | undefined;
+  for (let j = at - 1; j >= 0 && j >= at - SHARE_CANDIDATES; j--) {
+    const h = sorted[j].hist;
+    let k = 0;
+    while (k < h.length && k < e.hist.length && h[k] === e.hist[k]) k++;
+    if (k > (best?.keep ?? 0)) best = { of: sorted[j].id, keep: k };
+  }
+  if (best) e.shares = best;
+}
+
+/** The state as stored: each history without the start it shares. */
+function storedHttpState(st: HttpState): HttpState {
+  return { msgs: st.msgs, exchanges: st.exchanges.map((e) => (e.shares ? { ...e, hist: e.hist.slice(e.shares.keep) } : e)) };
+}
+
+/** The stored state with whole histories (states stored before `shares` hold them whole already). */
+function loadedHttpState(stored: HttpState): HttpState {
+  const whole = new Map<string, string[]>();
+  const exchanges = stored.exchanges.map((e) => {
+    const base = e.shares && whole.get(e.shares.of);
+    const x = base ? { ...e, hist: base.slice(0, e.shares!.keep).concat(e.hist) } : e;
+    whole.set(x.id, x.hist);
+    return x;
+  });
+  return { msgs: stored.msgs, exchanges };
 }
 
 /**

@@ -3,7 +3,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { assembleRecords, conversationByKey, publicConversation, rebuildConversations, type StoredConversation } from '../../../src/workers/assemble.js';
-import type { Conversation, TransactionRecord } from '../../../src/records.js';
+import type { Conversation, HttpTransaction, TransactionRecord } from '../../../src/records.js';
+import { dissectHttp } from '../../../src/workers/dissect/index.js';
+import { msgSig } from '../../../src/workers/dissect/blocks.js';
 import type { Store } from '../../../src/store/store.js';
 import { allConversations, httpTx, sse, testStore, turnTexts } from './session-fixtures.js';
 import { geminiCodeAssistSession } from './sessions.js';
@@ -118,5 +120,58 @@ test('Gemini CLI through Code Assist: one conversation per session, two sessions
       assert.deepEqual(texts(c), ['system:You are Gemini CLI.', 'user:How big is README.md?', 'assistant:Checking the size|call(stat_file)', 'tool:result(stat_file stat_file)', 'assistant:README.md is 1234 bytes.']);
       assert.deepEqual(c.turns.map((t) => t.source), [[txs[0].id], [txs[0].id], [txs[0].id], [txs[1].id], [txs[1].id]]);
     }
+  });
+});
+
+test('a long session is stored in proportion to its messages, not their square; states stored with whole histories still fold', async () => {
+  // 40 requests of one Claude Code session, each re-sending the history with one more tool round, and
+  // a side call on a small model every fifth request (a history of its own between two main ones)
+  const user = 'user_1_account_2_session_11111111-2222-4333-8444-555555555555';
+  const sys = [{ type: 'text', text: 'You are Claude Code.' }];
+  const history: unknown[] = [{ role: 'user', content: 'fix the build' }];
+  const txs: HttpTransaction[] = [];
+  for (let i = 0; i < 40; i++) {
+    const call = { type: 'tool_use', id: `toolu_${i}`, name: 'Bash', input: { command: `step ${i}` } };
+    txs.push(httpTx({ ts: 10_000 + i * 10, host: 'api.anthropic.com', path: '/v1/messages', req: { model: 'claude-sonnet-4-5', system: sys, messages: [...history], metadata: { user_id: user } },
+      resp: { id: `msg_${i}`, type: 'message', role: 'assistant', model: 'claude-sonnet-4-5', content: [call], stop_reason: 'tool_use' } }));
+    if (i % 5 === 4) txs.push(httpTx({ ts: 10_000 + i * 10 + 5, host: 'api.anthropic.com', path: '/v1/messages', req: { model: 'claude-haiku-4-5', messages: [{ role: 'user', content: `title ${i}` }], metadata: { user_id: user } },
+      resp: { id: `side_${i}`, type: 'message', role: 'assistant', model: 'claude-haiku-4-5', content: [{ type: 'text', text: 'Build fix' }] } }));
+    history.push({ role: 'assistant', content: [call] }, { role: 'user', content: [{ type: 'tool_result', tool_use_id: `toolu_${i}`, content: `output ${i}` }] });
+  }
+  const key = 'anthropic:11111111-2222-4333-8444-555555555555';
+  const stored = (s: Store) => conversationByKey(s, key)!._http!;
+  const wholeHistory = (tx: HttpTransaction) => dissectHttp(tx).exchange!.history.map((m) => msgSig(m.role, m.blocks));
+  let inOrder: Conversation | undefined;
+  await withStore(async (store) => {
+    for (const tx of txs) await feed(store, [tx]);
+    inOrder = publicConversation(conversationByKey(store, key)!);
+    const { exchanges, msgs } = stored(store);
+    const sigsStored = exchanges.reduce((n, e) => n + e.hist.length, 0);
+    const sigsWhole = txs.reduce((n, tx) => n + wholeHistory(tx).length, 0);
+    assert.ok(sigsStored <= Object.keys(msgs).length + exchanges.length, `${sigsStored} signatures stored for ${Object.keys(msgs).length} messages (${sigsWhole} whole)`);
+    assert.ok(sigsWhole > 10 * sigsStored);
+  });
+  assert.equal(inOrder!.turns.length, 81);
+  assert.deepEqual(texts(inOrder!).slice(0, 2), ['system:You are Claude Code.', 'user:fix the build']);
+  assert.deepEqual(texts(inOrder!).slice(-2), ['tool:result(toolu_38 Bash)', 'assistant:call(toolu_39)']);
+  await withStore(async (store) => {
+    // arrival out of order (a late request lands between earlier ones), then a rebuild: the same line
+    const shuffled = [...txs].sort((a, b) => ((a.ts * 7919) % 97) - ((b.ts * 7919) % 97));
+    for (const tx of shuffled) await feed(store, [tx]);
+    assert.deepEqual(publicConversation(conversationByKey(store, key)!), inOrder);
+    await rebuildConversations(store);
+    assert.deepEqual(texts(publicConversation(conversationByKey(store, key)!)), texts(inOrder!));
+  });
+  await withStore(async (store) => {
+    // a conversation stored before histories were shared holds each one whole: later requests fold onto it
+    for (const tx of txs.slice(0, 20)) await feed(store, [tx]);
+    const byId = new Map(txs.map((tx) => [tx.id, tx]));
+    await store.updateConversation(key, (c) => {
+      const st = (c as StoredConversation)._http!;
+      return { ...c!, _http: { msgs: st.msgs, exchanges: st.exchanges.map(({ shares: _, ...e }) => ({ ...e, hist: wholeHistory(byId.get(e.id)!) })) } } as StoredConversation;
+    });
+    assert.ok(stored(store).exchanges.every((e) => !e.shares));
+    for (const tx of txs.slice(20)) await feed(store, [tx]);
+    assert.deepEqual(publicConversation(conversationByKey(store, key)!), inOrder);
   });
 });
