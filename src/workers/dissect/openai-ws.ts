@@ -8,13 +8,19 @@
 // turns from it deterministically: requests
 // and responses are merged by (ts, client-before-server, seq) — a response cannot start before the
 // request that caused it was read — and each response belongs to the request it follows.
+import { isDeepStrictEqual } from 'node:util';
 import type { ClientName, Turn, WsMessageRecord } from '../../records.js';
 import { isObj, msgKey, parseJson, str, type Msg } from './blocks.js';
 import { continueLine, lastSystemSig, type LineTurn } from './history-line.js';
 import { foldEvent, foldReply, inputMessages, newFold, responsesSession, type ResponseFold } from './openai-responses.js';
 
-/** `prev`: the previous_response_id the request continues (then `msgs` are only the new items) */
-export interface WsRequest { seq: number; ts: number; id: string; pck: string; prev?: string; model?: string; msgs: Msg[]; prewarm?: boolean; /** a sub-agent's parent thread (its session key) */ parent?: string }
+/**
+ * `prev`: the previous_response_id the request continues (then `msgs` are only the new items).
+ * `sysOf`: its first message, the instructions, is that of the earlier request at this index of
+ * `requests` (and left out of `msgs`): codex repeats them with every request, and the state is
+ * rewritten at every assembly.
+ */
+export interface WsRequest { seq: number; ts: number; id: string; pck: string; prev?: string; model?: string; msgs: Msg[]; sysOf?: number; prewarm?: boolean; /** a sub-agent's parent thread (its session key) */ parent?: string }
 export interface WsResponse { seq: number; ts: number; lastTs: number; firstId: string; lastId: string; fold: ResponseFold }
 
 /** Everything assembled so far about one codex WebSocket connection. */
@@ -65,6 +71,12 @@ export function foldWsRecord(s: WsConnState, r: WsMessageRecord): 'used' | 'igno
     if (str(msg.previous_response_id)) req.prev = msg.previous_response_id;
     if (str(msg.model)) req.model = msg.model;
     if (msg.generate === false) req.prewarm = true;
+    const last = s.requests.length - 1;
+    const of = last < 0 ? undefined : s.requests[last].sysOf ?? last;
+    if (of !== undefined && req.msgs[0]?.role === 'system' && s.requests[of].msgs[0]?.role === 'system' && isDeepStrictEqual(req.msgs[0], s.requests[of].msgs[0])) {
+      req.msgs = req.msgs.slice(1);
+      req.sysOf = of;
+    }
     s.requests.push(req);
     return 'used';
   }
@@ -143,7 +155,8 @@ export function deriveWs(s: WsConnState): WsConversation[] {
       if (req.model) cur.model = req.model;
       if (req.parent) cur.parent = req.parent;
       cur.updatedTs = Math.max(cur.updatedTs, req.ts);
-      const add = req.msgs.map((m) => new WsLineTurn({ role: m.role, blocks: m.blocks, source: [req.id] }));
+      const msgs = req.sysOf === undefined ? req.msgs : [s.requests[req.sysOf].msgs[0], ...req.msgs];
+      const add = msgs.map((m) => new WsLineTurn({ role: m.role, blocks: m.blocks, source: [req.id] }));
       if (req.prev) appendTurns(cur.line, add); else foldHistory(cur.line, add);
     } else if (e.resp && cur) {
       const resp = e.resp;
