@@ -157,6 +157,9 @@ export function foldEvent(f: ResponseFold, ev: Record<string, any>): boolean {
         usage: r?.usage,
         error: errorText(r?.error) ?? (ev.type === 'response.incomplete' ? str(r?.incomplete_details?.reason) : undefined),
       };
+      // the output supersedes what was streamed (foldReply reads it alone), and a codex socket's
+      // state keeps every response's fold, rewritten at every assembly
+      if (f.ended.output?.length) f.items = [];
       return true;
     case 'error':
       f.ended = { type: 'error', error: errorText(ev.error) ?? str(ev.message) ?? str(ev.code) };
