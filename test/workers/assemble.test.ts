@@ -84,6 +84,19 @@ test('codex over WebSocket: pre-warm, reasoning, tool call paired with its outpu
   });
 });
 
+test('codex over WebSocket: the connection state, rewritten at every assembly, keeps the repeated instructions once and a completed response\'s output alone', async () => {
+  await withStore(async (store) => {
+    const l = codexSession('sess-S', 1_700_000_050_000);
+    await feed(store, [l.upgrade, ...[...l.client, ...l.server].sort(byId)]);
+    const s = storedState(store, l.upgrade.conn)._ws!;
+    const json = JSON.stringify(s);
+    assert.equal(json.split(CODEX_INSTRUCTIONS).length - 1, 1, 'the instructions of 4 requests, stored once');
+    assert.ok(!json.includes('encrypted_content'), 'reasoning ciphertext is shown nowhere and not kept');
+    assert.deepEqual(s.responses.map((r) => r.fold.items.length), [0, 0, 0, 0], 'the streamed items are superseded by each completed output');
+    assert.deepEqual(noSource((await conv(store, 'openai-ws:sess-S')).turns), expectedCodexTurns('completed'));
+  });
+});
+
 test('codex over WebSocket: the result does not depend on which direction is assembled first, batching or re-delivery', async () => {
   const t0 = 1_700_000_100_000;
   const l = codexSession('sess-B', t0);

@@ -105,6 +105,16 @@ function errorText(e: unknown): string | undefined {
   return str(e.message) ?? str(e.code) ?? str(e.type);
 }
 
+/**
+ * An output item as a fold keeps it: a reasoning item's encrypted_content (what codex asks for with
+ * include, kilobytes per item) is shown nowhere, and a codex socket's state keeps every response.
+ */
+function withoutCiphertext(item: unknown): unknown {
+  if (!isObj(item) || item.encrypted_content === undefined) return item;
+  const { encrypted_content: _, ...rest } = item;
+  return rest;
+}
+
 /** Folds one server event into the response state. Returns false when the event is not part of a response stream. */
 export function foldEvent(f: ResponseFold, ev: Record<string, any>): boolean {
   const r = isObj(ev.response) ? ev.response : undefined;
@@ -153,7 +163,7 @@ export function foldEvent(f: ResponseFold, ev: Record<string, any>): boolean {
     case 'response.completed': case 'response.failed': case 'response.incomplete':
       f.ended = {
         type: ev.type,
-        output: Array.isArray(r?.output) ? r!.output : undefined,
+        output: Array.isArray(r?.output) ? r!.output.map(withoutCiphertext) : undefined,
         usage: r?.usage,
         error: errorText(r?.error) ?? (ev.type === 'response.incomplete' ? str(r?.incomplete_details?.reason) : undefined),
       };
