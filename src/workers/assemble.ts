@@ -494,17 +494,29 @@ function foldSession(st: HttpState): { model?: string; turns: Turn[]; subagents:
  */
 function foldExchanges(st: HttpState, exchanges: StoredExchange[], model: string | undefined): Turn[] {
   let T: LineTurn[] = [];
+  // The line's index of each message of the last whole history folded into it. A history that
+  // begins with part of that one (e.shares, as the next request of a session does) is matched from
+  // there: matching it from the start again made a session's every update go over every history,
+  // the square of its length (800 requests: 44 ms of a 100 ms assembly).
+  let last: { id: string; at: number[] } | undefined;
   for (const e of exchanges) {
     const emodel = e.model ?? e.reply?.model;
     if (model && emodel && emodel !== model) continue;
-    const R = (e.prev ? [...T.filter((t) => !t.optional).map((t) => t.sig), ...newItems(T, e.hist)] : e.hist).map((sig) => ({ sig }));
-    const c = continueLine(T, R);
+    const skip = !e.prev && last && e.shares?.of === last.id ? e.shares.keep : 0;
+    const hist = e.prev ? [...T.filter((t) => !t.optional).map((t) => t.sig), ...newItems(T, e.hist)] : e.hist;
+    const R = (skip ? hist.slice(skip) : hist).map((sig) => ({ sig }));
+    // (with a skip the history continues the line, so `last` is replaced: its places are reused)
+    const at = skip ? last!.at : [];
+    at.length = skip;
+    const c = continueLine(T, R, skip ? { i: at[skip - 1] + 1, j: skip } : undefined, e.prev ? undefined : at);
     if (!c) continue;
     T = c.line;
-    for (const { sig } of R.slice(c.from)) {
+    let whole = !e.prev;
+    for (const { sig } of R.slice(c.from - skip)) {
       const msg = st.msgs[sig]?.msg;
-      if (msg) T.push({ turn: { role: msg.role, blocks: msg.blocks, source: [e.id] }, sig, optional: false });
+      if (msg) { at.push(T.length); T.push({ turn: { role: msg.role, blocks: msg.blocks, source: [e.id] }, sig, optional: false }); } else whole = false;
     }
+    last = whole ? { id: e.id, at } : undefined;
     if (e.reply) {
       const t = replyTurn(e.reply, [e.id]);
       T.push({ turn: t, sig: msgSig('assistant', e.reply.blocks), optional: !!t.incomplete });

@@ -16,17 +16,20 @@ export interface LineTurn { readonly turn: Turn; readonly sig: string; readonly 
  *   - R extends T → T is kept, R is new past what matched;
  *   - R is T minus its last reply → a retry/regenerate: that reply is dropped;
  *   - R diverges after a common start → the line is cut there (history rewritten, e.g. compaction).
+ * `start`: R is the history past its first `start.j` messages, which the line matches before index
+ * `start.i` (the caller knows where); the returned `from` counts them. `at`: gets, at each matched
+ * message's index in the history, its index in the line (the returned line keeps those places).
  */
-export function continueLine(T: LineTurn[], R: readonly { readonly sig: string }[]): { line: LineTurn[]; from: number } | undefined {
-  let i = 0, j = 0;
+export function continueLine(T: LineTurn[], R: readonly { readonly sig: string }[], start = { i: 0, j: 0 }, at?: number[]): { line: LineTurn[]; from: number } | undefined {
+  let i = start.i, j = 0;
   while (i < T.length && j < R.length) {
-    if (T[i].sig === R[j].sig) { i++; j++; } else if (T[i].optional) i++; else break;
+    if (T[i].sig === R[j].sig) { if (at) at[start.j + j] = i; i++; j++; } else if (T[i].optional) i++; else break;
   }
   while (j === R.length && i < T.length && T[i].optional) i++;
-  if (i === T.length) return { line: T, from: j };
+  if (i === T.length) return { line: T, from: start.j + j };
   const rest = T.slice(i).filter((t) => !t.optional);
-  if (j === R.length && rest.length === 1 && rest[0].turn.role === 'assistant') return { line: T.filter((t, k) => k < i || t.optional), from: j };
-  if (j > 0) return { line: T.slice(0, i), from: j };
+  if (j === R.length && rest.length === 1 && rest[0].turn.role === 'assistant') return { line: T.filter((t, k) => k < i || t.optional), from: start.j + j };
+  if (start.j + j > 0) return { line: T.slice(0, i), from: start.j + j };
   return undefined;
 }
 

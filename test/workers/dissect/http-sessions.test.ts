@@ -6,6 +6,7 @@ import { assembleRecords, conversationByKey, publicConversation, rebuildConversa
 import type { Conversation, HttpTransaction, TransactionRecord } from '../../../src/records.js';
 import { dissectHttp } from '../../../src/workers/dissect/index.js';
 import { msgSig } from '../../../src/workers/dissect/blocks.js';
+import { continueLine, type LineTurn } from '../../../src/workers/dissect/history-line.js';
 import type { Store } from '../../../src/store/store.js';
 import { allConversations, httpTx, sse, testStore, turnTexts } from './session-fixtures.js';
 import { geminiCodeAssistSession } from './sessions.js';
@@ -174,4 +175,29 @@ test('a long session is stored in proportion to its messages, not their square; 
     for (const tx of txs.slice(20)) await feed(store, [tx]);
     assert.deepEqual(publicConversation(conversationByKey(store, key)!), inOrder);
   });
+});
+
+test('a history that begins with the one folded before it is matched from where that one ended in the line, not from its start', () => {
+  // the line's turns count the reads of their signatures
+  type Counted = LineTurn & { reads: number };
+  const turn = (sig: string, optional = false): Counted => ({ turn: { role: sig.startsWith('a') ? 'assistant' : 'user', blocks: [], source: [] }, reads: 0, get sig() { this.reads++; return sig; }, optional });
+  const line = () => [turn('u1'), turn('a1'), turn('u2'), turn('a2', true), turn('a2b'), turn('u3'), turn('a3')];
+  const R = (s: string[]) => s.map((sig) => ({ sig }));
+  const sigs = (l: LineTurn[] | undefined) => l?.map((t) => t.sig);
+  for (const hist of [
+    ['u1', 'a1', 'u2', 'a2b', 'u3', 'a3', 'u4'], // extends the line, past a cut reply (optional) it leaves out
+    ['u1', 'a1', 'u2', 'a2', 'a2b', 'u3', 'a3'], // extends it, the cut reply sent back
+    ['u1', 'a1', 'u2', 'a2b', 'u3'], // a retry of the last reply
+    ['u1', 'a1', 'u2', 'a2b', 'u9'], // rewritten after a common start
+  ]) {
+    const at: number[] = [];
+    const whole = continueLine(line(), R(hist), undefined, at);
+    // resumed past its first three messages, which the line holds before index at[2] + 1
+    const T = line();
+    const resumed = at.slice(0, 3);
+    const c = continueLine(T, R(hist.slice(3)), { i: at[2] + 1, j: 3 }, resumed);
+    assert.deepEqual(T.slice(0, 3).map((t) => t.reads), [0, 0, 0], `${hist.join(' ')}: the line's turns before the place are not read`);
+    assert.deepEqual([c?.from, sigs(c?.line)], [whole?.from, sigs(whole?.line)], hist.join(' '));
+    assert.deepEqual(resumed, at, 'the matched messages\' places in the line');
+  }
 });
