@@ -429,26 +429,33 @@ function subagentExchanges(st: HttpState): Map<string, { callId: string; fork: b
   for (const [sig, { from, ts, msg }] of Object.entries(st.msgs)) if (msg.role === 'assistant') note(sig, msg.blocks, { ts, id: from });
   const out = new Map<string, { callId: string; fork: boolean }>();
   if (calls.size === 0) return out;
+  // Each history's fork message (null: none), by exchange. A history that begins with an earlier
+  // one's (e.shares) is searched past that start only, unless the earlier one's is in it: searching
+  // every history whole at every update was the square of the session's length.
+  const forks = new Map<string, { at: number; callId: string } | null>();
   for (const e of st.exchanges) {
-    const msgs = e.hist.map((sig) => st.msgs[sig]?.msg);
-    const firstUser = msgs.find((m) => m?.role === 'user');
+    const userSig = e.hist.find((sig) => st.msgs[sig]?.msg.role === 'user');
+    const firstUser = userSig === undefined ? undefined : st.msgs[userSig].msg;
     for (const b of firstUser?.blocks ?? []) {
       const call = b.type === 'text' && !b.scaffolding ? calls.get(b.text.trim()) : undefined;
       if (call && before(call.at, e) && !e.hist.includes(call.sig)) { out.set(e.id, { callId: call.callId, fork: false }); break; }
     }
-    const fork = out.has(e.id) ? undefined : forkedBy(msgs, prompts);
-    if (fork !== undefined) out.set(e.id, { callId: fork, fork: true });
+    const base = e.shares ? forks.get(e.shares.of) : undefined;
+    const fork = base && base.at < e.shares!.keep ? base : forkedBy(st.msgs, e.hist, base === undefined ? 0 : e.shares!.keep, prompts);
+    forks.set(e.id, fork ?? null);
+    if (fork && !out.has(e.id)) out.set(e.id, { callId: fork.callId, fork: true });
   }
   return out;
 }
 
-/** The call a fork's history was forked by: a message with that call's result and a text ending with its prompt. */
-function forkedBy(msgs: (Msg | undefined)[], prompts: Map<string, string>): string | undefined {
-  for (const m of msgs) {
+/** The call a fork's history was forked by, and where: the first message from `from` on with that call's result and a text ending with its prompt. */
+function forkedBy(msgs: HttpState['msgs'], hist: string[], from: number, prompts: Map<string, string>): { at: number; callId: string } | undefined {
+  for (let at = from; at < hist.length; at++) {
+    const m = msgs[hist[at]]?.msg;
     if (!m || m.role === 'assistant') continue;
     for (const b of m.blocks) {
       const prompt = b.type === 'tool_result' ? prompts.get(b.callId) : undefined;
-      if (prompt !== undefined && m.blocks.some((t) => t.type === 'text' && !t.scaffolding && t.text.trimEnd().endsWith(prompt))) return (b as { callId: string }).callId;
+      if (prompt !== undefined && m.blocks.some((t) => t.type === 'text' && !t.scaffolding && t.text.trimEnd().endsWith(prompt))) return { at, callId: (b as { callId: string }).callId };
     }
   }
   return undefined;
