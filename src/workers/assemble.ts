@@ -93,15 +93,18 @@ export interface AssembleOptions {
   throttle?: boolean;
 }
 
-// A batch of nothing but streamed `*.delta` events is not assembled when its socket was assembled
-// moments ago (ws-pace.ts says how long "moments" is); the next assembly folds the skipped records,
-// from this worker's memory or the store (the state's seq marks say what was folded). Milestones
-// (requests, response.created/done/completed/failed, close) are always assembled, and a trailing
-// timer catches the last skipped batch of a burst.
+// A batch of nothing but streamed events (`*.delta`, and the items and parts added and done between
+// a response's start and end) is not assembled when its socket was assembled moments ago
+// (ws-pace.ts says how long "moments" is); the next assembly folds the skipped records, from this
+// worker's memory or the store (the state's seq marks say what was folded). Milestones (requests,
+// response.created/done/completed/failed/incomplete, error, close) are always assembled, and a
+// trailing timer catches the last skipped batch of a burst.
 const trailingWsAssembly = new Map<string, { timer: NodeJS.Timeout; run: () => void }>();
 /** trailing assemblies started and not yet finished */
 const trailingRunning = new Set<Promise<unknown>>();
 const DELTA_EVENT = /"type"\s*:\s*"[a-z_.]*delta"/;
+const LEADING_TYPE = /^\s*\{\s*"type"\s*:\s*"([a-z_.]*)"/;
+const MILESTONE_EVENTS: ReadonlySet<string> = new Set(['response.created', 'response.done', 'response.completed', 'response.failed', 'response.incomplete', 'error']);
 const CREATE_REQUEST = /"type"\s*:\s*"response\.create"/;
 
 /** Each direction in seq order (the order foldWsRecord needs), client first. */
@@ -133,16 +136,24 @@ function isInert(r: WsMessageRecord): boolean {
   return head !== undefined && !CREATE_REQUEST.test(head);
 }
 
-function isDelta(r: WsMessageRecord): boolean {
+/**
+ * A streamed event that is no milestone. Every assembly rewrites the connection's whole state, and
+ * a response's items and parts added and done (a dozen events per response) were each assembled at
+ * once, outside the pacing: a codex session paid a dozen rewrites of its state per request.
+ * An event whose type does not lead its JSON is taken for a milestone.
+ */
+function isStreamed(r: WsMessageRecord): boolean {
   if (r.direction !== 'server' || r.opcode !== 'text') return false;
   const head = utf8Head(r, 'body', TYPE_HEAD);
-  return head !== undefined && DELTA_EVENT.test(head);
+  if (head === undefined) return false;
+  const type = LEADING_TYPE.exec(head)?.[1];
+  return type !== undefined ? !MILESTONE_EVENTS.has(type) : DELTA_EVENT.test(head);
 }
 
 function throttled(store: Store, conn: string, list: WsMessageRecord[]): boolean {
   if (list.every(isInert)) return true;
   const now = performance.now();
-  if (!list.every((r) => isDelta(r) || isInert(r)) || assemblyDueIn(conn, now) <= 0) return false;
+  if (!list.every((r) => isStreamed(r) || isInert(r)) || assemblyDueIn(conn, now) <= 0) return false;
   if (!trailingWsAssembly.has(conn)) {
     const run = () => {
       trailingWsAssembly.delete(conn);

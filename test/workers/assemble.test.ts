@@ -725,6 +725,39 @@ test('live (throttled) assembly: skipped delta batches fold from the worker\'s m
   }
 });
 
+test('live (throttled) assembly: a response\'s items and parts added and done are paced like its deltas; its start and end are assembled at once', async () => {
+  const { WsLane, upgradeTx } = await import('./dissect/session-fixtures.js');
+  const { codexCreate } = await import('./dissect/sessions.js');
+  await withStore(async (store) => {
+    const live = async (records: TransactionRecord[]) => {
+      await store.putTransactions(records);
+      await assembleRecords(store, records, { throttle: true });
+    };
+    const up = upgradeTx('conn-items', 1_700_008_000_000, [['originator', 'codex_cli_rs']]);
+    const c = new WsLane(up.conn, up.id, 'client'), s = new WsLane(up.conn, up.id, 'server');
+    let ts = 1_700_008_000_001;
+    const version = () => storedState(store, up.conn)._v;
+    await live([up, c.msg(ts++, codexCreate('items', [msg('user', 'go')]))]);
+    await live([s.msg(ts++, { type: 'response.created', response: { id: 'ri' } })]);
+    const atStart = version();
+    const item = { type: 'message', id: 'm1', role: 'assistant', content: [{ type: 'output_text', text: 'Done.' }] };
+    for (const e of [
+      { type: 'response.output_item.added', output_index: 0, item: { ...item, content: [] } },
+      { type: 'response.content_part.added', output_index: 0, content_index: 0, part: { type: 'output_text', text: '' } },
+      { type: 'response.output_text.delta', output_index: 0, content_index: 0, delta: 'Done.' },
+      { type: 'response.output_text.done', output_index: 0, content_index: 0, text: 'Done.' },
+      { type: 'response.content_part.done', output_index: 0, content_index: 0, part: { type: 'output_text', text: 'Done.' } },
+      { type: 'response.output_item.done', output_index: 0, item },
+    ]) await live([s.msg(ts++, e)]);
+    // (at most one: the pace allows one a quarter of a second after the start, on a slow machine)
+    const beforeEnd = version()!;
+    assert.ok(beforeEnd - atStart! <= 1, `six streamed events moments after the response started: ${beforeEnd - atStart!} assemblies`);
+    await live([s.msg(ts++, { type: 'response.completed', response: { id: 'ri', output: [item] } })]);
+    assert.equal(version(), beforeEnd + 1, 'the end: assembled at once, with what was skipped');
+    assert.deepEqual(turnTexts(await conv(store, 'openai-ws:items')).slice(-2), ['user:go', 'assistant:Done.']);
+  });
+});
+
 test('a rebuild removes the conversations no stored record rebuilds (the rules or the records that made them are gone)', async () => {
   const { store, done } = await testStore();
   try {
