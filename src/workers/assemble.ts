@@ -512,44 +512,59 @@ function foldSession(st: HttpState): { model?: string; turns: Turn[]; subagents:
  */
 function foldExchanges(st: HttpState, exchanges: StoredExchange[], model: string | undefined): Turn[] {
   let T: LineTurn[] = [];
-  // The line's index of each message of the last whole history folded into it. A history that
-  // begins with part of that one (e.shares, as the next request of a session does) is matched from
-  // there: matching it from the start again made a session's every update go over every history,
-  // the square of its length (800 requests: 44 ms of a 100 ms assembly).
-  let last: { id: string; at: number[] } | undefined;
+  let sys: string | undefined; // lastSystemSig(T), kept as the line grows
+  // The line's index of each message of the last history R folded into it whole, and the signature
+  // of the reply after them when it is not optional: the line's other turns are optional. A history
+  // that begins with part of that one (e.shares, as the next request of a session does), or a
+  // previous_response_id request's (the line and new items), is matched from there: matching it
+  // from the start again made a session's every update go over every history, the square of its
+  // length (800 requests: 44 ms of a 100 ms assembly).
+  let last: { id: string; own: boolean; at: number[]; reply?: string } | undefined;
   for (const e of exchanges) {
     const emodel = e.model ?? e.reply?.model;
     if (model && emodel && emodel !== model) continue;
-    const skip = !e.prev && last && e.shares?.of === last.id ? e.shares.keep : 0;
-    const hist = e.prev ? [...T.filter((t) => !t.optional).map((t) => t.sig), ...newItems(T, e.hist)] : e.hist;
-    const R = (skip ? hist.slice(skip) : hist).map((sig) => ({ sig }));
+    let skip = 0, hist: string[];
+    if (e.prev) {
+      const items = newItems(e.hist, sys);
+      if (last) { skip = last.at.length; hist = last.reply ? [last.reply, ...items] : items; } else hist = [...T.filter((t) => !t.optional).map((t) => t.sig), ...items];
+    } else {
+      skip = last?.own && e.shares?.of === last.id ? e.shares.keep : 0;
+      hist = skip ? e.hist.slice(skip) : e.hist;
+    }
+    const R = hist.map((sig) => ({ sig }));
     // (with a skip the history continues the line, so `last` is replaced: its places are reused)
     const at = skip ? last!.at : [];
     at.length = skip;
-    const c = continueLine(T, R, skip ? { i: at[skip - 1] + 1, j: skip } : undefined, e.prev ? undefined : at);
+    const c = continueLine(T, R, skip ? { i: at[skip - 1] + 1, j: skip } : undefined, at);
     if (!c) continue;
+    if (c.line !== T) sys = lastSystemSig(c.line);
     T = c.line;
-    let whole = !e.prev;
+    let whole = true;
     for (const { sig } of R.slice(c.from - skip)) {
       const msg = st.msgs[sig]?.msg;
-      if (msg) { at.push(T.length); T.push({ turn: { role: msg.role, blocks: msg.blocks, source: [e.id] }, sig, optional: false }); } else whole = false;
+      if (!msg) { whole = false; continue; }
+      at.push(T.length);
+      T.push({ turn: { role: msg.role, blocks: msg.blocks, source: [e.id] }, sig, optional: false });
+      if (msg.role === 'system') sys = sig;
     }
-    last = whole ? { id: e.id, at } : undefined;
+    let reply: string | undefined;
     if (e.reply) {
       const t = replyTurn(e.reply, [e.id]);
       T.push({ turn: t, sig: msgSig('assistant', e.reply.blocks), optional: !!t.incomplete });
+      if (!t.incomplete) reply = T[T.length - 1].sig;
     }
+    last = whole ? { id: e.id, own: !e.prev, at, reply } : undefined;
   }
   return T.map((t) => t.turn);
 }
 
 /**
  * A previous_response_id request's history past the line: its input items, without the
- * instructions when they are the line's last ones — the API does not carry `instructions` over to
- * the next response, so clients send them again with every request.
+ * instructions when they are the line's last ones (`sys`) — the API does not carry `instructions`
+ * over to the next response, so clients send them again with every request.
  */
-function newItems(T: LineTurn[], hist: string[]): string[] {
-  return hist.length && hist[0] === lastSystemSig(T) ? hist.slice(1) : hist;
+function newItems(hist: string[], sys: string | undefined): string[] {
+  return hist.length && hist[0] === sys ? hist.slice(1) : hist;
 }
 
 function replyTurn(r: Reply, source: string[]): Turn {
