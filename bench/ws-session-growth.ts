@@ -8,8 +8,9 @@
 // summary and a function call, as codex's events; every record is committed into a fresh real store
 // and assembled alone with the live pacing (throttle), as a capture worker does when messages
 // arrive one by one. Every `--every` requests it prints the median CPU of that window's requests
-// (all their records' assemblies), the assemblies that ran per request, and the stored state's size
-// (the connection's and the conversation's).
+// (all their records' assemblies) against the median CPU of committing the same records (what
+// capture pays for them without assembly, measured in the same run), the assemblies that ran per
+// request, and the stored state's size (the connection's against the conversation's).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -73,28 +74,33 @@ function answer(i: number): unknown[] {
 
 const dir = mkdtempSync(join(tmpdir(), 'greytap-ws-session-growth-'));
 const store = openStore(dir);
-let cpu: number[] = [], runs: number[] = [];
-console.log('requests | records | assembly ms per request | assemblies per request | connection state KiB | conversation KiB');
+let cpu: number[] = [], commit: number[] = [], runs: number[] = [];
+console.log('requests | records | assembly ms per request | commit ms | assembly / commit | assemblies per request | connection state KiB | conversation KiB | state / conversation');
 try {
   let ts = Date.now();
   for (let i = 1; i <= o.requests; i++) {
     const input = i === 1 ? [{ type: 'message', role: 'user', content: [{ type: 'input_text', text: 'Fix the failing test in src/parse.ts' }] }]
       : [{ type: 'function_call_output', call_id: `call_${i - 1}`, output: `# parse ${i - 1}\n` + 'ok 1 - parses\n'.repeat(100) }];
     const records = [message('client', ts += 2000, create(input, i > 1 ? `resp_${i - 1}` : undefined)), ...answer(i).map((e) => message('server', ts += 20, e))];
-    const t0 = process.cpuUsage();
-    let n = 0;
+    let n = 0, put = 0, assembled = 0;
+    const since = (t0: NodeJS.CpuUsage) => { const c = process.cpuUsage(t0); return (c.user + c.system) / 1000; };
     for (const r of records) {
+      const t0 = process.cpuUsage();
       await store.putTransactions([r]);
+      const t1 = process.cpuUsage();
       const m = await assembleRecords(store, [r], { throttle: true });
+      assembled += since(t1);
+      put += since(t0) - since(t1);
       if (m.storeRecords?.CONVERSATION) n++;
     }
-    const c = process.cpuUsage(t0);
-    cpu.push((c.user + c.system) / 1000);
+    cpu.push(assembled);
+    commit.push(put);
     runs.push(n);
     if (i % o.every === 0 || i === o.requests) {
       const state = pack(conversationByKey(store, 'openai-ws:' + conn)).length, convo = pack(conversationByKey(store, 'openai-ws:' + PCK)).length;
-      console.log(`${i} | ${seqs.client + seqs.server} | ${median(cpu).toFixed(2)} | ${median(runs)} | ${(state / 1024).toFixed(0)} | ${(convo / 1024).toFixed(0)}`);
-      cpu = []; runs = [];
+      const a = median(cpu), p = median(commit);
+      console.log(`${i} | ${seqs.client + seqs.server} | ${a.toFixed(2)} | ${p.toFixed(2)} | ${(a / p).toFixed(2)}× | ${median(runs)} | ${(state / 1024).toFixed(0)} | ${(convo / 1024).toFixed(0)} | ${(state / convo).toFixed(2)}×`);
+      cpu = []; commit = []; runs = [];
     }
   }
 } finally {
