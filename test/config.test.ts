@@ -2,7 +2,7 @@
 // loopback rule (no open relay by default), and the capture workers' CPU niceness on real threads.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig, ConfigError, DEFAULTS } from '../src/config.js';
 import { startGreytap, tmpDir, waitFor } from './helpers/harness.js';
@@ -34,6 +34,7 @@ test('flags win over GREYTAP_* variables, which win over the config file', () =>
   assert.equal(loadConfig(['--dissect-rules', '/flag/rules.json'], { GREYTAP_DISSECT_RULES: '/env/rules.json' }).dissectRules, '/flag/rules.json');
   assert.equal(loadConfig(['--http-proxy', 'off'], {}).httpProxy, null);
   assert.deepEqual(loadConfig(['--retention', '7d', '--retention', '2GiB'], {}), { ...loadConfig([], {}), retentionMs: 7 * 86_400_000, retentionBytes: 2 * 1024 ** 3 });
+  rmSync(dir, { recursive: true, force: true });
 });
 
 test('bad options fail with a one-line reason', () => {

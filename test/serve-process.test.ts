@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import http from 'node:http';
 import https from 'node:https';
 import { curl, tmpDir, waitFor } from './helpers/harness.js';
@@ -47,7 +47,7 @@ test('serve: the data directory is the owner\'s alone; SIGTERM exits promptly wi
     assert.ok(readdirSync(dir).length > 0);
 
     // a second serve on the same address: one line naming the option, exit 2, no stack
-    const clash = serve(['--data-dir', join(tmpDir(), 'other'), '--http-proxy', banner[1], '--socks', '127.0.0.1:0', '--api', 'off']);
+    const clash = serve(['--data-dir', join(dirname(dir), 'other'), '--http-proxy', banner[1], '--socks', '127.0.0.1:0', '--api', 'off']);
     assert.equal(await clash.exited, 2);
     assert.equal(clash.err().trim(), `greytap: --http-proxy ${banner[1]}: address already in use`);
 
@@ -64,7 +64,7 @@ test('serve: the data directory is the owner\'s alone; SIGTERM exits promptly wi
   } finally {
     for (const s of sockets) s.destroy();
     g.child.kill('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
+    rmSync(dirname(dir), { recursive: true, force: true }); // (the temp dir holding `data`)
   }
 });
 
@@ -129,7 +129,7 @@ test('origins are verified against the CA bundle of SSL_CERT_FILE and NODE_EXTRA
   } finally {
     g.child.kill('SIGKILL');
     for (const o of origins) { o.srv.close(); o.pki.cleanup(); }
-    rmSync(dir, { recursive: true, force: true });
+    rmSync(dirname(dir), { recursive: true, force: true }); // (the temp dir holding `data`)
   }
 });
 
@@ -149,7 +149,7 @@ test('/metrics right after start-up has a series of each of greytap\'s metrics: 
     for (const type of ['http', 'ws', 'conn']) assert.match(text, new RegExp(`^greytap_worker_task_seconds_count\\{type="${type}"\\} 0$`, 'm'), type);
   } finally {
     g.child.kill('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
+    rmSync(dirname(dir), { recursive: true, force: true }); // (the temp dir holding `data`)
   }
 });
 

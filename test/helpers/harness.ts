@@ -32,7 +32,8 @@ export interface StartOptions {
 export async function startGreytap(args: string[] = [], opts: StartOptions = {}): Promise<Greytap> {
   const dataDir = tmpDir();
   const cfg = loadConfig(['--data-dir', dataDir, '--http-proxy', '127.0.0.1:0', '--socks', '127.0.0.1:0', '--api', '127.0.0.1:0', '--workers', '1', ...args], {});
-  const running = await serve(cfg);
+  let running: Running;
+  try { running = await serve(cfg); } catch (e) { rmSync(dataDir, { recursive: true, force: true }); throw e; }
   const a = running.addresses;
   let stopped = false;
   return {

@@ -7,7 +7,7 @@ import https from 'node:https';
 import http from 'node:http';
 import tls from 'node:tls';
 import net from 'node:net';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeTestPki } from '../helpers/test-ca.js';
 import { startGreytap, apiGet, waitFor, connectTunnel, curl, tmpDir, type Greytap } from '../helpers/harness.js';
@@ -327,6 +327,7 @@ test('config: a CA file that is missing fails serve start with a clear reason', 
   const dir = tmpDir();
   writeFileSync(join(dir, 'bad.pem'), 'not a certificate');
   await assert.rejects(startGreytap(['--upstream-ca', join(dir, 'bad.pem')]), /bad\.pem/);
+  rmSync(dir, { recursive: true, force: true });
 });
 
 /**
