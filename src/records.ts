@@ -143,6 +143,12 @@ export interface Turn {
   source: string[]; // transaction ids this turn was built from
   incomplete?: string; // reason when the stream ended early
   error?: string; // the provider's error message when the response failed
+  /**
+   * A later history of the conversation no longer carries this turn (a compaction replaced the
+   * turns before it with a summary, an earlier message was edited): kept where it was, as the
+   * clients' own transcripts keep it, but no longer part of what the model is sent.
+   */
+  superseded?: true;
 }
 
 /** A sub-agent's own line of turns, under the tool call that started it (its result is the hand-back). */

@@ -66,7 +66,7 @@ export function conversationMarkdown(c: Conversation): string {
 
 function turns(out: string[], list: Turn[], heading: string): void {
   list.forEach((t, i) => {
-    const flags = [t.model, t.incomplete ? `incomplete: ${t.incomplete}` : ''].filter(Boolean).join(', ');
+    const flags = [t.model, t.incomplete ? `incomplete: ${t.incomplete}` : '', t.superseded ? 'superseded: a later history no longer carries it' : ''].filter(Boolean).join(', ');
     out.push(`${heading} ${i + 1}. ${ROLE[t.role] ?? t.role}${flags ? ` (${flags})` : ''}`, '');
     for (const b of t.blocks) out.push(block(b), '');
     if (t.error) out.push(`**error:** ${t.error}`, '');

@@ -20,7 +20,7 @@ tr.row{cursor:pointer} tr.row:hover{background:#f3f6ff} tr.sel{background:#dde6f
 .err{color:#b00} .k-HTTP{color:#036} .k-WS_REQ{color:#060} .k-WS_RESP{color:#630} .k-WS_CTRL{color:#888}
 pre{background:#f6f6f6;padding:.5em;white-space:pre-wrap;word-break:break-all;max-height:40em;overflow:auto}
 .msg{border-left:3px solid #ccc;margin:.3em 0;padding-left:.5em} .msg.client{border-color:#4a4} .msg.server{border-color:#a64}
-.turn{margin:.5em 0;padding:.3em .5em;background:#fafafa;border-left:3px solid #88a}
+.turn{margin:.5em 0;padding:.3em .5em;background:#fafafa;border-left:3px solid #88a} .turn.superseded{opacity:.6;border-left-style:dashed}
 .sub{margin-left:1.5em}
 h3{margin:.6em 0 .3em} a{color:#36c;cursor:pointer}
 </style></head><body>
@@ -147,7 +147,8 @@ async function showConversation(id) {
   try {
     const c = await get('/api/conversations/' + id);
     const turns = (list) => list.map((turn) => {
-      const d = $('div', { className: 'turn' }, $('b', { textContent: turn.role }));
+      const d = $('div', { className: turn.superseded ? 'turn superseded' : 'turn' }, $('b', { textContent: turn.role }));
+      if (turn.superseded) d.append(' · superseded: a later history no longer carries it (compacted or edited)');
       for (const b of turn.blocks) {
         const label = b.type === 'tool_call' ? 'tool call ' + b.name : b.type === 'tool_result' ? 'tool result ' + b.callId : b.type;
         const text = b.type === 'tool_call' ? JSON.stringify(b.arguments, null, 2) : b.type === 'tool_result' ? (typeof b.output === 'string' ? b.output : JSON.stringify(b.output, null, 2)) : b.text;

@@ -591,7 +591,7 @@ function finishTurns(turns: Turn[]): Turn[] {
 }
 
 function lastAssistant(turns: Turn[]): Turn | undefined {
-  for (let i = turns.length - 1; i >= 0; i--) if (turns[i].role === 'assistant') return turns[i];
+  for (let i = turns.length - 1; i >= 0; i--) if (turns[i].role === 'assistant' && !turns[i].superseded) return turns[i];
   return undefined;
 }
 

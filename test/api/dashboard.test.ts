@@ -25,7 +25,8 @@ test('dashboard: activity log, live events, transaction detail, WebSocket messag
   const post = http(c.id, { path: '/v1/responses', respBody: '{"answer":"<b>not html</b>"}' });
   await store.putTransactions([up, post, ws(c.id, up.id, 'client', 0, { body: '{"type":"response.create"}' }), ws(c.id, up.id, 'server', 0, { body: '{"type":"response.done"}' })]);
   await store.updateConversation('k', () => ({ id: '', key: 'k', client: 'codex', provider: 'openai-ws', model: 'gpt-5', startedTs: 1, updatedTs: 2,
-    turns: [{ role: 'user', blocks: [{ type: 'text', text: 'hello there' }], source: [] }, { role: 'assistant', blocks: [{ type: 'tool_call', callId: 'c1', name: 'shell', arguments: { cmd: 'ls' } }], source: [] }],
+    turns: [{ role: 'user', blocks: [{ type: 'text', text: 'hello there' }], source: [] }, { role: 'assistant', blocks: [{ type: 'tool_call', callId: 'c1', name: 'shell', arguments: { cmd: 'ls' } }], source: [] },
+      { role: 'user', blocks: [{ type: 'text', text: 'before the compaction' }], source: [], superseded: true }],
     subagents: [{ callId: 'c1', model: 'gpt-5-mini', turns: [{ role: 'user', blocks: [{ type: 'text', text: 'the sub-agent was asked' }], source: [] }] }] }));
   const parentId = store.getConversationByKey('k')!.id;
   await store.updateConversation('k2', () => ({ id: '', key: 'k2', client: 'claude-code', provider: 'anthropic', startedTs: 1, updatedTs: 3, turns: [], parent: parentId }));
@@ -69,6 +70,8 @@ test('dashboard: activity log, live events, transaction detail, WebSocket messag
   const conv = await page.locator('#detail').innerText();
   assert.match(conv, /hello there/);
   assert.match(conv, /tool call shell/);
+  assert.match(await page.locator('#detail .turn.superseded').innerText(), /^user · superseded: a later history no longer carries it \(compacted or edited\)\s+text\s+before the compaction$/);
+  assert.equal(await page.locator('#detail .turn.superseded').count(), 1);
   assert.match(conv, /sub-agent of tool call c1 · gpt-5-mini\s+user\s+text\s+the sub-agent was asked/);
   // a conversation another one's agent started links to it
   assert.match(await page.locator('tr.row', { hasText: 'claude-code' }).innerText(), /0 turns · sub-agent/);

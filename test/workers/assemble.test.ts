@@ -325,7 +325,7 @@ test('codex reconnects twice, the middle socket\'s line updated late: the same c
   for (const r of results.slice(1)) assert.deepEqual(noId(r), noId(results[0]));
 });
 
-test('codex: a later socket that re-sends a rewritten history (compaction) keeps what it cut away for a late update of an earlier socket; a conversation stored with every line\'s turns folds on', async () => {
+test('codex: a later socket that re-sends a rewritten history (compaction) shows what it cut away as superseded, and keeps it for a late update of an earlier socket; a conversation stored with every line\'s turns folds on', async () => {
   const t0 = 1_700_000_380_000;
   const u = (n: number) => msg('user', `ask ${n}`), said = (n: number) => msg('assistant', `answer ${n}`);
   const a = codexSocket([
@@ -337,7 +337,10 @@ test('codex: a later socket that re-sends a rewritten history (compaction) keeps
   const b = codexSocket([
     { request: codexCreate('sess-N', [u(1), summary, u(3)]), events: codexAnswer('resp_3', [said(3)]) },
   ], t0 + 100);
-  const expected = [`system:${CODEX_INSTRUCTIONS}`, 'user:ask 1', 'assistant:summary: asked 1 and 2', 'user:ask 3', 'assistant:answer 3'];
+  // the turns the compaction replaced stay where they were, superseded (~)
+  const expected = [`system:${CODEX_INSTRUCTIONS}`, 'user:ask 1', '~assistant:answer 1', '~user:ask 2', 'assistant:summary: asked 1 and 2', 'user:ask 3', 'assistant:answer 3'];
+  const late = [...expected.slice(0, 4), '~assistant:answer 2', ...expected.slice(4)];
+  const shown = (c: Conversation) => turnTexts(c).map((t, i) => (c.turns[i].superseded ? '~' : '') + t);
   const wire = (l: CodexLanes) => [...l.client, ...l.server].sort(byId);
   const aLate = wire(a).findIndex((r) => r.body?.includes('"resp_2"'));
   await withStore(async (store) => {
@@ -345,11 +348,11 @@ test('codex: a later socket that re-sends a rewritten history (compaction) keeps
     await feed(store, wire(a).slice(0, aLate));
     await feed(store, wire(b));
     let stored = (await conversationByKey(store, 'openai-ws:sess-N'))!;
-    assert.deepEqual(turnTexts(stored), expected);
+    assert.deepEqual(shown(stored), expected);
     assert.deepEqual(stored._lines![b.upgrade.conn].rest?.map((t) => t.blocks), [[{ type: 'text', text: 'answer 1' }], [{ type: 'text', text: 'ask 2' }]], 'what the rewritten history cut away is kept');
     await feed(store, wire(a).slice(aLate)); // the first socket's last answer and close, late
     const live = await conv(store, 'openai-ws:sess-N');
-    assert.deepEqual(turnTexts(live), expected);
+    assert.deepEqual(shown(live), late);
     stored = (await conversationByKey(store, 'openai-ws:sess-N'))!;
     assert.equal(stored._lines![b.upgrade.conn].rest?.length, 3, 'now with the late answer');
     await rebuildConversations(store);
@@ -367,7 +370,7 @@ test('codex: a later socket that re-sends a rewritten history (compaction) keeps
     ], t0 + 200);
     await feed(store, [more.upgrade, ...wire(more)]);
     const c = await conv(store, 'openai-ws:sess-N');
-    assert.deepEqual(turnTexts(c), [...expected, 'user:ask 4', 'assistant:answer 4']);
+    assert.deepEqual(shown(c), [...late, 'user:ask 4', 'assistant:answer 4']);
     stored = (await conversationByKey(store, 'openai-ws:sess-N'))!;
     assert.ok(Object.values(stored._lines!).every((l) => !('turns' in l)), 'stored again without them');
     await rebuildConversations(store);

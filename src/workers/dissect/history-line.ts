@@ -15,7 +15,10 @@ export interface LineTurn { readonly turn: Turn; readonly sig: string; readonly 
  * the index in R from which R is new, or undefined when R has nothing in common with T:
  *   - R extends T → T is kept, R is new past what matched;
  *   - R is T minus its last reply → a retry/regenerate: that reply is dropped;
- *   - R diverges after a common start → the line is cut there (history rewritten, e.g. compaction).
+ *   - R diverges after a common start → the history was rewritten there (a compaction, an edited
+ *     message): the line's turns from there on stay, superseded, and R goes on after them; when
+ *     they are only the line's last reply, R's version of it replaces it.
+ * A superseded turn is matched by no later history (a message repeated after the rewrite is new).
  * `start`: R is the history past its first `start.j` messages, which the line matches before index
  * `start.i` (the caller knows where); the returned `from` counts them. `at`: gets, at each matched
  * message's index in the history, its index in the line (the returned line keeps those places).
@@ -23,18 +26,25 @@ export interface LineTurn { readonly turn: Turn; readonly sig: string; readonly 
 export function continueLine(T: LineTurn[], R: readonly { readonly sig: string }[], start = { i: 0, j: 0 }, at?: number[]): { line: LineTurn[]; from: number } | undefined {
   let i = start.i, j = 0;
   while (i < T.length && j < R.length) {
-    if (T[i].sig === R[j].sig) { if (at) at[start.j + j] = i; i++; j++; } else if (T[i].optional) i++; else break;
+    if (!T[i].turn.superseded && T[i].sig === R[j].sig) { if (at) at[start.j + j] = i; i++; j++; } else if (T[i].optional) i++; else break;
   }
   while (j === R.length && i < T.length && T[i].optional) i++;
   if (i === T.length) return { line: T, from: start.j + j };
   const rest = T.slice(i).filter((t) => !t.optional);
   if (j === R.length && rest.length === 1 && rest[0].turn.role === 'assistant') return { line: T.filter((t, k) => k < i || t.optional), from: start.j + j };
-  if (start.j + j > 0) return { line: T.slice(0, i), from: start.j + j };
-  return undefined;
+  if (start.j + j === 0) return undefined;
+  // a client re-sending the line's last reply in its own form (Gemini CLI does) replaces it; a longer tail was rewritten
+  if (rest.length === 1 && rest[0].turn.role === 'assistant') return { line: T.slice(0, i), from: start.j + j };
+  return { line: [...T.slice(0, i), ...T.slice(i).map(superseded)], from: start.j + j };
+}
+
+/** The turn as kept after a rewritten history: optional (no history has to carry it) and never matched. */
+export function superseded(t: LineTurn): LineTurn {
+  return t.turn.superseded ? t : { turn: { ...t.turn, superseded: true }, sig: t.sig, optional: true };
 }
 
 /** The signature of the last instructions (system turn) in the line: clients re-send unchanged ones with every request. */
 export function lastSystemSig(T: readonly LineTurn[]): string | undefined {
-  for (let i = T.length - 1; i >= 0; i--) if (T[i].turn.role === 'system') return T[i].sig;
+  for (let i = T.length - 1; i >= 0; i--) if (T[i].turn.role === 'system' && !T[i].turn.superseded) return T[i].sig;
   return undefined;
 }

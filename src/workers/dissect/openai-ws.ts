@@ -105,7 +105,7 @@ export interface WsLine { turns: LineTurn[]; sys?: string }
 /**
  * A codex turn in a line. Instructions are optional: a whole history carries them apart (from
  * `instructions`, ahead of everything), so they are matched on their own; so is a cut reply, which
- * codex does not send back. The signature is built when first read: a line that only ever grows
+ * codex does not send back, and a turn a rewritten history superseded. The signature is built when first read: a line that only ever grows
  * by new items (the usual socket) reads none but its instructions'. It is msgKey, not the hashed
  * msgSig: lines are compared in memory only, and a session over several sockets compares each
  * update's whole re-sent history with the line before it.
@@ -113,7 +113,7 @@ export interface WsLine { turns: LineTurn[]; sys?: string }
 export class WsLineTurn implements LineTurn {
   readonly optional: boolean;
   private s?: string;
-  constructor(readonly turn: Turn) { this.optional = turn.role === 'system' || turn.incomplete !== undefined; }
+  constructor(readonly turn: Turn) { this.optional = turn.role === 'system' || turn.incomplete !== undefined || turn.superseded === true; }
   get sig(): string { return (this.s ??= msgKey(this.turn.role, this.turn.blocks)); }
 }
 

@@ -201,3 +201,49 @@ test('a history that begins with the one folded before it is matched from where 
     assert.deepEqual(resumed, at, 'the matched messages\' places in the line');
   }
 });
+
+test('a compacted or edited history keeps the turns it replaced, superseded, where they were; a message repeated after it is new', async () => {
+  const user = 'user_1_account_2_session_22222222-3333-4444-8555-666666666666';
+  const key = 'anthropic:22222222-3333-4444-8555-666666666666';
+  const sys = [{ type: 'text', text: 'You are Claude Code.' }];
+  let ts = 20_000;
+  const ask = (messages: unknown[], reply: unknown[], id: string) => httpTx({ ts: ts += 10, host: 'api.anthropic.com', path: '/v1/messages',
+    req: { model: 'claude-sonnet-4-5', system: sys, messages, metadata: { user_id: user } },
+    resp: { id, type: 'message', role: 'assistant', model: 'claude-sonnet-4-5', content: reply, stop_reason: 'end_turn' } });
+  const u = (text: string) => ({ role: 'user', content: text }), a = (text: string) => ({ role: 'assistant', content: [{ type: 'text', text }] });
+  const txs = [
+    ask([u('fix the build')], [{ type: 'text', text: 'fixed' }], 'm1'),
+    ask([u('fix the build'), a('fixed'), u('run the tests')], [{ type: 'text', text: 'green' }], 'm2'),
+    // Claude Code compacts: the history is now a summary of everything before, then the next prompt
+    ask([u('Summary: the build was fixed and the tests are green.'), a('Understood.'), u('run the tests')], [{ type: 'text', text: 'still green' }], 'm3'),
+    ask([u('Summary: the build was fixed and the tests are green.'), a('Understood.'), u('run the tests'), a('still green'), u('ship it')], [{ type: 'text', text: 'shipped' }], 'm4'),
+  ];
+  const shown = (c: Conversation) => turnTexts(c).map((t, i) => (c.turns[i].superseded ? '~' : '') + t);
+  const expected = ['system:You are Claude Code.', '~user:fix the build', '~assistant:fixed', '~user:run the tests', '~assistant:green',
+    'user:Summary: the build was fixed and the tests are green.', 'assistant:Understood.', 'user:run the tests', 'assistant:still green', 'user:ship it', 'assistant:shipped'];
+  let live: Conversation | undefined;
+  await withStore(async (store) => {
+    for (const tx of txs) await feed(store, [tx]);
+    live = publicConversation(conversationByKey(store, key)!);
+    assert.deepEqual(shown(live), expected);
+    assert.equal(live.incomplete, undefined);
+    await rebuildConversations(store);
+    assert.deepEqual(publicConversation(conversationByKey(store, key)!), live, 'rebuilt');
+  });
+  await withStore(async (store) => {
+    for (const tx of [...txs].reverse()) await feed(store, [tx]);
+    assert.deepEqual(publicConversation(conversationByKey(store, key)!), live, 'in any order');
+  });
+  // an earlier prompt edited, then edited back: the prompt is new again, not the superseded one
+  const edits = [
+    ask([u('list the files')], [{ type: 'text', text: 'a.ts' }], 'e1'),
+    ask([u('list the files'), a('a.ts'), u('read a.ts')], [{ type: 'text', text: 'it exports f' }], 'e2'),
+    ask([u('list the files'), a('a.ts'), u('read b.ts')], [{ type: 'text', text: 'no b.ts' }], 'e3'),
+    ask([u('list the files'), a('a.ts'), u('read a.ts')], [{ type: 'text', text: 'it exports f, again' }], 'e4'),
+  ];
+  await withStore(async (store) => {
+    for (const tx of edits) await feed(store, [tx]);
+    assert.deepEqual(shown(publicConversation(conversationByKey(store, key)!)).slice(1), ['user:list the files', 'assistant:a.ts',
+      '~user:read a.ts', '~assistant:it exports f', '~user:read b.ts', '~assistant:no b.ts', 'user:read a.ts', 'assistant:it exports f, again']);
+  });
+});

@@ -13,6 +13,7 @@ test('conversation rendered as Markdown', () => {
       { role: 'assistant', blocks: [{ type: 'reasoning', text: 'Plan\nthen act' }, { type: 'tool_call', callId: 'c1', name: 'shell', arguments: { command: ['ls'] } }], usage: { inputTokens: 10, cachedTokens: 4, outputTokens: 3, reasoningTokens: 1, totalTokens: 13 }, source: ['02', '09'] },
       { role: 'tool', blocks: [{ type: 'tool_result', callId: 'c1', name: 'shell', output: 'a\n```\nb' }], source: ['10'] },
       { role: 'assistant', blocks: [{ type: 'text', text: 'Par' }], incomplete: 'aborted', source: ['11'] },
+      { role: 'user', blocks: [{ type: 'text', text: 'summarised away' }], superseded: true, source: ['12'] },
     ],
   };
   const md = conversationMarkdown(c);
@@ -26,6 +27,7 @@ test('conversation rendered as Markdown', () => {
   assert.match(md, /_usage: input 10 \(cached 4\), output 3 \(reasoning 1\), total 13_/);
   assert.match(md, /\*\*tool result\*\* `shell` \(c1\)\n\n````\na\n```\nb\n````/, 'fence longer than the content\'s backticks');
   assert.match(md, /## 4\. Assistant \(incomplete: aborted\)/);
+  assert.match(md, /## 5\. User \(superseded: a later history no longer carries it\)\n\nsummarised away\n/);
   assert.match(md, /<sub>source: 02, 09<\/sub>/);
 });
 
