@@ -378,6 +378,33 @@ test('codex: a later socket that re-sends a rewritten history (compaction) shows
   });
 });
 
+test('codex: a socket that re-sends the history and then rewrites it itself (compaction after a reconnect) supersedes what an earlier socket showed, as one socket would', async () => {
+  const t0 = 1_700_000_390_000;
+  const u = (n: number) => msg('user', `ask ${n}`), said = (n: number) => msg('assistant', `answer ${n}`);
+  const a = codexSocket([
+    { request: codexCreate('sess-R', [u(1)]), events: codexAnswer('resp_1', [said(1)]) },
+    { request: codexCreate('sess-R', [u(2)], { previous_response_id: 'resp_1' }), events: codexAnswer('resp_2', [said(2)]), closeAfter: true },
+  ], t0);
+  // the next socket re-sends the whole history and goes on, then compacts: a history rewritten after `ask 1`
+  const b = codexSocket([
+    { request: codexCreate('sess-R', [u(1), said(1), u(2), said(2), u(3)]), events: codexAnswer('resp_3', [said(3)]) },
+    { request: codexCreate('sess-R', [u(1), msg('assistant', 'summary'), u(4)]), events: codexAnswer('resp_4', [said(4)]) },
+  ], t0 + 100);
+  const expected = [`system:${CODEX_INSTRUCTIONS}`, 'user:ask 1', '~assistant:answer 1', '~user:ask 2', '~assistant:answer 2', '~user:ask 3', '~assistant:answer 3',
+    'assistant:summary', 'user:ask 4', 'assistant:answer 4'];
+  const shown = (c: Conversation) => turnTexts(c).map((t, i) => (c.turns[i].superseded ? '~' : '') + t);
+  const wire = (l: CodexLanes) => [...l.client, ...l.server].sort(byId);
+  for (const sockets of [[b], [a, b], [b, a]]) {
+    await withStore(async (store) => {
+      for (const s of sockets) await feed(store, [s.upgrade, ...wire(s)]);
+      const c = await conv(store, 'openai-ws:sess-R');
+      assert.deepEqual(shown(c), expected, `${sockets.length} socket(s)`);
+      await rebuildConversations(store);
+      assert.deepEqual(await conv(store, 'openai-ws:sess-R'), c, 'rebuilt');
+    });
+  }
+});
+
 test('codex: socket closed mid-response → last turn aborted with the folded deltas, earlier turns intact', async () => {
   await withStore(async (store) => {
     const l = codexSession('sess-D', 1_700_000_400_000, 'close');

@@ -11,7 +11,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { ClientName, Turn, WsMessageRecord } from '../../records.js';
 import { isObj, msgKey, parseJson, str, type Msg } from './blocks.js';
-import { continueLine, lastSystemSig, type LineTurn } from './history-line.js';
+import { continueLine, lastSystemSig, superseded, type LineTurn } from './history-line.js';
 import { foldEvent, foldReply, inputMessages, newFold, responsesSession, type ResponseFold } from './openai-responses.js';
 
 /**
@@ -133,8 +133,18 @@ export function appendTurns(l: WsLine, add: readonly LineTurn[]): void {
 export function foldHistory(l: WsLine, history: readonly LineTurn[]): void {
   const lead = history[0]?.turn.role === 'system' ? history[0] : undefined;
   const rest = lead ? history.slice(1) : history;
-  const c = continueLine(l.turns, rest);
-  if (c && c.line !== l.turns) { l.turns = c.line; l.sys = lastSystemSig(c.line); }
+  const at: number[] = [];
+  const c = continueLine(l.turns, rest, undefined, at);
+  let line = c?.line ?? l.turns;
+  // A socket's line folded as a history (foldWsLine) carries the turns its own later requests
+  // superseded: the line's turns they match are superseded too, or an earlier socket's copies of
+  // them would stay shown as part of what the model is sent.
+  for (let j = 0; c && j < c.from; j++) {
+    if (!rest[j].turn.superseded || line[at[j]].turn.superseded) continue;
+    if (line === l.turns) line = line.slice();
+    line[at[j]] = superseded(line[at[j]]);
+  }
+  if (line !== l.turns) { l.turns = line; l.sys = lastSystemSig(line); }
   appendTurns(l, lead ? [lead, ...rest.slice(c?.from ?? 0)] : rest.slice(c?.from ?? 0));
 }
 
