@@ -9,7 +9,7 @@ import { deriveWs } from '../../src/workers/dissect/openai-ws.js';
 import type { Conversation, TransactionRecord, Turn, WsMessageRecord } from '../../src/records.js';
 import type { Store } from '../../src/store/store.js';
 import { waitFor } from '../helpers/harness.js';
-import { allConversations, conv, feed, httpTx, sse, testStore, turnTexts, withStore } from './dissect/session-fixtures.js';
+import { allConversations, conv, feed, httpTx, shownTexts, sse, testStore, turnTexts, withStore } from './dissect/session-fixtures.js';
 import { CC_SESSION, CODEX_INSTRUCTIONS, chatSession, claudeCodeSession, codexAnswer, codexCreate, codexSession, codexSocket, geminiSession, msg, type CodexLanes } from './dissect/sessions.js';
 
 function chunks<T>(a: T[], n: number): T[][] {
@@ -325,22 +325,26 @@ test('codex reconnects twice, the middle socket\'s line updated late: the same c
   for (const r of results.slice(1)) assert.deepEqual(noId(r), noId(results[0]));
 });
 
+const ask = (n: number) => msg('user', `ask ${n}`), said = (n: number) => msg('assistant', `answer ${n}`);
+/** A codex socket that asks twice (the second continuing the first response) and closes. */
+function askedTwice(pck: string, t0: number): CodexLanes {
+  return codexSocket([
+    { request: codexCreate(pck, [ask(1)]), events: codexAnswer('resp_1', [said(1)]) },
+    { request: codexCreate(pck, [ask(2)], { previous_response_id: 'resp_1' }), events: codexAnswer('resp_2', [said(2)]), closeAfter: true },
+  ], t0);
+}
+
 test('codex: a later socket that re-sends a rewritten history (compaction) shows what it cut away as superseded, and keeps it for a late update of an earlier socket; a conversation stored with every line\'s turns folds on', async () => {
   const t0 = 1_700_000_380_000;
-  const u = (n: number) => msg('user', `ask ${n}`), said = (n: number) => msg('assistant', `answer ${n}`);
-  const a = codexSocket([
-    { request: codexCreate('sess-N', [u(1)]), events: codexAnswer('resp_1', [said(1)]) },
-    { request: codexCreate('sess-N', [u(2)], { previous_response_id: 'resp_1' }), events: codexAnswer('resp_2', [said(2)]), closeAfter: true },
-  ], t0);
+  const a = askedTwice('sess-N', t0);
   // the next socket starts from a compacted history: the first prompt, then a summary
   const summary = msg('assistant', 'summary: asked 1 and 2');
   const b = codexSocket([
-    { request: codexCreate('sess-N', [u(1), summary, u(3)]), events: codexAnswer('resp_3', [said(3)]) },
+    { request: codexCreate('sess-N', [ask(1), summary, ask(3)]), events: codexAnswer('resp_3', [said(3)]) },
   ], t0 + 100);
   // the turns the compaction replaced stay where they were, superseded (~)
   const expected = [`system:${CODEX_INSTRUCTIONS}`, 'user:ask 1', '~assistant:answer 1', '~user:ask 2', 'assistant:summary: asked 1 and 2', 'user:ask 3', 'assistant:answer 3'];
   const late = [...expected.slice(0, 4), '~assistant:answer 2', ...expected.slice(4)];
-  const shown = (c: Conversation) => turnTexts(c).map((t, i) => (c.turns[i].superseded ? '~' : '') + t);
   const wire = (l: CodexLanes) => [...l.client, ...l.server].sort(byId);
   const aLate = wire(a).findIndex((r) => r.body?.includes('"resp_2"'));
   await withStore(async (store) => {
@@ -348,11 +352,11 @@ test('codex: a later socket that re-sends a rewritten history (compaction) shows
     await feed(store, wire(a).slice(0, aLate));
     await feed(store, wire(b));
     let stored = (await conversationByKey(store, 'openai-ws:sess-N'))!;
-    assert.deepEqual(shown(stored), expected);
+    assert.deepEqual(shownTexts(stored), expected);
     assert.deepEqual(stored._lines![b.upgrade.conn].rest?.map((t) => t.blocks), [[{ type: 'text', text: 'answer 1' }], [{ type: 'text', text: 'ask 2' }]], 'what the rewritten history cut away is kept');
     await feed(store, wire(a).slice(aLate)); // the first socket's last answer and close, late
     const live = await conv(store, 'openai-ws:sess-N');
-    assert.deepEqual(shown(live), late);
+    assert.deepEqual(shownTexts(live), late);
     stored = (await conversationByKey(store, 'openai-ws:sess-N'))!;
     assert.equal(stored._lines![b.upgrade.conn].rest?.length, 3, 'now with the late answer');
     await rebuildConversations(store);
@@ -366,11 +370,11 @@ test('codex: a later socket that re-sends a rewritten history (compaction) shows
       return { ...s, _lines } as StoredConversation;
     });
     const more = codexSocket([
-      { request: codexCreate('sess-N', [u(1), summary, u(3), said(3), u(4)]), events: codexAnswer('resp_4', [said(4)]) },
+      { request: codexCreate('sess-N', [ask(1), summary, ask(3), said(3), ask(4)]), events: codexAnswer('resp_4', [said(4)]) },
     ], t0 + 200);
     await feed(store, [more.upgrade, ...wire(more)]);
     const c = await conv(store, 'openai-ws:sess-N');
-    assert.deepEqual(shown(c), [...late, 'user:ask 4', 'assistant:answer 4']);
+    assert.deepEqual(shownTexts(c), [...late, 'user:ask 4', 'assistant:answer 4']);
     stored = (await conversationByKey(store, 'openai-ws:sess-N'))!;
     assert.ok(Object.values(stored._lines!).every((l) => !('turns' in l)), 'stored again without them');
     await rebuildConversations(store);
@@ -380,25 +384,20 @@ test('codex: a later socket that re-sends a rewritten history (compaction) shows
 
 test('codex: a socket that re-sends the history and then rewrites it itself (compaction after a reconnect) supersedes what an earlier socket showed, as one socket would', async () => {
   const t0 = 1_700_000_390_000;
-  const u = (n: number) => msg('user', `ask ${n}`), said = (n: number) => msg('assistant', `answer ${n}`);
-  const a = codexSocket([
-    { request: codexCreate('sess-R', [u(1)]), events: codexAnswer('resp_1', [said(1)]) },
-    { request: codexCreate('sess-R', [u(2)], { previous_response_id: 'resp_1' }), events: codexAnswer('resp_2', [said(2)]), closeAfter: true },
-  ], t0);
+  const a = askedTwice('sess-R', t0);
   // the next socket re-sends the whole history and goes on, then compacts: a history rewritten after `ask 1`
   const b = codexSocket([
-    { request: codexCreate('sess-R', [u(1), said(1), u(2), said(2), u(3)]), events: codexAnswer('resp_3', [said(3)]) },
-    { request: codexCreate('sess-R', [u(1), msg('assistant', 'summary'), u(4)]), events: codexAnswer('resp_4', [said(4)]) },
+    { request: codexCreate('sess-R', [ask(1), said(1), ask(2), said(2), ask(3)]), events: codexAnswer('resp_3', [said(3)]) },
+    { request: codexCreate('sess-R', [ask(1), msg('assistant', 'summary'), ask(4)]), events: codexAnswer('resp_4', [said(4)]) },
   ], t0 + 100);
   const expected = [`system:${CODEX_INSTRUCTIONS}`, 'user:ask 1', '~assistant:answer 1', '~user:ask 2', '~assistant:answer 2', '~user:ask 3', '~assistant:answer 3',
     'assistant:summary', 'user:ask 4', 'assistant:answer 4'];
-  const shown = (c: Conversation) => turnTexts(c).map((t, i) => (c.turns[i].superseded ? '~' : '') + t);
   const wire = (l: CodexLanes) => [...l.client, ...l.server].sort(byId);
   for (const sockets of [[b], [a, b], [b, a]]) {
     await withStore(async (store) => {
       for (const s of sockets) await feed(store, [s.upgrade, ...wire(s)]);
       const c = await conv(store, 'openai-ws:sess-R');
-      assert.deepEqual(shown(c), expected, `${sockets.length} socket(s)`);
+      assert.deepEqual(shownTexts(c), expected, `${sockets.length} socket(s)`);
       await rebuildConversations(store);
       assert.deepEqual(await conv(store, 'openai-ws:sess-R'), c, 'rebuilt');
     });

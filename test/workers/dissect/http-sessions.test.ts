@@ -8,7 +8,7 @@ import { dissectHttp } from '../../../src/workers/dissect/index.js';
 import { msgSig } from '../../../src/workers/dissect/blocks.js';
 import { continueLine, type LineTurn } from '../../../src/workers/dissect/history-line.js';
 import type { Store } from '../../../src/store/store.js';
-import { allConversations, httpTx, sse, testStore, turnTexts } from './session-fixtures.js';
+import { allConversations, httpTx, shownTexts, sse, testStore, turnTexts } from './session-fixtures.js';
 import { geminiCodeAssistSession } from './sessions.js';
 
 async function feed(store: Store, records: TransactionRecord[]) {
@@ -218,14 +218,13 @@ test('a compacted or edited history keeps the turns it replaced, superseded, whe
     ask([u('Summary: the build was fixed and the tests are green.'), a('Understood.'), u('run the tests')], [{ type: 'text', text: 'still green' }], 'm3'),
     ask([u('Summary: the build was fixed and the tests are green.'), a('Understood.'), u('run the tests'), a('still green'), u('ship it')], [{ type: 'text', text: 'shipped' }], 'm4'),
   ];
-  const shown = (c: Conversation) => turnTexts(c).map((t, i) => (c.turns[i].superseded ? '~' : '') + t);
   const expected = ['system:You are Claude Code.', '~user:fix the build', '~assistant:fixed', '~user:run the tests', '~assistant:green',
     'user:Summary: the build was fixed and the tests are green.', 'assistant:Understood.', 'user:run the tests', 'assistant:still green', 'user:ship it', 'assistant:shipped'];
   let live: Conversation | undefined;
   await withStore(async (store) => {
     for (const tx of txs) await feed(store, [tx]);
     live = publicConversation(conversationByKey(store, key)!);
-    assert.deepEqual(shown(live), expected);
+    assert.deepEqual(shownTexts(live), expected);
     assert.equal(live.incomplete, undefined);
     await rebuildConversations(store);
     assert.deepEqual(publicConversation(conversationByKey(store, key)!), live, 'rebuilt');
@@ -243,7 +242,7 @@ test('a compacted or edited history keeps the turns it replaced, superseded, whe
   ];
   await withStore(async (store) => {
     for (const tx of edits) await feed(store, [tx]);
-    assert.deepEqual(shown(publicConversation(conversationByKey(store, key)!)).slice(1), ['user:list the files', 'assistant:a.ts',
+    assert.deepEqual(shownTexts(publicConversation(conversationByKey(store, key)!)).slice(1), ['user:list the files', 'assistant:a.ts',
       '~user:read a.ts', '~assistant:it exports f', '~user:read b.ts', '~assistant:no b.ts', 'user:read a.ts', 'assistant:it exports f, again']);
   });
 });

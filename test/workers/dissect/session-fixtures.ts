@@ -103,6 +103,11 @@ export function allConversations(store: Store): Map<string, Conversation> {
   return out;
 }
 
+/** turnTexts, a superseded turn's line marked with a leading `~`. */
+export function shownTexts(c: Conversation): string[] {
+  return turnTexts(c).map((t, i) => (c.turns[i].superseded ? '~' : '') + t);
+}
+
 /** A conversation's turns as `role:text|call(id)|result(id name)` lines (` !reason` when incomplete), for compact assertions. */
 export function turnTexts(c: Conversation): string[] {
   return c.turns.map((t) => `${t.role}:${t.blocks.map((b) => (b.type === 'text' || b.type === 'reasoning' ? b.text : b.type === 'tool_call' ? `call(${b.callId})` : `result(${b.callId}${b.name ? ' ' + b.name : ''})`)).join('|')}${t.incomplete ? ' !' + t.incomplete : ''}`);
