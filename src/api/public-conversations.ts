@@ -34,7 +34,7 @@ export function listPublicConversations(store: Store, q: { client?: string; limi
   };
   // Only as many as the page still needs: the store's cursor is then the page's.
   for (let after = q.after; ;) {
-    const page = store.listConversations({ client: q.client, after, limit: limit - items.length, fits });
+    const page = store.listConversations({ client: q.client, after, limit: limit - items.length, fits, listedOnly: true });
     for (const c of page.items) if (!isInternalConversation(c)) items.push(publicConversation(c as StoredConversation));
     if (!page.next || items.length === limit || left < 0) return { items, next: page.next };
     after = page.next;

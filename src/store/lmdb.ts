@@ -6,7 +6,7 @@
 //                 written as they are (format 2; earlier stores: msgpack values) — listing never reads these
 //   connections   id → ConnectionRecord
 //   conversations id → Conversation;  convKeys  key → id
-//   convByUpdated [updatedTs, id] → 1;  convByClientUpdated [client, updatedTs, id] → 1
+//   convByUpdated [updatedTs, id] → listed;  convByClientUpdated [client, updatedTs, id] → listed
 //                 (recency, the order of retention and of listings: conversation ids are hashes of
 //                 their keys, so they do not sort by age; convByClient [client, id] of earlier
 //                 stores is emptied on their first read-write open)
@@ -217,6 +217,10 @@ function convKey(key: string): string {
 type Place = [updatedTs: number, id: string];
 const byUpdated = (c: Conversation): Key[] => [c.updatedTs, c.id];
 const byClientUpdated = (c: Conversation): Key[] => [clip(c.client), c.updatedTs, c.id];
+// A recency entry's value: 0 for the assembler's internal objects (a codex socket's state, about its
+// conversation's size and updated with it), so a listing skips them without unpacking them; 1 for
+// the rest, and for every entry an earlier version wrote.
+const listed = (c: Conversation): number => (c.internal ? 0 : 1);
 
 const cursorOf = ([ts, id]: Place): string => `${ts}-${id}`; // (CONVERSATION_CURSOR_RE reads it back)
 
@@ -386,8 +390,8 @@ class LmdbStoreImpl implements LmdbStore {
     if (!this.readOnly) {
       // Derived indexes a store written before them gets once, on its first read-write open.
       this.backfill(this.d.wsConns!, this.d.wsConnBuckets!, (conn, span) => Array.from(newBuckets(span as WsConnSpan), (b) => [b, conn]));
-      this.backfill(this.d.convs, this.d.convByUpdated!, (_, c) => [byUpdated(c as Conversation)]);
-      this.backfill(this.d.convs, this.d.convByClientUpdated!, (_, c) => [byClientUpdated(c as Conversation)]);
+      this.backfill(this.d.convs, this.d.convByUpdated!, (_, c) => [byUpdated(c as Conversation)], (c) => listed(c as Conversation));
+      this.backfill(this.d.convs, this.d.convByClientUpdated!, (_, c) => [byClientUpdated(c as Conversation)], (c) => listed(c as Conversation));
       if (names.has('convByClient')) {
         const replaced = sub('convByClient'); // by convByClientUpdated: nothing reads it, its pages go back to the free list
         if (!isEmpty(replaced)) replaced.clearSync();
@@ -396,10 +400,10 @@ class LmdbStoreImpl implements LmdbStore {
   }
 
   /** Fills `index` (keys → 1) from every entry of `from`, unless it already holds entries or there is nothing to index. */
-  private backfill(from: Database, index: Database, keysOf: (key: string, value: unknown) => Key[][]): void {
+  private backfill(from: Database, index: Database, keysOf: (key: string, value: unknown) => Key[][], valueOf: (value: unknown) => number = () => 1): void {
     if (isEmpty(from) || !isEmpty(index)) return;
     this.d.root.transactionSync(() => {
-      for (const { key, value } of from.getRange({})) for (const k of keysOf(key as string, value)) index.putSync(k, 1);
+      for (const { key, value } of from.getRange({})) for (const k of keysOf(key as string, value)) index.putSync(k, valueOf(value));
     });
   }
 
@@ -540,8 +544,8 @@ class LmdbStoreImpl implements LmdbStore {
             convByUpdated.remove(byUpdated(cur));
             convByClientUpdated.remove(byClientUpdated(cur));
           }
-          convByUpdated.put(byUpdated(c), 1);
-          convByClientUpdated.put(byClientUpdated(c), 1);
+          convByUpdated.put(byUpdated(c), listed(c));
+          convByClientUpdated.put(byClientUpdated(c), listed(c));
         }
         return c;
       });
@@ -754,11 +758,11 @@ class LmdbStoreImpl implements LmdbStore {
     return id === undefined ? undefined : this.getConversation(id);
   }
 
-  listConversations(q: { client?: string; limit?: number; after?: string; fits?: (c: Conversation) => boolean }): Page<Conversation> {
+  listConversations(q: { client?: string; limit?: number; after?: string; fits?: (c: Conversation) => boolean; listedOnly?: boolean }): Page<Conversation> {
     const limit = Math.min(Math.max(1, Math.floor(q.limit ?? DEFAULT_LIMIT)), MAX_LIMIT);
     const items: Conversation[] = [];
     let last: Place | undefined;
-    for (const [place, c] of this.byRecency(q.client, q.after === undefined ? undefined : cursorPlace(q.after))) {
+    for (const [place, c] of this.byRecency(q.client, q.after === undefined ? undefined : cursorPlace(q.after), q.listedOnly === true)) {
       if (items.length === limit || (q.fits && !q.fits(c) && items.length > 0)) return { items, next: cursorOf(last!) };
       items.push(c);
       last = place;
@@ -767,14 +771,15 @@ class LmdbStoreImpl implements LmdbStore {
   }
 
   /** The listing's conversations at their places, most recently updated first, from just past `after`. */
-  private *byRecency(client: string | undefined, after: Place | undefined): Generator<[Place, Conversation]> {
+  private *byRecency(client: string | undefined, after: Place | undefined, listedOnly: boolean): Generator<[Place, Conversation]> {
     const [index, keyOf, prefix] = client === undefined
       ? [this.d.convByUpdated, byUpdated, []]
       : [this.d.convByClientUpdated, byClientUpdated, [clip(client)]];
     const places = index
       // (strings sort after numbers: [...prefix, END] is past every place under the prefix)
-      ? index.getKeys({ start: [...prefix, ...(after ?? [END])], end: prefix.length ? prefix : undefined, reverse: true, exclusiveStart: after !== undefined })
-        .map((k) => (k as Key[]).slice(-2) as Place)
+      ? index.getRange({ start: [...prefix, ...(after ?? [END])], end: prefix.length ? prefix : undefined, reverse: true, exclusiveStart: after !== undefined })
+        .filter(({ value }) => !listedOnly || value !== 0)
+        .map(({ key }) => (key as Key[]).slice(-2) as Place)
       : this.sortedPlaces(after);
     for (const [ts, id] of places) {
       const c = this.getConversation(id);
@@ -902,7 +907,7 @@ class LmdbStoreImpl implements LmdbStore {
       if (c?.updatedTs !== ts) {
         // Updated since the scan (its entry has moved on already), or an earlier version updated it
         // without moving the entry: it stays, indexed where it is now.
-        if (c) convByUpdated.putSync(byUpdated(c), 1);
+        if (c) convByUpdated.putSync(byUpdated(c), listed(c));
         return false;
       }
       this.removeConversationSync(c);

@@ -77,7 +77,8 @@ export interface Store {
    * before it is taken: one it refuses ends the page there (`next` resumes at it), unless the page
    * is still empty (then it is taken, so paging moves on).
    */
-  listConversations(q: { client?: string; limit?: number; after?: string; fits?: (c: Conversation) => boolean }): Page<Conversation>;
+  /** `listedOnly`: leaves out the assembler's internal objects (`internal: true`), unread where the store can tell them apart. */
+  listConversations(q: { client?: string; limit?: number; after?: string; fits?: (c: Conversation) => boolean; listedOnly?: boolean }): Page<Conversation>;
   /** Size of the LMDB data file on disk (the store_bytes gauge). */
   sizeBytes(): number;
   close(): Promise<void>;

@@ -448,7 +448,7 @@ test('conversations: created by key with an id, updated in place, listed most re
 });
 
 /** Every conversation key a listing gives, paging with `after`. */
-function listedKeys(store: LmdbStore, q: { client?: string }, limit: number): string[] {
+function listedKeys(store: LmdbStore, q: { client?: string; listedOnly?: boolean }, limit: number): string[] {
   const keys: string[] = [];
   for (let after: string | undefined, n = 0; n < 100; n++) {
     const p = store.listConversations({ ...q, after, limit });
@@ -458,6 +458,28 @@ function listedKeys(store: LmdbStore, q: { client?: string }, limit: number): st
   }
   throw new Error('listing does not end');
 }
+
+test('a listing for users leaves the assembler\'s internal objects out by their index entries, unread, also after the indexes are rebuilt; other listings keep them', async (t) => {
+  const dir = tempDir(t);
+  let store = openStore(dir);
+  t.after(() => store.close());
+  for (let i = 0; i < 5; i++) {
+    await store.updateConversation(`k${i}`, () => ({ id: '', key: `k${i}`, client: 'codex', provider: 'openai-ws', startedTs: i, updatedTs: i, turns: [], ...(i % 2 ? { internal: true } : {}) }));
+  }
+  const expect = (what: string) => {
+    assert.deepEqual(listedKeys(store, {}, 2), ['k4', 'k3', 'k2', 'k1', 'k0'], what);
+    for (const q of [{ listedOnly: true }, { listedOnly: true, client: 'codex' }]) assert.deepEqual(listedKeys(store, q, 1), ['k4', 'k2', 'k0'], what);
+  };
+  expect('written');
+  await store.close();
+  const raw = open(join(dir, 'db'), { pageSize: 8192, maxDbs: 16 });
+  const values = (name: string) => Array.from(raw.openDB({ name }).getRange({}), ({ value }) => value);
+  assert.deepEqual(values('convByUpdated'), [1, 0, 1, 0, 1], 'the internal objects\' entries say so');
+  for (const name of ['convByUpdated', 'convByClientUpdated']) raw.openDB({ name }).clearSync();
+  await raw.close();
+  store = openStore(dir); // backfills the emptied indexes
+  expect('backfilled');
+});
 
 test('conversations of a store from before the recency indexes: listed newest first read-only too, indexed on the first read-write open; an entry an earlier version left behind lists its conversation once', async (t) => {
   const dir = tempDir(t);
