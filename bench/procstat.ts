@@ -2,7 +2,8 @@
 // peak resident set (VmHWM), which can be reset per workload by writing "5" to clear_refs
 // (proc(5), Linux ≥ 4.0), and a sampled peak of its anonymous part (RssAnon). Missing /proc or a
 // gone process reads as null, never throws. Also the machine's own cost of first-touching memory,
-// which every contender that stores data pays.
+// which every contender that stores data pays. And the CPU this process spends in one call (the
+// benches that measure greytap's code in-process).
 import { readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execFileSync } from 'node:child_process';
@@ -79,4 +80,14 @@ export function firstTouchMicrosPerPage(): number {
   const t0 = performance.now();
   for (let i = 0; i < bytes; i += 4096) b[i] = 1;
   return ((performance.now() - t0) * 1000) / (bytes / 4096);
+}
+
+/** CPU milliseconds (user + system, all of this process's threads) spent while `fn` runs, or until its promise settles. */
+export function cpuMs(fn: () => Promise<unknown>): Promise<number>;
+export function cpuMs(fn: () => unknown): number;
+export function cpuMs(fn: () => unknown): number | Promise<number> {
+  const t0 = process.cpuUsage();
+  const took = () => { const c = process.cpuUsage(t0); return (c.user + c.system) / 1000; };
+  const r = fn();
+  return r instanceof Promise ? r.then(took) : took();
 }

@@ -20,6 +20,7 @@ import { assembleRecords, conversationByKey, publicConversation } from '../src/w
 import type { HttpTransaction } from '../src/records.js';
 import { median } from './latency.js';
 import { benchArgs } from './args.js';
+import { cpuMs } from './procstat.js';
 
 const o = benchArgs('node dist/bench/session-growth.js [options]: assembly CPU per request as a Claude Code session grows', {
   requests: { default: 400, min: 1, help: 'requests of the session' },
@@ -39,15 +40,6 @@ function exchange(ts: number, req: unknown, resp: unknown): HttpTransaction {
     httpVersion: '1.1', status: 200, reqHeaders: HEADERS, respHeaders: [['Content-Type', 'application/json']], reqBody, reqBytes: reqBody.length,
     respBody: JSON.stringify(resp), respBytes: 400, durationMs: 900, truncated: false,
   };
-}
-
-function cpuMs(fn: () => unknown): number;
-function cpuMs(fn: () => Promise<unknown>): Promise<number>;
-function cpuMs(fn: () => unknown): number | Promise<number> {
-  const t0 = process.cpuUsage();
-  const took = () => { const c = process.cpuUsage(t0); return (c.user + c.system) / 1000; };
-  const r = fn();
-  return r instanceof Promise ? r.then(took) : took();
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'greytap-session-growth-'));
@@ -70,7 +62,7 @@ try {
       const ms = await cpuMs(() => assembleRecords(store, [t]));
       if (t === tx) assembly.push(ms);
     }
-    parse.push(cpuMs(() => JSON.parse(tx.reqBody!)));
+    parse.push(cpuMs((): unknown => JSON.parse(tx.reqBody!)));
     history.push({ role: 'assistant', content: [{ type: 'text', text: `Step ${i}: run the test.` }, call] },
       { role: 'user', content: [{ type: 'tool_result', tool_use_id: call.id, content: `# parse ${i}\n` + 'ok 1 - parses\n'.repeat(o['output-lines']) }] });
     if (i % o.every === 0 || i === o.requests) {

@@ -21,6 +21,7 @@ import { assembleRecords, conversationByKey } from '../src/workers/assemble.js';
 import type { WsMessageRecord } from '../src/records.js';
 import { median } from './latency.js';
 import { benchArgs } from './args.js';
+import { cpuMs } from './procstat.js';
 
 const o = benchArgs('node dist/bench/ws-session-growth.js [options]: assembly CPU per request as a codex WebSocket session grows', {
   requests: { default: 400, min: 1, help: 'requests of the session' },
@@ -83,15 +84,9 @@ try {
       : [{ type: 'function_call_output', call_id: `call_${i - 1}`, output: `# parse ${i - 1}\n` + 'ok 1 - parses\n'.repeat(100) }];
     const records = [message('client', ts += 2000, create(input, i > 1 ? `resp_${i - 1}` : undefined)), ...answer(i).map((e) => message('server', ts += 20, e))];
     let n = 0, put = 0, assembled = 0;
-    const since = (t0: NodeJS.CpuUsage) => { const c = process.cpuUsage(t0); return (c.user + c.system) / 1000; };
     for (const r of records) {
-      const t0 = process.cpuUsage();
-      await store.putTransactions([r]);
-      const t1 = process.cpuUsage();
-      const m = await assembleRecords(store, [r], { throttle: true });
-      assembled += since(t1);
-      put += since(t0) - since(t1);
-      if (m.storeRecords?.CONVERSATION) n++;
+      put += await cpuMs(() => store.putTransactions([r]));
+      assembled += await cpuMs(async () => { if ((await assembleRecords(store, [r], { throttle: true })).storeRecords?.CONVERSATION) n++; });
     }
     cpu.push(assembled);
     commit.push(put);
