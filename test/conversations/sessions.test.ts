@@ -577,7 +577,7 @@ test('chat completions: a stream with 2 parallel tool calls (arguments in pieces
 
 // KNOWN BUG (reported): src/api/routes.ts serves store.listConversations / getConversation as stored —
 // with the assembler's internal per-connection objects and private `_http` / `_ws` / `_v` state —
-// instead of publicConversation() and skipping isInternalConversation() (src/workers/assemble.ts).
+// instead of publicConversation() and skipping isInternalConversation() (src/workers/conversation-state.ts).
 // The CLI (src/cli.ts `conversations`) does the same. Todos until fixed.
 test('the API serves public conversations only: no internal assembly objects, no private state', async () => {
   const listed = await listConversations();

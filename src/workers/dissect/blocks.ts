@@ -257,7 +257,7 @@ export interface Exchange {
  * Message-prefix growth (chat, gemini, anything without a session id): every request re-sends the
  * whole history, so the conversation is found by what never changes — the model and the first
  * system and first user message. Two sessions that open with the same words on the same model share
- * a key; the assembler keeps them apart only while one extends the other (see assemble.ts).
+ * a key; the assembler keeps them apart only while one extends the other (see assemble-http.ts).
  */
 export function prefixKey(provider: Provider, model: string | undefined, history: Msg[]): string {
   const sys = history.find((m) => m.role === 'system' || m.role === 'developer');
