@@ -20,6 +20,15 @@ export interface PipeOptions {
   clientHead?: Buffer[];
 }
 
+/**
+ * Unsent bytes a side may hold before the other side's reading pauses. A TLS socket's write()
+ * returns false for any chunk of 16 KiB (one TLS record: its writable high-water mark), so pausing
+ * on that, as stream.pipe() does, stopped and restarted the reading side after nearly every record
+ * of a bulk transfer: every 64 KiB read became four stop-and-go rounds of small writes, and the peers
+ * woke for each. Two reads' worth keeps the flow going; the bound per connection stays fixed.
+ */
+export const FORWARD_BUFFER = 128 * 1024;
+
 /** After one side has fully closed, how long the other may linger half-open before we cut it. */
 const LINGER_MS = 30_000;
 
@@ -46,9 +55,9 @@ export function pipeConnection(conn: ProxyConnection, client: Duplex, server: Du
   };
 
   const forward = (src: Duplex, dst: Duplex, up: boolean) => {
-    // On a bulk transfer nearly every write fills the other side's buffer (measured: 49,589 of
-    // 49,617 chunks), so the drain listener is registered once, as Node's pipe() does, instead of a
-    // once('drain') closure and listener per chunk.
+    // On a bulk transfer nearly every write returns false (measured: 49,589 of 49,617 chunks), so
+    // the drain listener is registered once, as Node's pipe() does, instead of a once('drain')
+    // closure and listener per chunk. 'drain' comes when dst's buffer is empty again.
     let paused = false;
     dst.on('drain', () => {
       if (!paused) return;
@@ -57,7 +66,7 @@ export function pipeConnection(conn: ProxyConnection, client: Duplex, server: Du
     });
     src.on('data', (chunk: Buffer) => {
       const t0 = (++chunksSeen & 15) === 0 ? performance.now() : 0;
-      if (!dst.write(chunk) && !paused) {
+      if (!dst.write(chunk) && !paused && dst.writableLength >= FORWARD_BUFFER) {
         paused = true;
         src.pause();
       }
