@@ -4,6 +4,7 @@
 import type { Duplex } from 'node:stream';
 import { countForwarded, forwardLatency } from '../metrics.js';
 import type { ProxyConnection } from './connection.js';
+import { holdsEnough } from './backpressure.js';
 
 /** What watches the bytes: an HTTP tap, a WebSocket tap, or nothing (raw tunnel). */
 export interface Tap {
@@ -19,15 +20,6 @@ export interface PipeOptions {
   /** bytes already read from the client (e.g. after a proxy request head), forwarded first */
   clientHead?: Buffer[];
 }
-
-/**
- * Unsent bytes a side may hold before the other side's reading pauses. A TLS socket's write()
- * returns false for any chunk of 16 KiB (one TLS record: its writable high-water mark), so pausing
- * on that, as stream.pipe() does, stopped and restarted the reading side after nearly every record
- * of a bulk transfer: every 64 KiB read became four stop-and-go rounds of small writes, and the peers
- * woke for each. Two reads' worth keeps the flow going; the bound per connection stays fixed.
- */
-export const FORWARD_BUFFER = 128 * 1024;
 
 /** After one side has fully closed, how long the other may linger half-open before we cut it. */
 const LINGER_MS = 30_000;
@@ -66,7 +58,7 @@ export function pipeConnection(conn: ProxyConnection, client: Duplex, server: Du
     });
     src.on('data', (chunk: Buffer) => {
       const t0 = (++chunksSeen & 15) === 0 ? performance.now() : 0;
-      if (!dst.write(chunk) && !paused && dst.writableLength >= FORWARD_BUFFER) {
+      if (!dst.write(chunk) && !paused && holdsEnough(dst)) {
         paused = true;
         src.pause();
       }
