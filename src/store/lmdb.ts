@@ -399,7 +399,7 @@ class LmdbStoreImpl implements LmdbStore {
     }
   }
 
-  /** Fills `index` (keys → 1) from every entry of `from`, unless it already holds entries or there is nothing to index. */
+  /** Fills `index` (keys → valueOf, 1 unless given) from every entry of `from`, unless it already holds entries or there is nothing to index. */
   private backfill(from: Database, index: Database, keysOf: (key: string, value: unknown) => Key[][], valueOf: (value: unknown) => number = () => 1): void {
     if (isEmpty(from) || !isEmpty(index)) return;
     this.d.root.transactionSync(() => {

@@ -75,9 +75,9 @@ export interface Store {
    * between pages moves to the front, so it is listed at most once per pass (not at all if it moved
    * from a later page); every other one, exactly once. `fits`, when given, sees each conversation
    * before it is taken: one it refuses ends the page there (`next` resumes at it), unless the page
-   * is still empty (then it is taken, so paging moves on).
+   * is still empty (then it is taken, so paging moves on). `listedOnly`: leaves out the assembler's
+   * internal objects (`internal: true`), unread where the store can tell them apart.
    */
-  /** `listedOnly`: leaves out the assembler's internal objects (`internal: true`), unread where the store can tell them apart. */
   listConversations(q: { client?: string; limit?: number; after?: string; fits?: (c: Conversation) => boolean; listedOnly?: boolean }): Page<Conversation>;
   /** Size of the LMDB data file on disk (the store_bytes gauge). */
   sizeBytes(): number;
