@@ -173,7 +173,7 @@ async function assembleWs(store: Store, conn: string, records: WsMessageRecord[]
     for (const r of folded) {
       firstTs ??= r.ts;
       if (r.ts > lastTs) lastTs = r.ts;
-      if (foldWsRecord(s, r) === 'bad') bads++;
+      if (foldOrPass(s, r) === 'bad') bads++;
     }
     // Nothing folded and nothing known: no state to keep. Once records were folded the state is
     // kept even with no turns (a socket that only looks like the Responses API), so its seq marks
@@ -196,6 +196,21 @@ async function assembleWs(store: Store, conn: string, records: WsMessageRecord[]
     n++;
   }
   return n + 1;
+}
+
+/**
+ * A record the fold throws on is counted as bad and passed over (its seq is marked before anything
+ * can throw). Thrown on, the state's transaction would be aborted, and every later assembly would
+ * read the same record back from the store past the marks and stop at it again: the socket's
+ * conversation would never move on. No record is known to throw; this keeps a future one from
+ * freezing a session.
+ */
+function foldOrPass(s: WsConnState, r: WsMessageRecord): ReturnType<typeof foldWsRecord> {
+  try {
+    return foldWsRecord(s, r);
+  } catch {
+    return 'bad';
+  }
 }
 
 /**

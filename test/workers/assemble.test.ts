@@ -663,6 +663,39 @@ test('bad data is counted, never thrown', async () => {
   });
 });
 
+test('a corrupt stored WebSocket record is counted once and passed over: the socket goes on', async () => {
+  // The record is not routed to the socket itself (no text to peek at), so the next assembly reads
+  // it back from the store past the state's marks: it must be counted and passed over there, once,
+  // or every later assembly of the socket would stop at it. (Checked both ways: with the fold
+  // finding it bad, as it does, and with a fold made to throw on it, which assemble-ws passes over.)
+  const l = codexSession('sess-throws', 1_700_004_100_000);
+  const i = l.server.findIndex((r) => r.body?.includes('"response.output_text.delta"'));
+  assert.ok(i > 0, 'the script streams a delta');
+  // as a corrupt (or foreign) store could hand it back: a text message whose body is no string
+  const corrupt = { ...l.server[i], body: 42 } as unknown as WsMessageRecord;
+  const wire = (server: WsMessageRecord[]) => [...l.client, ...server].sort(byId);
+  const expected = await (async () => {
+    let c: Conversation | undefined;
+    await withStore(async (store) => {
+      await feed(store, [l.upgrade]);
+      for (const r of wire(l.server.filter((_, j) => j !== i))) await feed(store, [r]);
+      c = conv(store, 'openai-ws:sess-throws');
+    });
+    return c!;
+  })();
+  await withStore(async (store) => {
+    await feed(store, [l.upgrade]);
+    let failed = 0;
+    for (const r of wire(l.server.map((r, j) => (j === i ? corrupt : r)))) {
+      await store.putTransactions([r]);
+      const m = await assembleRecords(store, [r]);
+      failed += m.decodeErrors?.dissect_failed ?? 0;
+    }
+    assert.equal(failed, 1, 'the corrupt record is counted once');
+    assert.deepEqual(conv(store, 'openai-ws:sess-throws').turns, expected.turns);
+  });
+});
+
 test('rebuildConversations gives the same conversations as incremental assembly', async () => {
   await withStore(async (store) => {
     const a = codexSession('sess-R', 1_700_005_000_000, 'close');
