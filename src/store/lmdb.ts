@@ -43,7 +43,7 @@ import { open, type Database, type Key, type RootDatabase } from 'lmdb';
 import type { Conversation, ConnectionRecord, TransactionRecord, WsMessageRecord } from '../records.js';
 import { CONVERSATION_CURSOR_RE, wireOrder, type LazyRecords, type Page, type Store, type StoredBody, type TransactionQuery } from './store.js';
 import { ID_RE, adjacentId, idAt, nextId } from './ids.js';
-import { redactHeaders, redactPath } from './redact.js';
+import { redactHeaders, redactPath, redactText } from './redact.js';
 import { bodyBytes } from './body-bytes.js';
 import { mergeIds, type IdSource, type SourceGroup } from './merge-ids.js';
 import { pack, unpack } from 'msgpackr';
@@ -502,6 +502,7 @@ class LmdbStoreImpl implements LmdbStore {
       meta.reqHeaders = redactHeaders(meta.reqHeaders ?? [], this.redact);
       meta.respHeaders = redactHeaders(meta.respHeaders ?? [], this.redact);
       meta.path = redactPath(meta.path ?? '', this.redact);
+      if (typeof meta.errorDetail === 'string') meta.errorDetail = redactText(meta.errorDetail, this.redact);
     }
     const apart: [BodyField, unknown][] = [];
     for (const f of BODY_FIELDS) {

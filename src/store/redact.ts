@@ -20,20 +20,40 @@ const URL_VALUED = new Set(['location', 'content-location', 'referer']);
 /** Authorization-style headers keep their scheme (RFC 9110 §11.4: credentials = auth-scheme [ 1*SP token68 / params ]). */
 const KEEPS_SCHEME = new Set(['authorization', 'proxy-authorization']);
 
-export function isSecretHeader(name: string, extra: readonly string[] = []): boolean {
+/** A name as the tests below read it: lower case, `_` as `-` (an `x_api_key` header is an `x-api-key`). */
+function normalName(name: string): string {
   const n = name.toLowerCase();
+  return n.includes('_') ? n.replace(/_/g, '-') : n;
+}
+
+export function isSecretHeader(name: string, extra: readonly string[] = []): boolean {
+  const n = normalName(name);
   if (ALWAYS.has(n)) return true;
   for (const s of SUBSTRINGS) if (n.includes(s)) return true;
-  for (const s of extra) if (s && n.includes(s.toLowerCase())) return true;
+  for (const s of extra) if (s && n.includes(normalName(s))) return true;
   return false;
 }
 
+/** Subprotocol words that announce a credential after them (besides secret header names). */
+const SUBPROTOCOL_MARKS = new Set(['bearer', 'auth', 'jwt']);
+const marksCredential = (word: string, extra: readonly string[]) => SUBPROTOCOL_MARKS.has(word.toLowerCase()) || isSecretHeader(word, extra);
+
 /**
- * Browsers cannot set headers on a WebSocket, so OpenAI's Realtime API takes the key as a
- * subprotocol, `openai-insecure-api-key.sk-…`: such elements keep their prefix, the others stay.
+ * Browsers cannot set headers on a WebSocket, so credentials travel as subprotocols: OpenAI's
+ * Realtime API takes `openai-insecure-api-key.sk-…`, Kubernetes `base64url.bearer.authorization.k8s.io.<token>`,
+ * and other servers a `token` (or `bearer`, `access_token`…) element followed by the token itself.
+ * A dotted element is cut after its first word that marks a credential; an element after a bare
+ * marking word is replaced whole. The rest stays.
  */
 function redactSubprotocols(value: string, extra: readonly string[]): string {
-  return value.replace(/([^,\s]+?)\.([^,\s]+)/g, (all, prefix: string) => (isSecretHeader(prefix, extra) ? `${prefix}.${REDACTED}` : all));
+  let afterMark = false;
+  return value.replace(/[^,\s]+/g, (el) => {
+    if (afterMark) { afterMark = false; return REDACTED; }
+    const words = el.split('.');
+    if (words.length === 1) { afterMark = marksCredential(el, extra); return el; }
+    const at = words.findIndex((w, i) => i < words.length - 1 && marksCredential(w, extra));
+    return at < 0 ? el : `${words.slice(0, at + 1).join('.')}.${REDACTED}`;
+  });
 }
 
 /** "Bearer sk-…" → "Bearer [REDACTED]"; a value with no scheme (or only a scheme) → "[REDACTED]". */
@@ -67,21 +87,37 @@ export function redactHeaders(headers: Header[], extra?: string[]): Header[] {
 }
 
 /**
- * A path (with query) whose credential parameters' values are replaced: names that would be secret
- * as header names (api_key, access_token, client_secret…, and the extras), are in QUERY_NAMES, or
- * end in "signature" (X-Amz-Signature).
- * Idempotent; a path without a query is returned as it is.
+ * A path or URL whose credential parameters' values are replaced: names that would be secret as
+ * header names (api_key, access_token, client_secret…, and the extras), are in QUERY_NAMES, or end
+ * in "signature" (X-Amz-Signature). The fragment's parameters too: an OAuth implicit grant
+ * (RFC 6749 §4.2.2) redirects with `#access_token=…` in its Location.
+ * Idempotent; a path without a query or fragment is returned as it is.
  */
 export function redactPath(path: string, extra?: readonly string[]): string {
-  const q = path.indexOf('?');
-  if (q < 0) return path;
-  const hash = path.indexOf('#', q);
+  const hash = path.indexOf('#');
   const end = hash < 0 ? path.length : hash;
-  const query = path.slice(q + 1, end).replace(/(^|&)([^=&]+)=([^&]*)/g, (all, sep: string, name: string) => {
+  const first = path.indexOf('?');
+  const q = first < end ? first : -1; // a `?` inside the fragment starts no query
+  if (q < 0 && hash < 0) return path;
+  const head = q < 0 ? path.slice(0, end) : path.slice(0, q + 1) + redactParams(path.slice(q + 1, end), extra);
+  return hash < 0 ? head : head + '#' + redactParams(path.slice(hash + 1), extra);
+}
+
+function redactParams(params: string, extra: readonly string[] | undefined): string {
+  return params.replace(/(^|&)([^=&]+)=([^&]*)/g, (all, sep: string, name: string) => {
     let n = name;
     try { n = decodeURIComponent(name); } catch { /* a malformed escape: judge the name as written */ }
-    n = n.toLowerCase().replace(/_/g, '-');
+    n = normalName(n);
     return QUERY_NAMES.has(n) || n.endsWith('signature') || isSecretHeader(n, extra) ? `${sep}${name}=${REDACTED}` : all;
   });
-  return path.slice(0, q + 1) + query + path.slice(end);
+}
+
+/**
+ * Free text that may quote a request target or URL (an error's detail quoting a malformed request
+ * line): a URL's userinfo and every credential parameter of a word holding `?` or `#` replaced.
+ */
+export function redactText(text: string, extra?: readonly string[]): string {
+  return text
+    .replace(/\/\/[^\s/?#@"]*@/g, `//${REDACTED}@`)
+    .replace(/[^\s"]*[?#][^\s"]*/g, (word) => redactPath(word, extra));
 }

@@ -12,7 +12,7 @@ import { assignBody, bodyFields } from './body.js';
 import { parseSse } from './sse.js';
 import { SyncZlib } from './zlib-sync.js';
 import { unzstdBounded } from './zstd.js';
-import { redactHeaders, redactPath } from '../store/redact.js';
+import { redactHeaders, redactPath, redactText } from '../store/redact.js';
 
 interface Decoded {
   bytes: Buffer;
@@ -27,6 +27,8 @@ export function httpRecord(task: HttpCaptureTask, id: string, extra: string[]): 
   out.record.reqHeaders = redactHeaders(out.record.reqHeaders, extra);
   out.record.respHeaders = redactHeaders(out.record.respHeaders, extra);
   out.record.path = redactPath(out.record.path, extra);
+  // a framing error's detail may quote the malformed request line, target and all
+  if (out.record.errorDetail) out.record.errorDetail = redactText(out.record.errorDetail, extra);
   return out;
 }
 
