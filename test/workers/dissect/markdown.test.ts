@@ -58,3 +58,24 @@ test('a tool result with hundreds of thousands of backtick runs still renders, f
   const md = conversationMarkdown(c);
   assert.ok(md.includes('`````\n' + output + '\n`````'), 'a fence of five: one longer than the four-backtick run');
 });
+
+test('captured text reaches the terminal without its control characters, and a name or model cannot leave its code span or add HTML', () => {
+  const c: Conversation = {
+    id: 'abc', key: 'k', client: 'codex', provider: 'openai-ws', model: 'm<img src=x onerror=alert(1)>', startedTs: 0, updatedTs: 1000,
+    turns: [
+      { role: 'user', blocks: [{ type: 'text', text: 'title \x1b]0;PWNED\x07 clip \x1b]52;c;cHduZWQ=\x07 clear \x1b[2J line1\r\nline2 \x9b31m' }], source: ['01'] },
+      { role: 'assistant', blocks: [{ type: 'tool_call', callId: 'c<1>', name: 'sh` <img src=x onerror=alert(7)> `', arguments: {} }], error: 'boom <b>', source: ['02'] },
+      { role: 'tool', blocks: [{ type: 'tool_result', callId: 'c<1>', name: '`x', output: 'out\x1b[31mred' }], source: ['03'] },
+    ],
+  };
+  const md = conversationMarkdown(c);
+  assert.doesNotMatch(md, /[\x00-\x08\x0b-\x1f\x7f-\x9f]/, 'no control character but tab and newline');
+  assert.match(md, /title \\u001b\]0;PWNED\\u0007 clip \\u001b\]52;c;cHduZWQ=\\u0007 clear \\u001b\[2J line1\nline2 \\u009b31m/);
+  assert.match(md, /out\\u001b\[31mred/);
+  // inside a code span a tag is text (CommonMark); the span's delimiter is longer than any run in the name
+  assert.ok(md.includes('**tool call** `` sh` <img src=x onerror=alert(7)> ` `` (c&lt;1>)'), 'the name in a longer code span');
+  assert.ok(md.includes('**tool result** `` `x `` (c&lt;1>)'));
+  assert.equal(md.split('<img').length, 2, 'the only tag is the one inside the code span');
+  assert.match(md, /- model: m&lt;img src=x onerror=alert\(1\)>/);
+  assert.match(md, /\*\*error:\*\* boom &lt;b>/);
+});
