@@ -136,8 +136,15 @@ function fromEnv(env: NodeJS.ProcessEnv): Record<string, unknown> {
   return out;
 }
 
-function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+/** A loopback name or address (the bound address of a listener is checked again: a name may resolve elsewhere). */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^(::ffff:)?127\./.test(host);
+}
+
+/** The no-open-relay rule's refusal, for a listener's option and address. */
+export function notLoopbackError(option: string, at: HostPort, bound?: string): ConfigError {
+  const what = bound === undefined ? 'is not a loopback address' : `is bound to ${bound}, not a loopback address`;
+  return new ConfigError(`${option} ${at.host}:${at.port} ${what}; add --allow-remote to listen there`);
 }
 
 export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): Config {
@@ -204,7 +211,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
   };
   // No open relay by default: a proxy listener reachable from other hosts must be asked for.
   for (const [name, l] of [['--http-proxy', cfg.httpProxy], ['--socks', cfg.socks], ['--api', cfg.api]] as const) {
-    if (l && !isLoopback(l.host) && !cfg.allowRemote) throw new ConfigError(`${name} ${l.host}:${l.port} is not a loopback address; add --allow-remote to listen there`);
+    if (l && !isLoopback(l.host) && !cfg.allowRemote) throw notLoopbackError(name, l);
   }
   return cfg;
 }

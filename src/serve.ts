@@ -2,7 +2,7 @@
 import { chmodSync, mkdirSync } from 'node:fs';
 import type net from 'node:net';
 import type http from 'node:http';
-import { ConfigError, openingOption, type Config, type HostPort } from './config.js';
+import { ConfigError, isLoopback, notLoopbackError, openingOption, type Config, type HostPort } from './config.js';
 import { loadOrCreateCA, upstreamCaList } from './io/tls-intercept.js';
 import { upstreamTrust } from './io/upstream.js';
 import { loadDissectRules } from './workers/dissect/index.js';
@@ -29,16 +29,30 @@ function listenError(option: string, at: HostPort, e: NodeJS.ErrnoException): Co
   return new ConfigError(`${option} ${at.host}:${at.port}: ${e.code === 'EADDRINUSE' ? 'address already in use' : e.code ?? e.message}`);
 }
 
-function listen(server: net.Server | http.Server, at: HostPort, option: string): Promise<HostPort> {
+function listen(server: net.Server | http.Server, at: HostPort, option: string, allowRemote: boolean): Promise<HostPort> {
   return new Promise((resolve, reject) => {
     const fail = (e: NodeJS.ErrnoException) => reject(listenError(option, at, e));
     server.once('error', fail);
     server.listen(at.port, at.host, () => {
       server.off('error', fail);
-      const a = server.address() as net.AddressInfo;
-      resolve({ host: a.address, port: a.port });
+      try {
+        resolve(boundAddress(server, at, option, allowRemote));
+      } catch (e) {
+        reject(e); // (serve closes its listeners)
+      }
     });
   });
+}
+
+/**
+ * Where a listener is bound. Config checked the name it was given; a name is checked again by the
+ * address it resolved to (a hosts entry can point `127.example` at 0.0.0.0): no open relay unless
+ * asked for.
+ */
+function boundAddress(server: net.Server | http.Server, at: HostPort, option: string, allowRemote: boolean): HostPort {
+  const a = server.address() as net.AddressInfo;
+  if (!allowRemote && !isLoopback(a.address)) throw notLoopbackError(option, at, a.address);
+  return { host: a.address, port: a.port };
 }
 
 export async function serve(cfg: Config): Promise<Running> {
@@ -78,15 +92,14 @@ export async function serve(cfg: Config): Promise<Running> {
   const addresses: Running['addresses'] = {};
   let up = false;
   try {
-    if (cfg.httpProxy) { const s = createHttpProxy(ctx); track(s); servers.push(s); addresses.httpProxy = await listen(s, cfg.httpProxy, '--http-proxy'); ctx.listening.push(addresses.httpProxy); }
-    if (cfg.socks) { const s = createSocksProxy(ctx); track(s); servers.push(s); addresses.socks = await listen(s, cfg.socks, '--socks'); ctx.listening.push(addresses.socks); }
+    if (cfg.httpProxy) { const s = createHttpProxy(ctx); track(s); servers.push(s); addresses.httpProxy = await listen(s, cfg.httpProxy, '--http-proxy', cfg.allowRemote); ctx.listening.push(addresses.httpProxy); }
+    if (cfg.socks) { const s = createSocksProxy(ctx); track(s); servers.push(s); addresses.socks = await listen(s, cfg.socks, '--socks', cfg.allowRemote); ctx.listening.push(addresses.socks); }
     if (cfg.api) {
       const at = cfg.api;
       const s = await startApi({ host: at.host, port: at.port, store, registry, caPem: ca.caCertPem, health: () => up, events })
         .catch((e: NodeJS.ErrnoException) => { throw listenError('--api', at, e); });
       servers.push(s);
-      const a = s.address() as net.AddressInfo;
-      addresses.api = { host: a.address, port: a.port };
+      addresses.api = boundAddress(s, at, '--api', cfg.allowRemote);
     }
   } catch (e) {
     for (const s of servers) s.close();

@@ -105,6 +105,43 @@ test('bad options of every command: exit 2 with one line naming the option and t
   }
 });
 
+test('no open relay by a name: a listener name that resolves to a non-loopback address is refused without --allow-remote, taken with it', async (t) => {
+  // The name is checked by where it was bound, not by its text: in a private mount namespace (the
+  // machine's /etc/hosts untouched) `127.relay.test` resolves to 0.0.0.0.
+  const tmp = tmpDir();
+  const hosts = join(tmp, 'hosts');
+  writeFileSync(hosts, '127.0.0.1 localhost\n0.0.0.0 127.relay.test\n');
+  const inNamespace = (args: string[]): Served => {
+    const child = spawn('unshare', ['--mount', 'sh', '-c', 'mount --bind "$0" /etc/hosts && exec "$@"', hosts, process.execPath, BIN, 'serve', '--workers', '1', '--data-dir', join(tmp, 'data'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '', err = '';
+    child.stdout!.on('data', (d) => (out += d));
+    child.stderr!.on('data', (d) => (err += d));
+    return { child, out: () => out, err: () => err, exited: new Promise((r) => child.on('exit', (code) => r(code))) };
+  };
+  try {
+    const probe = spawn('unshare', ['--mount', 'sh', '-c', 'mount --bind "$0" /etc/hosts', hosts], { stdio: 'ignore' });
+    const can = await new Promise<boolean>((r) => { probe.on('exit', (c) => r(c === 0)); probe.on('error', () => r(false)); });
+    if (!can) { t.skip('needs unshare --mount (root): CI runs as root'); return; }
+    for (const [option, other] of [['--http-proxy', '--socks'], ['--socks', '--http-proxy'], ['--api', '--http-proxy']] as const) {
+      const g = inNamespace([option, '127.relay.test:0', other, '127.0.0.1:0', ...(option === '--api' ? ['--socks'] : ['--api']), 'off']);
+      const timer = setTimeout(() => g.child.kill('SIGKILL'), 20_000); // listening instead of exiting
+      const code = await g.exited;
+      clearTimeout(timer);
+      assert.equal(code, 2, `exit ${code}: ${g.out()}${g.err()}`);
+      assert.match(g.err().trim(), new RegExp(`^greytap: ${option} 127\\.relay\\.test:0 is bound to 0\\.0\\.0\\.0, not a loopback address; add --allow-remote to listen there$`));
+    }
+    const ok = inNamespace(['--http-proxy', '127.relay.test:0', '--socks', 'off', '--api', 'off', '--allow-remote']);
+    try {
+      await waitFor(() => /http-proxy 0\.0\.0\.0:\d+/.exec(ok.out()), 'the banner with the address asked for');
+    } finally {
+      ok.child.kill('SIGTERM');
+      await ok.exited;
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
 test('origins are verified against the CA bundle of SSL_CERT_FILE and NODE_EXTRA_CA_CERTS too; a CA given nowhere is a 502', async () => {
   // three origins, each with its own CA: one CA in SSL_CERT_FILE (which stands for the system
   // bundle, where update-ca-certificates puts a corporate CA), one in NODE_EXTRA_CA_CERTS, one nowhere
