@@ -43,6 +43,8 @@ export interface HttpTapOptions {
 export type BoundCloseReason = 'foreign_origin' | 'unchecked_request' | 'unchecked_upgrade';
 
 interface Exchange {
+  /** held against the capture memory bounds until submitted (EXCHANGE_COST) */
+  cost: number;
   req: RequestHead;
   path: string;
   startTs: number;
@@ -57,6 +59,16 @@ interface Exchange {
   error?: ErrorCode;
   errorDetail?: string;
 }
+
+/**
+ * What an exchange costs the capture memory bounds from its request head until it is submitted,
+ * beyond its bodies: the exchange, its parsed head (strings of about twice the head's bytes) and
+ * two capture buffers. Uncounted, a client pipelining requests that the origin never answered
+ * grew the heap ~17 bytes per byte sent (a 56-byte GET held ~1 KB) until V8 aborted the process.
+ */
+const exchangeCost = (h: RequestHead) => 1024 + 2 * h.headBytes;
+/** Exchanges a connection may hold open past the bounds before its capture stops (see onRequestHead). */
+const UNCOUNTED_OPEN = 16;
 
 function contentLength(headers: Header[]): number {
   return Number(headerValues(headers, 'content-length')[0]) || 0;
@@ -195,7 +207,15 @@ export class HttpTap implements Tap {
       return;
     }
     if (this.mode === 'guard') return;
+    let cost = exchangeCost(h);
+    if (!this.budget.reserve(cost)) {
+      // The bounds are full (maybe by other connections' backlog for a moment): a few exchanges go
+      // on uncounted, their bodies dropped as any body is then; a pile of them stops capture.
+      if (this.exchanges.length >= UNCOUNTED_OPEN) return this.stopCapture(h);
+      cost = 0;
+    }
     const ex: Exchange = {
+      cost,
       req: h,
       path: targetPath(h.target),
       startTs: Date.now(),
@@ -224,6 +244,27 @@ export class HttpTap implements Tap {
     // scheme and authority only: the rest of a target may carry credentials (?key=)
     const named = o ? `${o.host}:${o.port}` : /^[^/?#]*(?:\/\/[^/?#]*)?/.exec(h.target)![0];
     return named === this.o.boundOrigin ? undefined : named;
+  }
+
+  /**
+   * Requests awaiting responses hold more than the capture memory bounds allow (a client pipelining
+   * what the origin does not answer): the open exchanges are recorded as they are and capture of
+   * the connection stops, each counted as queue_full. Forwarding goes on, and so does the origin
+   * check of a bound connection ('guard' parses request heads without keeping them).
+   */
+  private stopCapture(h: RequestHead): void {
+    const detail = `${this.exchanges.length} requests awaiting responses hold this connection's capture memory: capture of the connection stopped`;
+    for (const ex of this.exchanges.splice(0)) {
+      ex.error ??= 'queue_full';
+      ex.errorDetail ??= detail;
+      captureDropped.inc({ reason: 'queue_full' });
+      this.submit(ex);
+    }
+    captureDropped.inc({ reason: 'queue_full' });
+    this.o.pool.http({ ...this.emptyTask(), origin: this.origin(targetPath(h.target)), method: h.method, target: h.target, httpVersion: h.version, reqHeaders: h.headers,
+      truncated: true, error: 'queue_full', errorDetail: detail }, this.o.conn.id);
+    this.reqEx = this.respEx = undefined;
+    this.mode = this.o.boundOrigin === undefined ? 'raw' : 'guard';
   }
 
   private closeBound(reason: BoundCloseReason): void {
@@ -344,6 +385,7 @@ export class HttpTap implements Tap {
   }
 
   private submit(ex: Exchange, id?: string): void {
+    this.budget.release(ex.cost);
     const bodies = [ex.reqBody, ex.respBody].filter((b): b is CaptureBuffer => !!b);
     const tooLarge = bodies.some((b) => b.tooLarge);
     const overBudget = bodies.some((b) => b.overBudget);

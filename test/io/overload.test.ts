@@ -5,16 +5,20 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import https from 'node:https';
 import tls from 'node:tls';
-import type net from 'node:net';
+import net from 'node:net';
 import { createHash } from 'node:crypto';
 import { makeTestPki } from '../helpers/test-ca.js';
-import { startGreytap, connectTunnel, waitFor, type Greytap } from '../helpers/harness.js';
+import { apiGet, startGreytap, connectTunnel, waitFor, type Greytap } from '../helpers/harness.js';
 import { startWsOrigin, openClient, closeClient, capturedMessages, payloadOf } from '../ws/ws-helpers.js';
 
 const pki = makeTestPki();
 let g: Greytap;
 let wsOrigin: https.Server;
 let bulk: https.Server;
+let silent: net.Server;
+/** bytes the never-answering origin read */
+let silentGot = createHash('sha256');
+let silentBytes = 0;
 const BULK = 256 * 1024 * 1024;
 
 async function metric(name: string, labels: string): Promise<number> {
@@ -34,10 +38,14 @@ before(async () => {
     pump();
   });
   const bulkPort = await new Promise<number>((r) => bulk.listen(0, '127.0.0.1', () => r((bulk.address() as net.AddressInfo).port)));
+  // reads every request, answers none
+  silent = net.createServer((c) => { c.on('error', () => {}); c.on('data', (d) => { silentGot.update(d); silentBytes += d.length; }); });
+  const silentPort = await new Promise<number>((r) => silent.listen(0, '127.0.0.1', () => r((silent.address() as net.AddressInfo).port)));
   g = await startGreytap(['--upstream-ca', pki.caPath, '--map', `ws.test:443=127.0.0.1:${o.port}`, '--map', `bulk.test:443=127.0.0.1:${bulkPort}`,
+    '--map', `silent.test:80=127.0.0.1:${silentPort}`,
     '--workers', '1', '--max-capture-memory', '1MiB', '--max-conn-capture-memory', '1MiB']);
 });
-after(async () => { await g?.stop(); for (const s of [wsOrigin, bulk]) { s?.closeAllConnections(); s?.close(); } });
+after(async () => { await g?.stop(); for (const s of [wsOrigin, bulk]) { s?.closeAllConnections(); s?.close(); } silent?.close(); });
 
 test('a flood that saturates a one-thread pool drops capture (counted), loses no forwarded byte, and capture recovers', async () => {
   const dropped0 = await metric('greytap_capture_dropped_total', 'reason="queue_full"');
@@ -86,4 +94,42 @@ test('a slow reader does not make the proxy buffer the download', async () => {
   s.resume();
   await waitFor(() => got >= BULK, 'the whole download after resuming', 120_000);
   s.destroy();
+});
+
+test('requests pipelined to an origin that never answers are held within the capture memory bound: then capture of the connection stops (recorded, counted), forwarding goes on', async () => {
+  // Each waiting exchange held ~1 KB uncounted: 60 MiB of 56-byte GETs grew greytap past 1 GiB,
+  // and a longer flood ended in V8's out-of-memory abort, taking every connection with it.
+  const dropped0 = await metric('greytap_capture_dropped_total', 'reason="queue_full"');
+  silentGot = createHash('sha256');
+  silentBytes = 0;
+  const [host, port] = g.httpProxy.split(':');
+  const c = net.connect(Number(port), host);
+  await new Promise((r) => c.once('connect', r));
+  const one = 'GET http://silent.test/x HTTP/1.1\r\nHost: silent.test\r\n\r\n';
+  const N = 20_000; // ~1.1 MB of requests; --max-conn-capture-memory 1MiB holds ~900 waiting exchanges
+  const sent = createHash('sha256');
+  const block = Buffer.from(one.repeat(500));
+  for (let i = 0; i < N / 500; i++) {
+    sent.update(block);
+    if (!c.write(block)) await new Promise((r) => c.once('drain', r));
+  }
+  await waitFor(() => silentBytes === N * one.length, 'every request at the origin');
+  assert.equal(silentGot.digest('hex'), sent.digest('hex'), 'forwarded byte for byte');
+  c.destroy();
+  type Tx = { id: string; path: string; error?: string; errorDetail?: string; status?: number };
+  const all: Tx[] = [];
+  await waitFor(async () => {
+    all.length = 0;
+    for (let after: string | undefined; ;) {
+      const page = await apiGet<{ items: Tx[]; next: string | null }>(g, `/api/transactions?host=silent.test&limit=1000${after ? `&after=${after}` : ''}`);
+      all.push(...page.items);
+      if (!page.next || !page.items.length) break;
+      after = page.next;
+    }
+    return all.some((t) => t.error === 'queue_full' && /capture of the connection stopped/.test(t.errorDetail ?? ''));
+  }, 'the records of the stopped capture', 30_000);
+  assert.ok(all.length > 100 && all.length < 2000, `the waiting exchanges within the bound are recorded, the rest are not kept: ${all.length} records of ${N} requests`);
+  assert.ok(all.every((t) => t.status === undefined && t.path === '/x'), 'no response; the path of each');
+  const dropped = (await metric('greytap_capture_dropped_total', 'reason="queue_full"')) - dropped0;
+  assert.ok(dropped >= all.length, `each counted as queue_full: ${dropped} for ${all.length} records`);
 });
