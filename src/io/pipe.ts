@@ -1,6 +1,8 @@
 // Forwarding: every chunk read from one side is written, as the same Buffer, to the other side,
 // then shown to the tap (which copies what it wants and returns at once). Backpressure pauses the
 // faster side, so memory stays bounded whatever the peers do. Nothing here waits on capture.
+import { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { countForwarded, forwardLatency } from '../metrics.js';
 import type { ProxyConnection } from './connection.js';
@@ -19,10 +21,35 @@ export const NO_TAP: Tap = { fromClient() {}, fromServer() {}, close() {} };
 export interface PipeOptions {
   /** bytes already read from the client (e.g. after a proxy request head), forwarded first */
   clientHead?: Buffer[];
+  /** LINGER_MS (tests set it small) */
+  lingerMs?: number;
 }
 
-/** After one side has fully closed, how long the other may linger half-open before we cut it. */
+/**
+ * After one side has fully closed, how long the other may linger half-open with nothing moving
+ * before we cut it (closed: the kernel still sends what it holds, then a FIN).
+ */
 const LINGER_MS = 30_000;
+/**
+ * While greytap still holds bytes for a lingering side, it waits this many linger periods before
+ * the cut drops them. A peer that reads slowly behind megabytes of kernel buffers shows no progress
+ * to greytap for long stretches (the kernel reports room only once a third of its buffer is free):
+ * cutting at 30 s dropped up to ~190 KiB that the sender had seen accepted.
+ */
+const LINGER_HOLDING = 10;
+
+/**
+ * Ends `dst` because its counterpart failed or was cut (a reset, no FIN). A FIN would tell a plain
+ * TCP peer the stream ended cleanly, and a body delimited by the connection's end (or an upload)
+ * would pass for complete: a TCP peer gets a RST instead, as it would have without greytap. (A TLS
+ * peer gets no close_notify, which tells it the same.)
+ */
+function abort(dst: Duplex): void {
+  if (dst instanceof Socket && !(dst instanceof TLSSocket) && !dst.destroyed) {
+    try { dst.resetAndDestroy(); return; } catch { /* not a TCP handle: destroy below */ }
+  }
+  dst.destroy();
+}
 
 // The latency histogram samples every 16th chunk (observing costs more than forwarding a chunk),
 // counted across all connections: counted per connection, one that carries fewer than 16 chunks
@@ -35,12 +62,21 @@ export function pipeConnection(conn: ProxyConnection, client: Duplex, server: Du
   let openSides = 2;
   let lingerTimer: NodeJS.Timeout | undefined;
 
+  // bytes read plus bytes no longer waiting to be written: grows while anything moves either way
+  const moved = () => rec.bytesUp + rec.bytesDown - client.writableLength - server.writableLength;
+  const linger = (last: number, held: number) => {
+    lingerTimer = setTimeout(() => {
+      const now = moved();
+      if (now !== last) return linger(now, 0);
+      if (client.writableLength + server.writableLength > 0 && held + 1 < LINGER_HOLDING) return linger(now, held + 1);
+      client.destroy();
+      server.destroy();
+    }, opts.lingerMs ?? LINGER_MS);
+    lingerTimer.unref();
+  };
+
   const sideClosed = () => {
-    if (--openSides === 1) {
-      lingerTimer = setTimeout(() => { client.destroy(); server.destroy(); }, LINGER_MS);
-      lingerTimer.unref();
-      return;
-    }
+    if (--openSides === 1) return linger(moved(), 0);
     clearTimeout(lingerTimer);
     try { tap.close(); } catch { /* a tap must never break forwarding */ }
     conn.finish(rec.closeReason ?? 'closed');
@@ -77,11 +113,11 @@ export function pipeConnection(conn: ProxyConnection, client: Duplex, server: Du
     // An error (reset, TLS failure) aborts both directions: nothing more can be delivered in order.
     src.on('error', (e: NodeJS.ErrnoException) => {
       rec.closeReason ??= `${up ? 'client' : 'server'}_error:${e.code ?? e.message}`;
-      dst.destroy();
+      abort(dst);
     });
     // Closed without a FIN (destroyed, reset): the other side cannot be finished in order either.
     const onClose = () => {
-      if (!src.readableEnded) dst.destroy();
+      if (!src.readableEnded) abort(dst);
       sideClosed();
     };
     // A socket that ended or closed while its first bytes were peeked will not say so again.

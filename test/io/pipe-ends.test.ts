@@ -1,0 +1,131 @@
+// How forwarding ends a connection: a reset on one side reaches the other as a reset, never as the
+// clean end that makes a cut body or upload look complete; a half-closed connection lingers while
+// bytes still move, and is cut only when nothing has moved for the linger time (ten of them while
+// greytap still holds bytes for it).
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { createHash } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { connectSocks, startGreytap, tmpDir, waitFor } from '../helpers/harness.js';
+import { pipeConnection, NO_TAP } from '../../src/io/pipe.js';
+import { ProxyConnection } from '../../src/io/connection.js';
+import { CapturePool } from '../../src/workers/pool.js';
+
+/** (the test's source directory: test/io, beside dist/test/io) */
+const SLOW_ORIGIN = fileURLToPath(new URL('../../../test/io/slow_origin.py', import.meta.url));
+const servers: net.Server[] = [];
+after(() => servers.forEach((s) => s.close()));
+
+function listen(onConn: (s: net.Socket) => void, opts: net.ServerOpts = {}): Promise<number> {
+  const s = net.createServer(opts, onConn);
+  servers.push(s);
+  return new Promise((r) => s.listen(0, '127.0.0.1', () => r((s.address() as net.AddressInfo).port)));
+}
+
+/** How a socket's reading ended: 'end' (a FIN) or the error code, and the bytes read before. */
+function ending(s: net.Socket): Promise<{ how: string; bytes: number }> {
+  let bytes = 0;
+  s.on('data', (d) => { bytes += d.length; });
+  return new Promise((r) => {
+    s.once('end', () => r({ how: 'end', bytes }));
+    s.once('error', (e: NodeJS.ErrnoException) => r({ how: e.code ?? e.message, bytes }));
+  });
+}
+
+test('a reset on either side reaches the other side as a reset, not a clean end (SOCKS5, plain TCP)', async () => {
+  // The origin answers with a body delimited by the connection's end and crashes mid-body.
+  const originPort = await listen((s) => {
+    s.on('error', () => {});
+    s.once('data', () => {
+      s.write('HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n' + 'a'.repeat(100_000));
+      setTimeout(() => s.resetAndDestroy(), 200);
+    });
+  });
+  const uploads: Promise<{ how: string; bytes: number }>[] = [];
+  const sinkPort = await listen((s) => { uploads.push(ending(s)); }, { allowHalfOpen: true });
+  const g = await startGreytap(['--map', `crash.test:80=127.0.0.1:${originPort}`, '--map', `sink.test:80=127.0.0.1:${sinkPort}`]);
+  try {
+    const c = await connectSocks(g.socks, 'crash.test', 80);
+    const down = ending(c);
+    c.write('GET / HTTP/1.1\r\nHost: crash.test\r\n\r\n');
+    const d = await down;
+    assert.equal(d.how, 'ECONNRESET', `the client saw "${d.how}" after ${d.bytes} bytes`);
+    assert.ok(d.bytes > 100_000, 'after the bytes before the reset');
+
+    const u = await connectSocks(g.socks, 'sink.test', 80);
+    u.write(Buffer.alloc(50_000, 0x62));
+    await waitFor(() => uploads.length === 1, 'the upload at the origin');
+    await new Promise((r) => setTimeout(r, 200));
+    u.resetAndDestroy();
+    const up = await uploads[0];
+    assert.equal(up.how, 'ECONNRESET', `the origin saw "${up.how}" after ${up.bytes} bytes`);
+  } finally {
+    await g.stop();
+  }
+});
+
+test('a half-closed connection lingers while bytes still move, and is cut once nothing has moved for a while (ten linger times while greytap still holds bytes for it)', async () => {
+  const dir = tmpDir();
+  const pool = new CapturePool({ workers: 1, dataDir: dir, maxBody: 1 << 20, maxCaptureMemory: 1 << 24, maxConnCaptureMemory: 1 << 24, redactHeaders: [] });
+  const LINGER = 600;
+  /** A client → greytap's forwarding → origin; the origin half-closes at once and reads as `read` says. */
+  const through = async (read: (s: net.Socket) => void) => {
+    let origin!: net.Socket;
+    const originPort = await listen((s) => { origin = s; s.end(); read(s); }, { allowHalfOpen: true });
+    const frontPort = await listen((client) => {
+      const up = net.connect({ port: originPort, host: '127.0.0.1', allowHalfOpen: true });
+      up.once('connect', () => pipeConnection(new ProxyConnection('socks', client, pool), client, up, NO_TAP, { lingerMs: LINGER }));
+    }, { allowHalfOpen: true, pauseOnConnect: true });
+    const c = net.connect({ port: frontPort, host: '127.0.0.1', allowHalfOpen: true });
+    c.on('error', () => {});
+    await new Promise((r) => c.once('connect', r));
+    await waitFor(() => origin, 'the origin connection');
+    return { c, origin: () => origin };
+  };
+  try {
+    // A slow reader that keeps reading through a small window: the last of the upload waits in
+    // greytap's buffer, and every byte arrives, long after the linger time.
+    const U = 768 << 10;
+    const py = spawn('/usr/bin/python3', [SLOW_ORIGIN, String(8 << 10), '0.05'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let said = '';
+    py.stdout.on('data', (d) => (said += d));
+    const port = Number((await waitFor(() => /^(\d+)\n/.exec(said), 'the slow origin\'s port'))[1]);
+    const frontPort = await listen((client) => {
+      const up = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+      up.once('connect', () => pipeConnection(new ProxyConnection('socks', client, pool), client, up, NO_TAP, { lingerMs: LINGER }));
+    }, { allowHalfOpen: true, pauseOnConnect: true });
+    const c = net.connect({ port: frontPort, host: '127.0.0.1', allowHalfOpen: true });
+    c.on('error', () => {});
+    const sent = createHash('sha256');
+    const body = Buffer.alloc(U, 0x5a);
+    for (let i = 0; i < U; i += 64 << 10) body[i] = i >> 16;
+    sent.update(body);
+    c.end(body);
+    c.resume();
+    await new Promise((r) => c.once('close', r)); // the client is gone; the origin side lingers
+    const closedAt = Date.now();
+    const [, n, sha, how] = (await waitFor(() => /^\d+\n(\d+) (\w+) (\w+)\n/.exec(said), 'the slow origin\'s report', 30_000));
+    assert.equal(Number(n), U, `every byte at the slow origin (it read ${n}, then "${how}")`);
+    assert.equal(sha, sent.digest('hex'));
+    assert.equal(how, 'end');
+    assert.ok(Date.now() - closedAt > LINGER, `still draining past the linger time (${Date.now() - closedAt} ms after the client closed)`);
+
+    // A reader that stops: nothing moves, so the connection is cut after ten linger times.
+    const stuck = await through((s) => { s.pause(); s.on('error', () => {}); });
+    const filler = Buffer.alloc(64 << 10);
+    for (let i = 0; i < 512; i++) stuck.c.write(filler); // 32 MiB: more than the kernel and greytap buffer between them
+    await new Promise((r) => setTimeout(r, 300));
+    stuck.c.destroy();
+    await new Promise((r) => setTimeout(r, 10 * LINGER + 500)); // (pipe.ts LINGER_HOLDING: greytap holds bytes for it)
+    const ended = ending(stuck.origin());
+    stuck.origin().resume();
+    const e = await ended;
+    assert.ok(e.bytes < 512 * filler.length, `the stuck origin's connection was cut: it read ${e.bytes} bytes and then "${e.how}"`);
+  } finally {
+    await pool.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
