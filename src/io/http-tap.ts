@@ -43,7 +43,7 @@ export interface HttpTapOptions {
 export type BoundCloseReason = 'foreign_origin' | 'unchecked_request' | 'unchecked_upgrade';
 
 interface Exchange {
-  /** held against the capture memory bounds until submitted (EXCHANGE_COST) */
+  /** held against the capture memory bounds until submitted (exchangeCost; 0 when it went uncounted) */
   cost: number;
   req: RequestHead;
   path: string;
