@@ -17,10 +17,13 @@ export const MAX_PEEK = 16 * 1024 + 5;
 
 const METHOD = /^[A-Z]{3,12} /;
 
+/** The first byte of a TLS handshake record: content type 22 (RFC 8446 §5.1). */
+export const TLS_HANDSHAKE_RECORD = 0x16;
+
 export function classifyFirstBytes(buf: Buffer): FirstBytes {
   if (buf.length === 0) return { kind: 'need-more' };
-  // TLS record: content type 22 (handshake), legacy version 3.x (RFC 8446 §5.1).
-  if (buf[0] === 0x16) {
+  // TLS record: a handshake, legacy version 3.x.
+  if (buf[0] === TLS_HANDSHAKE_RECORD) {
     if (buf.length < 5) return { kind: 'need-more' };
     if (buf[1] !== 3) return { kind: 'other' };
     const hello = handshakeMessage(buf);

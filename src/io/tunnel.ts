@@ -7,7 +7,7 @@
 //   anything else   → raw tunnel (bytes forwarded, counted, not decoded)
 import net from 'node:net';
 import tls from 'node:tls';
-import { classifyFirstBytes, MAX_PEEK } from './client-hello.js';
+import { classifyFirstBytes, MAX_PEEK, TLS_HANDSHAKE_RECORD } from './client-hello.js';
 import { dial, handshakeWithin, ignore, mapTarget, upstreamTls } from './upstream.js';
 import { pipeConnection, NO_TAP } from './pipe.js';
 import { HttpTap } from './http-tap.js';
@@ -47,13 +47,19 @@ export async function openTunnel(ctx: ProxyContext, conn: ProxyConnection, clien
     unshiftAll(client, first);
     return pipeConnection(conn, client, upstream, new HttpTap({ conn, tls: false, host, port, pool: ctx.pool, maxBody: ctx.cfg.maxBody }));
   }
-  if (kind.kind === 'tls') {
-    conn.record.sni = kind.sni;
-    const name = kind.sni ?? host;
+  // A TLS record begun and not finished by the end of the peek is a ClientHello from a slow or
+  // stalled client, not a protocol whose server speaks first: intercepted, its handshake finishes
+  // or fails within --handshake-timeout like any other (a raw tunnel would have held it for ever).
+  const helloBegun = kind.kind === 'need-more' && first[0][0] === TLS_HANDSHAKE_RECORD;
+  if (kind.kind === 'tls' || helloBegun) {
+    const sni = kind.kind === 'tls' ? kind.sni : undefined;
+    conn.record.sni = sni;
+    const name = sni ?? host;
     // A client that offers ALPN without http/1.1 (h2 only: gRPC, Node's http2) could only be told
     // no_application_protocol by our HTTP/1.1 leaf: it is tunnelled raw, as if --no-intercept matched.
-    const http1 = kind.alpn === undefined || kind.alpn.includes('http/1.1');
-    if (http1 && !ctx.cfg.noIntercept.some((g) => globMatch(g, host) || (kind.sni !== undefined && globMatch(g, kind.sni)))) {
+    const alpn = kind.kind === 'tls' ? kind.alpn : undefined;
+    const http1 = alpn === undefined || alpn.includes('http/1.1');
+    if (http1 && !ctx.cfg.noIntercept.some((g) => globMatch(g, host) || (sni !== undefined && globMatch(g, sni)))) {
       unshiftAll(client, first);
       return intercept(ctx, conn, client, upstream, host, port, name);
     }

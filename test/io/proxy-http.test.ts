@@ -501,6 +501,16 @@ test('handshake timeout: a silent client of either listener, and an origin that 
     tlsClient.on('error', () => {});
     await new Promise<void>((r) => tlsClient.on('close', () => r()));
     assert.match(Buffer.concat(reply).toString(), /^HTTP\/1\.1 502 [\s\S]*TLS to silent\.test:443 failed: TLS handshake not finished within 1 s/);
+
+    // A client that starts its ClientHello and stalls: past the 3 s peek it is a TLS handshake
+    // like any other, closed at the timeout (it had become a raw tunnel, held for ever).
+    const partial = await connectTunnel(g2.httpProxy, 'silent.test:443');
+    partial.on('error', () => {});
+    partial.write(Buffer.from([0x16, 0x03, 0x01, 0x02]));
+    const t5 = Date.now();
+    const closed = await Promise.race([new Promise<boolean>((r) => partial.on('close', () => r(true))), new Promise<boolean>((r) => setTimeout(() => r(false), 15_000))]);
+    assert.ok(closed, 'closed within 15 s');
+    assert.ok(Date.now() - t5 >= 3500, `not before the peek and the timeout (${Date.now() - t5} ms)`);
     const active = async (gt: Greytap) => [...(await (await fetch(gt.api + '/metrics')).text()).matchAll(/^greytap_connections_active\{listener="(?:http|socks)"\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
     await waitFor(async () => (await active(g2)) === 0, 'every timed-out connection finished');
 
