@@ -18,8 +18,12 @@ function fenced(body: string, lang = ''): string {
   return `${f}${lang}\n${body}\n${f}`;
 }
 
-/** Inline code a name cannot end (CommonMark: a tool name with backticks broke out into raw HTML). */
-function code(s: string): string {
+/**
+ * Inline code a name cannot end (CommonMark: a tool name with backticks broke out into raw HTML).
+ * Line breaks become spaces, as a code span renders them anyway: a blank line would end the paragraph, span and all.
+ */
+function code(name: string): string {
+  const s = name.replace(/\r\n|\r|\n/g, ' ');
   const f = delimiter(s, 1);
   const pad = s.startsWith('`') || s.endsWith('`') ? ' ' : '';
   return `${f}${pad}${s}${pad}${f}`;

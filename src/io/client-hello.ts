@@ -18,7 +18,17 @@ export const MAX_PEEK = 16 * 1024 + 5;
 const METHOD = /^[A-Z]{3,12} /;
 
 /** The first byte of a TLS handshake record: content type 22 (RFC 8446 §5.1). */
-export const TLS_HANDSHAKE_RECORD = 0x16;
+const TLS_HANDSHAKE_RECORD = 0x16;
+
+/**
+ * Whether bytes that classifyFirstBytes still calls 'need-more' are the start of a ClientHello: a
+ * handshake record header (TLS 1.x version, a length a record may have) and the ClientHello type.
+ */
+export function beginsClientHello(buf: Buffer): boolean {
+  if (buf.length < 6 || buf[0] !== TLS_HANDSHAKE_RECORD || buf[1] !== 3 || buf[2] > 4) return false;
+  const len = buf.readUInt16BE(3);
+  return len > 0 && len <= 1 << 14 && buf[5] === 1;
+}
 
 export function classifyFirstBytes(buf: Buffer): FirstBytes {
   if (buf.length === 0) return { kind: 'need-more' };

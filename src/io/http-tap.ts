@@ -315,6 +315,13 @@ export class HttpTap implements Tap {
     }
     const upgrade = nextId();
     this.submit(ex, upgrade);
+    // Requests pipelined behind it will get no HTTP response now (and the WebSocket tap never
+    // submits exchanges): recorded here, so their capture memory is released too.
+    for (const other of this.exchanges.splice(0)) {
+      other.error ??= 'truncated_stream';
+      other.errorDetail ??= 'the connection switched to WebSocket before its response';
+      this.submit(other);
+    }
     this.ws = new WsConnectionTap({
       origin: { ...this.origin(ex.path), scheme: this.o.tls ? 'wss' : 'ws' },
       upgrade,

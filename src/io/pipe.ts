@@ -116,8 +116,10 @@ export function pipeConnection(conn: ProxyConnection, client: Duplex, server: Du
       abort(dst);
     });
     // Closed without a FIN (destroyed, reset): the other side cannot be finished in order either.
+    // Nor can it be when it is still sending: what it sends has nowhere to go (this side was
+    // destroyed after its FIN, by stop()), and counted as moving it would keep the linger going.
     const onClose = () => {
-      if (!src.readableEnded) abort(dst);
+      if (!src.readableEnded || !dst.readableEnded) abort(dst);
       sideClosed();
     };
     // A socket that ended or closed while its first bytes were peeked will not say so again.

@@ -7,7 +7,7 @@
 //   anything else   → raw tunnel (bytes forwarded, counted, not decoded)
 import net from 'node:net';
 import tls from 'node:tls';
-import { classifyFirstBytes, MAX_PEEK, TLS_HANDSHAKE_RECORD } from './client-hello.js';
+import { beginsClientHello, classifyFirstBytes, MAX_PEEK } from './client-hello.js';
 import { dial, handshakeWithin, ignore, mapTarget, upstreamTls } from './upstream.js';
 import { pipeConnection, NO_TAP } from './pipe.js';
 import { HttpTap } from './http-tap.js';
@@ -39,7 +39,7 @@ export async function openTunnel(ctx: ProxyContext, conn: ProxyConnection, clien
   }
   if (client.destroyed) { upstream.destroy(); conn.finish('client_gone'); return; }
   replies.ok();
-  const first = await peek(client, upstream);
+  const { first, timedOut } = await peek(client, upstream);
   if (!first) return raw(conn, client, upstream, []);
   const kind = classifyFirstBytes(Buffer.concat(first));
   if (kind.kind === 'http') {
@@ -47,10 +47,11 @@ export async function openTunnel(ctx: ProxyContext, conn: ProxyConnection, clien
     unshiftAll(client, first);
     return pipeConnection(conn, client, upstream, new HttpTap({ conn, tls: false, host, port, pool: ctx.pool, maxBody: ctx.cfg.maxBody }));
   }
-  // A TLS record begun and not finished by the end of the peek is a ClientHello from a slow or
-  // stalled client, not a protocol whose server speaks first: intercepted, its handshake finishes
-  // or fails within --handshake-timeout like any other (a raw tunnel would have held it for ever).
-  const helloBegun = kind.kind === 'need-more' && first[0][0] === TLS_HANDSHAKE_RECORD;
+  // A ClientHello begun and not finished when the peek timed out is a slow or stalled client's,
+  // not a protocol whose server speaks first: intercepted, its handshake finishes or fails within
+  // --handshake-timeout like any other (a raw tunnel would have held it for ever). (Ended by the
+  // client's FIN or the server speaking, or not plainly a ClientHello: raw, as anything else.)
+  const helloBegun = timedOut && kind.kind === 'need-more' && beginsClientHello(Buffer.concat(first));
   if (kind.kind === 'tls' || helloBegun) {
     const sni = kind.kind === 'tls' ? kind.sni : undefined;
     conn.record.sni = sni;
@@ -78,12 +79,14 @@ function unshiftAll(s: net.Socket, chunks: Buffer[]): void {
 
 /**
  * Reads the client's first bytes until they can be classified. Resolves with them (not yet
- * forwarded), or null when the server spoke first / the client stayed silent (then: raw tunnel).
+ * forwarded), or null when the server spoke first / the client stayed silent (then: raw tunnel);
+ * `timedOut`: it ended by PEEK_TIMEOUT_MS.
  */
-function peek(client: net.Socket, upstream: net.Socket): Promise<Buffer[] | null> {
+function peek(client: net.Socket, upstream: net.Socket): Promise<{ first: Buffer[] | null; timedOut: boolean }> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    let timedOut = false;
     const done = (v: Buffer[] | null) => {
       client.off('data', onData);
       upstream.off('readable', onServerFirst);
@@ -91,7 +94,7 @@ function peek(client: net.Socket, upstream: net.Socket): Promise<Buffer[] | null
       clearTimeout(timer);
       client.pause();
       if (v === null) unshiftAll(client, chunks);
-      resolve(v);
+      resolve({ first: v, timedOut });
     };
     const onData = (c: Buffer) => {
       chunks.push(c);
@@ -100,7 +103,7 @@ function peek(client: net.Socket, upstream: net.Socket): Promise<Buffer[] | null
     };
     const onServerFirst = () => done(null);
     const onEnd = () => done(chunks.length ? chunks : null);
-    const timer = setTimeout(() => done(chunks.length ? chunks : null), PEEK_TIMEOUT_MS);
+    const timer = setTimeout(() => { timedOut = true; done(chunks.length ? chunks : null); }, PEEK_TIMEOUT_MS);
     client.on('data', onData);
     client.once('end', onEnd);
     upstream.once('readable', onServerFirst);

@@ -119,5 +119,5 @@ function redactParams(params: string, extra: readonly string[] | undefined): str
 export function redactText(text: string, extra?: readonly string[]): string {
   return text
     .replace(/\/\/[^\s/?#@"]*@/g, `//${REDACTED}@`)
-    .replace(/[^\s"]*[?#][^\s"]*/g, (word) => redactPath(word, extra));
+    .replace(/[^\s"]+/g, (word) => (word.includes('?') || word.includes('#') ? redactPath(word, extra) : word)); // (linear: a pattern around [?#] backtracked on long words)
 }

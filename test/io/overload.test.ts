@@ -8,7 +8,7 @@ import tls from 'node:tls';
 import net from 'node:net';
 import { createHash } from 'node:crypto';
 import { makeTestPki } from '../helpers/test-ca.js';
-import { apiGet, startGreytap, connectTunnel, waitFor, type Greytap } from '../helpers/harness.js';
+import { apiGet, startGreytap, connectSocks, connectTunnel, waitFor, type Greytap } from '../helpers/harness.js';
 import { startWsOrigin, openClient, closeClient, capturedMessages, payloadOf } from '../ws/ws-helpers.js';
 
 const pki = makeTestPki();
@@ -16,6 +16,7 @@ let g: Greytap;
 let wsOrigin: https.Server;
 let bulk: https.Server;
 let silent: net.Server;
+let upgrader: net.Server;
 /** bytes the never-answering origin read */
 let silentGot = createHash('sha256');
 let silentBytes = 0;
@@ -23,7 +24,8 @@ const BULK = 256 * 1024 * 1024;
 
 async function metric(name: string, labels: string): Promise<number> {
   const text = await (await fetch(g.api + '/metrics')).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}}`));
+  const key = labels ? `${name}{${labels}}` : `${name} `;
+  const line = text.split('\n').find((l) => l.startsWith(key));
   return line ? Number(line.split(' ').pop()) : 0;
 }
 
@@ -41,11 +43,18 @@ before(async () => {
   // reads every request, answers none
   silent = net.createServer((c) => { c.on('error', () => {}); c.on('data', (d) => { silentGot.update(d); silentBytes += d.length; }); });
   const silentPort = await new Promise<number>((r) => silent.listen(0, '127.0.0.1', () => r((silent.address() as net.AddressInfo).port)));
+  // answers the first request with a 101 to WebSocket, whatever follows it
+  upgrader = net.createServer({ allowHalfOpen: true }, (c) => {
+    c.on('error', () => {});
+    c.once('data', () => c.end('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n'));
+    c.on('end', () => c.end());
+  });
+  const upgraderPort = await new Promise<number>((r) => upgrader.listen(0, '127.0.0.1', () => r((upgrader.address() as net.AddressInfo).port)));
   g = await startGreytap(['--upstream-ca', pki.caPath, '--map', `ws.test:443=127.0.0.1:${o.port}`, '--map', `bulk.test:443=127.0.0.1:${bulkPort}`,
-    '--map', `silent.test:80=127.0.0.1:${silentPort}`,
+    '--map', `silent.test:80=127.0.0.1:${silentPort}`, '--map', `upgrade.test:80=127.0.0.1:${upgraderPort}`,
     '--workers', '1', '--max-capture-memory', '1MiB', '--max-conn-capture-memory', '1MiB']);
 });
-after(async () => { await g?.stop(); for (const s of [wsOrigin, bulk]) { s?.closeAllConnections(); s?.close(); } silent?.close(); });
+after(async () => { await g?.stop(); for (const s of [wsOrigin, bulk]) { s?.closeAllConnections(); s?.close(); } silent?.close(); upgrader?.close(); });
 
 test('a flood that saturates a one-thread pool drops capture (counted), loses no forwarded byte, and capture recovers', async () => {
   const dropped0 = await metric('greytap_capture_dropped_total', 'reason="queue_full"');
@@ -132,4 +141,29 @@ test('requests pipelined to an origin that never answers are held within the cap
   assert.ok(all.every((t) => t.status === undefined && t.path === '/x'), 'no response; the path of each');
   const dropped = (await metric('greytap_capture_dropped_total', 'reason="queue_full"')) - dropped0;
   assert.ok(dropped >= all.length, `each counted as queue_full: ${dropped} for ${all.length} records`);
+});
+
+test('a request pipelined behind one the origin answers with a 101 is recorded, and the capture memory it held is given back', async () => {
+  // The WebSocket tap took the connection over and the exchange waiting behind the upgrade was
+  // never submitted: what it held against the bounds leaked, until bodies of other connections
+  // were dropped as queue_full.
+  const pad = 'x'.repeat(30_000);
+  for (let i = 0; i < 5; i++) {
+    const c = await connectSocks(g.socks, 'upgrade.test', 80);
+    c.on('error', () => {});
+    c.write(`GET /a HTTP/1.1\r\nHost: upgrade.test\r\n\r\nGET /b HTTP/1.1\r\nHost: upgrade.test\r\nX-Pad: ${pad}\r\n\r\n`);
+    c.resume();
+    c.end();
+    await new Promise((r) => c.once('close', r));
+  }
+  await g.drain();
+  const text = await (await fetch(g.api + '/metrics')).text();
+  assert.match(text, /^greytap_capture_memory_bytes \d+$/m, 'the gauge is read');
+  await waitFor(async () => (await metric('greytap_capture_memory_bytes', '')) === 0 || undefined, 'every byte of capture memory given back', 10_000)
+    .catch(async () => assert.fail(`capture memory held: ${await metric('greytap_capture_memory_bytes', '')} bytes`));
+  const page = await apiGet<{ items: { path: string; status?: number; error?: string; errorDetail?: string }[] }>(g, '/api/transactions?host=upgrade.test&limit=100');
+  const behind = page.items.filter((t) => t.path === '/b');
+  assert.equal(behind.length, 5, 'each request behind the upgrade recorded');
+  assert.ok(behind.every((t) => t.status === undefined && t.error === 'truncated_stream' && /switched to WebSocket/.test(t.errorDetail ?? '')));
+  assert.equal(page.items.filter((t) => t.path === '/a' && t.status === 101).length, 5);
 });

@@ -67,6 +67,35 @@ test('a reset on either side reaches the other side as a reset, not a clean end 
   }
 });
 
+test('a side greytap destroys after its FIN (stop) takes the side still sending with it at once: what it sends has nowhere to go', async () => {
+  let originSaw: Promise<true> | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const port = await listen((s) => {
+    s.on('error', () => {});
+    originSaw = new Promise((r) => {
+      s.once('close', () => { clearInterval(timer); r(true); });
+    });
+    timer = setInterval(() => s.write(Buffer.alloc(1024)), 50); // streams on, whatever the client did
+  }, { allowHalfOpen: true });
+  const g = await startGreytap(['--map', `stream.test:80=127.0.0.1:${port}`]);
+  try {
+    const c = await connectSocks(g.socks, 'stream.test', 80);
+    c.on('error', () => {});
+    c.resume();
+    c.end('hello'); // half-closed: done sending, still reading
+    await waitFor(() => originSaw !== undefined, 'the origin connection');
+    await new Promise((r) => setTimeout(r, 300));
+    const t0 = Date.now();
+    await g.stop();
+    // Counted as moving, its bytes kept the linger going for ever (and a fixed linger held it 30 s).
+    const closed = await Promise.race([originSaw!, new Promise((r) => setTimeout(() => r(undefined), 5000))]);
+    assert.ok(closed, `the origin's connection closed within 5 s of stop (${Date.now() - t0} ms)`);
+  } finally {
+    clearInterval(timer);
+    await g.stop();
+  }
+});
+
 test('a half-closed connection lingers while bytes still move, and is cut once nothing has moved for a while (ten linger times while greytap still holds bytes for it)', async () => {
   const dir = tmpDir();
   const pool = new CapturePool({ workers: 1, dataDir: dir, maxBody: 1 << 20, maxCaptureMemory: 1 << 24, maxConnCaptureMemory: 1 << 24, redactHeaders: [] });

@@ -506,11 +506,28 @@ test('handshake timeout: a silent client of either listener, and an origin that 
     // like any other, closed at the timeout (it had become a raw tunnel, held for ever).
     const partial = await connectTunnel(g2.httpProxy, 'silent.test:443');
     partial.on('error', () => {});
-    partial.write(Buffer.from([0x16, 0x03, 0x01, 0x02]));
+    partial.write(Buffer.from([0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03, 0x03])); // record and ClientHello headers
     const t5 = Date.now();
     const closed = await Promise.race([new Promise<boolean>((r) => partial.on('close', () => r(true))), new Promise<boolean>((r) => setTimeout(() => r(false), 15_000))]);
     assert.ok(closed, 'closed within 15 s');
     assert.ok(Date.now() - t5 >= 3500, `not before the peek and the timeout (${Date.now() - t5} ms)`);
+
+    // A byte 0x16 that begins no ClientHello (a client of another protocol) still gets a raw tunnel.
+    const echoed: Buffer[] = [];
+    const echo = net.createServer((s) => { s.on('error', () => {}); s.on('data', (d) => s.write(Buffer.concat([Buffer.from('ACK:'), d]))); });
+    const echoPort = await listen(echo);
+    const g4 = await startGreytap(['--handshake-timeout', '1s', '--map', `echo.test:7=127.0.0.1:${echoPort}`]);
+    try {
+      const e = await connectTunnel(g4.httpProxy, 'echo.test:7');
+      e.on('data', (d) => echoed.push(d));
+      e.on('error', () => {});
+      e.write(Buffer.from([0x16]));
+      await waitFor(() => Buffer.concat(echoed).equals(Buffer.from([0x41, 0x43, 0x4b, 0x3a, 0x16])) || undefined, 'the echo through a raw tunnel', 10_000);
+      e.destroy();
+    } finally {
+      await g4.stop();
+      echo.close();
+    }
     const active = async (gt: Greytap) => [...(await (await fetch(gt.api + '/metrics')).text()).matchAll(/^greytap_connections_active\{listener="(?:http|socks)"\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
     await waitFor(async () => (await active(g2)) === 0, 'every timed-out connection finished');
 

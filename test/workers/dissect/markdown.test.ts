@@ -77,5 +77,8 @@ test('captured text reaches the terminal without its control characters, and a n
   assert.ok(md.includes('**tool result** `` `x `` (c&lt;1>)'));
   assert.equal(md.split('<img').length, 2, 'the only tag is the one inside the code span');
   assert.match(md, /- model: m&lt;img src=x onerror=alert\(1\)>/);
+  // a blank line in a name would end the paragraph, code span and all
+  const md2 = conversationMarkdown({ ...c, turns: [{ role: 'assistant', blocks: [{ type: 'tool_call', callId: 'c', name: 'run\n\n<script>x</script>\n', arguments: {} }], source: ['04'] }] });
+  assert.ok(md2.includes('**tool call** `run  <script>x</script> ` (c)'), md2);
   assert.match(md, /\*\*error:\*\* boom &lt;b>/);
 });
