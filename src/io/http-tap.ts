@@ -254,17 +254,22 @@ export class HttpTap implements Tap {
    */
   private stopCapture(h: RequestHead): void {
     const detail = `${this.exchanges.length} requests awaiting responses hold this connection's capture memory: capture of the connection stopped`;
-    for (const ex of this.exchanges.splice(0)) {
-      ex.error ??= 'queue_full';
-      ex.errorDetail ??= detail;
-      captureDropped.inc({ reason: 'queue_full' });
-      this.submit(ex);
-    }
-    captureDropped.inc({ reason: 'queue_full' });
+    captureDropped.inc({ reason: 'queue_full' }, this.submitWaiting('queue_full', detail) + 1);
     this.o.pool.http({ ...this.emptyTask(), origin: this.origin(targetPath(h.target)), method: h.method, target: h.target, httpVersion: h.version, reqHeaders: h.headers,
       truncated: true, error: 'queue_full', errorDetail: detail }, this.o.conn.id);
     this.reqEx = this.respEx = undefined;
     this.mode = this.o.boundOrigin === undefined ? 'raw' : 'guard';
+  }
+
+  /** Submits every exchange still waiting, marked (unless it already says why) as cut off by `code`. Returns how many. */
+  private submitWaiting(code: ErrorCode, detail: string): number {
+    const waiting = this.exchanges.splice(0);
+    for (const ex of waiting) {
+      ex.error ??= code;
+      ex.errorDetail ??= detail;
+      this.submit(ex);
+    }
+    return waiting.length;
   }
 
   private closeBound(reason: BoundCloseReason): void {
@@ -317,11 +322,7 @@ export class HttpTap implements Tap {
     this.submit(ex, upgrade);
     // Requests pipelined behind it will get no HTTP response now (and the WebSocket tap never
     // submits exchanges): recorded here, so their capture memory is released too.
-    for (const other of this.exchanges.splice(0)) {
-      other.error ??= 'truncated_stream';
-      other.errorDetail ??= 'the connection switched to WebSocket before its response';
-      this.submit(other);
-    }
+    this.submitWaiting('truncated_stream', 'the connection switched to WebSocket before its response');
     this.ws = new WsConnectionTap({
       origin: { ...this.origin(ex.path), scheme: this.o.tls ? 'wss' : 'ws' },
       upgrade,
