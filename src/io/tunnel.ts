@@ -41,7 +41,8 @@ export async function openTunnel(ctx: ProxyContext, conn: ProxyConnection, clien
   replies.ok();
   const { first, timedOut } = await peek(client, upstream);
   if (!first) return raw(conn, client, upstream, []);
-  const kind = classifyFirstBytes(Buffer.concat(first));
+  const head = Buffer.concat(first);
+  const kind = classifyFirstBytes(head);
   if (kind.kind === 'http') {
     conn.record.mode = 'tap';
     unshiftAll(client, first);
@@ -51,7 +52,7 @@ export async function openTunnel(ctx: ProxyContext, conn: ProxyConnection, clien
   // not a protocol whose server speaks first: intercepted, its handshake finishes or fails within
   // --handshake-timeout like any other (a raw tunnel would have held it for ever). (Ended by the
   // client's FIN or the server speaking, or not plainly a ClientHello: raw, as anything else.)
-  const helloBegun = timedOut && kind.kind === 'need-more' && beginsClientHello(Buffer.concat(first));
+  const helloBegun = timedOut && kind.kind === 'need-more' && beginsClientHello(head);
   if (kind.kind === 'tls' || helloBegun) {
     const sni = kind.kind === 'tls' ? kind.sni : undefined;
     conn.record.sni = sni;
