@@ -102,7 +102,8 @@ export interface LmdbStore extends Store {
 
 /** Bodies bigger than this (UTF-16 units / serialized chars) go to `bodies`, keeping metadata pages dense. */
 export const BODY_APART_THRESHOLD = 4096;
-const BODY_FIELDS = ['body', 'bodyBase64', 'reqBody', 'reqBodyBase64', 'respBody', 'respBodyBase64', 'respEvents'] as const;
+/** A record's body fields, as stored apart from its metadata when big. */
+export const BODY_FIELDS = ['body', 'bodyBase64', 'reqBody', 'reqBodyBase64', 'respBody', 'respBodyBase64', 'respEvents'] as const;
 type BodyField = (typeof BODY_FIELDS)[number];
 const BODY_FIELD_SET: ReadonlySet<string> = new Set(BODY_FIELDS);
 /** Index values are clipped so a hostile Host header can never exceed LMDB's key size (4026 bytes at 8 KiB pages). */

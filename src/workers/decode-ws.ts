@@ -10,6 +10,7 @@ import type { MetricDeltas } from '../metrics.js';
 import { LAZY_FROM, assignBody, binaryFields, bodyFields, decodeText, toBase64, type BodyFields } from './body.js';
 import { SyncZlib } from './zlib-sync.js';
 import { DeflateWindow, allocateWindow } from './deflate-window.js';
+import { heldBytes } from './decoded-budget.js';
 
 const TAIL = Buffer.from([0x00, 0x00, 0xff, 0xff]);
 const LITTLE_ENDIAN = endianness() === 'LE';
@@ -185,9 +186,34 @@ function withTail(bytes: Uint8Array): Uint8Array {
   return inputSpace.subarray(0, n);
 }
 
+/** A run of a batch's records, from its message `first` on, and the decoded bytes they hold (decoded-budget.ts). */
+export interface WsBatchPart {
+  records: WsMessageRecord[];
+  first: number;
+  bytes: number;
+}
+
+/** The whole batch at once (tests, benches): its parts joined. */
 export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchOutcome {
-  const metrics: MetricDeltas = {};
+  const parts = decodeWsParts(task, nextId, () => false);
   const records: WsMessageRecord[] = [];
+  for (let r = parts.next(); ; r = parts.next()) {
+    records.push(...r.value.records);
+    if (r.done) return { records, desynced: r.value.desynced, metrics: r.value.metrics };
+  }
+}
+
+/**
+ * Decodes a batch a part at a time: a part ends after the record whose decoded bytes, with the
+ * part's before it, make `full(bytes)` true, so the caller can commit it (and let its memory go)
+ * before the rest is decoded. The last part comes as the return value, with the batch's outcome.
+ * The direction's state (window, inflater, desync) carries across parts.
+ */
+export function* decodeWsParts(task: WsBatchTask, nextId: () => string, full: (bytes: number) => boolean): Generator<WsBatchPart, WsBatchPart & Omit<WsBatchOutcome, 'records'>> {
+  const metrics: MetricDeltas = {};
+  let records: WsMessageRecord[] = [];
+  let first = 0;
+  let partBytes = 0;
   const deflate = task.deflate;
   const takeover = !!deflate?.contextTakeover;
   // The dictionary is the sender's agreed window, shared with the lane (a task built without one,
@@ -197,137 +223,152 @@ export function decodeWsBatch(task: WsBatchTask, nextId: () => string): WsBatchO
   const cap = inflateCap(task.maxBody);
   const laneKey = `${task.origin.conn}:${task.direction}`;
   let z: SyncZlib | null = null; // this batch's persistent inflater (context takeover only)
+  let kept = false;
 
-  for (const m of task.messages) {
-    const name = OPCODES[m.opcode] ?? 'binary'; // reserved opcodes only reach here with error bad_frame
-    const control = m.opcode >= 8;
-    const compressed = !control && m.rsv1 && !!deflate;
-    const rec: WsMessageRecord = {
-      id: nextId(),
-      ts: m.ts,
-      kind: control ? 'WS_CTRL' : task.direction === 'client' ? 'WS_REQ' : 'WS_RESP',
-      conn: task.origin.conn,
-      host: task.origin.host,
-      port: task.origin.port,
-      scheme: task.origin.scheme,
-      path: task.origin.path,
-      upgrade: task.upgrade,
-      seq: m.seq,
-      direction: task.direction,
-      opcode: name,
-      compressed,
-      frames: m.frames,
-      wireBytes: m.wireBytes,
-      size: m.payloadBytes,
-      truncated: false,
-    };
-    if (m.error) rec.error = m.error;
-    if (m.errorDetail) rec.errorDetail = m.errorDetail;
+  try {
+    for (let i = 0; i < task.messages.length; i++) {
+      const m = task.messages[i];
+      const name = OPCODES[m.opcode] ?? 'binary'; // reserved opcodes only reach here with error bad_frame
+      const control = m.opcode >= 8;
+      const compressed = !control && m.rsv1 && !!deflate;
+      const rec: WsMessageRecord = {
+        id: nextId(),
+        ts: m.ts,
+        kind: control ? 'WS_CTRL' : task.direction === 'client' ? 'WS_REQ' : 'WS_RESP',
+        conn: task.origin.conn,
+        host: task.origin.host,
+        port: task.origin.port,
+        scheme: task.origin.scheme,
+        path: task.origin.path,
+        upgrade: task.upgrade,
+        seq: m.seq,
+        direction: task.direction,
+        opcode: name,
+        compressed,
+        frames: m.frames,
+        wireBytes: m.wireBytes,
+        size: m.payloadBytes,
+        truncated: false,
+      };
+      if (m.error) rec.error = m.error;
+      if (m.errorDetail) rec.errorDetail = m.errorDetail;
 
-    const offset = m.payloadOffset ?? 0;
-    const copied = m.payload ? Math.max(0, Math.min(m.copiedBytes, m.payload.byteLength - offset)) : 0;
-    const bytes = m.payload ? new Uint8Array(m.payload, offset, copied) : new Uint8Array(0);
-    // A slab region is borrowed for this task only: what a record keeps of it must be a copy.
-    const borrowed = m.payload instanceof SharedArrayBuffer;
-    unmask(bytes, m.masks, copied);
-    const lost = LOST.has(m.error) || (!m.payload && m.payloadBytes > 0) || copied < m.payloadBytes || m.cut === true;
+      const offset = m.payloadOffset ?? 0;
+      const copied = m.payload ? Math.max(0, Math.min(m.copiedBytes, m.payload.byteLength - offset)) : 0;
+      const bytes = m.payload ? new Uint8Array(m.payload, offset, copied) : new Uint8Array(0);
+      // A slab region is borrowed for this task only: what a record keeps of it must be a copy.
+      const borrowed = m.payload instanceof SharedArrayBuffer;
+      unmask(bytes, m.masks, copied);
+      const lost = LOST.has(m.error) || (!m.payload && m.payloadBytes > 0) || copied < m.payloadBytes || m.cut === true;
 
-    let plain: Uint8Array | null = null;
-    if (lost) {
-      // Not all payload bytes are here. RFC 7692 §6: only compressed messages pass through the
-      // sender's LZ77 window, so losing an UNcompressed message leaves the window intact; losing a
-      // compressed one on a context-takeover direction breaks every later compressed message.
-      if (compressed && takeover) {
-        desynced = true;
-        window = null;
-      }
-      // a message cut by the connection's end is incomplete even when every byte seen was copied
-      rec.truncated = copied < m.payloadBytes || m.error === 'truncated_stream' || m.cut === true;
-    } else if (compressed && desynced) {
-      rec.error ??= 'desynced';
-    } else if (compressed) {
-      const input = withTail(bytes);
-      try {
-        // RFC 7692 §7.2.2: append 00 00 ff ff and raw-inflate. The carried window is the dictionary
-        // (exact: the sender's LZ77 window holds exactly this direction's earlier compressed
-        // plaintext). windowBits 15 is always safe: a smaller agreed window only limits how far back
-        // the sender refers, which a larger inflate window covers.
-        if (window) z ??= claimInflater(laneKey, window, cap);
-        let r = inflateMessage(z, input, window, cap);
-        if (!r) {
-          // The previous message's final block was an empty stored block whose length fields are
-          // the tail, so its stream's end showed only now; its plaintext is in the window already.
-          z!.close();
-          z = openInflater(window!, cap);
-          r = inflateMessage(z, input, window, cap)!;
-        }
-        plain = r.plain;
-        if (r.ended) {
-          // The window carries over the stream's end (the next message, a new stream, may refer
-          // back into this one's plaintext): the next message starts from it. A lent `plain`
-          // stays valid: nothing writes to this inflater's scratch space again.
-          z?.close();
-          z = null;
-        }
-      } catch (e) {
-        z?.close(); // its state is unknown after a failure
-        z = null;
-        const err = e as NodeJS.ErrnoException;
-        const tooBig = err.code === 'ERR_BUFFER_TOO_LARGE' || err instanceof RangeError;
-        rec.error ??= tooBig ? 'too_large' : 'inflate_failed';
-        rec.errorDetail ??= tooBig ? `inflated size over ${cap} bytes` : err.message;
-        rec.truncated = tooBig;
-        if (!tooBig) metrics.decodeErrors = inc(metrics.decodeErrors, 'inflate_failed');
-        // Over the inflate bound the message's start is still known: stored decoded and cut at
-        // --max-body, as an HTTP body past it is (not the compressed bytes). Its size is unknown;
-        // `size` says how far decoding went.
-        else plain = (e as { partial?: Buffer }).partial ?? null;
-        if (takeover) {
+      let plain: Uint8Array | null = null;
+      if (lost) {
+        // Not all payload bytes are here. RFC 7692 §6: only compressed messages pass through the
+        // sender's LZ77 window, so losing an UNcompressed message leaves the window intact; losing a
+        // compressed one on a context-takeover direction breaks every later compressed message.
+        if (compressed && takeover) {
           desynced = true;
           window = null;
         }
+        // a message cut by the connection's end is incomplete even when every byte seen was copied
+        rec.truncated = copied < m.payloadBytes || m.error === 'truncated_stream' || m.cut === true;
+      } else if (compressed && desynced) {
+        rec.error ??= 'desynced';
+      } else if (compressed) {
+        const input = withTail(bytes);
+        try {
+          // RFC 7692 §7.2.2: append 00 00 ff ff and raw-inflate. The carried window is the dictionary
+          // (exact: the sender's LZ77 window holds exactly this direction's earlier compressed
+          // plaintext). windowBits 15 is always safe: a smaller agreed window only limits how far back
+          // the sender refers, which a larger inflate window covers.
+          if (window) z ??= claimInflater(laneKey, window, cap);
+          let r = inflateMessage(z, input, window, cap);
+          if (!r) {
+            // The previous message's final block was an empty stored block whose length fields are
+            // the tail, so its stream's end showed only now; its plaintext is in the window already.
+            z!.close();
+            z = openInflater(window!, cap);
+            r = inflateMessage(z, input, window, cap)!;
+          }
+          plain = r.plain;
+          if (r.ended) {
+            // The window carries over the stream's end (the next message, a new stream, may refer
+            // back into this one's plaintext): the next message starts from it. A lent `plain`
+            // stays valid: nothing writes to this inflater's scratch space again.
+            z?.close();
+            z = null;
+          }
+        } catch (e) {
+          z?.close(); // its state is unknown after a failure
+          z = null;
+          const err = e as NodeJS.ErrnoException;
+          const tooBig = err.code === 'ERR_BUFFER_TOO_LARGE' || err instanceof RangeError;
+          rec.error ??= tooBig ? 'too_large' : 'inflate_failed';
+          rec.errorDetail ??= tooBig ? `inflated size over ${cap} bytes` : err.message;
+          rec.truncated = tooBig;
+          if (!tooBig) metrics.decodeErrors = inc(metrics.decodeErrors, 'inflate_failed');
+          // Over the inflate bound the message's start is still known: stored decoded and cut at
+          // --max-body, as an HTTP body past it is (not the compressed bytes). Its size is unknown;
+          // `size` says how far decoding went.
+          else plain = (e as { partial?: Buffer }).partial ?? null;
+          if (takeover) {
+            desynced = true;
+            window = null;
+          }
+        }
+        if (plain && window) window.push(plain);
+      } else {
+        plain = borrowed ? bytes.slice() : bytes; // uncompressed: never enters the LZ77 window (RFC 7692 §6)
       }
-      if (plain && window) window.push(plain);
-    } else {
-      plain = borrowed ? bytes.slice() : bytes; // uncompressed: never enters the LZ77 window (RFC 7692 §6)
-    }
 
-    if (plain) {
-      rec.size = plain.length;
-      if (m.opcode === 8) decodeClose(rec, plain, metrics);
-      else {
-        const b = messageBody(m.opcode, plain, task.maxBody);
-        assignBody(rec, 'body', 'bodyBase64', b);
-        rec.truncated = b.truncated;
-        if (b.truncated) rec.error ??= 'too_large';
-        if (m.opcode === 1 && b.invalidUtf8 && !b.truncated) {
-          // RFC 6455 §8.1: a text message must be valid UTF-8. (A cut at --max-body can split a
-          // character, so truncated text is not judged.)
-          rec.error ??= 'invalid_utf8';
-          metrics.decodeErrors = inc(metrics.decodeErrors, 'invalid_utf8');
+      if (plain) {
+        rec.size = plain.length;
+        if (m.opcode === 8) decodeClose(rec, plain, metrics);
+        else {
+          const b = messageBody(m.opcode, plain, task.maxBody);
+          assignBody(rec, 'body', 'bodyBase64', b);
+          rec.truncated = b.truncated;
+          if (b.truncated) rec.error ??= 'too_large';
+          if (m.opcode === 1 && b.invalidUtf8 && !b.truncated) {
+            // RFC 6455 §8.1: a text message must be valid UTF-8. (A cut at --max-body can split a
+            // character, so truncated text is not judged.)
+            rec.error ??= 'invalid_utf8';
+            metrics.decodeErrors = inc(metrics.decodeErrors, 'invalid_utf8');
+          }
+        }
+      } else if (copied > 0) {
+        // Stored raw: what was captured, unmasked; compressed bytes stay compressed.
+        if (compressed) rec.bodyBase64 = toBase64(bytes);
+        else {
+          // A cut copy (--max-body, the stream's end) may stop inside a character: text stays text,
+          // cut before it, as a decoded message over maxBody is.
+          const b = messageBody(m.opcode, borrowed ? bytes.slice() : bytes, task.maxBody, rec.truncated);
+          assignBody(rec, 'body', 'bodyBase64', b);
+          rec.truncated ||= b.truncated;
         }
       }
-    } else if (copied > 0) {
-      // Stored raw: what was captured, unmasked; compressed bytes stay compressed.
-      if (compressed) rec.bodyBase64 = toBase64(bytes);
-      else {
-        // A cut copy (--max-body, the stream's end) may stop inside a character: text stays text,
-        // cut before it, as a decoded message over maxBody is.
-        const b = messageBody(m.opcode, borrowed ? bytes.slice() : bytes, task.maxBody, rec.truncated);
-        assignBody(rec, 'body', 'bodyBase64', b);
-        rec.truncated ||= b.truncated;
+
+      // Whoever sets an error counts it: capture-time errors (queue_full, too_large while copying,
+      // bad_frame, truncated_stream, worker_error) were counted on the main thread.
+      if (rec.error && rec.error !== m.error && DROP_REASONS.has(rec.error)) metrics.dropped = inc(metrics.dropped, rec.error);
+      records.push(rec);
+      partBytes += heldBytes(rec);
+      if (i + 1 < task.messages.length && full(partBytes)) {
+        yield { records, first, bytes: partBytes };
+        records = [];
+        first = i + 1;
+        partBytes = 0;
       }
     }
-
-    // Whoever sets an error counts it: capture-time errors (queue_full, too_large while copying,
-    // bad_frame, truncated_stream, worker_error) were counted on the main thread.
-    if (rec.error && rec.error !== m.error && DROP_REASONS.has(rec.error)) metrics.dropped = inc(metrics.dropped, rec.error);
-    records.push(rec);
+    if (z && window && !desynced) {
+      keepInflater(laneKey, z, window);
+      kept = true;
+    }
+  } finally {
+    // (also when the caller stops early: an inflater left open holds zlib's memory)
+    if (!kept) z?.close();
   }
-
-  if (z && window && !desynced) keepInflater(laneKey, z, window);
-  else z?.close();
-  return { records, desynced, metrics };
+  return { records, first, bytes: partBytes, desynced, metrics };
 }
 
 /**

@@ -7,7 +7,8 @@ import { Piscina } from 'piscina';
 import { openStore } from '../store/lmdb.js';
 import { redactPath } from '../store/redact.js';
 import { adoptIdBuffer, nextId } from '../store/ids.js';
-import { decodeWsBatch } from './decode-ws.js';
+import { decodeWsParts } from './decode-ws.js';
+import { decodeTurn, decodedFull, heldBytes, hold, release } from './decoded-budget.js';
 import { RECYCLE_MIN } from '../io/capture-buffer.js';
 import { httpRecord } from './decode-http.js';
 import { assembleRecords, connectionEnded, finishTrailingAssemblies, setDissectRules } from './assemble.js';
@@ -123,6 +124,18 @@ async function commit(records: TransactionRecord[], lastByteAt: number[], metric
   return records.map((r) => r.id);
 }
 
+/** Decodes at this caller's turn (decoded-budget.ts) and holds what came out; the turn passes on also when decoding throws. */
+function decodeHeld<T>(decode: () => T, bytesOf: (out: T) => number): T {
+  let bytes = 0;
+  try {
+    const out = decode();
+    bytes = bytesOf(out);
+    return out;
+  } finally {
+    hold(bytes);
+  }
+}
+
 async function runOne(task: CaptureTask): Promise<TaskOutput> {
   const t0 = performance.now();
   const metrics: MetricDeltas = {};
@@ -131,22 +144,50 @@ async function runOne(task: CaptureTask): Promise<TaskOutput> {
     for (const o of outs) add(metrics, o.metrics);
     return { ids: outs.flatMap((o) => o.ids), metrics, recycle: outs.flatMap((o) => o.recycle ?? []), seconds: (performance.now() - t0) / 1000 };
   }
+  // Decoding waits while this worker holds too much decoded output awaiting commit (decoded-budget.ts);
+  // a connection record waits its turn too, so a lane's items stay in order.
+  const turn = decodeTurn();
+  if (turn) await turn;
   if (task.type === 'ws') {
     task.origin.path = redactPath(task.origin.path, wd.redactHeaders); // every record of the batch carries it
-    const out = decodeWsBatch(task, nextId);
-    add(metrics, out.metrics);
-    const ids = await commit(out.records, task.messages.map((m) => m.lastByteAt), metrics);
-    return { ids, desynced: out.desynced, metrics, seconds: (performance.now() - t0) / 1000 };
+    const parts = decodeWsParts(task, nextId, decodedFull);
+    const ids: string[] = [];
+    try {
+      for (;;) {
+        const r = decodeHeld(() => parts.next(), (p) => p.value.bytes);
+        const { records, first, bytes } = r.value;
+        try {
+          ids.push(...(await commit(records, task.messages.slice(first, first + records.length).map((m) => m.lastByteAt), metrics)));
+        } finally {
+          release(bytes);
+        }
+        if (r.done) {
+          add(metrics, r.value.metrics);
+          return { ids, desynced: r.value.desynced, metrics, seconds: (performance.now() - t0) / 1000 };
+        }
+        const next = decodeTurn();
+        if (next) await next;
+      }
+    } finally {
+      parts.return(undefined as never);
+    }
   }
   if (task.type === 'http') {
-    const { record, metrics: m } = httpRecord(task, task.id ?? nextId(), wd.redactHeaders);
+    const { record, metrics: m } = decodeHeld(() => httpRecord(task, task.id ?? nextId(), wd.redactHeaders), (o) => heldBytes(o.record));
     add(metrics, m);
-    const ids = await commit([record], [task.lastByteAt], metrics);
+    const bytes = heldBytes(record);
+    let ids: string[];
+    try {
+      ids = await commit([record], [task.lastByteAt], metrics);
+    } finally {
+      release(bytes);
+    }
     // Committed and assembled: nothing refers to the captured bytes any more (the record's body
     // fields are views of them, and the record is dropped here).
     const recycle = [task.reqBody, task.respBody].flatMap((b) => (b && b.buffer.byteLength >= RECYCLE_MIN ? [b.buffer as ArrayBuffer] : []));
     return { ids, metrics, recycle, seconds: (performance.now() - t0) / 1000 } satisfies TaskOutput;
   }
+  hold(0); // (its turn passes on: a connection record holds nothing decoded)
   try {
     await theStore().putConnection(task.record);
     // written on open and again on close: count the record once

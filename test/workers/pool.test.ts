@@ -6,7 +6,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import zlib from 'node:zlib';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes, randomInt } from 'node:crypto';
@@ -683,4 +683,58 @@ test('close() while a worker is inside a write transaction after its tasks settl
   // (On failure this process cannot exit either: Node waits for the stuck worker thread.)
   assert.equal(outcome, 'closed', 'close() did not resolve: a worker never exited');
   assert.ok(performance.now() - t0 < 5_000);
+});
+
+test('decoded output past the worker\'s bound waits for earlier records to commit: a batch commits in parts, every record whole and in order', async () => {
+  // Compression multiplies what the capture budget counts (wire bytes): here ~40 KiB of wire
+  // decode to 12 MiB. The worker may hold 1 MiB of decoded bodies (64 MiB in serve) awaiting commit.
+  const real = new URL('../../src/workers/worker.js', import.meta.url).href;
+  const budget = new URL('../../src/workers/decoded-budget.js', import.meta.url).href;
+  const dir0 = mkdtempSync(join(tmpdir(), 'greytap-budget-'));
+  dirs.push(dir0);
+  const file = join(dir0, 'budget-worker.mjs');
+  const peakFile = join(dir0, 'peak');
+  writeFileSync(file, `import run from ${JSON.stringify(real)};
+import { budgetState, setDecodedHeldMax } from ${JSON.stringify(budget)};
+import { writeFileSync } from 'node:fs';
+setDecodedHeldMax(1 << 20);
+export default async function (task) {
+  try { return await run(task); } finally { writeFileSync(${JSON.stringify(peakFile)}, JSON.stringify(budgetState())); }
+}
+`);
+  const { pool, dir } = newPool({ workers: 1, workerFile: file, maxBody: 2 << 20 });
+  const compress = compressor();
+  const ws = pool.wsStream(origin('conn-bomb-ws'), 'u', 'server', { contextTakeover: true, windowBits: 15 }, 'conn-bomb-ws');
+  const plains = Array.from({ length: 24 }, (_, i) => Buffer.from(`{"i":${i},"pad":"${'z'.repeat(256 << 10)}"}`));
+  const wire: Buffer[] = [];
+  for (const p of plains) wire.push(await compress(p));
+  const gz = zlib.gzipSync(Buffer.alloc(1 << 20, 'y'));
+  const now = Date.now();
+  // one turn: the WebSocket batch and six connections' gzip responses go as one multi task
+  wire.forEach((w, i) => ws.push(message(i, w, true)));
+  const conns = Array.from({ length: 6 }, (_, c) => `conn-bomb-http-${c}`);
+  for (const conn of conns) {
+    pool.http({ ...exchange(conn, 0), respHeaders: [['Content-Encoding', 'gzip']], respBody: new Uint8Array(gz), respBytes: gz.length + 60, respBodyBytes: gz.length, startTs: now }, conn);
+  }
+  await pool.drain();
+  const state = JSON.parse(readFileSync(peakFile, 'utf8')) as { held: number; peak: number; waiting: number };
+  assert.deepEqual([state.held, state.waiting], [0, 0], 'all given back');
+  // the bound plus one record (a gzip response, 1 MiB decoded)
+  assert.ok(state.peak > 0 && state.peak <= (2 << 20) + (64 << 10), `peak held ${state.peak}`);
+  const recs = records(dir, 'conn-bomb-ws', 'server');
+  assert.deepEqual(recs.map((r) => [r.seq, r.error ?? null]), plains.map((_, i) => [i, null]));
+  recs.forEach((r, i) => assert.deepEqual(text(r), plains[i], `message ${i}`));
+  const ids = recs.map((r) => r.id);
+  assert.deepEqual([...ids].sort(), ids, 'ids in wire order across the parts');
+  const store = openStore(dir, { readOnly: true });
+  try {
+    for (const conn of conns) {
+      const [t] = store.listTransactions({ conn, limit: 10 }).items;
+      const full = t && store.getTransaction(t.id);
+      assert.ok(full && full.kind === 'HTTP' && full.respBodySize === 1 << 20 && full.respBody === 'y'.repeat(1 << 20), conn);
+    }
+  } finally {
+    await store.close();
+  }
+  await pool.close();
 });
