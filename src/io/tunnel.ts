@@ -39,14 +39,15 @@ export async function openTunnel(ctx: ProxyContext, conn: ProxyConnection, clien
   }
   if (client.destroyed) { upstream.destroy(); conn.finish('client_gone'); return; }
   replies.ok();
-  const { first, timedOut } = await peek(client, upstream);
-  if (!first) return raw(conn, client, upstream, []);
+  const { first, held, timedOut } = await peek(client, upstream);
+  if (!first) return raw(conn, client, upstream, held);
   const head = Buffer.concat(first);
   const kind = classifyFirstBytes(head);
   if (kind.kind === 'http') {
     conn.record.mode = 'tap';
-    unshiftAll(client, first);
-    return pipeConnection(conn, client, upstream, new HttpTap({ conn, tls: false, host, port, pool: ctx.pool, maxBody: ctx.cfg.maxBody }));
+    // Handed over, not unshifted: a client that sent its FIN behind them has ended, and a stream
+    // refuses an unshift after its end (the request was lost).
+    return pipeConnection(conn, client, upstream, new HttpTap({ conn, tls: false, host, port, pool: ctx.pool, maxBody: ctx.cfg.maxBody }), { clientHead: first });
   }
   // A ClientHello begun and not finished when the peek timed out is a slow or stalled client's,
   // not a protocol whose server speaks first: intercepted, its handshake finishes or fails within
@@ -80,10 +81,10 @@ function unshiftAll(s: net.Socket, chunks: Buffer[]): void {
 
 /**
  * Reads the client's first bytes until they can be classified. Resolves with them (not yet
- * forwarded), or null when the server spoke first / the client stayed silent (then: raw tunnel);
- * `timedOut`: it ended by PEEK_TIMEOUT_MS.
+ * forwarded), or null when the server spoke first / the client stayed silent (then: raw tunnel,
+ * forwarding first what was `held`); `timedOut`: it ended by PEEK_TIMEOUT_MS.
  */
-function peek(client: net.Socket, upstream: net.Socket): Promise<{ first: Buffer[] | null; timedOut: boolean }> {
+function peek(client: net.Socket, upstream: net.Socket): Promise<{ first: Buffer[] | null; held: Buffer[]; timedOut: boolean }> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -94,8 +95,7 @@ function peek(client: net.Socket, upstream: net.Socket): Promise<{ first: Buffer
       client.off('end', onEnd);
       clearTimeout(timer);
       client.pause();
-      if (v === null) unshiftAll(client, chunks);
-      resolve({ first: v, timedOut });
+      resolve({ first: v, held: chunks, timedOut });
     };
     const onData = (c: Buffer) => {
       chunks.push(c);

@@ -155,3 +155,37 @@ test('a half-closed connection lingers while bytes still move, and is cut once n
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a proxy request, an HTTP request and the client\'s FIN in one write (SOCKS5 and CONNECT): the request reaches the origin and the answer the client', async () => {
+  // netcat-style clients half-close once they have sent: the FIN came while greytap peeked at the
+  // first bytes, and the peeked request was lost (handed back to a socket that had already ended).
+  const seen: string[] = [];
+  const originPort = await listen((s) => {
+    s.once('data', (d) => {
+      const line = d.toString('latin1').split('\r\n')[0];
+      seen.push(line);
+      s.end(`HTTP/1.1 200 OK\r\ncontent-length: ${line.length}\r\nconnection: close\r\n\r\n${line}`);
+    });
+  }, { allowHalfOpen: true });
+  const g = await startGreytap(['--map', `fin.test:80=127.0.0.1:${originPort}`]);
+  try {
+    const socksHello = Buffer.concat([Buffer.from([5, 1, 0, 5, 1, 0, 3, 8]), Buffer.from('fin.test'), Buffer.from([0, 80])]);
+    for (let i = 0; i < 6; i++) {
+      const viaSocks = i % 2 === 0;
+      const [host, port] = (viaSocks ? g.socks : g.httpProxy).split(':');
+      const c = net.connect(Number(port), host);
+      const got: Buffer[] = [];
+      c.on('data', (d) => got.push(d));
+      const ended = new Promise<void>((r) => { c.once('end', r); c.once('error', () => r()); });
+      const request = Buffer.from(`GET /fin-${i} HTTP/1.1\r\nHost: fin.test\r\n\r\n`);
+      c.end(Buffer.concat([viaSocks ? socksHello : Buffer.from('CONNECT fin.test:80 HTTP/1.1\r\n\r\n'), request]));
+      await ended;
+      const text = Buffer.concat(got).toString('latin1');
+      assert.ok(text.endsWith(`GET /fin-${i} HTTP/1.1`), `${viaSocks ? 'SOCKS5' : 'CONNECT'} #${i}: the client got ${JSON.stringify(text.slice(-200))}`);
+    }
+    assert.deepEqual(seen, Array.from({ length: 6 }, (_, i) => `GET /fin-${i} HTTP/1.1`));
+    await g.drain();
+  } finally {
+    await g.stop();
+  }
+});
