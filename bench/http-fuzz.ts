@@ -344,6 +344,8 @@ export interface TapRun {
   tasks: HttpCaptureTask[];
   records: HttpTransaction[];
   closed?: BoundCloseReason;
+  /** a bound connection's client bytes its gate let through to the origin, in order */
+  forwarded?: Buffer;
 }
 
 /** The pieces through a real HttpTap (a pool that keeps its tasks), then its tasks through httpRecord. */
@@ -354,11 +356,15 @@ export function runTap(pieces: Piece[], bound: boolean): TapRun {
   const run: TapRun = { tasks, records: [] };
   const tap = new HttpTap({ conn, tls: false, host: 'origin.test', port: 80, pool, maxBody: MAX_BODY,
     ...(bound ? { boundOrigin: BOUND, closeBound: (reason: BoundCloseReason) => { run.closed ??= reason; } } : {}) });
+  const forwarded: Buffer[] = [];
   for (const [side, b] of pieces) {
     if (run.closed) break; // the proxy closes both sides
-    if (side === 'client') tap.fromClient(b);
-    else tap.fromServer(b);
+    if (side === 'client') {
+      if (tap.gateUp) forwarded.push(...tap.gateUp(b));
+      else tap.fromClient(b);
+    } else tap.fromServer(b);
   }
+  if (bound) run.forwarded = Buffer.concat(forwarded);
   tap.close();
   run.records = tasks.map((t, i) => httpRecord(t, `r${i}`, []).record);
   return run;
@@ -540,6 +546,7 @@ function outcome(problems: string[], exchanges: number, diffs: FramingDiff[]): O
 
 function checkValid(c: Case, run: TapRun, problems: string[]): void {
   if (run.closed) problems.push(`bound connection closed: ${run.closed}`);
+  if (run.forwarded && !run.forwarded.equals(c.req)) problems.push(`the gate let ${run.forwarded.length} of ${c.req.length} request bytes through, or others`);
   if (run.records.length !== c.exchanges.length) problems.push(`${run.records.length} records for ${c.exchanges.length} exchanges`);
   c.exchanges.forEach((e, i) => {
     const rec = run.records[i];
@@ -674,6 +681,9 @@ export function fuzzOne(seed: number, mode: Mode): Outcome {
     const run = runTap(schedule(r, s.req, s.resp, [s.req.length], [0]), true);
     const smuggled = ll.messages.find((m) => { const o = originOf(m.start); return o !== undefined && o !== BOUND; });
     if (smuggled && !run.closed) problems.push(`request ${s.what}: llhttp reads ${JSON.stringify(smuggled.start)} but the bound connection stays open`);
+    // ...and none of its bytes may have gone to the bound origin before that
+    if (smuggled && run.forwarded?.includes(smuggled.start)) problems.push(`request ${s.what}: the gate let ${JSON.stringify(smuggled.start)} through`);
+    if (run.forwarded && !s.req.subarray(0, run.forwarded.length).equals(run.forwarded)) problems.push(`request ${s.what}: the gate's bytes are not a prefix of the client's`);
     return outcome(problems.map((p) => `${s.what}: ${p}`), ll.messages.length, [dq, dp]);
   }
   const c = generate(r, { big: r.chance(0.2), bound });
@@ -697,6 +707,7 @@ export function fuzzOne(seed: number, mode: Mode): Outcome {
   const ms = performance.now() - t0;
   if (ms > 5000) problems.push(`took ${Math.round(ms)} ms`);
   checkDamaged(c, d, run, problems);
+  if (run.forwarded && !d.req.subarray(0, run.forwarded.length).equals(run.forwarded)) problems.push('the gate\'s bytes are not a prefix of the client\'s');
   // a parser that stopped on the damage leaves an error on some record
   const tq = tapFrame('request', d.req, []);
   const tp = tapFrame('response', d.resp, methods);

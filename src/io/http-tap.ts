@@ -4,9 +4,10 @@
 // (another protocol is relayed raw); on malformed HTTP it stops watching (the bytes keep flowing
 // raw) and records the error — except on a plain-HTTP proxy connection bound to one origin, where
 // checking each request's origin is not capture but what keeps another origin's request from being
-// answered by the bound one: there request heads stay watched after a response fails to parse, and
-// request bytes that cannot be checked before the origin could answer them close the connection,
-// as does a 101 to anything but WebSocket.
+// answered by the bound one: there the client's bytes pass through the tap before they are
+// forwarded (gateUp), so no byte of a request head goes before the head is checked; request heads
+// stay watched after a response fails to parse; and request bytes that cannot be checked close the
+// connection, as does a 101 to anything but WebSocket.
 import { Http1Parser, headerValues, type RequestHead, type ResponseHead } from './http1.js';
 import { absoluteHttpOrigin } from './authority.js';
 import { CaptureBuffer, type MemoryBudget } from './capture-buffer.js';
@@ -104,8 +105,18 @@ export class HttpTap implements Tap {
   private requestFailed = false;
   private broken?: { code: ErrorCode; detail: string };
   private readonly budget: MemoryBudget;
+  /**
+   * Bound connections only: what of a client chunk may go to the origin now (see gate). Absent
+   * otherwise, so the pipe forwards first and shows the tap after, as for any capture.
+   */
+  readonly gateUp?: (chunk: Buffer) => Buffer[];
+  /** the bytes of a request head not yet whole, held back by the gate (≤ a head: 64 KiB) */
+  private unchecked: Buffer[] = [];
+  /** set while the gate's chunk closes the connection: where its bytes stop going (-1: none of them, nor the held ones) */
+  private cutAt?: number;
 
   constructor(private readonly o: HttpTapOptions) {
+    if (o.boundOrigin !== undefined) this.gateUp = (chunk) => this.gate(chunk);
     const connId = o.conn.id;
     this.budget = { reserve: (n) => o.pool.reserve(connId, n), release: (n) => o.pool.release(connId, n) };
     this.reqParser = new Http1Parser('request', {
@@ -150,8 +161,42 @@ export class HttpTap implements Tap {
       // Bytes behind an Upgrade request are parsed only once the origin's answer to it has been
       // passed to the client, with whatever the origin answered after it: too late to check them.
       // (A WebSocket client sends nothing before the 101, RFC 6455 §4.1.)
-      if (this.o.boundOrigin !== undefined && (this.mode as Mode) !== 'raw' && this.reqParser.heldBytes > 0) this.closeBound('unchecked_request');
+      if (this.o.boundOrigin !== undefined && (this.mode as Mode) !== 'raw' && this.reqParser.heldBytes > 0) {
+        this.cutAt ??= chunk.length - this.reqParser.heldBytes;
+        this.closeBound('unchecked_request');
+      }
     } else if (this.mode === 'ws') this.ws!.fromClient(chunk);
+  }
+
+  /**
+   * A bound connection's client bytes, parsed before they go: returns what may be forwarded now, in
+   * order. A request for another origin must not reach the bound one (it carries that origin's
+   * cookies and body), so a head goes only once it is whole and names the bound origin: the bytes
+   * of a head split across reads wait here; on a foreign or unparsable request the connection is
+   * closed and only the bytes before that request go.
+   */
+  private gate(chunk: Buffer): Buffer[] {
+    const held = this.unchecked;
+    this.cutAt = undefined;
+    this.fromClient(chunk);
+    const cut = this.cutAt as number | undefined;
+    if (cut !== undefined) {
+      this.unchecked = [];
+      if (cut < 0) return [];
+      return [...held, chunk.subarray(0, cut)];
+    }
+    if ((this.mode === 'http' || this.mode === 'guard') && this.reqParser.inHead) {
+      const start = this.reqParser.headStart;
+      if (start < 0) { // the same head goes on
+        held.push(chunk);
+        return [];
+      }
+      this.unchecked = [chunk.subarray(start)];
+      return start > 0 ? [...held, chunk.subarray(0, start)] : held;
+    }
+    if (held.length === 0) return [chunk];
+    this.unchecked = [];
+    return [...held, chunk];
   }
 
   fromServer(chunk: Buffer): void {
@@ -198,8 +243,9 @@ export class HttpTap implements Tap {
     httpTransactions.inc();
     const foreign = this.foreignTarget(h);
     if (foreign !== undefined) {
-      // Its bytes may already be on their way to the bound origin (forwarding does not wait for
-      // parsing), so the only safe answer is to close before that origin's reply reaches the client.
+      // None of its bytes has gone (the gate), and none will: the connection is closed, and the
+      // client retries on a new one.
+      this.cutAt ??= this.reqParser.headStart;
       decodeErrors.inc({ kind: 'bad_http' });
       this.o.pool.http({ ...this.emptyTask(), method: h.method, target: h.target, httpVersion: h.version, reqHeaders: h.headers,
         error: 'bad_http', errorDetail: `request for ${foreign} on a proxy connection bound to ${this.o.boundOrigin}: connection closed` }, this.o.conn.id);
@@ -344,7 +390,11 @@ export class HttpTap implements Tap {
    */
   private fail(side: 'request' | 'response', ex: Exchange | undefined, detail: string): void {
     if (this.mode === 'raw') return; // everything is submitted already
-    if (this.mode === 'guard') return this.closing ? void (this.mode = 'raw') : this.closeBound('unchecked_request'); // only requests are parsed now
+    if (this.mode === 'guard') {
+      if (this.closing) return void (this.mode = 'raw');
+      this.cutAt ??= this.reqParser.headStart;
+      return this.closeBound('unchecked_request'); // only requests are parsed now
+    }
     // the parser reports a message cut by the close as bad_http with a "truncated…" detail
     const code: ErrorCode = detail.startsWith('truncated') ? 'truncated_stream' : 'bad_http';
     decodeErrors.inc({ kind: code });
@@ -368,7 +418,10 @@ export class HttpTap implements Tap {
     this.reqEx = this.respEx = undefined;
     if (this.o.boundOrigin === undefined || this.closing) this.mode = 'raw';
     else if (side === 'response') this.mode = 'guard';
-    else this.closeBound('unchecked_request');
+    else {
+      this.cutAt ??= this.reqParser.headStart; // (a head that failed: none of it goes)
+      this.closeBound('unchecked_request');
+    }
   }
 
   /** Submits finished exchanges from the front, keeping wire order. */

@@ -119,6 +119,7 @@ export class Http1Parser {
   private held: Buffer[] = [];
   private heldLen = 0;
   private heldOverflow = false;
+  private headFrom = -1;
 
   constructor(
     private readonly side: 'request' | 'response',
@@ -137,11 +138,26 @@ export class Http1Parser {
     return this.heldLen;
   }
 
+  /**
+   * Where the head being read (or just read) began in the chunk being pushed; -1 when it began in
+   * an earlier push (its bytes so far are kept here). For a gate that forwards no byte of a head
+   * before it is checked.
+   */
+  get headStart(): number {
+    return this.headFrom;
+  }
+
+  /** A head has begun and not ended: its bytes so far are kept here. */
+  get inHead(): boolean {
+    return this.st === 'head' && this.accLen > 0;
+  }
+
   expectResponseTo(method: string): void {
     this.pendingMethods.push(method.toUpperCase());
   }
 
   push(chunk: Buffer): void {
+    this.headFrom = -1;
     if (this.st === 'held') return this.hold(chunk);
     let pos = 0;
     try {
@@ -255,6 +271,7 @@ export class Http1Parser {
   // ── states ──────────────────────────────────────────────────────────────────────────────
 
   private readHead(chunk: Buffer, pos: number): number {
+    this.headFrom = this.accLen === 0 ? pos : -1;
     const end = this.scanBlock(chunk, pos, this.maxHead, true);
     if (end < 0) return chunk.length;
     const block = this.takeBlock(chunk, pos, end);

@@ -1,5 +1,6 @@
 // Forwarding: every chunk read from one side is written, as the same Buffer, to the other side,
-// then shown to the tap (which copies what it wants and returns at once). Backpressure pauses the
+// then shown to the tap (which copies what it wants and returns at once) — except a client's
+// bytes on a plain-HTTP proxy connection, which its tap checks first (Tap.gateUp). Backpressure pauses the
 // faster side, so memory stays bounded whatever the peers do. Nothing here waits on capture.
 import { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
@@ -11,12 +12,34 @@ import { holdsEnough } from './backpressure.js';
 /** What watches the bytes: an HTTP tap, a WebSocket tap, or nothing (raw tunnel). */
 export interface Tap {
   fromClient(chunk: Buffer): void;
+  /**
+   * A tap that must see the client's bytes before they go (a plain-HTTP proxy connection bound to
+   * one origin): instead of fromClient, it takes each chunk and returns what may be forwarded now.
+   */
+  gateUp?(chunk: Buffer): Buffer[];
   fromServer(chunk: Buffer): void;
   /** Both sides are done (or one failed): flush what was in progress, marking it cut short. */
   close(): void;
 }
 
 export const NO_TAP: Tap = { fromClient() {}, fromServer() {}, close() {} };
+
+/**
+ * Writes what a gating tap lets through of `chunk`; false when `dst` wants no more for now. A gate
+ * that throws fails closed: the bytes it held back cannot be put in order again.
+ */
+function passGate(gate: (chunk: Buffer) => Buffer[], chunk: Buffer, src: Duplex, dst: Duplex): boolean {
+  let out: Buffer[];
+  try {
+    out = gate(chunk);
+  } catch (e) {
+    src.destroy(e as Error);
+    return true;
+  }
+  let ok = true;
+  for (const b of out) if (!dst.destroyed) ok = dst.write(b);
+  return ok;
+}
 
 export interface PipeOptions {
   /** bytes already read from the client (e.g. after a proxy request head), forwarded first */
@@ -92,17 +115,20 @@ export function pipeConnection(conn: ProxyConnection, client: Duplex, server: Du
       paused = false;
       src.resume();
     });
+    const gate = up ? tap.gateUp?.bind(tap) : undefined;
     src.on('data', (chunk: Buffer) => {
       const t0 = (++chunksSeen & 15) === 0 ? performance.now() : 0;
-      if (!dst.write(chunk) && !paused && holdsEnough(dst)) {
+      if (!(gate ? passGate(gate, chunk, src, dst) : dst.write(chunk)) && !paused && holdsEnough(dst)) {
         paused = true;
         src.pause();
       }
       if (up) rec.bytesUp += chunk.length; else rec.bytesDown += chunk.length;
       countForwarded(up, chunk.length);
-      try {
-        if (up) tap.fromClient(chunk); else tap.fromServer(chunk);
-      } catch { /* capture bugs lose capture, never traffic */ }
+      if (!gate) {
+        try {
+          if (up) tap.fromClient(chunk); else tap.fromServer(chunk);
+        } catch { /* capture bugs lose capture, never traffic */ }
+      }
       if (t0) forwardLatency.observe((performance.now() - t0) / 1000);
     });
     // A FIN is passed on after the bytes before it are flushed; the other direction keeps flowing.
@@ -129,11 +155,15 @@ export function pipeConnection(conn: ProxyConnection, client: Duplex, server: Du
     else src.once('close', onClose);
   };
 
+  const gate = tap.gateUp?.bind(tap);
   for (const chunk of opts.clientHead ?? []) {
-    server.write(chunk);
+    if (gate) passGate(gate, chunk, client, server);
+    else server.write(chunk);
     rec.bytesUp += chunk.length;
     countForwarded(true, chunk.length);
-    try { tap.fromClient(chunk); } catch { /* capture bugs lose capture, never traffic */ }
+    if (!gate) {
+      try { tap.fromClient(chunk); } catch { /* capture bugs lose capture, never traffic */ }
+    }
   }
   forward(client, server, true);
   forward(server, client, false);

@@ -630,3 +630,53 @@ test('a request cut by the client\'s own close on a bound connection keeps the c
   const conn = await waitFor(async () => { const c = await apiGet(g4, `/api/connections/${cut.conn}`); return c.endTs !== undefined && c; }, 'connection closed');
   assert.equal(conn.closeReason, 'client_end');
 });
+
+test('no byte of a request for another origin reaches the bound one, even a head split across reads; a split head for the bound origin goes once whole', async () => {
+  // Clients (curl, Node's keep-alive agent) reuse a proxy connection for another origin: its
+  // request carries that origin's cookies and body, and was forwarded before the check closed it.
+  let received = Buffer.alloc(0);
+  const recorder = net.createServer((s) => {
+    s.on('data', (d) => {
+      received = Buffer.concat([received, d]);
+      const heads = d.toString('latin1').match(/^[A-Z]+ \S+/gm) ?? [];
+      for (const line of heads) s.write(`HTTP/1.1 200 OK\r\ncontent-length: ${line.length}\r\n\r\n${line}`);
+    });
+    s.on('error', () => {});
+  });
+  const recPort = await listen(recorder);
+  const own = await startGreytap(['--map', `rec.test:80=127.0.0.1:${recPort}`, '--map', `plain.test:80=127.0.0.1:${plainPort}`]);
+  try {
+    const [h, p] = own.httpProxy.split(':');
+    const open = () => {
+      const s = net.connect(Number(p), h);
+      const got: Buffer[] = [];
+      s.on('data', (d) => got.push(d));
+      s.on('error', () => {});
+      const closed = new Promise<void>((r) => s.on('close', () => r()));
+      return { s, text: () => Buffer.concat(got).toString('latin1'), closed };
+    };
+    const a = open();
+    a.s.write('POST http://rec.test/a HTTP/1.1\r\nHost: rec.test\r\nContent-Length: 5\r\n\r\nfirst');
+    await waitFor(() => a.text().endsWith('POST http://rec.test/a'), 'the bound origin\'s answer');
+    a.s.write('POST http://plain.test/b HTTP/1.1\r\nHost: plain.test\r\nCookie: session=B-SECRET\r\n');
+    await new Promise((r) => setTimeout(r, 150));
+    a.s.write('Content-Length: 6\r\n\r\nsecret');
+    await a.closed;
+    assert.equal(received.toString('latin1'), 'POST http://rec.test/a HTTP/1.1\r\nHost: rec.test\r\nContent-Length: 5\r\n\r\nfirst', 'the bound origin got its own request only');
+    await waitFor(async () => (await apiGet(own, '/api/transactions?kind=HTTP&limit=50')).items.some((t: any) => t.error === 'bad_http'), 'the refused request recorded');
+
+    received = Buffer.alloc(0);
+    const b = open();
+    b.s.write('GET http://rec.test/split HTTP/1.1\r\nHo');
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(received.length, 0, 'a head not yet whole waits');
+    b.s.write('st: rec.test\r\n\r\n');
+    await waitFor(() => b.text().endsWith('GET http://rec.test/split'), 'the answer to the split head');
+    assert.equal(received.toString('latin1'), 'GET http://rec.test/split HTTP/1.1\r\nHost: rec.test\r\n\r\n', 'forwarded whole, as sent');
+    b.s.end();
+    await b.closed;
+  } finally {
+    await own.stop();
+    recorder.close();
+  }
+});
