@@ -15,7 +15,8 @@ export type FirstBytes =
  */
 export const MAX_PEEK = 16 * 1024 + 5;
 
-const METHOD = /^[A-Z]{3,12} /;
+/** A request line's method, as clients send them (M-SEARCH included); digits are left out, so an IMAP tag ("A001 ") is not one. */
+const METHOD = /^[A-Z][A-Z-]{2,19} /;
 
 /** The first byte of a TLS handshake record: content type 22 (RFC 8446 §5.1). */
 const TLS_HANDSHAKE_RECORD = 0x16;
@@ -40,9 +41,9 @@ export function classifyFirstBytes(buf: Buffer): FirstBytes {
     if (hello === null) return buf.length >= MAX_PEEK ? { kind: 'tls' } : { kind: 'need-more' };
     return { kind: 'tls', ...(hello === undefined ? { sni: undefined } : parseHello(hello)) };
   }
-  const head = buf.subarray(0, 14).toString('latin1');
+  const head = buf.subarray(0, 21).toString('latin1');
   if (METHOD.test(head)) return { kind: 'http' };
-  if (buf.length < 14 && /^[A-Z]+$/.test(head)) return { kind: 'need-more' };
+  if (buf.length < 21 && /^[A-Z][A-Z-]*$/.test(head)) return { kind: 'need-more' };
   return { kind: 'other' };
 }
 

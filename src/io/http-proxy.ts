@@ -10,7 +10,9 @@ import { HttpTap } from './http-tap.js';
 import type { ProxyContext } from './context.js';
 import { absoluteHttpOrigin, parseAuthority } from './authority.js';
 
+/** As the tap's parser (http1.ts) allows for every later request on the connection. */
 const MAX_PROXY_HEAD = 64 * 1024;
+const REQUEST_LINE = /^(?:\r\n)*([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP\/1\.[01]\r\n/;
 
 export function createHttpProxy(ctx: ProxyContext): net.Server {
   return net.createServer({ allowHalfOpen: true, noDelay: true }, (client) => {
@@ -26,13 +28,18 @@ export function createHttpProxy(ctx: ProxyContext): net.Server {
           client.destroy();
           return conn.finish('client_close');
         }
-        if (!client.destroyed) answer(client, 400, `greytap: ${e.message}`);
+        if (!client.destroyed) answer(client, e instanceof ProxyHeadError ? e.status : 400, `greytap: ${e.message}`);
         conn.finish('bad_request', 'bad_http');
       });
   });
 }
 
 interface ProxyHead { method: string; target: string; chunks: Buffer[]; headEnd: number }
+
+/** A request head greytap refuses with this status (others get 400). */
+class ProxyHeadError extends Error {
+  constructor(readonly status: number, message: string) { super(message); }
+}
 
 class ClosedEarly extends Error {
   constructor(readonly bytes: number) { super('connection closed before a request head'); }
@@ -51,13 +58,17 @@ function readProxyHead(client: net.Socket): Promise<ProxyHead> {
       size += c.length;
       const all = chunks.length === 1 ? c : Buffer.concat(chunks);
       const end = all.indexOf('\r\n\r\n');
-      if (end < 0) {
-        if (size > MAX_PROXY_HEAD) { cleanup(); reject(new Error('request head too large')); }
-        return;
+      // (the whole head: one that ends in a later read may not pass the bound either — the tap,
+      // which allows as much, would fail it after the origin had it)
+      if ((end < 0 ? size : end + 4) > MAX_PROXY_HEAD) {
+        cleanup();
+        return reject(new ProxyHeadError(431, 'request head too large'));
       }
+      if (end < 0) return;
       cleanup();
       client.pause();
-      const line = /^([A-Z]+) (\S+) HTTP\/1\.[01]\r\n/.exec(all.toString('latin1', 0, Math.min(end + 2, 8192)));
+      // RFC 9112 §2.2: blank lines before the request line are ignored; §9.1: a method is any token.
+      const line = REQUEST_LINE.exec(all.toString('latin1', 0, end + 2));
       if (!line) return reject(new Error('malformed request line'));
       resolve({ method: line[1], target: line[2], chunks, headEnd: end + 4 });
     };
@@ -70,7 +81,7 @@ function readProxyHead(client: net.Socket): Promise<ProxyHead> {
 
 /** A final answer from greytap itself; `drop`: then close at once (the client may not be reading). */
 function answer(client: net.Socket, status: number, text: string, drop = false): void {
-  const reason = { 400: 'Bad Request', 408: 'Request Timeout', 502: 'Bad Gateway' }[status] ?? 'Error';
+  const reason = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large', 502: 'Bad Gateway' }[status] ?? 'Error';
   const body = text + '\n';
   client.end(`HTTP/1.1 ${status} ${reason}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
   if (drop) client.destroySoon();

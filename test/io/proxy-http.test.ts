@@ -680,3 +680,33 @@ test('no byte of a request for another origin reaches the bound one, even a head
     recorder.close();
   }
 });
+
+test('the plain proxy\'s first request: any method token, a long target, blank lines before it; a head past 64 KiB gets 431 before the origin sees a byte', async () => {
+  const [h, p] = g.httpProxy.split(':');
+  const ask = async (bytes: string[]): Promise<string> => {
+    const s = net.connect(Number(p), h);
+    const got: Buffer[] = [];
+    s.on('data', (d) => got.push(d));
+    s.on('error', () => {});
+    const closed = new Promise<void>((r) => s.on('close', () => r()));
+    for (const b of bytes) {
+      s.write(b);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await waitFor(() => /\r\n\r\n/.test(Buffer.concat(got).toString('latin1')), 'an answer');
+    s.end();
+    await closed;
+    return Buffer.concat(got).toString('latin1');
+  };
+  assert.match(await ask(['M-SEARCH http://plain.test/ssdp HTTP/1.1\r\nHost: plain.test\r\n\r\n']), /plain M-SEARCH http:\/\/plain\.test\/ssdp$/);
+  const long = `/q?${'x'.repeat(9000)}`;
+  assert.ok((await ask([`GET http://plain.test${long} HTTP/1.1\r\nHost: plain.test\r\n\r\n`])).endsWith(`plain GET http://plain.test${long}`), 'a 9 KB target goes through');
+  assert.match(await ask(['\r\nGET http://plain.test/after-crlf HTTP/1.1\r\nHost: plain.test\r\n\r\n']), /plain GET http:\/\/plain\.test\/after-crlf$/);
+  // A 70 KB head whose end comes in its second read: refused whole (the origin would have run it
+  // while the tap, failing it, closed the connection without an answer).
+  const before = (await httpRecords('plain.test')).length;
+  const big = await ask([`POST http://plain.test/big HTTP/1.1\r\nHost: plain.test\r\nX-Big: ${'b'.repeat(60_000)}`, `${'c'.repeat(10_000)}\r\nContent-Length: 2\r\n\r\nhi`]);
+  assert.match(big, /^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/);
+  await g.drain();
+  assert.ok(!(await httpRecords('plain.test')).slice(before).some((t) => t.path === '/big'), 'the origin never answered it');
+});

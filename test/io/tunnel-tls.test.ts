@@ -175,3 +175,11 @@ test('ALPN: a client offering h2 only (Node http2) is tunnelled raw and works; h
     h2origin.close();
   }
 });
+
+test('plaintext HTTP in a tunnel is told by its method, any letters-and-dashes token (M-SEARCH, a long PROPPATCH); other protocols are not', () => {
+  const kind = (s: string) => classifyFirstBytes(Buffer.from(s, 'latin1')).kind;
+  for (const m of ['GET', 'M-SEARCH', 'PROPPATCH', 'VERSION-CONTROL', 'BASELINE-CONTROL']) assert.equal(kind(`${m} /x HTTP/1.1\r\n`), 'http', m);
+  assert.equal(kind('BASELINE-CONT'), 'need-more', 'a method not yet whole');
+  assert.equal(kind('A001 LOGIN me pw\r\n'), 'other', 'an IMAP tag');
+  assert.equal(kind('SSH-2.0-OpenSSH_9.6\r\n'), 'other');
+});
