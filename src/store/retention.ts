@@ -40,11 +40,19 @@ export function startRetention(store: LmdbStore, opts: RetentionOptions): Retent
       while (!stopped && (await store.purgeConversations(cutoffTs, batch)) === batch) await tick();
     }
     if (opts.maxBytes !== null && opts.maxBytes !== undefined) {
-      // Oldest first until live data fits; then drop connections/conversations older than what is left.
-      while (!stopped && store.dataBytes() > opts.maxBytes) {
-        const n = await store.purgeTransactions('ffffffffffffffff', batch);
+      // Oldest first until live data fits, each batch only as large as the excess over what a
+      // record has freed on average (a fixed batch of 500 took a store of 19 records of 1 MiB past
+      // an 8 MiB bound down to none); then drop connections/conversations older than what is left.
+      let size = store.dataBytes();
+      let perRecord = size / Math.max(1, store.transactionCount());
+      while (!stopped && size > opts.maxBytes) {
+        const want = Math.min(batch, Math.max(1, Math.floor((size - opts.maxBytes) / perRecord)));
+        const n = await store.purgeTransactions('ffffffffffffffff', want);
         if (n === 0) break;
         removed += n;
+        const after = store.dataBytes();
+        if (after < size) perRecord = (size - after) / n; // (small records free no page of their own at times)
+        size = after;
         await tick();
       }
       // (a 101 kept for a live socket is no measure of what is left: its time may be long past)

@@ -247,13 +247,38 @@ test('size retention measures what is left by the oldest removable record, not a
   await store.putConnection(other);
   const up = http(socket.id, { id: oldId(10 * DAY), ts: Date.now() - 10 * DAY, status: 101, reqBody: undefined, respBody: undefined });
   const bulk = Array.from({ length: 200 }, () => http(other.id, { id: oldId(5 * DAY), ts: Date.now() - 5 * DAY, respBody: 'z'.repeat(9000) }));
-  await store.putTransactions([up, ...bulk]);
+  await store.putTransactions([up]);
   await store.putTransactions([ws(socket.id, up.id, 'client', 0)]); // the socket is alive: a fresh message
   await store.updateConversation('old', () => conversation('old', Date.now() - 5 * DAY));
-  const r = startRetention(store, { maxAgeMs: null, maxBytes: 300_000, batch: 50, intervalMs: 3_600_000 });
+  // the bound: what is there without the bulk (retention takes no more than it must)
+  const maxBytes = store.dataBytes() + 8192;
+  await store.putTransactions(bulk);
+  const r = startRetention(store, { maxAgeMs: null, maxBytes, batch: 50, intervalMs: 3_600_000 });
   t.after(() => r.stop());
   assert.equal(await r.sweep(), 200);
   assert.ok(store.getTransaction(up.id), 'the live socket\'s 101 stays');
   assert.equal(store.getConnection(other.id), undefined, 'a connection with nothing left goes');
   assert.equal(store.getConversation(conversationId('old')), undefined, 'a conversation older than what is left goes');
+});
+
+test('retention by size takes only what is over the bound, however big the records: 19 bodies of 1 MiB against 8 MiB leave ~8 MiB', async (t) => {
+  const dir = tempDir(t);
+  const store = openStore(dir);
+  t.after(() => store.close());
+  const c = conn();
+  await store.putConnection(c);
+  const all: TransactionRecord[] = [];
+  for (let i = 0; i < 19; i++) {
+    const rec = http(c.id, { respBody: `${i}:` + 'm'.repeat(1 << 20) });
+    await store.putTransactions([rec]);
+    all.push(rec);
+  }
+  const maxBytes = 8 << 20;
+  const r = startRetention(store, { maxAgeMs: null, maxBytes, intervalMs: 3_600_000 }); // the default batch, 500
+  t.after(() => r.stop());
+  const removed = await r.sweep();
+  const left = store.listTransactions({ limit: 100 }).items.map((x) => x.id);
+  assert.ok(store.dataBytes() <= maxBytes, `${store.dataBytes()} > ${maxBytes}`);
+  assert.ok(left.length >= 6 && left.length <= 8, `${left.length} left (${removed} removed)`);
+  assert.deepEqual(left, all.slice(removed).map((x) => x.id), 'the oldest went');
 });
