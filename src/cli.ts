@@ -85,6 +85,8 @@ async function main(argv: string[]): Promise<number> {
         };
         process.once('SIGINT', () => stop('SIGINT'));
         process.once('SIGTERM', () => stop('SIGTERM'));
+        // a closed terminal or a dropped ssh session: flush what is queued rather than lose it
+        process.once('SIGHUP', () => stop('SIGHUP'));
       });
       return 0;
     }

@@ -240,3 +240,40 @@ test('--dissect-rules: a gateway path mapped to the OpenAI Chat API becomes a co
     rmSync(tmp, { recursive: true, force: true });
   }
 });
+
+test('serve: SIGHUP (its terminal closed, an ssh session dropped) flushes what was captured and exits, as SIGTERM does', async () => {
+  const origin = http.createServer((req, res) => res.end(`hello ${req.url}`));
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
+  const port = (origin.address() as net.AddressInfo).port;
+  const dir = join(tmpDir(), 'data');
+  const g = serve(['--data-dir', dir, '--http-proxy', '127.0.0.1:0', '--socks', '127.0.0.1:0', '--api', 'off', '--map', `hup.test:80=127.0.0.1:${port}`]);
+  try {
+    const banner = await waitFor(() => /http-proxy (\S+):(\d+)/.exec(g.out()), 'the banner');
+    const agent = new http.Agent({ keepAlive: true });
+    for (let i = 0; i < 40; i++) {
+      const body = await new Promise<string>((resolve, reject) => {
+        http.get({ host: banner[1], port: Number(banner[2]), path: `http://hup.test/${i}`, agent }, (res) => {
+          let b = '';
+          res.on('data', (d) => (b += d));
+          res.on('end', () => resolve(b));
+        }).on('error', reject);
+      });
+      assert.equal(body, `hello http://hup.test/${i}`);
+    }
+    agent.destroy();
+    g.child.kill('SIGHUP');
+    assert.equal(await g.exited, 0);
+    assert.match(g.out(), /SIGHUP, flushing captured records/);
+    const { openStore } = await import('../src/store/lmdb.js');
+    const store = openStore(dir, { readOnly: true });
+    try {
+      assert.equal(store.listTransactions({ host: 'hup.test', limit: 100 }).items.length, 40, 'every exchange committed before the exit');
+    } finally {
+      await store.close();
+    }
+  } finally {
+    g.child.kill('SIGKILL');
+    origin.close();
+    rmSync(dirname(dir), { recursive: true, force: true });
+  }
+});
