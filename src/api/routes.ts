@@ -53,6 +53,12 @@ function json(res: ServerResponse, status: number, value: unknown): void {
   send(res, status, 'application/json; charset=utf-8', JSON.stringify(value));
 }
 
+/** A listing page, an item at a time: a page of 1,000 records was ~16 ms of JSON.stringify in one go. */
+function sendPage(res: ServerResponse, head: boolean, page: { items: unknown[] }): Promise<void> {
+  const { items, ...rest } = page;
+  return sendJsonPieces(res, head, jsonWithArray(rest, 'items', items, (x) => x));
+}
+
 /** Query parameters, each at most once, only the allowed names. */
 function params(url: URL, allowed: string[]): Map<string, string> {
   const out = new Map<string, string>();
@@ -191,7 +197,7 @@ export async function route(ctx: RouteContext, req: IncomingMessage, res: Server
       return send(res, 200, ctx.registry.contentType, await ctx.registry.metrics());
     }
     if (path === '/ca.pem') return send(res, 200, 'application/x-pem-file', ctx.caPem);
-    if (path === '/api/transactions') return json(res, 200, ctx.store.listTransactions(transactionQuery(url)));
+    if (path === '/api/transactions') return sendPage(res, req.method === 'HEAD', ctx.store.listTransactions(transactionQuery(url)));
     if (path === '/api/events') {
       params(url, []);
       const err = ctx.sse.handle(req, res);
@@ -202,7 +208,7 @@ export async function route(ctx: RouteContext, req: IncomingMessage, res: Server
       const after = textParam(p, 'after');
       if (after !== undefined && !CONVERSATION_CURSOR_RE.test(after)) throw new BadRequest(`after must be the "next" of a conversation listing, got "${after}"`);
       const q = { client: textParam(p, 'client'), limit: intParam(p, 'limit', 1, 1000), after, maxBytes: LISTING_BUDGET };
-      return json(res, 200, listPublicConversations(ctx.store, q));
+      return sendPage(res, req.method === 'HEAD', listPublicConversations(ctx.store, q));
     }
     let id: string | null;
     if ((id = idFrom(path, '/api/transactions/')) !== null) {

@@ -12,6 +12,7 @@ import type { Conversation, TransactionRecord } from '../../src/records.js';
 import { conversationId } from '../../src/workers/assemble.js';
 import { getPublicConversation } from '../../src/api/public-conversations.js';
 import { conn, http, tempDir, ws } from '../store/fixtures.js';
+import { MAX_WRITERS } from '../../src/api/body-json.js';
 
 interface Ctx { base: string; server: Server; store: LmdbStore; events: RecordEvents; healthy: { v: boolean } }
 
@@ -476,4 +477,35 @@ test('GET /api/connections/:id read over several event-loop turns is still the c
   const some = await getJson(`${base}/api/connections/${c.id}?limit=700`);
   assert.equal(some.body.messagesTruncated, true);
   assert.deepEqual(some.body.messages.map((m: { body: string }) => m.body), store.wsMessages(c.id, { limit: 700 }).map((m) => m.body));
+});
+
+test('big answers: at most MAX_WRITERS are written at once (each holds a body); the next waits for a place, and gets its answer once one is free', async (t) => {
+  const { base, store } = await setup(t);
+  const c = conn();
+  await store.putConnection(c);
+  const body = 'w'.repeat(16 << 20); // (more than loopback's socket buffers take from a reader that stopped)
+  const r = http(c.id, { respBody: body, respBodySize: body.length });
+  await store.putTransactions([r]);
+  const url = `${base}/api/transactions/${r.id}`;
+  // readers that take the head and then nothing: each keeps its place
+  const stalled: { req: ReturnType<typeof get>; res: Promise<IncomingMessage> }[] = [];
+  for (let i = 0; i < MAX_WRITERS; i++) {
+    const req = get(url, { agent: false });
+    req.on('error', () => {});
+    stalled.push({ req, res: new Promise((resolve) => req.once('response', (res) => { res.pause(); resolve(res); })) });
+  }
+  try {
+    await Promise.all(stalled.map((s) => s.res));
+    let answered = false;
+    const next = fetch(url, { headers: { connection: 'close' } }).then(async (res) => { answered = true; return res.json(); });
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    assert.equal(answered, false, 'the next answer waits while every place is held');
+    stalled.shift()!.req.destroy();
+    const got = await next;
+    assert.equal(got.respBody, body);
+  } finally {
+    for (const s of stalled) s.req.destroy(); // (the server closes only once they are gone)
+  }
+  // every place is given back: answers go on
+  assert.equal((await getJson(`${base}/api/transactions?limit=1`)).status, 200);
 });
