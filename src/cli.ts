@@ -1,6 +1,7 @@
 // The `greytap` command (DESIGN.md "CLI"). Bad options exit 2 with a one-line reason.
 import { loadConfig, openingOption, ConfigError, DEFAULTS } from './config.js';
 import type { RecordKind } from './records.js';
+import { hostPort } from './io/authority.js';
 import type { Page, Store } from './store/store.js';
 import type { LmdbStore, StoreOptions } from './store/lmdb.js';
 
@@ -65,7 +66,7 @@ async function main(argv: string[]): Promise<number> {
       const { serve } = await import('./serve.js');
       const running = await serve(cfg);
       const a = running.addresses;
-      const fmt = (x?: { host: string; port: number }) => (x ? `${x.host.includes(':') ? `[${x.host}]` : x.host}:${x.port}` : 'off');
+      const fmt = (x?: { host: string; port: number }) => (x ? hostPort(x.host, x.port) : 'off');
       // One write: whoever reads the addresses off a pipe gets the CA path with them, not a chunk later.
       console.log([
         `greytap serving: http-proxy ${fmt(a.httpProxy)}  socks5 ${fmt(a.socks)}  api ${a.api ? `http://${fmt(a.api)}/` : 'off'}`,

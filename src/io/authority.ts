@@ -17,3 +17,8 @@ export function absoluteHttpOrigin(target: string): Authority | null | undefined
   const m = /^http:\/\/([^/?#]+)/i.exec(target);
   return m ? parseAuthority(m[1], 80) : undefined;
 }
+
+/** `host:port` as an authority writes it: an IPv6 address in brackets (`[::1]:443`, not `::1:443`). */
+export function hostPort(host: string | undefined, port: number | undefined): string {
+  return `${host?.includes(':') ? `[${host}]` : host}:${port}`;
+}

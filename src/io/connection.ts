@@ -3,6 +3,7 @@
 import type net from 'node:net';
 import type { ConnectionRecord, ErrorCode, Listener } from '../records.js';
 import { nextId } from '../store/ids.js';
+import { hostPort } from './authority.js';
 import { connectionErrors, connectionsActive, connectionsTotal } from '../metrics.js';
 import type { CapturePool } from '../workers/pool.js';
 
@@ -17,7 +18,7 @@ export class ProxyConnection {
       id: nextId(),
       ts: now,
       listener,
-      clientAddr: `${client.remoteAddress}:${client.remotePort}`,
+      clientAddr: hostPort(client.remoteAddress, client.remotePort),
       host: '',
       port: 0,
       intercepted: false,

@@ -79,9 +79,12 @@ function readProxyHead(client: net.Socket): Promise<ProxyHead> {
   });
 }
 
+/** RFC 9110 §15.6.5: an origin that did not answer in time is a 504; any other failure to reach it a 502. */
+const dialStatus = (e: NodeJS.ErrnoException) => (e.code === 'ETIMEDOUT' ? 504 : 502);
+
 /** A final answer from greytap itself; `drop`: then close at once (the client may not be reading). */
 function answer(client: net.Socket, status: number, text: string, drop = false): void {
-  const reason = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large', 502: 'Bad Gateway' }[status] ?? 'Error';
+  const reason = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large', 502: 'Bad Gateway', 504: 'Gateway Timeout' }[status] ?? 'Error';
   const body = text + '\n';
   client.end(`HTTP/1.1 ${status} ${reason}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
   if (drop) client.destroySoon();
@@ -96,7 +99,7 @@ async function handle(ctx: ProxyContext, conn: ProxyConnection, client: net.Sock
     if (all.length > head.headEnd) client.unshift(all.subarray(head.headEnd));
     return openTunnel(ctx, conn, client, t.host, t.port, {
       ok: () => client.write('HTTP/1.1 200 Connection Established\r\n\r\n'),
-      fail: (e) => answer(client, 502, `greytap: cannot reach ${head.target}: ${dialErrorText(e)}`),
+      fail: (e) => answer(client, dialStatus(e), `greytap: cannot reach ${t.host}:${t.port}: ${dialErrorText(e)}`),
     });
   }
   const t = absoluteHttpOrigin(head.target);
@@ -110,7 +113,7 @@ async function handle(ctx: ProxyContext, conn: ProxyConnection, client: net.Sock
     upstream = await dial(ctx.cfg, t.host, t.port, ctx.listening);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    answer(client, 502, `greytap: cannot reach ${t.host}:${t.port}: ${dialErrorText(err)}`);
+    answer(client, dialStatus(err), `greytap: cannot reach ${t.host}:${t.port}: ${dialErrorText(err)}`);
     conn.finish(`dial_failed:${err.code ?? err.message}`, 'upstream_unreachable');
     return;
   }

@@ -79,7 +79,8 @@ function contentLength(headers: Header[]): number {
 export function targetPath(target: string): string {
   if (target.startsWith('/')) return target;
   const m = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*(.*)$/i.exec(target);
-  return m ? m[1] || '/' : target;
+  // (an empty path is "/", also before a query: RFC 9112 §3.2.1)
+  return m ? (m[1].startsWith('/') ? m[1] : `/${m[1]}`) : target;
 }
 
 /**

@@ -112,7 +112,7 @@ export class Socks5Handshake {
   private methods(): StageResult {
     const b = this.buf;
     if (b.length < 1) return null;
-    if (b[0] !== VER) return { used: 0, error: notSocks5(b) };
+    if (b[0] !== VER) return { used: 0, error: notSocks5(b), write: refusalOf(b) };
     if (b.length < 2 || b.length < 2 + b[1]) return null;
     const offered = b.subarray(2, 2 + b[1]);
     const want = this.users ? METHOD_USERPASS : METHOD_NONE;
@@ -212,13 +212,25 @@ function printable(b: Buffer): string {
   return b.toString('latin1').replace(/[^\x20-\x7e]/g, '?').slice(0, 64);
 }
 
+const looksLikeHttp = (b: Buffer) => /^[A-Z]{3,7} /.test(b.subarray(0, 8).toString('latin1')) || (b.length < 8 && /^[A-Z]+$/.test(b.toString('latin1')));
+
 function notSocks5(b: Buffer): string {
   if (b[0] === 0x04) return 'SOCKS4 is not supported (SOCKS5 only)';
-  if (/^[A-Z]{3,7} /.test(b.subarray(0, 8).toString('latin1')) || (b.length < 8 && /^[A-Z]+$/.test(b.toString('latin1')))) {
-    return 'not SOCKS5: looks like HTTP (use the HTTP proxy port)';
-  }
+  if (looksLikeHttp(b)) return 'not SOCKS5: looks like HTTP (use the HTTP proxy port)';
   if (b[0] === 0x16) return 'not SOCKS5: looks like a TLS ClientHello';
   return `not SOCKS5: version byte 0x${b[0].toString(16).padStart(2, '0')}`;
+}
+
+/**
+ * What a client of another protocol understands as a refusal, where it has one: a SOCKS4 reply
+ * "request rejected" (CD 91), or an HTTP 400 saying which port this is. (Closed without a word, curl
+ * said only "connection to proxy closed".)
+ */
+function refusalOf(b: Buffer): Buffer | undefined {
+  if (b[0] === 0x04) return Buffer.from([0x00, 0x5b, 0, 0, 0, 0, 0, 0]);
+  if (!looksLikeHttp(b)) return undefined;
+  const text = 'greytap: this is a SOCKS5 port; HTTP clients use the HTTP proxy port\n';
+  return Buffer.from(`HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: ${text.length}\r\nconnection: close\r\n\r\n${text}`);
 }
 
 /** Canonical text of a 16-byte IPv6 address, as `net` prints it (compressed, lower-case). */

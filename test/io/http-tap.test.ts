@@ -43,3 +43,11 @@ test('a malformed pipelined request: the responses to the requests before it are
     ['/c', 400, 'bad', 'bad_http', 'bad chunk size: "zz"'],
   ]);
 });
+
+test('an absolute-form target with a query and no path is recorded with the path "/" before the query', () => {
+  const run = runTap([
+    client('GET http://origin.test:80?x=1 HTTP/1.1\r\nHost: origin.test\r\n\r\n'),
+    server('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'),
+  ], false);
+  assert.deepEqual(run.records.map((r) => r.path), ['/?x=1']);
+});

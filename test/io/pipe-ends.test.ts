@@ -189,3 +189,22 @@ test('a proxy request, an HTTP request and the client\'s FIN in one write (SOCKS
     await g.stop();
   }
 });
+
+test('a client on IPv6 is recorded as [address]:port', async () => {
+  const server = net.createServer();
+  servers.push(server);
+  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+  await new Promise<void>((r) => server.listen(0, '::1', () => r()));
+  const c = net.connect((server.address() as net.AddressInfo).port, '::1');
+  const s = await accepted;
+  const dir = tmpDir('greytap-v6-');
+  const pool = new CapturePool({ workers: 1, dataDir: dir, maxBody: 1 << 20, maxCaptureMemory: 1 << 24, maxConnCaptureMemory: 1 << 24, redactHeaders: [] });
+  try {
+    assert.equal(new ProxyConnection('socks', s, pool).record.clientAddr, `[::1]:${c.localPort}`);
+  } finally {
+    c.destroy();
+    s.destroy();
+    await pool.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

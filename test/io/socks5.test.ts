@@ -174,19 +174,21 @@ test('BIND and UDP ASSOCIATE → REP 07 and close; unknown ATYP → REP 08', () 
   assert.ok(last.type === 'error' && /address type 0x2/.test(last.detail));
 });
 
-test('garbage: clear detail, nothing written, later pushes keep failing', () => {
-  const cases: [Buffer, RegExp][] = [
-    [str('GET http://example.test/ HTTP/1.1\r\n\r\n'), /looks like HTTP/],
-    [str('CONNECT example.test:443 HTTP/1.1\r\n\r\n'), /looks like HTTP/],
-    [hex('04 01 00 50 7f000001 00'), /SOCKS4/],
-    [hex('16 03 01 02 00 01'), /TLS ClientHello/],
-    [hex('00 00 00 00'), /version byte 0x00/],
+test('garbage: clear detail, a refusal the client understands where it has one, later pushes keep failing', () => {
+  const http400 = /^HTTP\/1\.1 400 Bad Request\r\n[^]*this is a SOCKS5 port/;
+  const cases: [Buffer, RegExp, RegExp | Buffer | undefined][] = [
+    [str('GET http://example.test/ HTTP/1.1\r\n\r\n'), /looks like HTTP/, http400],
+    [str('CONNECT example.test:443 HTTP/1.1\r\n\r\n'), /looks like HTTP/, http400],
+    [hex('04 01 00 50 7f000001 00'), /SOCKS4/, hex('00 5b 0000 00000000')], // SOCKS4 "request rejected"
+    [hex('16 03 01 02 00 01'), /TLS ClientHello/, undefined],
+    [hex('00 00 00 00'), /version byte 0x00/, undefined],
   ];
-  for (const [bytes, re] of cases) {
+  for (const [bytes, re, refusal] of cases) {
     const hs = new Socks5Handshake({ users: null });
     const s = hs.push(bytes);
     assert.ok(s.type === 'error' && re.test(s.detail), `${bytes.toString('hex')}: ${JSON.stringify(s)}`);
-    assert.equal(s.write, undefined);
+    if (refusal instanceof RegExp) assert.match(s.write!.toString('latin1'), refusal);
+    else assert.deepEqual(s.write, refusal);
     assert.equal(hs.push(NOAUTH_HELLO).type, 'error');
   }
   // A bad version in the request stage (after a valid hello) gets REP 1.
