@@ -146,10 +146,11 @@ async function runOne(task: CaptureTask): Promise<TaskOutput> {
   }
   // Decoding waits while this worker holds too much decoded output awaiting commit (decoded-budget.ts);
   // a connection record waits its turn too, so a lane's items stay in order.
+  // (before the turn: nothing may throw between being let in and hold(), or no one else would be)
+  if (task.type === 'ws') task.origin.path = redactPath(task.origin.path, wd.redactHeaders); // every record of the batch carries it
   const turn = decodeTurn();
   if (turn) await turn;
   if (task.type === 'ws') {
-    task.origin.path = redactPath(task.origin.path, wd.redactHeaders); // every record of the batch carries it
     const parts = decodeWsParts(task, nextId, decodedFull);
     const ids: string[] = [];
     try {
