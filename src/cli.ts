@@ -73,10 +73,16 @@ async function main(argv: string[]): Promise<number> {
         `CA certificate: ${running.caPath}  (trust it${a.api ? `, or: curl http://${fmt(a.api)}/ca.pem` : ''})`,
         `data: ${cfg.dataDir}  workers: ${cfg.workers}  max-body: ${cfg.maxBody} bytes`,
       ].join('\n'));
+      // Its own output going away (the terminal closed: EIO; a pipe whose reader left: EPIPE) must
+      // not end serve: unhandled, the error killed it before the SIGHUP that came with it flushed.
+      for (const out of [process.stdout, process.stderr]) out.on('error', () => {});
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => {
           console.log(`greytap: ${sig}, flushing captured records…`);
           const stopped = () => {
+            // After a hangup, end by the signal itself (flushed, as a hung-up process does): an exit
+            // would have Node restore the closed terminal's settings, fail, and abort (Node 20).
+            if (sig === 'SIGHUP') process.kill(process.pid, 'SIGHUP');
             // Everything is committed and closed by now; a socket still mid-dial (up to its 10 s
             // connect timeout) must not hold the exit: container managers kill after ~10 s.
             setTimeout(() => process.exit(), 2_000).unref();
