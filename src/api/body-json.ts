@@ -132,15 +132,20 @@ export function* jsonWithArray<T>(head: object, field: string, items: readonly T
 
 /**
  * Sends JSON pieces as a chunked 200 response: between pieces the event loop runs, and while the
- * socket's buffer is full nothing more is made. A client that goes away ends it.
+ * socket's buffer is full nothing more is made. A client that goes away ends it. `bodies`: the
+ * answer reads stored bodies (up to --max-body each) as it goes, so it needs one of the MAX_WRITERS
+ * places (a listing page or a HEAD holds no body, and must not wait behind slow readers of them).
  */
-export async function sendJsonPieces(res: ServerResponse, head: boolean, pieces: Iterable<string>): Promise<void> {
-  if (writers >= MAX_WRITERS || waitingWriters.length > 0) {
+export async function sendJsonPieces(res: ServerResponse, head: boolean, pieces: Iterable<string>, bodies = true): Promise<void> {
+  const place = bodies && !head;
+  if (place && (writers >= MAX_WRITERS || waitingWriters.length > 0)) {
     await new Promise<void>((resolve) => waitingWriters.push(resolve));
     if (res.destroyed) return letNextWriterIn(false);
   }
-  writers++;
+  if (place) writers++;
   try {
+    await apiTurn(); // (the first piece too: one turn started every writer let in together)
+    if (res.destroyed) return;
     res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
     if (head) { res.end(); return; }
     let made = 0;
@@ -155,13 +160,13 @@ export async function sendJsonPieces(res: ServerResponse, head: boolean, pieces:
       // process.nextTick, which never lets the event loop (timers, other sockets) run. So the turn
       // is given up here, whether or not the write had to wait.
       if (made >= PIECE) {
-        await pieceTurn();
+        await apiTurn();
         made = 0;
       }
     }
     if (!res.destroyed) res.end();
   } finally {
-    letNextWriterIn(true);
+    if (place) letNextWriterIn(true);
   }
 }
 
@@ -186,11 +191,12 @@ function drained(res: ServerResponse): Promise<boolean> {
   });
 }
 
-// One piece per event-loop turn among all writers: a queue served from setImmediate, one a turn.
+// One piece of API work per event-loop turn among all requests: a queue served from setImmediate,
+// one a turn, so forwarding's I/O runs between any two.
 const turnQueue: (() => void)[] = [];
 let turnScheduled = false;
 
-function pieceTurn(): Promise<void> {
+export function apiTurn(): Promise<void> {
   return new Promise<void>((resolve) => {
     turnQueue.push(resolve);
     if (!turnScheduled) {

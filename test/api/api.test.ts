@@ -479,7 +479,7 @@ test('GET /api/connections/:id read over several event-loop turns is still the c
   assert.deepEqual(some.body.messages.map((m: { body: string }) => m.body), store.wsMessages(c.id, { limit: 700 }).map((m) => m.body));
 });
 
-test('big answers: at most MAX_WRITERS are written at once (each holds a body); the next waits for a place, and gets its answer once one is free', async (t) => {
+test('big answers: at most MAX_WRITERS are written at once (each holds a body); the next waits for a place, and gets its answer once one is free; listings and HEAD do not wait', async (t) => {
   const { base, store } = await setup(t);
   const c = conn();
   await store.putConnection(c);
@@ -500,6 +500,10 @@ test('big answers: at most MAX_WRITERS are written at once (each holds a body); 
     const next = fetch(url, { headers: { connection: 'close' } }).then(async (res) => { answered = true; return res.json(); });
     await new Promise((resolve) => setTimeout(resolve, 400));
     assert.equal(answered, false, 'the next answer waits while every place is held');
+    // a listing page and a HEAD hold no body: they do not wait behind the slow readers
+    const page = await fetch(`${base}/api/transactions?limit=1`, { headers: { connection: 'close' } });
+    assert.match(await page.text(), /^\{"items":\[\{"id":"[^"]+".*\],"next":/s, 'answered, its fields in the order they always had');
+    assert.equal((await fetch(url, { method: 'HEAD', headers: { connection: 'close' } })).status, 200);
     stalled.shift()!.req.destroy();
     const got = await next;
     assert.equal(got.respBody, body);
