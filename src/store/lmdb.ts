@@ -84,8 +84,6 @@ export interface LmdbStore extends Store {
   readonly path: string;
   /** Bytes held by live pages of every sub-database (what `--retention SIZE` bounds). */
   dataBytes(): number;
-  /** Stored transactions (HTTP exchanges and WebSocket messages). */
-  transactionCount(): number;
   /** Removes up to `max` transactions with id < beforeId (oldest first), with bodies and index entries;
    *  a WebSocket upgrade (101) stays while its connection has later records. */
   purgeTransactions(beforeId: string, max: number): Promise<number>;
@@ -837,10 +835,6 @@ class LmdbStoreImpl implements LmdbStore {
       pages += s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages;
     }
     return pages * 8192;
-  }
-
-  transactionCount(): number {
-    return (this.d.tx.getStats() as { entryCount: number }).entryCount;
   }
 
   async purgeTransactions(beforeId: string, max: number): Promise<number> {

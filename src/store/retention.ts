@@ -40,18 +40,21 @@ export function startRetention(store: LmdbStore, opts: RetentionOptions): Retent
       while (!stopped && (await store.purgeConversations(cutoffTs, batch)) === batch) await tick();
     }
     if (opts.maxBytes !== null && opts.maxBytes !== undefined) {
-      // Oldest first until live data fits, each batch only as large as the excess over what a
-      // record has freed on average (a fixed batch of 500 took a store of 19 records of 1 MiB past
-      // an 8 MiB bound down to none); then drop connections/conversations older than what is left.
+      // Oldest first until live data fits, each batch only as large as the excess over what the
+      // records before it freed each, and at most twice the one before (a fixed batch of 500 took a
+      // store of 19 records of 1 MiB past an 8 MiB bound down to none, and a store-wide average
+      // overshot on old records bigger than the rest); then drop connections/conversations older
+      // than what is left.
       let size = store.dataBytes();
-      let perRecord = size / Math.max(1, store.transactionCount());
+      let want = 1;
       while (!stopped && size > opts.maxBytes) {
-        const want = Math.min(batch, Math.max(1, Math.floor((size - opts.maxBytes) / perRecord)));
         const n = await store.purgeTransactions('ffffffffffffffff', want);
         if (n === 0) break;
         removed += n;
         const after = store.dataBytes();
-        if (after < size) perRecord = (size - after) / n; // (small records free no page of their own at times)
+        // (small records free no page of their own at times: then only the doubling goes on)
+        const fits = after < size ? Math.floor((after - opts.maxBytes) / ((size - after) / n)) : Infinity;
+        want = Math.min(batch, 2 * want, Math.max(1, fits));
         size = after;
         await tick();
       }

@@ -282,3 +282,19 @@ test('retention by size takes only what is over the bound, however big the recor
   assert.ok(left.length >= 6 && left.length <= 8, `${left.length} left (${removed} removed)`);
   assert.deepEqual(left, all.slice(removed).map((x) => x.id), 'the oldest went');
 });
+
+test('retention by size does not overshoot when the oldest records are bigger than the rest', async (t) => {
+  const dir = tempDir(t);
+  const store = openStore(dir);
+  t.after(() => store.close());
+  const c = conn();
+  await store.putConnection(c);
+  for (let i = 0; i < 10; i++) await store.putTransactions([http(c.id, { respBody: `${i}:` + 'o'.repeat(1 << 20) })]);
+  for (let i = 0; i < 2000; i += 500) await store.putTransactions(Array.from({ length: 500 }, () => http(c.id)));
+  const maxBytes = store.dataBytes() - (1.5 * (1 << 20));
+  const r = startRetention(store, { maxAgeMs: null, maxBytes, intervalMs: 3_600_000 });
+  t.after(() => r.stop());
+  const removed = await r.sweep();
+  assert.ok(store.dataBytes() <= maxBytes, `${store.dataBytes()} > ${maxBytes}`);
+  assert.ok(removed >= 2 && removed <= 3, `${removed} removed for 1.5 MiB over the bound, the oldest being 1 MiB each`);
+});
