@@ -403,7 +403,10 @@ class WsLane extends Lane {
     try {
       const out = await this.pool.run(this.task(messages, aheadOfGap), transfer);
       this.desynced = out.desynced ?? false;
-      return;
+      if (!out.lostFrom) return;
+      // its first parts are stored: only the rest is recorded again
+      messages = messages.slice(out.lostFrom.index);
+      failure = new Error(out.lostFrom.detail);
     } catch (e) {
       failure = e;
     }

@@ -7,7 +7,7 @@ import { Piscina } from 'piscina';
 import { openStore } from '../store/lmdb.js';
 import { redactPath } from '../store/redact.js';
 import { adoptIdBuffer, nextId } from '../store/ids.js';
-import { decodeWsParts } from './decode-ws.js';
+import { decodeWsParts, type WsBatchPart } from './decode-ws.js';
 import { decodeTurn, decodedFull, heldBytes, hold, release } from './decoded-budget.js';
 import { RECYCLE_MIN } from '../io/capture-buffer.js';
 import { httpRecord } from './decode-http.js';
@@ -37,6 +37,12 @@ export interface WorkerData {
 export interface TaskOutput extends Partial<Pick<WsBatchResult, 'desynced'>> {
   /** a part of a multi task that threw: only that part fails (the pool records its items as worker_error) */
   failed?: string;
+  /**
+   * A WebSocket batch that threw after committing its first parts: the index of its first message
+   * not committed, and why (the pool records those from there on as worker_error, not the whole
+   * batch again).
+   */
+  lostFrom?: { index: number; detail: string };
   ids: string[];
   metrics: MetricDeltas;
   /** HTTP tasks: the body buffers, committed and no longer referenced, handed back for reuse (capture-buffer.ts) */
@@ -153,15 +159,23 @@ async function runOne(task: CaptureTask): Promise<TaskOutput> {
   if (task.type === 'ws') {
     const parts = decodeWsParts(task, nextId, decodedFull);
     const ids: string[] = [];
+    let committed = 0; // messages
     try {
       for (;;) {
-        const r = decodeHeld(() => parts.next(), (p) => p.value.bytes);
+        let r: IteratorResult<WsBatchPart, WsBatchPart & { desynced: boolean; metrics: MetricDeltas }>;
+        try {
+          r = decodeHeld(() => parts.next(), (p) => p.value.bytes);
+        } catch (e) {
+          if (committed === 0) throw e; // nothing of it is stored: the pool records it all
+          return { ids, desynced: true, metrics, lostFrom: { index: committed, detail: (e as Error)?.message ?? String(e) }, seconds: (performance.now() - t0) / 1000 };
+        }
         const { records, first, bytes } = r.value;
         try {
           ids.push(...(await commit(records, task.messages.slice(first, first + records.length).map((m) => m.lastByteAt), metrics)));
         } finally {
           release(bytes);
         }
+        committed = first + records.length;
         if (r.done) {
           add(metrics, r.value.metrics);
           return { ids, desynced: r.value.desynced, metrics, seconds: (performance.now() - t0) / 1000 };

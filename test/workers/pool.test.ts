@@ -738,3 +738,30 @@ export default async function (task) {
   }
   await pool.close();
 });
+
+test('a WebSocket batch that fails after committing its first parts: those stay as they are, only the rest is recorded as worker_error, each message once', async () => {
+  const real = new URL('../../src/workers/worker.js', import.meta.url).href;
+  const budget = new URL('../../src/workers/decoded-budget.js', import.meta.url).href;
+  const dir0 = mkdtempSync(join(tmpdir(), 'greytap-lost-'));
+  dirs.push(dir0);
+  const file = join(dir0, 'lost-worker.mjs');
+  // every message a part of its own (a 1-byte bound), and the fourth message of the batch unreadable
+  writeFileSync(file, `import run from ${JSON.stringify(real)};
+import { setDecodedHeldMax } from ${JSON.stringify(budget)};
+setDecodedHeldMax(1);
+const items = (t) => (t.type === 'multi' ? t.parts.flatMap(items) : [t]);
+export default async function (task) {
+  for (const t of items(task)) if (t.type === 'ws' && t.messages.length === 6 && t.messages[3].payload) t.messages[3] = null;
+  return run(task);
+}
+`);
+  const { pool, dir } = newPool({ workers: 1, workerFile: file });
+  const s = pool.wsStream(origin('conn-lost'), 'u', 'server', null, 'conn-lost');
+  const plains = Array.from({ length: 6 }, (_, i) => Buffer.from(`message ${i} `.repeat(10)));
+  plains.forEach((p, i) => s.push(message(i, p, false)));
+  await pool.drain();
+  const recs = records(dir, 'conn-lost', 'server');
+  assert.deepEqual(recs.map((r) => [r.seq, r.error ?? null]), [[0, null], [1, null], [2, null], [3, 'worker_error'], [4, 'worker_error'], [5, 'worker_error']]);
+  recs.slice(0, 3).forEach((r, i) => assert.deepEqual(text(r), plains[i]));
+  await pool.close();
+});
