@@ -57,7 +57,9 @@ function readProxyHead(client: net.Socket): Promise<ProxyHead> {
       chunks.push(c);
       size += c.length;
       const all = chunks.length === 1 ? c : Buffer.concat(chunks);
-      const end = all.indexOf('\r\n\r\n');
+      let lead = 0; // blank lines before the request line (RFC 9112 §2.2: ignored)
+      while (all[lead] === 0x0d && all[lead + 1] === 0x0a) lead += 2;
+      const end = all.indexOf('\r\n\r\n', lead);
       // (the whole head: one that ends in a later read may not pass the bound either — the tap,
       // which allows as much, would fail it after the origin had it)
       if ((end < 0 ? size : end + 4) > MAX_PROXY_HEAD) {

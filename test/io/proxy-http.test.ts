@@ -702,6 +702,7 @@ test('the plain proxy\'s first request: any method token, a long target, blank l
   const long = `/q?${'x'.repeat(9000)}`;
   assert.ok((await ask([`GET http://plain.test${long} HTTP/1.1\r\nHost: plain.test\r\n\r\n`])).endsWith(`plain GET http://plain.test${long}`), 'a 9 KB target goes through');
   assert.match(await ask(['\r\nGET http://plain.test/after-crlf HTTP/1.1\r\nHost: plain.test\r\n\r\n']), /plain GET http:\/\/plain\.test\/after-crlf$/);
+  assert.match(await ask(['\r\n\r\nGET http://plain.test/after-two HTTP/1.1\r\nHost: plain.test\r\n\r\n']), /plain GET http:\/\/plain\.test\/after-two$/);
   // A 70 KB head whose end comes in its second read: refused whole (the origin would have run it
   // while the tap, failing it, closed the connection without an answer).
   const before = (await httpRecords('plain.test')).length;
