@@ -1,8 +1,8 @@
 // What one capture worker may hold of decoded bodies awaiting their commit. The forwarding
 // thread's bounds (--max-capture-memory) count wire bytes, but decoding multiplies them by the
 // compression ratio — a 16 MiB run of zeros is ~16 KiB of gzip or permessage-deflate — and a
-// task's records are all held until it commits: a review pushed ~2 MiB of such traffic through
-// greytap and the worker's heap reached 2–8 GB. Past this bound decoding waits, in arrival order,
+// task's records are all held until it commits: a review pushed 1–3 MiB of such traffic through
+// greytap and serve grew to 2–8 GB. Past this bound decoding waits, in arrival order,
 // for earlier records to commit (a WebSocket batch commits what it has decoded so far first), so
 // nothing is dropped for it; the bound is overshot by at most one record.
 import { bodyBytes } from '../store/body-bytes.js';

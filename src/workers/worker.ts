@@ -130,13 +130,16 @@ async function commit(records: TransactionRecord[], lastByteAt: number[], metric
   return records.map((r) => r.id);
 }
 
-/** Decodes at this caller's turn (decoded-budget.ts) and holds what came out; the turn passes on also when decoding throws. */
-function decodeHeld<T>(decode: () => T, bytesOf: (out: T) => number): T {
+/**
+ * Decodes at this caller's turn (decoded-budget.ts) and holds what came out, returning it and the
+ * bytes held (to release after the commit); the turn passes on also when decoding throws.
+ */
+function decodeHeld<T>(decode: () => T, bytesOf: (out: T) => number): [T, number] {
   let bytes = 0;
   try {
     const out = decode();
     bytes = bytesOf(out);
-    return out;
+    return [out, bytes];
   } finally {
     hold(bytes);
   }
@@ -164,7 +167,7 @@ async function runOne(task: CaptureTask): Promise<TaskOutput> {
       for (;;) {
         let r: IteratorResult<WsBatchPart, WsBatchPart & { desynced: boolean; metrics: MetricDeltas }>;
         try {
-          r = decodeHeld(() => parts.next(), (p) => p.value.bytes);
+          [r] = decodeHeld(() => parts.next(), (p) => p.value.bytes);
         } catch (e) {
           if (committed === 0) throw e; // nothing of it is stored: the pool records it all
           return { ids, desynced: true, metrics, lostFrom: { index: committed, detail: (e as Error)?.message ?? String(e) }, seconds: (performance.now() - t0) / 1000 };
@@ -188,9 +191,8 @@ async function runOne(task: CaptureTask): Promise<TaskOutput> {
     }
   }
   if (task.type === 'http') {
-    const { record, metrics: m } = decodeHeld(() => httpRecord(task, task.id ?? nextId(), wd.redactHeaders), (o) => heldBytes(o.record));
+    const [{ record, metrics: m }, bytes] = decodeHeld(() => httpRecord(task, task.id ?? nextId(), wd.redactHeaders), (o) => heldBytes(o.record));
     add(metrics, m);
-    const bytes = heldBytes(record);
     let ids: string[];
     try {
       ids = await commit([record], [task.lastByteAt], metrics);
