@@ -8,7 +8,7 @@ import net from 'node:net';
 import zlib from 'node:zlib';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { randomBytes, randomInt } from 'node:crypto';
 import WebSocket, { WebSocketServer } from 'ws';
 import { CapturePool, type CapturePoolOptions } from '../../src/workers/pool.js';
@@ -36,20 +36,28 @@ function newPool(over: Partial<CapturePoolOptions> = {}): { pool: CapturePool; d
   return { pool, dir };
 }
 
-/** A one-worker pool whose worker runs `prelude` (JavaScript over `task`, with `items(task)`) before the real one. */
-function wrappedPool(prelude: string): { pool: CapturePool; dir: string } {
+/**
+ * A one-worker pool whose worker runs `prelude` (JavaScript over `task`, with `items(task)`) before
+ * the real one, and `after` once it is done. `budget`: the worker's decoded bound (decoded-budget.ts
+ * is there as `budget`, `writeFileSync` too).
+ */
+function wrappedPool(prelude: string, o: { budget?: number; after?: string; pool?: Partial<CapturePoolOptions> } = {}): { pool: CapturePool; dir: string } {
   const real = new URL('../../src/workers/worker.js', import.meta.url).href;
+  const budget = new URL('../../src/workers/decoded-budget.js', import.meta.url).href;
   const dir0 = mkdtempSync(join(tmpdir(), 'greytap-wrapped-'));
   dirs.push(dir0);
   const file = join(dir0, 'wrapped-worker.mjs');
   writeFileSync(file, `import run from ${JSON.stringify(real)};
+import * as budget from ${JSON.stringify(budget)};
+import { writeFileSync } from 'node:fs';
+${o.budget !== undefined ? `budget.setDecodedHeldMax(${o.budget});` : ''}
 const items = (t) => (t.type === 'multi' ? t.parts.flatMap(items) : t.type === 'lane' ? t.items : [t]);
 export default async function (task) {
   ${prelude}
-  return run(task);
+  try { return await run(task); } finally { ${o.after ?? ''} }
 }
 `);
-  return newPool({ workers: 1, workerFile: file });
+  return newPool({ workers: 1, workerFile: file, ...o.pool });
 }
 
 /**
@@ -688,21 +696,9 @@ test('close() while a worker is inside a write transaction after its tasks settl
 test('decoded output past the worker\'s bound waits for earlier records to commit: a batch commits in parts, every record whole and in order', async () => {
   // Compression multiplies what the capture budget counts (wire bytes): here ~40 KiB of wire
   // decode to 12 MiB. The worker may hold 1 MiB of decoded bodies (64 MiB in serve) awaiting commit.
-  const real = new URL('../../src/workers/worker.js', import.meta.url).href;
-  const budget = new URL('../../src/workers/decoded-budget.js', import.meta.url).href;
-  const dir0 = mkdtempSync(join(tmpdir(), 'greytap-budget-'));
-  dirs.push(dir0);
-  const file = join(dir0, 'budget-worker.mjs');
-  const peakFile = join(dir0, 'peak');
-  writeFileSync(file, `import run from ${JSON.stringify(real)};
-import { budgetState, setDecodedHeldMax } from ${JSON.stringify(budget)};
-import { writeFileSync } from 'node:fs';
-setDecodedHeldMax(1 << 20);
-export default async function (task) {
-  try { return await run(task); } finally { writeFileSync(${JSON.stringify(peakFile)}, JSON.stringify(budgetState())); }
-}
-`);
-  const { pool, dir } = newPool({ workers: 1, workerFile: file, maxBody: 2 << 20 });
+  const peakFile = join(mkdtempSync(join(tmpdir(), 'greytap-budget-')), 'peak');
+  dirs.push(dirname(peakFile));
+  const { pool, dir } = wrappedPool('', { budget: 1 << 20, after: `writeFileSync(${JSON.stringify(peakFile)}, JSON.stringify(budget.budgetState()));`, pool: { maxBody: 2 << 20 } });
   const compress = compressor();
   const ws = pool.wsStream(origin('conn-bomb-ws'), 'u', 'server', { contextTakeover: true, windowBits: 15 }, 'conn-bomb-ws');
   const plains = Array.from({ length: 24 }, (_, i) => Buffer.from(`{"i":${i},"pad":"${'z'.repeat(256 << 10)}"}`));
@@ -740,22 +736,8 @@ export default async function (task) {
 });
 
 test('a WebSocket batch that fails after committing its first parts: those stay as they are, only the rest is recorded as worker_error, each message once', async () => {
-  const real = new URL('../../src/workers/worker.js', import.meta.url).href;
-  const budget = new URL('../../src/workers/decoded-budget.js', import.meta.url).href;
-  const dir0 = mkdtempSync(join(tmpdir(), 'greytap-lost-'));
-  dirs.push(dir0);
-  const file = join(dir0, 'lost-worker.mjs');
   // every message a part of its own (a 1-byte bound), and the fourth message of the batch unreadable
-  writeFileSync(file, `import run from ${JSON.stringify(real)};
-import { setDecodedHeldMax } from ${JSON.stringify(budget)};
-setDecodedHeldMax(1);
-const items = (t) => (t.type === 'multi' ? t.parts.flatMap(items) : [t]);
-export default async function (task) {
-  for (const t of items(task)) if (t.type === 'ws' && t.messages.length === 6 && t.messages[3].payload) t.messages[3] = null;
-  return run(task);
-}
-`);
-  const { pool, dir } = newPool({ workers: 1, workerFile: file });
+  const { pool, dir } = wrappedPool("for (const t of items(task)) if (t.type === 'ws' && t.messages.length === 6 && t.messages[3].payload) t.messages[3] = null;", { budget: 1 });
   const s = pool.wsStream(origin('conn-lost'), 'u', 'server', null, 'conn-lost');
   const plains = Array.from({ length: 6 }, (_, i) => Buffer.from(`message ${i} `.repeat(10)));
   plains.forEach((p, i) => s.push(message(i, p, false)));
