@@ -105,6 +105,21 @@ export function pipeConnection(conn: ProxyConnection, client: Duplex, server: Du
     conn.finish(rec.closeReason ?? 'closed');
   };
 
+  const gate = tap.gateUp?.bind(tap);
+  /** One chunk on its way: written (through the gate, for the client's bytes, when the tap has one), counted, shown to the tap. False when `dst` wants no more for now. */
+  const pass = (chunk: Buffer, src: Duplex, dst: Duplex, up: boolean): boolean => {
+    const gated = up && gate !== undefined;
+    const ok = gated ? passGate(gate, chunk, src, dst) : dst.write(chunk);
+    if (up) rec.bytesUp += chunk.length; else rec.bytesDown += chunk.length;
+    countForwarded(up, chunk.length);
+    if (!gated) {
+      try {
+        if (up) tap.fromClient(chunk); else tap.fromServer(chunk);
+      } catch { /* capture bugs lose capture, never traffic */ }
+    }
+    return ok;
+  };
+
   const forward = (src: Duplex, dst: Duplex, up: boolean) => {
     // On a bulk transfer nearly every write returns false (measured: 49,589 of 49,617 chunks), so
     // the drain listener is registered once, as Node's pipe() does, instead of a once('drain')
@@ -115,19 +130,11 @@ export function pipeConnection(conn: ProxyConnection, client: Duplex, server: Du
       paused = false;
       src.resume();
     });
-    const gate = up ? tap.gateUp?.bind(tap) : undefined;
     src.on('data', (chunk: Buffer) => {
       const t0 = (++chunksSeen & 15) === 0 ? performance.now() : 0;
-      if (!(gate ? passGate(gate, chunk, src, dst) : dst.write(chunk)) && !paused && holdsEnough(dst)) {
+      if (!pass(chunk, src, dst, up) && !paused && holdsEnough(dst)) {
         paused = true;
         src.pause();
-      }
-      if (up) rec.bytesUp += chunk.length; else rec.bytesDown += chunk.length;
-      countForwarded(up, chunk.length);
-      if (!gate) {
-        try {
-          if (up) tap.fromClient(chunk); else tap.fromServer(chunk);
-        } catch { /* capture bugs lose capture, never traffic */ }
       }
       if (t0) forwardLatency.observe((performance.now() - t0) / 1000);
     });
@@ -155,16 +162,7 @@ export function pipeConnection(conn: ProxyConnection, client: Duplex, server: Du
     else src.once('close', onClose);
   };
 
-  const gate = tap.gateUp?.bind(tap);
-  for (const chunk of opts.clientHead ?? []) {
-    if (gate) passGate(gate, chunk, client, server);
-    else server.write(chunk);
-    rec.bytesUp += chunk.length;
-    countForwarded(true, chunk.length);
-    if (!gate) {
-      try { tap.fromClient(chunk); } catch { /* capture bugs lose capture, never traffic */ }
-    }
-  }
+  for (const chunk of opts.clientHead ?? []) pass(chunk, client, server, true);
   forward(client, server, true);
   forward(server, client, false);
   // Sockets that were paused while their first bytes were peeked do not resume by themselves.
