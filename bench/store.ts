@@ -7,6 +7,10 @@
 // go through the Store's putTransactions, each batch one commit, into a fresh store; the baseline
 // puts the same records into one plain LMDB table (one B-tree put per record, same page size, same
 // commit per batch) — the least any LMDB store can pay. Rounds alternate, on fresh directories.
+// At the bound: a deployment with --retention reaches a steady state where every record written
+// is matched by one retention removes. The same writes into a store already holding as many
+// records, the oldest removed as retention's sweep does (purgeTransactions, RETENTION_BATCH per
+// transaction) once that many are over: the CPU per record of each, in rounds between the others.
 // List: a store of `--list-conns` WebSocket connections plus HTTP exchanges, opened one after another
 // over `--list-days` days (record ids carry that time); `?kind=` and `?host=` pages (which reach
 // messages through their connections, found by the ids' time buckets) against the unfiltered page.
@@ -94,19 +98,50 @@ async function writePlain(dir: string, data: TransactionRecord[][]): Promise<num
   return us / RECORDS;
 }
 
+/** Records per removal transaction: retention's default batch. */
+const RETENTION_BATCH = 500;
+
+async function writeAtBound(dir: string, data: TransactionRecord[][]): Promise<{ write: number; purge: number }> {
+  const store = openStore(dir);
+  for (const b of batches()) await store.putTransactions(b); // the bound: as many records, older
+  let write = 0, purge = 0, over = 0;
+  for (const b of data) {
+    let t0 = cpuUs();
+    await store.putTransactions(b);
+    write += cpuUs() - t0;
+    for (over += b.length; over >= RETENTION_BATCH; over -= RETENTION_BATCH) {
+      t0 = cpuUs();
+      await store.purgeTransactions('ffffffffffffffff', RETENTION_BATCH);
+      purge += cpuUs() - t0;
+    }
+  }
+  await store.close();
+  return { write: write / RECORDS, purge: purge / (RECORDS - over) };
+}
+
 function fresh(): string {
   return mkdtempSync(join(tmpdir(), 'greytap-store-bench-'));
 }
 
 async function writeBench() {
-  const plain: number[] = [], greytap: number[] = [];
+  const plain: number[] = [], greytap: number[] = [], boundWrite: number[] = [], boundPurge: number[] = [];
+  const atBound = async (dir: string, data: TransactionRecord[][]) => {
+    const r = await writeAtBound(dir, data);
+    boundPurge.push(r.purge);
+    return r.write;
+  };
   for (let r = 0; r < ROUNDS; r++) {
-    for (const [run, into] of [[writePlain, plain], [writeGreytap, greytap]] as const) {
+    for (const [run, into] of [[writePlain, plain], [writeGreytap, greytap], [atBound, boundWrite]] as const) {
       const dir = fresh();
       try { into.push(await run(dir, batches())); } finally { rmSync(dir, { recursive: true, force: true }); }
     }
   }
-  return { plainUsPerRecord: median(plain), greytapUsPerRecord: median(greytap), ratio: median(greytap) / median(plain), rounds: { plain, greytap } };
+  const g = median(greytap);
+  return {
+    plainUsPerRecord: median(plain), greytapUsPerRecord: g, ratio: g / median(plain),
+    atBound: { writeUsPerRecord: median(boundWrite), purgeUsPerRecord: median(boundPurge), purgeRatio: median(boundPurge) / g },
+    rounds: { plain, greytap, boundWrite, boundPurge },
+  };
 }
 
 async function listBench() {
@@ -160,6 +195,7 @@ const list = await listBench();
 const f = (x: number) => x.toFixed(1);
 console.log(`store write: ${RECORDS} WebSocket records of 1 KiB in batches of ${BATCH}, ${ROUNDS} alternating rounds (median)`);
 console.log(`  plain LMDB table: ${f(write.plainUsPerRecord)} µs CPU/record   greytap store: ${f(write.greytapUsPerRecord)} µs CPU/record   = ${write.ratio.toFixed(2)}× the plain table`);
+console.log(`  at the retention bound (as many records before, the oldest removed ${RETENTION_BATCH} a transaction): write ${f(write.atBound.writeUsPerRecord)} µs CPU/record, removal ${f(write.atBound.purgeUsPerRecord)} µs CPU/record = ${write.atBound.purgeRatio.toFixed(2)}× a fresh write`);
 console.log(`store list: pages of 100 over ${list.records} records on ${list.wsConnections} WebSocket connections over ${list.days} days (median of 5)`);
 console.log(`  unfiltered page: ${list.unfilteredMs.toFixed(2)} ms`);
 for (const [name, ms] of Object.entries(list.pagesMs)) console.log(`  ${name}: ${ms.toFixed(2)} ms = ${(ms / list.unfilteredMs).toFixed(1)}× unfiltered`);

@@ -108,7 +108,7 @@ export async function serve(cfg: Config): Promise<Running> {
     throw e;
   }
   up = true;
-  const retention = startRetentionThread(cfg.dataDir, { maxAgeMs: cfg.retentionMs, maxBytes: cfg.retentionBytes });
+  const retention = startRetentionThread(cfg.dataDir, { maxAgeMs: cfg.retentionMs, maxBytes: cfg.retentionBytes }, cfg.captureNice);
 
   return {
     ctx,

@@ -1,5 +1,6 @@
 // serve's options: defaults, flags over environment over config file, one-line errors, the
-// loopback rule (no open relay by default), and the capture workers' CPU niceness on real threads.
+// loopback rule (no open relay by default), and the CPU niceness of capture's threads (the workers,
+// retention's sweeper) on real threads.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -70,4 +71,19 @@ test('capture workers run at --capture-nice while the forwarding thread keeps it
     await waitFor(() => threadNices().includes(12), 'a worker thread at nice 12');
     assert.equal(niceOf(process.pid), 0, 'the main (forwarding) thread is not reniced');
   } finally { await g.stop(); }
+});
+
+test('retention\'s sweeper runs at --capture-nice too: a store at its bound removes a record for each one captured', async () => {
+  const atNice = async (args: string[]) => {
+    const g = await startGreytap(['--capture-nice', '13', '--workers', '1', ...args]);
+    try {
+      await waitFor(() => threadNices().includes(13), 'a thread at nice 13');
+      await new Promise((r) => setTimeout(r, 300)); // every thread serve starts is up
+      return threadNices().filter((n) => n === 13).length;
+    } finally { await g.stop(); }
+  };
+  const without = await atNice([]);
+  const withRetention = await atNice(['--retention', '7d']);
+  assert.equal(withRetention, without + 1, `threads at nice 13: ${without} without retention, ${withRetention} with it`);
+  assert.equal(niceOf(process.pid), 0, 'the main (forwarding) thread is not reniced');
 });

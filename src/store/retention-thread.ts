@@ -1,21 +1,24 @@
-// Retention on a thread of its own. Its removals that must re-check under LMDB's writer lock run
-// as synchronous transactions, which wait for a capture worker's commit and then sync: on serve's
-// main thread that would stall forwarding for as long, once a sweep. Here only this thread waits.
+// Retention on a thread of its own. Its removals run as synchronous transactions, which wait for a
+// capture worker's commit and then sync: on serve's main thread that would stall forwarding for as
+// long, once a sweep. Here only this thread waits. It runs at capture's priority (--capture-nice):
+// a store held at its bound removes a record for every record captured, at half or more of the
+// cost of writing it (bench/store.ts), work the agent must not wait behind any more than capture's.
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { openStore } from './lmdb.js';
 import { startRetention, type RetentionOptions } from './retention.js';
+import { niceThisThread } from '../thread-priority.js';
 
-interface ThreadData { dataDir: string; opts: Pick<RetentionOptions, 'maxAgeMs' | 'maxBytes' | 'intervalMs'> }
+interface ThreadData { dataDir: string; opts: Pick<RetentionOptions, 'maxAgeMs' | 'maxBytes' | 'intervalMs'>; nice?: number }
 
 export interface RetentionThread {
   /** Lets a sweep in progress finish its batch, closes the thread's store handle, ends the thread. */
   stop(): Promise<void>;
 }
 
-/** Null when no retention is asked for (no thread is started). */
-export function startRetentionThread(dataDir: string, opts: ThreadData['opts']): RetentionThread | null {
+/** Null when no retention is asked for (no thread is started). `nice`: the thread's CPU niceness (serve's --capture-nice). */
+export function startRetentionThread(dataDir: string, opts: ThreadData['opts'], nice?: number): RetentionThread | null {
   if (opts.maxAgeMs == null && opts.maxBytes == null) return null;
-  const w = new Worker(new URL(import.meta.url), { workerData: { dataDir, opts } satisfies ThreadData });
+  const w = new Worker(new URL(import.meta.url), { workerData: { dataDir, opts, nice } satisfies ThreadData });
   w.unref();
   w.on('error', (e) => console.error(`greytap: retention stopped: ${e.message}`));
   const exited = new Promise<void>((r) => w.once('exit', () => r()));
@@ -31,7 +34,8 @@ export function startRetentionThread(dataDir: string, opts: ThreadData['opts']):
 }
 
 if (!isMainThread && parentPort && (workerData as ThreadData | undefined)?.dataDir) {
-  const { dataDir, opts } = workerData as ThreadData;
+  const { dataDir, opts, nice } = workerData as ThreadData;
+  niceThisThread(nice);
   const port = parentPort;
   const store = openStore(dataDir);
   const retention = startRetention(store, { ...opts, onError: (e) => console.error(`greytap: retention sweep failed: ${(e as Error)?.message ?? e}`) });

@@ -1,12 +1,12 @@
 // The Piscina entry: decode one capture task, commit its records, assemble conversations. The
 // store is opened once per worker thread; nothing else survives between tasks but caches (a
 // direction's DEFLATE window is the lane's shared buffer, named by the task).
-import { setPriority } from 'node:os';
 import { BroadcastChannel, threadId } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { openStore } from '../store/lmdb.js';
 import { redactPath } from '../store/redact.js';
 import { adoptIdBuffer, nextId } from '../store/ids.js';
+import { niceThisThread } from '../thread-priority.js';
 import { decodeWsParts, type WsBatchPart } from './decode-ws.js';
 import { decodeTurn, decodedFull, heldBytes, hold, release } from './decoded-budget.js';
 import { RECYCLE_MIN } from '../io/capture-buffer.js';
@@ -53,13 +53,7 @@ export interface TaskOutput extends Partial<Pick<WsBatchResult, 'desynced'>> {
 
 const wd = Piscina.workerData as WorkerData;
 
-// Capture must never slow the agent: on a busy host the forwarding thread and the agent's own
-// processes win the CPU, and capture lags (then drops, counted) instead (--capture-nice, default
-// 15). Linux nice is per thread, and setPriority(0, …) applies to the calling thread only (the
-// lmdb writer it starts inherits it).
-if (wd?.nice) {
-  try { setPriority(0, wd.nice); } catch { /* not permitted here: run at normal priority */ }
-}
+niceThisThread(wd?.nice);
 if (wd?.idBuffer) adoptIdBuffer(wd.idBuffer);
 if (wd?.dissectRules) setDissectRules(wd.dissectRules);
 let store: Store | undefined;

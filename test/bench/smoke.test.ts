@@ -171,7 +171,7 @@ test('best of rounds: the kept row carries every round\'s errors; a round skippe
   assert.deepEqual(row.roundDetails?.map((d) => d.status), ['error', 'skipped']);
 });
 
-test('the store bench runs and reports CPU per record against the plain table, and filtered page times', async () => {
+test('the store bench runs and reports CPU per record against the plain table and at the retention bound, and filtered page times', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'greytap-store-bench-test-'));
   try {
     const out = join(dir, 'store.json');
@@ -182,6 +182,7 @@ test('the store bench runs and reports CPU per record against the plain table, a
     assert.equal(code, 0);
     const r = JSON.parse(readFileSync(out, 'utf8'));
     assert.ok(r.write.plainUsPerRecord > 0 && r.write.greytapUsPerRecord > 0 && r.write.ratio > 0, JSON.stringify(r.write));
+    assert.ok(r.write.atBound.writeUsPerRecord > 0 && r.write.atBound.purgeUsPerRecord > 0, JSON.stringify(r.write.atBound));
     assert.equal(r.list.wsConnections, 40);
     assert.ok(r.list.unfilteredMs > 0);
     assert.deepEqual(Object.keys(r.list.pagesMs).length, 4);

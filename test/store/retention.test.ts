@@ -5,13 +5,13 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { open } from 'lmdb';
-import { openStore } from '../../src/store/lmdb.js';
+import { BODY_APART_THRESHOLD, openStore } from '../../src/store/lmdb.js';
 import { startRetention } from '../../src/store/retention.js';
 import { startRetentionThread } from '../../src/store/retention-thread.js';
 import { exportRecords } from '../../src/store/export.js';
 import { idAt } from '../../src/store/ids.js';
 import { conversationId } from '../../src/workers/assemble.js';
-import type { Conversation, TransactionRecord } from '../../src/records.js';
+import type { Conversation, HttpTransaction, TransactionRecord } from '../../src/records.js';
 import { conn, http, tempDir, ws } from './fixtures.js';
 
 const DAY = 86_400_000;
@@ -174,6 +174,32 @@ test('a WebSocket upgrade (101) stays while its socket has later records, withou
   assert.equal(await hours.sweep(), newMsgs.length + 1);
   assert.deepEqual(counts(dir).tx, 0);
   assert.equal(store.getConnection(socket.id), undefined);
+});
+
+test('a 101 kept among removed records keeps its body stored apart, and theirs go (one pass over the span of ids, not a lookup per record)', async (t) => {
+  const dir = tempDir(t);
+  const store = openStore(dir);
+  t.after(() => store.close());
+  const start = Date.now() - 10 * DAY;
+  const socket = conn({ id: oldId(10 * DAY), startTs: start }); // still open
+  const other = conn({ id: oldId(10 * DAY), startTs: start, endTs: start });
+  await store.putConnection(socket);
+  await store.putConnection(other);
+  const at = (msAgo: number) => ({ id: oldId(msAgo), ts: Date.now() - msAgo });
+  const big = (c: string) => c.repeat(3 * BODY_APART_THRESHOLD);
+  const before = Array.from({ length: 3 }, () => http(other.id, { ...at(9 * DAY), respBody: big('b') }));
+  const up = http(socket.id, { ...at(9 * DAY), status: 101, method: 'GET', path: '/ws', scheme: 'wss', reqBody: big('u'), respBody: undefined });
+  const after = Array.from({ length: 3 }, () => http(other.id, { ...at(9 * DAY), respBody: big('a') }));
+  const live = ws(socket.id, up.id, 'server', 0, at(DAY));
+  await store.putTransactions([...before, up, ...after, live]);
+  assert.equal(counts(dir).bodies, 7, 'every big body is stored apart');
+
+  const r = startRetention(store, { maxAgeMs: 7 * DAY, maxBytes: null, intervalMs: 3_600_000 });
+  t.after(() => r.stop());
+  assert.equal(await r.sweep(), before.length + after.length);
+  assert.deepEqual(store.listTransactions({}).items.map((x) => x.id), [up.id, live.id]);
+  assert.equal((store.getTransaction(up.id) as HttpTransaction).reqBody, big('u'), 'the kept 101 keeps its body');
+  assert.equal(counts(dir).bodies, 1);
 });
 
 test('retention by size gets past a long-lived socket\'s 101 and keeps it', async (t) => {
