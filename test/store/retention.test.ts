@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { open } from 'lmdb';
-import { BODY_APART_THRESHOLD, openStore } from '../../src/store/lmdb.js';
+import { BODY_APART_THRESHOLD, openStore, type LmdbStore } from '../../src/store/lmdb.js';
 import { startRetention } from '../../src/store/retention.js';
 import { startRetentionThread } from '../../src/store/retention-thread.js';
 import { exportRecords } from '../../src/store/export.js';
@@ -143,17 +143,25 @@ async function harMessages(store: Parameters<typeof exportRecords>[0]): Promise<
   return Object.fromEntries(entries.map((e) => [e.request.url, e._webSocketMessages?.length ?? -1]));
 }
 
+/** A record's id and ts `msAgo` ago. */
+const at = (msAgo: number) => ({ id: oldId(msAgo), ts: Date.now() - msAgo });
+
+/** Two connections opened ten days ago: a socket still open, and another that ended then. */
+async function socketAndOther(store: LmdbStore) {
+  const start = Date.now() - 10 * DAY;
+  const socket = conn({ id: oldId(10 * DAY), startTs: start });
+  const other = conn({ id: oldId(10 * DAY), startTs: start, endTs: start });
+  await store.putConnection(socket);
+  await store.putConnection(other);
+  return { start, socket, other };
+}
+
 test('a WebSocket upgrade (101) stays while its socket has later records, without holding retention up, and goes after the last of them', async (t) => {
   const dir = tempDir(t);
   const store = openStore(dir);
   t.after(() => store.close());
-  const start = Date.now() - 10 * DAY;
-  const socket = conn({ id: oldId(10 * DAY), startTs: start }); // still open
-  const other = conn({ id: oldId(10 * DAY), startTs: start, endTs: start });
-  await store.putConnection(socket);
-  await store.putConnection(other);
+  const { start, socket, other } = await socketAndOther(store);
   const up = http(socket.id, { id: oldId(10 * DAY), ts: start, status: 101, method: 'GET', path: '/ws', scheme: 'wss', reqBody: undefined, respBody: undefined });
-  const at = (msAgo: number) => ({ id: oldId(msAgo), ts: Date.now() - msAgo });
   const oldMsgs = [ws(socket.id, up.id, 'client', 0, at(9 * DAY)), ws(socket.id, up.id, 'server', 0, at(9 * DAY))];
   const oldHttp = Array.from({ length: 5 }, () => http(other.id, { ...at(8 * DAY), path: '/old' }));
   const newMsgs = [ws(socket.id, up.id, 'client', 1, at(DAY)), ws(socket.id, up.id, 'server', 1, at(DAY))];
@@ -180,12 +188,7 @@ test('a 101 kept among removed records keeps its body stored apart, and theirs g
   const dir = tempDir(t);
   const store = openStore(dir);
   t.after(() => store.close());
-  const start = Date.now() - 10 * DAY;
-  const socket = conn({ id: oldId(10 * DAY), startTs: start }); // still open
-  const other = conn({ id: oldId(10 * DAY), startTs: start, endTs: start });
-  await store.putConnection(socket);
-  await store.putConnection(other);
-  const at = (msAgo: number) => ({ id: oldId(msAgo), ts: Date.now() - msAgo });
+  const { socket, other } = await socketAndOther(store);
   const big = (c: string) => c.repeat(3 * BODY_APART_THRESHOLD);
   const before = Array.from({ length: 3 }, () => http(other.id, { ...at(9 * DAY), respBody: big('b') }));
   const up = http(socket.id, { ...at(9 * DAY), status: 101, method: 'GET', path: '/ws', scheme: 'wss', reqBody: big('u'), respBody: undefined });
