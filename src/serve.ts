@@ -82,7 +82,8 @@ export async function serve(cfg: Config): Promise<Running> {
     redactHeaders: cfg.redactHeaders,
     nice: cfg.captureNice,
     dissectRules,
-    onCommitted: (ids) => events.committed(ids),
+    onCommitted: (ids, frames) => events.committed(ids, frames),
+    eventsListening: events.listening,
   });
   const ctx: ProxyContext = { cfg, ca, upstreamTrust: trust, pool, listening: [] };
   const servers: (net.Server | http.Server)[] = [];

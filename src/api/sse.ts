@@ -11,7 +11,7 @@
 // Memory is bounded per client: a client whose socket buffer exceeds maxBufferBytes, or whose
 // held-back live events during a long replay exceed maxPending, is disconnected (it can resume).
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { RecordEvents } from './events.js';
+import { eventFrame, type RecordEvents } from './events.js';
 import type { Store } from '../store/store.js';
 import { ID_RE, idTime } from '../store/ids.js';
 
@@ -36,7 +36,9 @@ interface Client {
 export class SseHub {
   private readonly clients = new Set<Client>();
   private readonly heartbeat: NodeJS.Timeout;
-  private readonly onCommitted = (ids: string[]) => this.fanOut(ids);
+  private readonly onCommitted = (ids: string[], frames?: string[]) => this.fanOut(ids, frames);
+  /** how many clients this hub has told `events` about */
+  private counted = 0;
   private readonly maxBuffer: number;
   private readonly maxPending: number;
 
@@ -64,6 +66,18 @@ export class SseHub {
     this.events.off('committed', this.onCommitted);
     for (const c of this.clients) c.res.end();
     this.clients.clear();
+    this.recount();
+  }
+
+  /** Tells the capture workers (through `events`) how many clients listen now. */
+  private recount(): void {
+    this.events.clientsChanged(this.clients.size - this.counted);
+    this.counted = this.clients.size;
+  }
+
+  private drop(c: Client): void {
+    this.clients.delete(c);
+    this.recount();
   }
 
   /** Validates Last-Event-ID; returns an error reason or starts the stream. */
@@ -80,15 +94,16 @@ export class SseHub {
     if (req.method === 'HEAD') { res.end(); return null; }
     const c: Client = { res, replaying: last !== undefined, held: [], heldSet: new Set(), replayed: new Set(), forgetAt: 0 };
     this.clients.add(c);
-    res.on('close', () => this.clients.delete(c));
+    this.recount();
+    res.on('close', () => this.drop(c));
     res.write(': greytap events\n\n');
     if (last !== undefined) void this.replay(c, last, Date.now());
     return null;
   }
 
-  private frame(id: string): string | null {
+  private frame(id: string): string {
     const r = this.store.getTransactionMeta(id);
-    return r ? `id: ${r.id}\nevent: ${r.kind}\ndata: ${JSON.stringify(r)}\n\n` : null; // not a transaction (e.g. a connection id)
+    return r ? eventFrame(r) : ''; // not a transaction (e.g. a connection id)
   }
 
   private write(c: Client, s: string): boolean {
@@ -96,19 +111,21 @@ export class SseHub {
     if (c.res.writableLength > this.maxBuffer) {
       // a slow reader: drop it rather than buffer without bound; it can resume with Last-Event-ID
       c.res.destroy();
-      this.clients.delete(c);
+      this.drop(c);
       return false;
     }
     c.res.write(s);
     return true;
   }
 
-  private fanOut(ids: string[]): void {
+  private fanOut(ids: string[], made?: string[]): void {
     if (this.clients.size === 0) return;
-    const frames = new Map<string, string | null>();
+    const frames = new Map<string, string>();
+    if (made) ids.forEach((id, i) => { if (made[i] !== undefined) frames.set(id, made[i]); });
     const frameOf = (id: string) => {
-      if (!frames.has(id)) frames.set(id, this.frame(id));
-      return frames.get(id)!;
+      let f = frames.get(id);
+      if (f === undefined) frames.set(id, (f = this.frame(id)));
+      return f;
     };
     for (const c of this.clients) {
       // A batch's events go in one write, not one each (a chunk and a syscall per event). What an
@@ -120,11 +137,11 @@ export class SseHub {
           if (c.heldSet.has(id)) continue;
           c.held.push(id);
           c.heldSet.add(id);
-          if (c.held.length > this.maxPending) { c.res.destroy(); this.clients.delete(c); break; }
+          if (c.held.length > this.maxPending) { c.res.destroy(); this.drop(c); break; }
           continue;
         }
         if (c.replayed.has(id)) continue; // already sent by the replay (kept until forgetAt: reports may repeat)
-        out += frameOf(id) ?? '';
+        out += frameOf(id);
       }
       if (out) this.write(c, out);
     }
@@ -138,7 +155,7 @@ export class SseHub {
         const page = this.store.listTransactions({ after, limit: REPLAY_PAGE });
         for (const r of page.items) {
           if (c.heldSet.has(r.id)) continue; // its live event is held: sent after the replay
-          if (!this.write(c, `id: ${r.id}\nevent: ${r.kind}\ndata: ${JSON.stringify(r)}\n\n`)) return;
+          if (!this.write(c, eventFrame(r))) return;
           if (idTime(r.id) >= recentFloor) c.replayed.add(r.id);
         }
         if (!page.next) break;
@@ -153,7 +170,7 @@ export class SseHub {
       }
     } catch {
       c.res.destroy(); // store read failed: the client reconnects and resumes
-      this.clients.delete(c);
+      this.drop(c);
       return;
     }
     // hand-over: everything held back, in arrival order; from now on live events go straight out

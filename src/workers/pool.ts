@@ -38,7 +38,10 @@ export interface CapturePoolOptions {
   nice?: number;
   /** endpoint rules for conversation assembly (--dissect-rules) */
   dissectRules?: DissectRule[];
-  onCommitted?: (ids: string[]) => void;
+  /** ids just committed, and their SSE events where the workers made them (api/events.ts) */
+  onCommitted?: (ids: string[], frames?: string[]) => void;
+  /** SSE clients listening (RecordEvents.listening): while any do, workers make the events */
+  eventsListening?: Int32Array;
   /** Worker module (tests wrap the real one); default ./worker.js next to this file. */
   workerFile?: string | URL;
 }
@@ -119,7 +122,7 @@ export class CapturePool {
       // Idle workers must keep their event loop turning: the assembler's trailing timers run there.
       atomics: 'async',
       idleTimeout: Infinity,
-      workerData: { dataDir: opts.dataDir, idBuffer: idSharedBuffer(), redactHeaders: opts.redactHeaders, maxBody: opts.maxBody, nice: opts.nice ?? 15, dissectRules: opts.dissectRules, close: this.closeHandshake } satisfies WorkerData,
+      workerData: { dataDir: opts.dataDir, idBuffer: idSharedBuffer(), redactHeaders: opts.redactHeaders, maxBody: opts.maxBody, nice: opts.nice ?? 15, dissectRules: opts.dissectRules, close: this.closeHandshake, eventsListening: opts.eventsListening } satisfies WorkerData,
     });
     // A crashed worker is replaced by Piscina; its tasks reject and are handled per lane.
     this.piscina.on('error', () => {});
@@ -243,7 +246,7 @@ export class CapturePool {
       applyDeltas(out.metrics);
       if (out.metrics.dropped?.store_error) this.storeErrorLog(out.metrics.dropped.store_error);
       workerTaskSeconds.observe({ type: task.type === 'lane' ? task.items[0].type : task.type }, out.seconds);
-      if (out.ids.length) this.opts.onCommitted?.(out.ids);
+      if (out.ids.length) this.opts.onCommitted?.(out.ids, out.frames);
       return out;
     });
   }

@@ -7,6 +7,7 @@ import { openStore } from '../store/lmdb.js';
 import { redactPath } from '../store/redact.js';
 import { adoptIdBuffer, nextId } from '../store/ids.js';
 import { niceThisThread } from '../thread-priority.js';
+import { eventFrame, someoneListens } from '../api/events.js';
 import { decodeWsParts, type WsBatchPart } from './decode-ws.js';
 import { decodeTurn, decodedFull, heldBytes, hold, release } from './decoded-budget.js';
 import { RECYCLE_MIN } from '../io/capture-buffer.js';
@@ -31,6 +32,8 @@ export interface WorkerData {
   dissectRules?: DissectRule[];
   /** the close handshake (worker-close.ts): the channel, and a flag set before it is used */
   close?: CloseHandshake;
+  /** SSE clients listening on the main thread (api/events.ts): while any do, commits come with their events */
+  eventsListening?: Int32Array;
 }
 
 /** What every task returns to the pool (WsBatchResult fields are present for 'ws' tasks). */
@@ -44,6 +47,8 @@ export interface TaskOutput extends Partial<Pick<WsBatchResult, 'desynced'>> {
    */
   lostFrom?: { index: number; detail: string };
   ids: string[];
+  /** the SSE event of each id ('' for none), when an SSE client listened as they were committed (api/events.ts) */
+  frames?: string[];
   metrics: MetricDeltas;
   /** HTTP tasks: the body buffers, committed and no longer referenced, handed back for reuse (capture-buffer.ts) */
   recycle?: ArrayBuffer[];
@@ -100,16 +105,32 @@ function now(): number {
   return performance.timeOrigin + performance.now();
 }
 
+/** Committed ids, and their SSE events when a client listens (api/events.ts). */
+type Committed = Pick<TaskOutput, 'ids' | 'frames'>;
+
+/** Joins committed parts in order; events only if every part has them (the main thread reads the rest). */
+function joined(parts: Committed[]): Committed {
+  const ids = parts.flatMap((p) => p.ids);
+  return parts.every((p) => p.frames || p.ids.length === 0) && parts.some((p) => p.frames) ? { ids, frames: parts.flatMap((p) => p.frames ?? []) } : { ids };
+}
+
 /** Commits records; a refused write is counted (store_error), never thrown: the lane must go on. */
-async function commit(records: TransactionRecord[], lastByteAt: number[], metrics: MetricDeltas): Promise<string[]> {
-  if (records.length === 0) return [];
+async function commit(records: TransactionRecord[], lastByteAt: number[], metrics: MetricDeltas): Promise<Committed> {
+  if (records.length === 0) return { ids: [] };
   let s: Store;
   try {
     s = theStore();
     await s.putTransactions(records);
   } catch {
     add(metrics, { dropped: { store_error: records.length } });
-    return [];
+    return { ids: [] };
+  }
+  // read back as stored (redacted, bodies apart), here at capture's priority, not on the forwarding thread
+  let frames: string[] | undefined;
+  if (someoneListens(wd?.eventsListening)) {
+    try {
+      frames = records.map((r) => { const m = s.getTransactionMeta(r.id); return m ? eventFrame(m) : ''; });
+    } catch { /* the main thread reads them */ }
   }
   const t = now();
   const counts: Record<string, number> = {};
@@ -121,7 +142,7 @@ async function commit(records: TransactionRecord[], lastByteAt: number[], metric
   } catch {
     /* the records are stored; the conversation view misses them */
   }
-  return records.map((r) => r.id);
+  return { ids: records.map((r) => r.id), frames };
 }
 
 /**
@@ -145,7 +166,7 @@ async function runOne(task: CaptureTask): Promise<TaskOutput> {
   if (task.type === 'lane') {
     const outs = await Promise.all(task.items.map(runOne));
     for (const o of outs) add(metrics, o.metrics);
-    return { ids: outs.flatMap((o) => o.ids), metrics, recycle: outs.flatMap((o) => o.recycle ?? []), seconds: (performance.now() - t0) / 1000 };
+    return { ...joined(outs), metrics, recycle: outs.flatMap((o) => o.recycle ?? []), seconds: (performance.now() - t0) / 1000 };
   }
   // Decoding waits while this worker holds too much decoded output awaiting commit (decoded-budget.ts);
   // a connection record waits its turn too, so a lane's items stay in order.
@@ -155,7 +176,7 @@ async function runOne(task: CaptureTask): Promise<TaskOutput> {
   if (turn) await turn;
   if (task.type === 'ws') {
     const parts = decodeWsParts(task, nextId, decodedFull);
-    const ids: string[] = [];
+    const done: Committed[] = [];
     let committed = 0; // messages
     try {
       for (;;) {
@@ -164,18 +185,18 @@ async function runOne(task: CaptureTask): Promise<TaskOutput> {
           [r] = decodeHeld(() => parts.next(), (p) => p.value.bytes);
         } catch (e) {
           if (committed === 0) throw e; // nothing of it is stored: the pool records it all
-          return { ids, desynced: true, metrics, lostFrom: { index: committed, detail: (e as Error)?.message ?? String(e) }, seconds: (performance.now() - t0) / 1000 };
+          return { ...joined(done), desynced: true, metrics, lostFrom: { index: committed, detail: (e as Error)?.message ?? String(e) }, seconds: (performance.now() - t0) / 1000 };
         }
         const { records, first, bytes } = r.value;
         try {
-          ids.push(...(await commit(records, task.messages.slice(first, first + records.length).map((m) => m.lastByteAt), metrics)));
+          done.push(await commit(records, task.messages.slice(first, first + records.length).map((m) => m.lastByteAt), metrics));
         } finally {
           release(bytes);
         }
         committed = first + records.length;
         if (r.done) {
           add(metrics, r.value.metrics);
-          return { ids, desynced: r.value.desynced, metrics, seconds: (performance.now() - t0) / 1000 };
+          return { ...joined(done), desynced: r.value.desynced, metrics, seconds: (performance.now() - t0) / 1000 };
         }
         const next = decodeTurn();
         if (next) await next;
@@ -187,16 +208,16 @@ async function runOne(task: CaptureTask): Promise<TaskOutput> {
   if (task.type === 'http') {
     const [{ record, metrics: m }, bytes] = decodeHeld(() => httpRecord(task, task.id ?? nextId(), wd.redactHeaders), (o) => heldBytes(o.record));
     add(metrics, m);
-    let ids: string[];
+    let done: Committed;
     try {
-      ids = await commit([record], [task.lastByteAt], metrics);
+      done = await commit([record], [task.lastByteAt], metrics);
     } finally {
       release(bytes);
     }
     // Committed and assembled: nothing refers to the captured bytes any more (the record's body
     // fields are views of them, and the record is dropped here).
     const recycle = [task.reqBody, task.respBody].flatMap((b) => (b && b.buffer.byteLength >= RECYCLE_MIN ? [b.buffer as ArrayBuffer] : []));
-    return { ids, metrics, recycle, seconds: (performance.now() - t0) / 1000 } satisfies TaskOutput;
+    return { ...done, metrics, recycle, seconds: (performance.now() - t0) / 1000 } satisfies TaskOutput;
   }
   hold(0); // (its turn passes on: a connection record holds nothing decoded)
   try {

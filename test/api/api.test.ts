@@ -1,9 +1,10 @@
 // The real API server over HTTP on 127.0.0.1 with a real LMDB store: every route, its 400/404/405
 // answers, SSE live events, Last-Event-ID resumption across the replay/live hand-over (no gap, no
-// duplicate), heartbeats, slow SSE clients being cut off, and /metrics.
+// duplicate), heartbeats, slow SSE clients being cut off, live events made by the capture workers
+// in a running greytap, and /metrics.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { get, request, type IncomingMessage, type Server } from 'node:http';
+import { createServer, get, request, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { openStore, type LmdbStore } from '../../src/store/lmdb.js';
 import { startApi, RecordEvents } from '../../src/api/server.js';
@@ -12,6 +13,7 @@ import type { Conversation, TransactionRecord } from '../../src/records.js';
 import { conversationId } from '../../src/workers/assemble.js';
 import { getPublicConversation } from '../../src/api/public-conversations.js';
 import { conn, http, tempDir, ws } from '../store/fixtures.js';
+import { curl, startGreytap, waitFor } from '../helpers/harness.js';
 import { MAX_WRITERS } from '../../src/api/body-json.js';
 
 interface Ctx { base: string; server: Server; store: LmdbStore; events: RecordEvents; healthy: { v: boolean } }
@@ -251,6 +253,41 @@ test('SSE: live events carry id, kind and the record without bodies; heartbeats 
   await s.until(() => s.comments.some((l) => l.startsWith(': heartbeat')));
   const bad = await fetch(`${base}/api/events`, { headers: { 'last-event-id': 'nope' } });
   assert.equal(bad.status, 400);
+});
+
+test('SSE in a running greytap: while a client listens, the capture workers make the events; the forwarding thread reads no record for them', async (t) => {
+  const origin = createServer((req, res) => res.end(`ok ${req.url}`));
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
+  t.after(() => origin.close());
+  const g = await startGreytap(['--map', `live.test:80=127.0.0.1:${(origin.address() as AddressInfo).port}`]);
+  t.after(() => g.stop());
+  // every store of this thread (the API's among them) shares the class: count the records it reads
+  const probe = openStore(tempDir(t));
+  t.after(() => probe.close());
+  let proto = probe as unknown as { getTransactionMeta: (id: string) => unknown }; // (a handle over the shared instance over the class)
+  while (!Object.prototype.hasOwnProperty.call(proto, 'getTransactionMeta')) proto = Object.getPrototypeOf(proto);
+  const read = proto.getTransactionMeta;
+  let reads = 0;
+  proto.getTransactionMeta = function (this: unknown, id: string) { reads++; return read.call(this, id); };
+  t.after(() => { proto.getTransactionMeta = read; });
+
+  const s = sse(`${g.api}/api/events`);
+  await s.ready;
+  t.after(() => s.close());
+  const paths = ['/a', '/b?x=1', '/c'];
+  for (const p of paths) {
+    const r = await curl(['-x', `http://${g.httpProxy}`, '-H', 'Authorization: Bearer sk-live-secret', `http://live.test${p}`]);
+    assert.equal(r.stdout, `ok http://live.test${p}`, r.stderr); // (the request line goes as the client wrote it)
+  }
+  await waitFor(() => s.got.length >= paths.length, 'an event per exchange');
+  const data = s.got.map((e) => JSON.parse(e.data));
+  assert.deepEqual(data.map((d) => d.path), paths);
+  assert.deepEqual(s.got.map((e) => [e.id, e.event]), data.map((d) => [d.id, 'HTTP']));
+  for (const d of data) {
+    assert.equal('respBody' in d, false, 'no bodies in events');
+    assert.equal(JSON.stringify(d.reqHeaders).includes('sk-live-secret'), false, 'the event shows the record as stored: redacted');
+  }
+  assert.equal(reads, 0, 'the forwarding thread read no record for the live events');
 });
 
 test('SSE: Last-Event-ID replays from the store, then goes live with no gap and no duplicate at the hand-over', async (t) => {
