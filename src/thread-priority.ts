@@ -5,7 +5,7 @@ import { setPriority } from 'node:os';
 
 /**
  * Lowers the calling thread's CPU priority to `nice`. Linux nice is per thread: setPriority(0, …)
- * applies to the calling thread only, and the threads it starts (lmdb-js's writer) inherit it.
+ * applies to the calling thread only (threads it starts later inherit it; libuv's pool does not).
  */
 export function niceThisThread(nice: number | undefined): void {
   if (!nice) return;

@@ -31,8 +31,7 @@
 // Synchronous on purpose: the writers are the capture workers, which run at capture priority, so
 // the B-tree inserts, page writes and sync of capture happen at that priority too — lmdb-js's
 // asynchronous writes ran them on libuv threads at the forwarding thread's priority, behind a
-// thread hand-off and a promise per put. Retention's removals are synchronous transactions too, on
-// its own thread.
+// thread hand-off and a promise per put. Retention removes transactions with lmdb-js's async puts.
 // Async `transaction(cb)` is deliberately not used: on this platform its callback was never
 // invoked (lmdb 3.5.6, Node 20.20), so read-modify-write uses `transactionSync`, which holds LMDB's
 // single writer lock across threads and processes (conversation updates, and retention's removals
@@ -413,6 +412,27 @@ class LmdbStoreImpl implements LmdbStore {
 
   private writable(): void {
     if (this.readOnly) throw new StoreError('store opened read-only');
+  }
+
+  /**
+   * Runs `queue` (synchronous puts/removes: one event turn = one LMDB transaction) and awaits the
+   * commit. Unconditional writes of one batch share one promise; a Set keeps the await to one per
+   * distinct promise, so none can reject unobserved if lmdb-js splits the batch.
+   */
+  private async commit(queue: (w: (p: Promise<unknown>) => void) => void): Promise<void> {
+    const pending = new Set<Promise<unknown>>();
+    try {
+      this.writable();
+      queue((p) => { pending.add(p); });
+    } catch (e) {
+      for (const p of pending) p.catch(() => {});
+      throw this.wrap(e);
+    }
+    try {
+      await Promise.all(pending);
+    } catch (e) {
+      throw this.wrap(e);
+    }
   }
 
   private wrap(e: unknown): StoreError {
@@ -819,34 +839,34 @@ class LmdbStoreImpl implements LmdbStore {
 
   async purgeTransactions(beforeId: string, max: number): Promise<number> {
     const { tx, bodies, byHost, byConn, byKind } = this.d;
-    // Chosen and removed in one write transaction on the calling thread (retention's, at capture's
-    // priority): lmdb-js's async removes ran on a writer thread of their own at the forwarding
-    // thread's priority, and a 101 chosen outside the lock could gain a message before it went.
-    return this.writeLocked(() => {
-      const victims: { id: string; r: TransactionRecord }[] = [];
-      for (const { key, value } of tx.getRange({ end: beforeId })) {
-        if (victims.length === max) break;
-        const id = key as string, r = value as TransactionRecord;
-        // Skipped, not waited on: the scan goes on to the next oldest record, so a size bound still
-        // makes progress past a long-lived socket's 101 (which goes in the first batch after its last message).
-        if (this.keptUpgrade(id, r)) continue;
-        victims.push({ id, r });
-      }
-      if (victims.length === 0) return 0;
-      // Bodies stored apart, found in one pass over the victims' span of ids (a lookup per record
-      // was a third of a removal's CPU); a kept 101 inside the span keeps its own.
-      const ids = new Set(victims.map((v) => v.id));
-      for (const k of bodies.getKeys({ start: [victims[0].id], end: [victims[victims.length - 1].id, END] })) {
-        if (ids.has((k as [string, string])[0])) bodies.removeSync(k);
-      }
+    const victims: { id: string; r: TransactionRecord }[] = [];
+    for (const { key, value } of tx.getRange({ end: beforeId })) {
+      if (victims.length === max) break;
+      const id = key as string, r = value as TransactionRecord;
+      // Skipped, not waited on: the scan goes on to the next oldest record, so a size bound still
+      // makes progress past a long-lived socket's 101 (which goes in the first batch after its last message).
+      if (this.keptUpgrade(id, r)) continue;
+      victims.push({ id, r });
+    }
+    if (victims.length === 0) return 0;
+    // Bodies stored apart, found in one pass over the victims' span of ids (a lookup per record
+    // was a third of a removal's CPU); a kept 101 inside the span keeps its own.
+    const ids = new Set(victims.map((v) => v.id));
+    const bodyKeys = Array.from(bodies.getKeys({ start: [victims[0].id], end: [victims[victims.length - 1].id, END] })).filter((k) => ids.has((k as [string, string])[0]));
+    // lmdb-js's async removes: a libuv thread runs the batch natively, holding LMDB's writer lock
+    // (which capture's commits wait for) as briefly as it can. Synchronous removes on retention's
+    // thread held it 2–3 times as long idle, and, that thread being at --capture-nice and
+    // preempted with the lock held, 2–3 s on a loaded host, where capture's commits stalled.
+    await this.commit((w) => {
+      for (const k of bodyKeys) w(bodies.remove(k));
       for (const { id, r } of victims) {
-        byHost.removeSync([clip(r.host), id]);
-        byConn.removeSync([r.conn, id]);
-        byKind.removeSync([r.kind, id]);
-        tx.removeSync(id);
+        w(byHost.remove([clip(r.host), id]));
+        w(byConn.remove([r.conn, id]));
+        w(byKind.remove([r.kind, id]));
+        w(tx.remove(id));
       }
-      return victims.length;
     });
+    return victims.length;
   }
 
   async purgeConnections(beforeId: string, beforeTs: number, max: number): Promise<number> {
@@ -930,16 +950,11 @@ class LmdbStoreImpl implements LmdbStore {
    * async remove would then delete what was just written. Synchronous on the calling thread, as
    * updateConversation's: async `transaction(cb)` never runs its callback here (see the top).
    */
-  private purgeLocked<T>(victims: T[], remove: (v: T) => boolean): Promise<number> {
-    if (victims.length === 0) return Promise.resolve(0);
-    return this.writeLocked(() => victims.filter(remove).length);
-  }
-
-  /** Runs `fn` in one synchronous write transaction (under LMDB's writer lock) on the calling thread. */
-  private async writeLocked<T>(fn: () => T): Promise<T> {
+  private async purgeLocked<T>(victims: T[], remove: (v: T) => boolean): Promise<number> {
+    if (victims.length === 0) return 0;
     this.writable();
     try {
-      return this.d.root.transactionSync(fn);
+      return this.d.root.transactionSync(() => victims.filter(remove).length);
     } catch (e) {
       throw this.wrap(e);
     }

@@ -1,8 +1,11 @@
-// Retention on a thread of its own. Its removals run as synchronous transactions, which wait for a
-// capture worker's commit and then sync: on serve's main thread that would stall forwarding for as
-// long, once a sweep. Here only this thread waits. It runs at capture's priority (--capture-nice):
-// a store held at its bound removes a record for every record captured, at half or more of the
-// cost of writing it (bench/store.ts), work the agent must not wait behind any more than capture's.
+// Retention on a thread of its own. Its removals that must re-check under LMDB's writer lock run
+// as synchronous transactions, which wait for a capture worker's commit and then sync: on serve's
+// main thread that would stall forwarding for as long, once a sweep. Here only this thread waits.
+// It runs at capture's priority (--capture-nice): a store held at its bound removes a record for
+// every record captured, at about the cost of writing it (bench/store.ts). Choosing them is this
+// thread's; the removals themselves are lmdb-js's async writes, on libuv's threads at normal
+// priority, where LMDB's writer lock (which capture's commits wait for) is held shortest — a
+// holder at nice 15 is preempted with the lock held (lmdb.ts, purgeTransactions).
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { openStore } from './lmdb.js';
 import { startRetention, type RetentionOptions } from './retention.js';
