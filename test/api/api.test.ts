@@ -4,8 +4,8 @@
 // in a running greytap, and /metrics.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, get, request, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { ServerResponse, createServer, get, request, type IncomingMessage, type Server } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
 import { openStore, type LmdbStore } from '../../src/store/lmdb.js';
 import { startApi, RecordEvents } from '../../src/api/server.js';
 import { registry } from '../../src/metrics.js';
@@ -317,6 +317,42 @@ test('SSE: Last-Event-ID replays from the store, then goes live with no gap and 
   events.committed(more.map((x) => x.id));
   await s.until(() => s.got.length >= want.length + 1);
   assert.deepEqual(s.got.map((e) => e.id), [...want, more[0].id]);
+});
+
+test('SSE: a client that stops reading is cut within its bound even when one batch of events is many times that', async (t) => {
+  const bound = 64 * 1024;
+  const { base, store, events } = await setup(t, { maxBufferBytes: bound, heartbeatMs: 3_600_000 });
+  const c = conn();
+  const recs = Array.from({ length: 1024 }, () => http(c.id, { reqHeaders: Array.from({ length: 8 }, (_, i) => [`X-H${i}`, 'v'.repeat(200)] as [string, string]) }));
+  await store.putTransactions(recs);
+  // what the server holds for the client, seen after each write (its own buffer, past the kernel's)
+  let held = 0, cut = -1;
+  const write = ServerResponse.prototype.write, destroy = ServerResponse.prototype.destroy;
+  ServerResponse.prototype.write = function (this: ServerResponse, ...a: unknown[]) { const r = (write as (...x: unknown[]) => boolean).apply(this, a); held = Math.max(held, this.writableLength); return r; } as typeof write;
+  ServerResponse.prototype.destroy = function (this: ServerResponse, ...a: unknown[]) { if (cut < 0) cut = this.writableLength; return (destroy as (...x: unknown[]) => ServerResponse).apply(this, a); } as typeof destroy;
+  t.after(() => { ServerResponse.prototype.write = write; ServerResponse.prototype.destroy = destroy; });
+  const sock = connect(Number(new URL(base).port), '127.0.0.1');
+  t.after(() => sock.destroy());
+  sock.write('GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+  await new Promise((r) => sock.once('data', r));
+  sock.pause(); // never reads again
+  const frame = Buffer.byteLength(`id: ${recs[0].id}\nevent: HTTP\ndata: ${JSON.stringify(store.getTransactionMeta(recs[0].id))}\n\n`);
+  assert.ok(frame * recs.length > 20 * bound, 'one batch is many times the bound');
+  let batches = 0;
+  while (cut < 0 && batches < 100) { events.committed(recs.map((r) => r.id)); batches++; await new Promise((r) => setTimeout(r, 5)); }
+  assert.ok(cut >= 0, 'the client was cut');
+  assert.ok(held <= bound + 64 * 1024 + frame, `held ${held} bytes for a client bounded at ${bound}`);
+});
+
+test('SSE: two pipelined event requests on one connection both stop counting as listeners when it closes', async (t) => {
+  const { base, events } = await setup(t);
+  const sock = connect(Number(new URL(base).port), '127.0.0.1');
+  t.after(() => sock.destroy());
+  const req = 'GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n';
+  sock.write(req + req); // the second response waits for the first, which never ends
+  await waitFor(() => Atomics.load(events.listening, 0) === 2, 'both requests listening');
+  sock.destroy();
+  await waitFor(() => Atomics.load(events.listening, 0) === 0, 'no listener once the connection is gone', 5_000);
 });
 
 test('SSE: a client that stops reading is disconnected instead of buffering without bound; close() ends streams', async (t) => {
