@@ -14,7 +14,7 @@ const reg = [registry];
 export const connectionsActive = new client.Gauge({ name: p + 'connections_active', help: 'Open client connections', labelNames: ['listener'], registers: reg });
 export const connectionsTotal = new client.Counter({ name: p + 'connections_total', help: 'Accepted client connections', labelNames: ['listener', 'intercepted'], registers: reg });
 export const connectionErrors = new client.Counter({ name: p + 'connection_errors_total', help: 'Connections that ended on an error (a dead upstream, a failed TLS handshake, a bad proxy request), by listener and error code', labelNames: ['listener', 'error'], registers: reg });
-export const CONNECTION_ERRORS = ['upstream_unreachable', 'upstream_tls', 'client_tls', 'bad_http', 'bad_socks'] as const;
+export const CONNECTION_ERRORS = ['upstream_unreachable', 'fd_limit', 'upstream_tls', 'client_tls', 'bad_http', 'bad_socks'] as const;
 // Forwarded bytes are tallied in plain numbers on the hot path (a labelled inc() per 16 KiB chunk
 // cost ~15 % of bulk throughput) and handed to the counter when it is scraped.
 const forwarded = { up: 0, down: 0 };

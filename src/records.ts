@@ -21,6 +21,7 @@ export type ErrorCode =
   | 'decode_failed' // a content or transfer coding (gzip/br/deflate) is unknown or could not be undone
   | 'upstream_tls' // upstream certificate verification or handshake failed
   | 'upstream_unreachable' // dial failed
+  | 'fd_limit' // dial failed in greytap itself: out of file descriptors (EMFILE, ENFILE)
   | 'client_tls'; // client rejected our certificate / handshake failed
 
 export type Listener = 'http' | 'socks';

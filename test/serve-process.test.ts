@@ -296,3 +296,63 @@ print('exit', os.WEXITSTATUS(status) if os.WIFEXITED(status) else 'signal %d' % 
     rmSync(dirname(dir), { recursive: true, force: true });
   }
 });
+
+test('out of file descriptors: connections past the limit are closed, a dial greytap cannot open is a 503 counted as fd_limit (not a dead upstream), and forwarding resumes once descriptors free', async () => {
+  const tmp = tmpDir();
+  const origin = net.createServer((s) => s.pipe(s)).listen(0, '127.0.0.1');
+  await new Promise((r) => origin.once('listening', r));
+  const target = `127.0.0.1:${(origin.address() as net.AddressInfo).port}`;
+  // Node raises the soft limit to the hard one at start, so the shell lowers both.
+  const child = spawn('sh', ['-c', 'ulimit -n 128 && exec "$@"', 'sh', process.execPath, BIN, 'serve', '--workers', '1', '--data-dir', join(tmp, 'data'),
+    '--http-proxy', '127.0.0.1:0', '--socks', 'off', '--api', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  const idle: net.Socket[] = [];
+  try {
+    const [, proxy, api] = await waitFor(() => /http-proxy (\S+)\s+socks5 off\s+api (\S+)/.exec(out), 'the banner');
+    const connect = async () => {
+      const s = idleClient(proxy);
+      let answer = '';
+      s.on('data', (d) => (answer += d));
+      s.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`);
+      await waitFor(() => answer.includes('\r\n\r\n') || s.destroyed, 'an answer to CONNECT');
+      return { s, answer: () => answer };
+    };
+
+    // Clients that send nothing hold one descriptor each; at the limit greytap's accepts fail and
+    // libuv closes each new connection at once.
+    let closedByGreytap = 0;
+    while (closedByGreytap === 0) {
+      assert.ok(idle.length < 256, 'greytap never ran out of descriptors under ulimit -n 128');
+      for (let i = 0; i < 8; i++) {
+        const s = idleClient(proxy);
+        s.once('close', () => closedByGreytap++); // (the test closes none before the loop ends)
+        idle.push(s);
+      }
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    // One descriptor freed: the next connection is accepted, and its dial has none left.
+    idle.find((s) => !s.closed)!.destroy();
+    await new Promise((r) => setTimeout(r, 300));
+    const starved = await connect();
+    assert.match(starved.answer(), /^HTTP\/1\.1 503 Service Unavailable\r\n[^]*greytap: cannot reach 127\.0\.0\.1:\d+: EMFILE\n$/);
+
+    for (const s of idle) s.destroy();
+    await new Promise((r) => setTimeout(r, 300));
+    const again = await connect();
+    assert.match(again.answer(), /^HTTP\/1\.1 200 /);
+    again.s.write('still forwarding');
+    await waitFor(() => again.answer().endsWith('still forwarding'), 'the echo through the tunnel');
+    again.s.destroy();
+
+    const metrics = await (await fetch(api + 'metrics')).text();
+    assert.match(metrics, /^greytap_connection_errors_total\{listener="http",error="fd_limit"\} 1$/m);
+    assert.match(metrics, /^greytap_connection_errors_total\{listener="http",error="upstream_unreachable"\} 0$/m);
+    assert.match(metrics, /^greytap_process_max_fds 128$/m);
+  } finally {
+    for (const s of idle) s.destroy();
+    child.kill('SIGKILL');
+    origin.close();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+});

@@ -4,7 +4,7 @@
 import net from 'node:net';
 import { ProxyConnection } from './connection.js';
 import { openTunnel } from './tunnel.js';
-import { dial, dialErrorText, ignore, mapTarget } from './upstream.js';
+import { dial, dialErrorCode, dialErrorText, ignore, mapTarget } from './upstream.js';
 import { pipeConnection } from './pipe.js';
 import { HttpTap } from './http-tap.js';
 import type { ProxyContext } from './context.js';
@@ -81,12 +81,15 @@ function readProxyHead(client: net.Socket): Promise<ProxyHead> {
   });
 }
 
-/** RFC 9110 §15.6.5: an origin that did not answer in time is a 504; any other failure to reach it a 502. */
-const dialStatus = (e: NodeJS.ErrnoException) => (e.code === 'ETIMEDOUT' ? 504 : 502);
+/**
+ * RFC 9110 §15.6.5: an origin that did not answer in time is a 504; greytap out of descriptors is
+ * itself unavailable, a 503 (§15.6.4); any other failure to reach the origin a 502.
+ */
+const dialStatus = (e: NodeJS.ErrnoException) => (e.code === 'ETIMEDOUT' ? 504 : dialErrorCode(e) === 'fd_limit' ? 503 : 502);
 
 /** A final answer from greytap itself; `drop`: then close at once (the client may not be reading). */
 function answer(client: net.Socket, status: number, text: string, drop = false): void {
-  const reason = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large', 502: 'Bad Gateway', 504: 'Gateway Timeout' }[status] ?? 'Error';
+  const reason = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' }[status] ?? 'Error';
   const body = text + '\n';
   client.end(`HTTP/1.1 ${status} ${reason}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
   if (drop) client.destroySoon();
@@ -116,7 +119,7 @@ async function handle(ctx: ProxyContext, conn: ProxyConnection, client: net.Sock
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     answer(client, dialStatus(err), `greytap: cannot reach ${t.host}:${t.port}: ${dialErrorText(err)}`);
-    conn.finish(`dial_failed:${err.code ?? err.message}`, 'upstream_unreachable');
+    conn.finish(`dial_failed:${err.code ?? err.message}`, dialErrorCode(err));
     return;
   }
   const tap = new HttpTap({

@@ -8,7 +8,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { beginsClientHello, classifyFirstBytes, MAX_PEEK } from './client-hello.js';
-import { dial, handshakeWithin, ignore, mapTarget, upstreamTls } from './upstream.js';
+import { dial, dialErrorCode, handshakeWithin, ignore, mapTarget, upstreamTls } from './upstream.js';
 import { pipeConnection, NO_TAP } from './pipe.js';
 import { HttpTap } from './http-tap.js';
 import type { ProxyConnection } from './connection.js';
@@ -31,9 +31,10 @@ export async function openTunnel(ctx: ProxyContext, conn: ProxyConnection, clien
   try {
     upstream = await dial(ctx.cfg, host, port, ctx.listening);
   } catch (e) {
-    replies.fail(e as NodeJS.ErrnoException);
-    conn.record.closeReason = `dial_failed:${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`;
-    conn.finish(conn.record.closeReason, 'upstream_unreachable');
+    const err = e as NodeJS.ErrnoException;
+    replies.fail(err);
+    conn.record.closeReason = `dial_failed:${err.code ?? err.message}`;
+    conn.finish(conn.record.closeReason, dialErrorCode(err));
     client.destroy();
     return;
   }

@@ -40,6 +40,14 @@ export function dial(cfg: Config, host: string, port: number, listening: readonl
   });
 }
 
+/**
+ * What a failed dial says about whom: out of file descriptors (EMFILE, ENFILE) greytap could not
+ * open a socket at all, which an operator must not read as a dead upstream.
+ */
+export function dialErrorCode(e: NodeJS.ErrnoException): 'fd_limit' | 'upstream_unreachable' {
+  return e.code === 'EMFILE' || e.code === 'ENFILE' ? 'fd_limit' : 'upstream_unreachable';
+}
+
 /** The short text of a dial error for an answer to the client: the errno code, or the whole message of a refused loop. */
 export function dialErrorText(e: NodeJS.ErrnoException): string {
   return e.code === PROXY_LOOP ? e.message : e.code ?? e.message;
