@@ -13,7 +13,7 @@ import { openStore } from '../../src/store/lmdb.js';
 import { exportRecords } from '../../src/store/export.js';
 import type { HttpTransaction, TransactionRecord } from '../../src/records.js';
 import { HAR_SCHEMA, WS_ENTRY_SCHEMA } from './har-schema.js';
-import { conn, http, tempDir, ws } from './fixtures.js';
+import { conn, http, tempDir, tempStore, ws } from './fixtures.js';
 
 /** A deliberately slow sink with a tiny buffer, so write() returns false and export must wait for 'drain'. */
 function sink(): { stream: Writable; text: () => string; drains: () => number } {
@@ -156,8 +156,7 @@ test('export runs in another process (read-only) while this one holds the store 
 });
 
 test('HAR request.url is a valid URI when the stored path holds characters a URI may not (a redacted credential parameter, raw "{", "|", non-ASCII)', async (t) => {
-  const store = openStore(tempDir(t));
-  t.after(() => store.close());
+  const { store } = tempStore(t);
   const c = conn();
   await store.putConnection(c);
   // the store redacts ?key= to "[REDACTED]"; lax clients send '{', '"', '|' and UTF-8 unescaped (the proxy forwards them)
@@ -179,8 +178,7 @@ test('HAR request.url is a valid URI when the stored path holds characters a URI
 });
 
 test('a credential query parameter in a URL-valued header (Location, Content-Location, Referer) is redacted as in the path', async (t) => {
-  const store = openStore(tempDir(t));
-  t.after(() => store.close());
+  const { store } = tempStore(t);
   const c = conn();
   await store.putConnection(c);
   // a release download redirects to a presigned URL; the next request's path (which the store
@@ -236,8 +234,7 @@ test('an output that closes mid-export ends it: exportRecords rejects instead of
 });
 
 test('HAR: a request without a body (GET, HEAD as captured: reqBody "" and size 0) has no postData; one with a body keeps it', async (t) => {
-  const store = openStore(tempDir(t));
-  t.after(() => store.close());
+  const { store } = tempStore(t);
   const c = conn();
   await store.putConnection(c);
   // the capture hands every request an (empty) body buffer, so a GET is stored with reqBody ''

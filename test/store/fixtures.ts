@@ -4,11 +4,22 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ConnectionRecord, HttpTransaction, WsMessageRecord } from '../../src/records.js';
 import { nextId } from '../../src/store/ids.js';
+import { openStore, type LmdbStore, type StoreOptions } from '../../src/store/lmdb.js';
 
-export function tempDir(t: { after(fn: () => unknown): void }): string {
+type After = { after(fn: () => unknown): void };
+
+export function tempDir(t: After): string {
   const dir = mkdtempSync(join(tmpdir(), 'greytap-store-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
+}
+
+/** A fresh store in a directory of its own, closed (then removed) when the test ends. */
+export function tempStore(t: After, opts?: StoreOptions): { dir: string; store: LmdbStore } {
+  const dir = tempDir(t);
+  const store = openStore(dir, opts);
+  t.after(() => store.close());
+  return { dir, store };
 }
 
 export function conn(over: Partial<ConnectionRecord> = {}): ConnectionRecord {

@@ -14,7 +14,7 @@ import { lazyBody } from '../../src/store/body-bytes.js';
 import { idAt, idSharedBuffer, nextId } from '../../src/store/ids.js';
 import { conversationId } from '../../src/workers/assemble.js';
 import type { HttpTransaction, TransactionRecord, WsMessageRecord } from '../../src/records.js';
-import { conn, http, tempDir, ws } from './fixtures.js';
+import { conn, http, tempDir, tempStore, ws } from './fixtures.js';
 
 const child = fileURLToPath(new URL('./store-child.js', import.meta.url));
 const BODY_FIELDS = ['body', 'bodyBase64', 'reqBody', 'reqBodyBase64', 'respBody', 'respBodyBase64', 'respEvents'];
@@ -44,9 +44,7 @@ function backwardIds(store: LmdbStore, q: Query, limit: number): string[] {
 }
 
 test('every record kind round-trips; big bodies are stored apart and listing omits bodies', async (t) => {
-  const dir = tempDir(t);
-  const store = openStore(dir);
-  t.after(() => store.close());
+  const { dir, store } = tempStore(t);
   const c = conn({ sni: 'api.openai.com', alpn: 'http/1.1', clientUser: 'agent-1' });
   await store.putConnection(c);
   const big = 'é'.repeat(BODY_APART_THRESHOLD * 3);
@@ -94,9 +92,7 @@ test('every record kind round-trips; big bodies are stored apart and listing omi
 });
 
 test('writes of one event turn commit as one transaction on the writing thread; a failing write fails that whole turn, not the next', async (t) => {
-  const dir = tempDir(t);
-  const store = openStore(dir);
-  t.after(() => store.close());
+  const { dir, store } = tempStore(t);
   const c = conn();
   await store.putConnection(c);
   const env = open(join(dir, 'db'), { pageSize: 8192, maxDbs: 16 });
@@ -133,8 +129,7 @@ test('writes of one event turn commit as one transaction on the writing thread; 
 });
 
 test('listing filters by kind, host, conn and since, and pages with after/before cursors', async (t) => {
-  const store = openStore(tempDir(t));
-  t.after(() => store.close());
+  const { store } = tempStore(t);
   const a = conn(), b = conn();
   const all: TransactionRecord[] = [];
   for (let i = 0; i < 30; i++) {
@@ -375,8 +370,7 @@ test('a filtered page finds WebSocket connections by the ~17-minute id buckets t
 });
 
 test('wsMessages returns a connection\'s messages in wire order', async (t) => {
-  const store = openStore(tempDir(t));
-  t.after(() => store.close());
+  const { store } = tempStore(t);
   const c = conn();
   const up = http(c.id, { status: 101 });
   const s0 = ws(c.id, up.id, 'server', 0, { ts: 100 });
@@ -394,8 +388,7 @@ test('wsMessages returns a connection\'s messages in wire order', async (t) => {
 });
 
 test('wsMessagesAfter: each direction past its mark in seq order, client first, known ids left out, each record read from the store as it is iterated', async (t) => {
-  const store = openStore(tempDir(t));
-  t.after(() => store.close());
+  const { store } = tempStore(t);
   const c = conn();
   const up = http(c.id, { status: 101 });
   const big = 'x'.repeat(BODY_APART_THRESHOLD * 4); // stored apart: read only when its record is loaded
@@ -417,8 +410,7 @@ test('wsMessagesAfter: each direction past its mark in seq order, client first, 
 });
 
 test('conversations: created by key with an id, updated in place, listed most recently updated first, by client, with paging', async (t) => {
-  const store = openStore(tempDir(t));
-  t.after(() => store.close());
+  const { store } = tempStore(t);
   const made = [];
   for (let i = 0; i < 5; i++) {
     made.push(await store.updateConversation(`k${i}`, (c) => {
@@ -547,8 +539,7 @@ test('opening a path twice in one thread shares the environment; read-only handl
 });
 
 test('bodies handed over as bytes (lazy fields) are stored without making their strings, and read back exact: inline, apart, text, base64, SSE events', async (t) => {
-  const store = openStore(tempDir(t));
-  t.after(() => store.close());
+  const { store } = tempStore(t);
   const never = () => { throw new Error('the store made a body string'); };
   const big = Buffer.from('{"delta":"ünïcode"} '.repeat(20_000)); // ~440 KiB: apart
   const bin = Buffer.from(Array.from({ length: 70_000 }, (_, i) => (i * 7) & 255)); // apart, base64 field
@@ -604,9 +595,7 @@ test('a store written by an earlier version (LZ4-compressed values, no format ma
 });
 
 test('two worker threads write concurrently and the main thread sees every record, ids sorted; conversation updates are never lost', async (t) => {
-  const dir = tempDir(t);
-  const store = openStore(dir);
-  t.after(() => store.close());
+  const { dir, store } = tempStore(t);
   const c = conn();
   await store.putConnection(c);
   const run = () => new Promise<string[]>((resolve, reject) => {
@@ -688,9 +677,7 @@ test('kill -9 during heavy capture: the store reopens consistent with every ackn
 });
 
 test('a filtered page that matches little ends at its scan budget with a cursor; following the cursors yields every match once, in order, both ways', async (t) => {
-  const dir = tempDir(t);
-  const store = openStore(dir, { listScanBudget: 100 });
-  t.after(() => store.close());
+  const { store } = tempStore(t, { listScanBudget: 100 });
   const recs: WsMessageRecord[] = [];
   for (let c = 0; c < 3; c++) {
     const cn = conn();

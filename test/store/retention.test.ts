@@ -12,7 +12,7 @@ import { exportRecords } from '../../src/store/export.js';
 import { idAt } from '../../src/store/ids.js';
 import { conversationId } from '../../src/workers/assemble.js';
 import type { Conversation, HttpTransaction, TransactionRecord } from '../../src/records.js';
-import { conn, http, tempDir, ws } from './fixtures.js';
+import { conn, http, tempDir, tempStore, ws } from './fixtures.js';
 
 const DAY = 86_400_000;
 let seq = 0;
@@ -29,9 +29,7 @@ function counts(dir: string) {
 }
 
 test('retention by age removes old transactions, their bodies, index entries, ended connections and stale conversations', async (t) => {
-  const dir = tempDir(t);
-  const store = openStore(dir);
-  t.after(() => store.close());
+  const { dir, store } = tempStore(t);
   const oldConn = conn({ id: oldId(10 * DAY), startTs: Date.now() - 10 * DAY, endTs: Date.now() - 10 * DAY });
   const newConn = conn();
   // still open (no endTs), idle for 10 days: its record goes, and its wsConns entry with it
@@ -71,9 +69,7 @@ test('retention by age removes old transactions, their bodies, index entries, en
 });
 
 test('retention by size removes the oldest until live data fits, keeping the newest', async (t) => {
-  const dir = tempDir(t);
-  const store = openStore(dir);
-  t.after(() => store.close());
+  const { dir, store } = tempStore(t);
   const c = conn();
   await store.putConnection(c);
   await store.updateConversation('stale', () => conversation('stale', Date.now() - DAY));
@@ -157,9 +153,7 @@ async function socketAndOther(store: LmdbStore) {
 }
 
 test('a WebSocket upgrade (101) stays while its socket has later records, without holding retention up, and goes after the last of them', async (t) => {
-  const dir = tempDir(t);
-  const store = openStore(dir);
-  t.after(() => store.close());
+  const { dir, store } = tempStore(t);
   const { start, socket, other } = await socketAndOther(store);
   const up = http(socket.id, { id: oldId(10 * DAY), ts: start, status: 101, method: 'GET', path: '/ws', scheme: 'wss', reqBody: undefined, respBody: undefined });
   const oldMsgs = [ws(socket.id, up.id, 'client', 0, at(9 * DAY)), ws(socket.id, up.id, 'server', 0, at(9 * DAY))];
@@ -185,9 +179,7 @@ test('a WebSocket upgrade (101) stays while its socket has later records, withou
 });
 
 test('a 101 kept among removed records keeps its body stored apart, and theirs go (one pass over the span of ids, not a lookup per record)', async (t) => {
-  const dir = tempDir(t);
-  const store = openStore(dir);
-  t.after(() => store.close());
+  const { dir, store } = tempStore(t);
   const { socket, other } = await socketAndOther(store);
   const big = (c: string) => c.repeat(3 * BODY_APART_THRESHOLD);
   const before = Array.from({ length: 3 }, () => http(other.id, { ...at(9 * DAY), respBody: big('b') }));
@@ -206,9 +198,7 @@ test('a 101 kept among removed records keeps its body stored apart, and theirs g
 });
 
 test('retention by size gets past a long-lived socket\'s 101 and keeps it', async (t) => {
-  const dir = tempDir(t);
-  const store = openStore(dir);
-  t.after(() => store.close());
+  const { store } = tempStore(t);
   const socket = conn(), c = conn();
   await store.putConnection(socket);
   await store.putConnection(c);
@@ -227,9 +217,7 @@ test('retention by size gets past a long-lived socket\'s 101 and keeps it', asyn
 });
 
 test('a connection that never closed (greytap killed while it was open) leaves no wsConns entry or bucket behind once its records age out', async (t) => {
-  const dir = tempDir(t);
-  const store = openStore(dir);
-  t.after(() => store.close());
+  const { dir, store } = tempStore(t);
   const start = Date.now() - 10 * DAY;
   const c = conn({ id: oldId(10 * DAY), startTs: start });
   await store.putConnection(c);
@@ -246,9 +234,7 @@ test('a connection that never closed (greytap killed while it was open) leaves n
 });
 
 test('serve\'s retention thread sweeps the store beside the main thread and stops cleanly', async (t) => {
-  const dir = tempDir(t);
-  const store = openStore(dir);
-  t.after(() => store.close());
+  const { dir, store } = tempStore(t);
   const c = conn({ id: oldId(10 * DAY), startTs: Date.now() - 10 * DAY, endTs: Date.now() - 10 * DAY });
   await store.putConnection(c);
   const old = Array.from({ length: 30 }, () => http(c.id, { id: oldId(10 * DAY), ts: Date.now() - 10 * DAY }));
@@ -267,9 +253,7 @@ test('serve\'s retention thread sweeps the store beside the main thread and stop
 });
 
 test('size retention measures what is left by the oldest removable record, not a 101 kept for a live socket', async (t) => {
-  const dir = tempDir(t);
-  const store = openStore(dir);
-  t.after(() => store.close());
+  const { store } = tempStore(t);
   const socket = conn({ id: oldId(10 * DAY), startTs: Date.now() - 10 * DAY });
   const other = conn({ id: oldId(9 * DAY), startTs: Date.now() - 9 * DAY, endTs: Date.now() - 9 * DAY });
   await store.putConnection(socket);
@@ -291,9 +275,7 @@ test('size retention measures what is left by the oldest removable record, not a
 });
 
 test('retention by size takes only what is over the bound, however big the records: 19 bodies of 1 MiB against 8 MiB leave ~8 MiB', async (t) => {
-  const dir = tempDir(t);
-  const store = openStore(dir);
-  t.after(() => store.close());
+  const { store } = tempStore(t);
   const c = conn();
   await store.putConnection(c);
   const all: TransactionRecord[] = [];
@@ -313,9 +295,7 @@ test('retention by size takes only what is over the bound, however big the recor
 });
 
 test('retention by size does not overshoot when the oldest records are bigger than the rest', async (t) => {
-  const dir = tempDir(t);
-  const store = openStore(dir);
-  t.after(() => store.close());
+  const { store } = tempStore(t);
   const c = conn();
   await store.putConnection(c);
   for (let i = 0; i < 10; i++) await store.putTransactions([http(c.id, { respBody: `${i}:` + 'o'.repeat(1 << 20) })]);
