@@ -11,7 +11,7 @@ import { openStore } from './lmdb.js';
 import { startRetention, type RetentionOptions } from './retention.js';
 import { niceThisThread } from '../thread-priority.js';
 
-interface ThreadData { dataDir: string; opts: Pick<RetentionOptions, 'maxAgeMs' | 'maxBytes' | 'intervalMs'>; nice?: number }
+interface ThreadData { dataDir: string; opts: Pick<RetentionOptions, 'maxAgeMs' | 'maxBytes' | 'intervalMs' | 'sizeCheckMs'>; nice?: number }
 
 export interface RetentionThread {
   /** Lets a sweep in progress finish its batch, closes the thread's store handle, ends the thread. */

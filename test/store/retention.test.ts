@@ -15,6 +15,8 @@ import type { Conversation, HttpTransaction, TransactionRecord } from '../../src
 import { conn, http, tempDir, tempStore, ws } from './fixtures.js';
 
 const DAY = 86_400_000;
+/** No timer sweeps: the test calls sweep() itself. */
+const BY_HAND = { intervalMs: 3_600_000, sizeCheckMs: 3_600_000 };
 let seq = 0;
 /** An id allocated `ms` ago (ids are caller-assigned; retention reads their time). */
 const oldId = (msAgo: number) => idAt(Date.now() - msAgo, seq++);
@@ -50,7 +52,7 @@ test('retention by age removes old transactions, their bodies, index entries, en
   await store.updateConversation('live', () => conversation('live', Date.now()));
 
   assert.equal(counts(dir).wsConns, 3, 'three connections carried WebSocket messages');
-  const r = startRetention(store, { maxAgeMs: 7 * DAY, maxBytes: null, batch: 50, intervalMs: 3_600_000 });
+  const r = startRetention(store, { maxAgeMs: 7 * DAY, maxBytes: null, batch: 50, ...BY_HAND });
   t.after(() => r.stop());
   assert.equal(await r.sweep(), 121);
   assert.deepEqual(store.listTransactions({}).items.map((x) => x.id), fresh.map((x) => x.id));
@@ -82,7 +84,7 @@ test('retention by size removes the oldest until live data fits, keeping the new
   await store.updateConversation('live', () => conversation('live', Date.now()));
   const before = store.dataBytes();
   const maxBytes = Math.floor(before / 3);
-  const r = startRetention(store, { maxAgeMs: null, maxBytes, batch: 100, intervalMs: 3_600_000 });
+  const r = startRetention(store, { maxAgeMs: null, maxBytes, batch: 100, ...BY_HAND });
   t.after(() => r.stop());
   const removed = await r.sweep();
   assert.ok(removed > 0 && removed < 1000, `removed ${removed}`);
@@ -119,7 +121,7 @@ test('retention removes conversations by when they were last updated, not by id;
   raw.openDB({ name: 'convByUpdated' }).putSync([now - 30 * DAY, conversationId(keys[25])], 1);
   await raw.close();
 
-  const r = startRetention(store, { maxAgeMs: 7 * DAY, maxBytes: null, batch: 7, intervalMs: 3_600_000 });
+  const r = startRetention(store, { maxAgeMs: 7 * DAY, maxBytes: null, batch: 7, ...BY_HAND });
   t.after(() => r.stop());
   await r.sweep();
   const left = [keys[0], ...keys.slice(20)];
@@ -162,7 +164,7 @@ test('a WebSocket upgrade (101) stays while its socket has later records, withou
   await store.putTransactions([up, ...oldMsgs, ...oldHttp, ...newMsgs]);
 
   // batch 1: every batch starts at the 101 and must get past it
-  const week = startRetention(store, { maxAgeMs: 7 * DAY, maxBytes: null, batch: 1, intervalMs: 3_600_000 });
+  const week = startRetention(store, { maxAgeMs: 7 * DAY, maxBytes: null, batch: 1, ...BY_HAND });
   t.after(() => week.stop());
   assert.equal(await week.sweep(), oldMsgs.length + oldHttp.length);
   assert.deepEqual(store.listTransactions({}).items.map((x) => x.id), [up.id, ...newMsgs.map((m) => m.id)]);
@@ -171,7 +173,7 @@ test('a WebSocket upgrade (101) stays while its socket has later records, withou
   assert.deepEqual(await harMessages(store), { 'wss://api.openai.com/ws': newMsgs.length }, 'the remaining messages are exported under their 101');
 
   // the socket's last messages age out: the 101 and the connection go with them, in the same sweep
-  const hours = startRetention(store, { maxAgeMs: 12 * 3_600_000, maxBytes: null, batch: 1, intervalMs: 3_600_000 });
+  const hours = startRetention(store, { maxAgeMs: 12 * 3_600_000, maxBytes: null, batch: 1, ...BY_HAND });
   t.after(() => hours.stop());
   assert.equal(await hours.sweep(), newMsgs.length + 1);
   assert.deepEqual(counts(dir).tx, 0);
@@ -189,7 +191,7 @@ test('a 101 kept among removed records keeps its body stored apart, and theirs g
   await store.putTransactions([...before, up, ...after, live]);
   assert.equal(counts(dir).bodies, 7, 'every big body is stored apart');
 
-  const r = startRetention(store, { maxAgeMs: 7 * DAY, maxBytes: null, intervalMs: 3_600_000 });
+  const r = startRetention(store, { maxAgeMs: 7 * DAY, maxBytes: null, ...BY_HAND });
   t.after(() => r.stop());
   assert.equal(await r.sweep(), before.length + after.length);
   assert.deepEqual(store.listTransactions({}).items.map((x) => x.id), [up.id, live.id]);
@@ -208,7 +210,7 @@ test('retention by size gets past a long-lived socket\'s 101 and keeps it', asyn
   const msg = ws(socket.id, up.id, 'server', 0);
   await store.putTransactions([msg]);
   const maxBytes = Math.floor(store.dataBytes() / 3);
-  const r = startRetention(store, { maxAgeMs: null, maxBytes, batch: 50, intervalMs: 3_600_000 });
+  const r = startRetention(store, { maxAgeMs: null, maxBytes, batch: 50, ...BY_HAND });
   t.after(() => r.stop());
   assert.ok((await r.sweep()) > 0);
   assert.ok(store.dataBytes() <= maxBytes, `${store.dataBytes()} > ${maxBytes}`);
@@ -226,7 +228,7 @@ test('a connection that never closed (greytap killed while it was open) leaves n
   const msgs = [0, 1, 2].map((d) => ws(c.id, up.id, 'client', d, { id: oldId((10 - d) * DAY), ts: start + d * DAY }));
   await store.putTransactions([up, ...msgs]);
   assert.ok(counts(dir).wsConnBuckets > 100);
-  const r = startRetention(store, { maxAgeMs: 5 * DAY, maxBytes: null, intervalMs: 3_600_000 });
+  const r = startRetention(store, { maxAgeMs: 5 * DAY, maxBytes: null, ...BY_HAND });
   t.after(() => r.stop());
   assert.equal(await r.sweep(), 4);
   const n = counts(dir);
@@ -266,7 +268,7 @@ test('size retention measures what is left by the oldest removable record, not a
   // the bound: what is there without the bulk (retention takes no more than it must)
   const maxBytes = store.dataBytes() + 8192;
   await store.putTransactions(bulk);
-  const r = startRetention(store, { maxAgeMs: null, maxBytes, batch: 50, intervalMs: 3_600_000 });
+  const r = startRetention(store, { maxAgeMs: null, maxBytes, batch: 50, ...BY_HAND });
   t.after(() => r.stop());
   assert.equal(await r.sweep(), 200);
   assert.ok(store.getTransaction(up.id), 'the live socket\'s 101 stays');
@@ -285,7 +287,7 @@ test('retention by size takes only what is over the bound, however big the recor
     all.push(rec);
   }
   const maxBytes = 8 << 20;
-  const r = startRetention(store, { maxAgeMs: null, maxBytes, intervalMs: 3_600_000 }); // the default batch, 500
+  const r = startRetention(store, { maxAgeMs: null, maxBytes, ...BY_HAND }); // the default batch, 500
   t.after(() => r.stop());
   const removed = await r.sweep();
   const left = store.listTransactions({ limit: 100 }).items.map((x) => x.id);
@@ -301,9 +303,26 @@ test('retention by size does not overshoot when the oldest records are bigger th
   for (let i = 0; i < 10; i++) await store.putTransactions([http(c.id, { respBody: `${i}:` + 'o'.repeat(1 << 20) })]);
   for (let i = 0; i < 2000; i += 500) await store.putTransactions(Array.from({ length: 500 }, () => http(c.id)));
   const maxBytes = store.dataBytes() - (1.5 * (1 << 20));
-  const r = startRetention(store, { maxAgeMs: null, maxBytes, intervalMs: 3_600_000 });
+  const r = startRetention(store, { maxAgeMs: null, maxBytes, ...BY_HAND });
   t.after(() => r.stop());
   const removed = await r.sweep();
   assert.ok(store.dataBytes() <= maxBytes, `${store.dataBytes()} > ${maxBytes}`);
   assert.ok(removed >= 2 && removed <= 3, `${removed} removed for 1.5 MiB over the bound, the oldest being 1 MiB each`);
+});
+
+test('the size bound is checked every few seconds, apart from the age sweep\'s interval: a store pushed over it comes back without a sweep by hand', async (t) => {
+  const { store } = tempStore(t);
+  const c = conn();
+  await store.putConnection(c);
+  const maxBytes = store.dataBytes() + 1.5 * (1 << 20); // room for one of the records below
+  // checked once an age interval (an hour here), the store would stay 3 MiB over its bound that long
+  const r = startRetention(store, { maxAgeMs: 7 * DAY, maxBytes, intervalMs: 3_600_000, sizeCheckMs: 100 });
+  t.after(() => r.stop());
+  const big = Array.from({ length: 4 }, (_, i) => http(c.id, { respBody: `${i}:` + 's'.repeat(1 << 20) }));
+  for (const rec of big) await store.putTransactions([rec]);
+  assert.ok(store.dataBytes() > maxBytes + (2 << 20));
+  const deadline = Date.now() + 10_000;
+  while (store.dataBytes() > maxBytes && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
+  assert.ok(store.dataBytes() <= maxBytes, `${store.dataBytes()} > ${maxBytes} after 10 s`);
+  assert.deepEqual(store.listTransactions({ limit: 10 }).items.map((x) => x.id), [big[3].id], 'the newest stays');
 });
