@@ -4,7 +4,8 @@
 import { fork, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
-import type { ReadyMessage } from './protocol.js';
+import { fileURLToPath } from 'node:url';
+import type { ClientJob, ClientProgress, ClientResult, ReadyMessage } from './protocol.js';
 
 const live = new Set<ChildProcess>();
 
@@ -66,6 +67,27 @@ export async function stopChild(c: Child, signal: NodeJS.Signals = 'SIGTERM', gr
   const t = setTimeout(() => c.proc.kill('SIGKILL'), graceMs);
   await exited;
   clearTimeout(t);
+}
+
+/**
+ * Runs one client job in a fresh load-client process (client.ts); bounded by the job's own
+ * durations plus slack. With `job.progressMs`, its running totals go to `onProgress` meanwhile.
+ */
+export function runClient(job: ClientJob, onProgress?: (p: ClientProgress) => void): Promise<ClientResult> {
+  const c: Child = forkChild(fileURLToPath(new URL('./client.js', import.meta.url)), []);
+  return new Promise((resolve, reject) => {
+    const limit = job.warmupMs + job.durationMs + job.drainMs + (job.workload.kind === 'bulk' ? job.bulkTimeoutMs : 0) + 45_000;
+    const t = setTimeout(() => { void stopChild(c, 'SIGKILL'); reject(new Error(`client did not finish within ${limit / 1000} s`)); }, limit);
+    const onMessage = (m: ClientResult | ClientProgress) => {
+      if ('progress' in m) { onProgress?.(m); return; }
+      clearTimeout(t);
+      c.proc.removeListener('message', onMessage);
+      resolve(m);
+    };
+    c.proc.on('message', onMessage);
+    c.proc.once('exit', (code, sig) => { clearTimeout(t); reject(new Error(`client exited (${sig ?? code}): ${lastLines(c.tail(), 2)}`)); });
+    c.proc.send(job);
+  });
 }
 
 function killAll(): void {

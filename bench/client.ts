@@ -10,7 +10,7 @@ import { WebSocket } from 'ws';
 import { dialTls, target } from './dial.js';
 import { LatencyRecorder } from './latency.js';
 import { messagePool, jsonMessage } from './payload.js';
-import type { ClientJob, ClientResult, Route, Workload } from './protocol.js';
+import type { ClientJob, ClientProgress, ClientResult, Route, Workload } from './protocol.js';
 
 const now = () => performance.now();
 
@@ -31,12 +31,20 @@ class Run {
   end = 0;
   /** this process's CPU from the job's arrival on: the load's own cost, beside the proxy's */
   private readonly cpu0 = process.cpuUsage();
+  /** sends a ClientProgress every job.progressMs, when asked for */
+  private progress?: NodeJS.Timeout;
 
   constructor(readonly job: ClientJob) { this.elapsedMs = job.durationMs; }
   begin(): void {
     this.start = now();
     this.warmEnd = this.start + this.job.warmupMs;
     this.end = this.warmEnd + this.job.durationMs;
+    if (this.job.progressMs) {
+      this.progress = setInterval(() => {
+        const p: ClientProgress = { progress: true, opsTotal: this.opsTotal, errors: this.errors, firstError: this.firstError, wire: { ...this.wire } };
+        process.send?.(p);
+      }, this.job.progressMs);
+    }
   }
   running(): boolean { return now() < this.end; }
   inWindow(t: number): boolean { return t >= this.warmEnd && t < this.end; }
@@ -53,6 +61,7 @@ class Run {
     this.firstError ??= e instanceof Error ? e.message : String(e);
   }
   result(): ClientResult {
+    clearInterval(this.progress);
     const cpu = process.cpuUsage(this.cpu0);
     return {
       cpuSeconds: (cpu.user + cpu.system) / 1e6,

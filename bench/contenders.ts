@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { forkChild, lastLines, spawnChild, stopChild, waitReady, type Child } from './children.js';
-import { BENCH_DOMAIN, type BenchPki } from './certs.js';
+import { BENCH_DOMAIN, makeBenchPki, type BenchPki } from './certs.js';
 import type { Route } from './protocol.js';
 
 export interface StartCtx {
@@ -56,6 +56,15 @@ export function freePort(): Promise<number> {
       s.close(() => resolve(p));
     });
   });
+}
+
+/** Fresh bench certificates in `tmp`, and the upstream (server.ts) in a process of its own, serving with them. */
+export async function startUpstream(tmp: string, benchDir: string): Promise<{ pki: BenchPki; server: Child; upstreamPort: number }> {
+  const pki = makeBenchPki(tmp);
+  const cfg = join(tmp, 'server.json');
+  writeFileSync(cfg, JSON.stringify(pki.server));
+  const server = forkChild(join(benchDir, 'server.js'), [cfg]);
+  return { pki, server, upstreamPort: (await waitReady(server, 15_000)).port };
 }
 
 /** Polls `probe` every 200 ms until it is true; fails early when the child has exited. */
@@ -114,43 +123,65 @@ const pipe: Contender = {
   },
 };
 
+/** The first lines `greytap serve` prints: where it listens (ports chosen by the kernel) and its CA. */
+const BANNER = /greytap serving: http-proxy (\S+) +socks5 (\S+) +api (\S+)\nCA certificate: (.+?) {2}\(/;
+
+export interface GreytapOptions {
+  /** its SOCKS5 listener on too; `viaSocks`: the route goes through it */
+  socks: boolean;
+  viaSocks?: boolean;
+  /** its --data-dir, a directory of that name in ctx.tmp */
+  dataDir: string;
+  /** more `serve` options, after the bench's own (an option given twice takes the later value) */
+  args?: string[];
+}
+
+export interface RunningGreytap extends Running {
+  pid: number;
+  metricsUrl: string;
+  dataDir: string;
+}
+
+/**
+ * `greytap serve` on ports the kernel picks (`127.0.0.1:0`), read back from its banner: no port
+ * is chosen here and then lost to another process before greytap binds it. The banner is printed
+ * once every listener is up, so the proxy is ready when it appears.
+ */
+export async function startGreytap(ctx: StartCtx, o: GreytapOptions): Promise<RunningGreytap> {
+  const bin = join(ctx.repoRoot, 'bin', 'greytap.js');
+  const cli = join(ctx.repoRoot, 'dist', 'src', 'cli.js');
+  if (!existsSync(bin) || !existsSync(cli)) throw new Error(`${existsSync(bin) ? 'dist/src/cli.js' : 'bin/greytap.js'} missing (greytap not built yet)`);
+  const dataDir = join(ctx.tmp, o.dataDir);
+  const maps = [BENCH_DOMAIN, ...Array.from({ length: ctx.hosts }, (_, i) => `h${i + 1}.${BENCH_DOMAIN}`)]
+    .flatMap((h) => ['--map', `${h}:${ctx.upstreamPort}=127.0.0.1:${ctx.upstreamPort}`]);
+  const words = (v: string | undefined) => v?.split(' ').filter(Boolean) ?? [];
+  const nodeArgs = [...(ctx.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', ctx.cpuProfDir] : []), ...words(process.env.BENCH_GREYTAP_NODE_ARGS)];
+  const args = [...nodeArgs, bin, 'serve', '--data-dir', dataDir, '--http-proxy', '127.0.0.1:0', '--socks', o.socks ? '127.0.0.1:0' : 'off',
+    '--api', '127.0.0.1:0', '--upstream-ca', ctx.pki.upstreamCaFile, '--workers', String(ctx.workers), ...maps, ...(o.args ?? []), ...words(process.env.BENCH_GREYTAP_ARGS)];
+  const c = spawnChild(process.execPath, args, { cwd: ctx.repoRoot });
+  const stop = () => stopChild(c, 'SIGINT', 15_000); // SIGINT: flush captured records (and write the CPU profile)
+  try {
+    let banner: RegExpExecArray | null = null;
+    await until(c, 'banner', 30_000, async () => (banner = BANNER.exec(c.tail())) !== null);
+    const [, http, socks, api, caFile] = banner!;
+    const port = (addr: string) => Number(addr.slice(addr.lastIndexOf(':') + 1));
+    if (o.viaSocks && socks === 'off') throw new Error('SOCKS5 listener off');
+    const proxy = o.viaSocks ? { type: 'socks5' as const, host: '127.0.0.1', port: port(socks) } : { type: 'http' as const, host: '127.0.0.1', port: port(http) };
+    const r = running(c, { proxy, addressing: 'name', upstreamPort: ctx.upstreamPort, caFile }, stop, `${api.replace(/\/$/, '')}/metrics`);
+    return { ...r, pid: c.proc.pid!, metricsUrl: r.metricsUrl!, dataDir };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
+
 function greytap(socks: boolean): Contender {
   return {
     name: socks ? 'greytap-socks5' : 'greytap',
     fullOnly: socks,
     what: `greytap serve (capture on, --workers N) via its ${socks ? 'SOCKS5' : 'HTTP CONNECT'} listener`,
     sees: `${socks ? 'SOCKS5 CONNECT (domain name)' : 'CONNECT'} bench.test:PORT / hN.bench.test:PORT, with --map for each name to 127.0.0.1:PORT and --upstream-ca bench CA; mints its own leaf per SNI`,
-    async start(ctx) {
-      const bin = join(ctx.repoRoot, 'bin', 'greytap.js');
-      const cli = join(ctx.repoRoot, 'dist', 'src', 'cli.js');
-      if (!existsSync(bin) || !existsSync(cli)) throw new Error(`${existsSync(bin) ? 'dist/src/cli.js' : 'bin/greytap.js'} missing (greytap not built yet)`);
-      const [http, socksPort, api] = [await freePort(), await freePort(), await freePort()];
-      const dataDir = join(ctx.tmp, socks ? 'greytap-socks-data' : 'greytap-data');
-      const maps = [BENCH_DOMAIN, ...Array.from({ length: ctx.hosts }, (_, i) => `h${i + 1}.${BENCH_DOMAIN}`)]
-        .flatMap((h) => ['--map', `${h}:${ctx.upstreamPort}=127.0.0.1:${ctx.upstreamPort}`]);
-      const words = (v: string | undefined) => v?.split(' ').filter(Boolean) ?? [];
-      const nodeArgs = [...(ctx.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', ctx.cpuProfDir] : []), ...words(process.env.BENCH_GREYTAP_NODE_ARGS)];
-      const args = [...nodeArgs, bin, 'serve', '--data-dir', dataDir, '--http-proxy', `127.0.0.1:${http}`, '--socks', `127.0.0.1:${socksPort}`,
-        '--api', `127.0.0.1:${api}`, '--upstream-ca', ctx.pki.upstreamCaFile, '--workers', String(ctx.workers), ...maps, ...words(process.env.BENCH_GREYTAP_ARGS)];
-      const c = spawnChild(process.execPath, args, { cwd: ctx.repoRoot });
-      const stop = () => stopChild(c, 'SIGINT', 15_000); // SIGINT: flush captured records (and write the CPU profile)
-      try {
-        const base = `http://127.0.0.1:${api}`;
-        await until(c, '/healthz 200', 30_000, async () => (await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(1000) })).status === 200);
-        let caFile = join(dataDir, 'ca', 'greytap-ca.pem');
-        if (!existsSync(caFile)) {
-          const r = await fetch(`${base}/ca.pem`, { signal: AbortSignal.timeout(5000) });
-          if (!r.ok) throw new Error(`GET /ca.pem: ${r.status}`);
-          caFile = join(ctx.tmp, `${socks ? 'greytap-socks' : 'greytap'}-ca.pem`);
-          writeFileSync(caFile, await r.text());
-        }
-        const proxy = socks ? { type: 'socks5' as const, host: '127.0.0.1', port: socksPort } : { type: 'http' as const, host: '127.0.0.1', port: http };
-        return running(c, { proxy, addressing: 'name', upstreamPort: ctx.upstreamPort, caFile }, stop, `${base}/metrics`);
-      } catch (e) {
-        await stop();
-        throw e;
-      }
-    },
+    start: (ctx) => startGreytap(ctx, { socks: true, viaSocks: socks, dataDir: socks ? 'greytap-socks-data' : 'greytap-data' }),
   };
 }
 

@@ -45,6 +45,11 @@ export function peakRssMiB(pid: number): number | null {
   return statusMiB(pid, 'VmHWM');
 }
 
+/** Resident anonymous memory in MiB: what the process allocated, without the file pages it maps (RSS counts those too). */
+export function rssAnonMiB(pid: number): number | null {
+  return statusMiB(pid, 'RssAnon');
+}
+
 export function resetPeakRss(pid: number): boolean {
   try { writeFileSync(`/proc/${pid}/clear_refs`, '5'); return true; } catch { return false; }
 }
@@ -59,7 +64,7 @@ export function resetPeakRss(pid: number): boolean {
 export function sampleAnonPeak(pid: number, everyMs = 200): { stop(): number | null } {
   let peak: number | null = null;
   const read = () => {
-    const v = statusMiB(pid, 'RssAnon');
+    const v = rssAnonMiB(pid);
     if (v !== null && (peak === null || v > peak)) peak = v;
   };
   read();

@@ -51,6 +51,17 @@ export interface ClientJob {
   drainMs: number;
   /** bulk: deadline of one whole download */
   bulkTimeoutMs: number;
+  /** send a ClientProgress this often while the job runs (a soak reads its rate per interval); none when unset */
+  progressMs?: number;
+}
+
+/** The running totals of a job, sent every `progressMs` before its ClientResult. */
+export interface ClientProgress {
+  progress: true;
+  opsTotal: number;
+  errors: number;
+  firstError?: string;
+  wire: ClientResult['wire'];
 }
 
 export interface LatencySummary { n: number; p50: number; p99: number; p999: number; mean: number }

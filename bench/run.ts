@@ -8,11 +8,10 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { makeBenchPki } from './certs.js';
-import { forkChild, installExitHandlers, lastLines, stopChild, waitReady, type Child } from './children.js';
-import { CONTENDERS, Unavailable, type Contender, type Running, type StartCtx } from './contenders.js';
+import { installExitHandlers, lastLines, runClient, stopChild } from './children.js';
+import { CONTENDERS, Unavailable, startUpstream, type Contender, type Running, type StartCtx } from './contenders.js';
 import { cpuRate, cpuSeconds, firstTouchMicrosPerPage, peakRssMiB, resetPeakRss, sampleAnonPeak } from './procstat.js';
-import { scrape, sumSeries, type Samples } from './prom.js';
+import { increaseByLabel, scrape, sumSeries, type Samples } from './prom.js';
 import { addRatios, keepRound, toMarkdown, toSvg, type BenchResult, type CaptureCheck, type ContenderInfo, type Row } from './report.js';
 import { PROFILES, SMOKE_CONTENDERS, WORKLOADS, type Profile } from './workloads.js';
 import type { ClientJob, ClientResult, Workload } from './protocol.js';
@@ -70,18 +69,6 @@ function pickContenders(o: Options): Contender[] {
   return CONTENDERS.filter((c) => o.profile.contenders === 'full' || !c.fullOnly);
 }
 
-/** Runs one client job in a fresh process; bounded by the job's own durations plus slack. */
-function runClient(job: ClientJob): Promise<ClientResult> {
-  const c: Child = forkChild(join(benchDir, 'client.js'), []);
-  return new Promise((resolve, reject) => {
-    const limit = job.warmupMs + job.durationMs + job.drainMs + (job.workload.kind === 'bulk' ? job.bulkTimeoutMs : 0) + 45_000;
-    const t = setTimeout(() => { void stopChild(c, 'SIGKILL'); reject(new Error(`client did not finish within ${limit / 1000} s`)); }, limit);
-    c.proc.once('message', (m) => { clearTimeout(t); resolve(m as ClientResult); });
-    c.proc.once('exit', (code, sig) => { clearTimeout(t); reject(new Error(`client exited (${sig ?? code}): ${lastLines(c.tail(), 2)}`)); });
-    c.proc.send(job);
-  });
-}
-
 /** Below this share of one core greytap is doing nothing: no decoding, storing or assembling left. */
 const IDLE_CORES = 0.05;
 
@@ -102,14 +89,8 @@ async function settleCapture(url: string, pid: number | null | undefined, before
   }
   const after = await scrape(url);
   if (!after) return null;
-  const droppedByReason: Record<string, number> = {};
-  let dropped = 0;
-  for (const [k, v] of after) {
-    if (!k.startsWith('greytap_capture_dropped_total{')) continue;
-    const reason = /reason="([^"]*)"/.exec(k)?.[1] ?? '?';
-    const d = v - (before.get(k) ?? 0);
-    if (d > 0) { droppedByReason[reason] = d; dropped += d; }
-  }
+  const droppedByReason = increaseByLabel(after, before, 'greytap_capture_dropped_total', 'reason');
+  const dropped = Object.values(droppedByReason).reduce((a, b) => a + b, 0);
   const committed = committedOf(after);
   return { expected, committed, completeness: expected > 0 ? committed / expected : 1, dropped, droppedByReason };
 }
@@ -211,11 +192,7 @@ async function main(): Promise<void> {
   log(`first write to fresh memory: ${pageCost.toFixed(1)} µs per 4 KiB page`);
   const started = Date.now();
   const startedAt = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-  const pki = makeBenchPki(tmp);
-  const serverCfg = join(tmp, 'server.json');
-  writeFileSync(serverCfg, JSON.stringify(pki.server));
-  const server = forkChild(join(benchDir, 'server.js'), [serverCfg]);
-  const upstreamPort = (await waitReady(server, 15_000)).port;
+  const { pki, server, upstreamPort } = await startUpstream(tmp, benchDir);
   log(`upstream on 127.0.0.1:${upstreamPort}; profile ${o.profile.name}`);
 
   const workloads = (o.workloads ?? o.profile.workloads).map((id) => WORKLOADS[id]);

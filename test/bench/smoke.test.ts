@@ -1,22 +1,22 @@
 // The bench is not a test, but it must start and produce a result: run the runner's --smoke
 // profile (one WebSocket workload; direct, TLS pipe and greytap; ~10 s) into a temp dir and check
 // the JSON carries real numbers, and that SIGINT leaves no child process behind; plus the ratio
-// arithmetic of the report on fixed rows.
+// arithmetic of the report on fixed rows, and a short soak of greytap at a retention bound.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { addRatios, keepRound, toMarkdown, type BenchResult, type Row } from '../../bench/report.js';
 import { WORKLOADS } from '../../bench/workloads.js';
-import { parsePromText, sumSeries } from '../../bench/prom.js';
+import { histogramQuantile, increaseByLabel, parsePromText, sumSeries } from '../../bench/prom.js';
 
 const RUNNER = 'dist/bench/run.js';
 
-function runBench(args: string[], onStderr?: (s: string, pid: number) => void): Promise<{ code: number | null; signal: string | null; stderr: string }> {
+function runBench(args: string[], onStderr?: (s: string, pid: number) => void, script = RUNNER): Promise<{ code: number | null; signal: string | null; stderr: string }> {
   return new Promise((resolve) => {
-    const p = spawn(process.execPath, [RUNNER, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const p = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     p.stderr.on('data', (b: Buffer) => { stderr += b; onStderr?.(stderr, p.pid!); });
     const t = setTimeout(() => p.kill('SIGKILL'), 150_000);
@@ -128,6 +128,23 @@ test('Prometheus text is summed by name and label subset (greytap /metrics befor
   assert.equal(sumSeries(s, 'greytap_capture_dropped_total'), 3);
 });
 
+test('a histogram\'s quantile over the increase of its buckets between two scrapes, as histogram_quantile; a label\'s increases', () => {
+  const scrape = (counts: number[], dropped: number) => parsePromText([
+    ...['0.1', '1', '10', '+Inf'].map((le, i) => `greytap_capture_lag_seconds_bucket{le="${le}"} ${counts[i]}`),
+    `greytap_capture_dropped_total{reason="queue_full"} ${dropped}`,
+    'greytap_capture_dropped_total{reason="too_large"} 4',
+  ].join('\n'));
+  const before = scrape([10, 10, 10, 10], 1), after = scrape([10, 60, 110, 110], 3);
+  // 100 observed since: 50 in (0.1, 1], 50 in (1, 10]
+  assert.equal(histogramQuantile(after, before, 'greytap_capture_lag_seconds', 0.5), 1);
+  assert.equal(histogramQuantile(after, before, 'greytap_capture_lag_seconds', 0.25), 0.55);
+  assert.equal(histogramQuantile(after, before, 'greytap_capture_lag_seconds', 0.99), 1 + 9 * (49 / 50));
+  assert.equal(histogramQuantile(after, after, 'greytap_capture_lag_seconds', 0.5), null, 'nothing observed');
+  assert.equal(histogramQuantile(scrape([0, 0, 0, 5], 0), null, 'greytap_capture_lag_seconds', 0.5), 10, 'past the last bound: the last finite bound');
+  assert.deepEqual(increaseByLabel(after, before, 'greytap_capture_dropped_total', 'reason'), { queue_full: 2 });
+  assert.deepEqual(increaseByLabel(after, null, 'greytap_capture_dropped_total', 'reason'), { queue_full: 3, too_large: 4 });
+});
+
 test('ratios: best over best, and each round against the same round of direct and the pipe (failed rounds skipped)', () => {
   const w = WORKLOADS['ws-deflate-1k-c8'];
   const row = (contender: string, rounds: (number | null)[]): Row => ({
@@ -223,6 +240,57 @@ test("the capture bench's (c) shape: 32 KiB messages, deflate off, each payload 
   assert.ok(r.capture[0].cpuUs > 0, JSON.stringify(r));
 });
 
+test('the soak holds a real greytap at a 4 MiB --retention bound under the (a) load: the bound is reached, a sweep removes records, the store stays within its slack, every echo comes back', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'greytap-soak-test-'));
+  try {
+    const out = join(dir, 'soak.json');
+    // Retention checks the size every 5 s (src/store/retention.ts), so 25 s holds a few sweeps.
+    // --rss-growth: in a run this short the second half still holds the heaps' warm-up; flatness
+    // is the long run's to show.
+    const r = await runBench(['--minutes', '0.4', '--every', '1', '--retention', '4MiB', '--rss-growth', '1000', '--json', out], undefined, 'dist/bench/soak.js');
+    assert.equal(r.code, 0, `soak failed: ${r.stderr.slice(-2000)}`);
+    const { samples, summary: s } = JSON.parse(readFileSync(out, 'utf8'));
+    const bound = 4 << 20;
+    assert.equal(s.boundBytes, bound);
+    assert.ok(s.firstFillS !== null && s.firstFillS <= 20, `the bound is reached early (${s.firstFillS} s)`);
+    const end = samples.at(-1);
+    assert.ok(end.recordsTotal * s.bytesPerRecord > 20 * bound, `far more committed than fits in the bound: ${end.recordsTotal} records of ~${s.bytesPerRecord} bytes`);
+    const peak = samples.reduce((a: number, x: { liveBytes: number }, i: number) => (x.liveBytes > samples[a].liveBytes ? i : a), 0);
+    assert.ok(samples.slice(peak + 1).some((x: { liveBytes: number }) => x.liveBytes < samples[peak].liveBytes / 2),
+      `a sweep removed records: live data fell from its peak of ${samples[peak].liveBytes} bytes (${samples.slice(peak).map((x: { liveBytes: number }) => x.liveBytes).join(', ')})`);
+    assert.ok(s.liveAfterSweeps.length >= 2, `sweeps every few seconds, not once a minute: ${JSON.stringify(s.liveAfterSweeps)}`);
+    assert.ok(s.afterFill.maxStoreBytes <= s.afterFill.limitBytes, `store_bytes within the slack: ${s.afterFill.maxStoreBytes} against ${s.afterFill.limitBytes}`);
+    assert.ok(s.verdicts.storeBounded.ok && s.verdicts.trafficUnaffected.ok && s.verdicts.memoryFlat.ok, JSON.stringify(s.verdicts));
+    assert.equal(s.client.errors, 0, s.client.firstError);
+    assert.ok(s.client.opsTotal > 0 && s.client.wire.wsClient === s.client.wire.wsServer, 'every message sent was echoed');
+    for (const x of samples) assert.ok(x.rssBytes > 0 && x.storeBytes > 0 && x.cpuCores !== null, JSON.stringify(x));
+    assert.ok(samples.some((x: { lagP99: number | null }) => x.lagP99 !== null && x.lagP99 > 0), 'capture lag read from the histogram');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('SIGINT during a soak kills greytap, the origin and the load client, and removes the data directory', async () => {
+  let dataDir = '';
+  const seen = new Set<number>();
+  const r = await runBench(['--minutes', '1', '--every', '1', '--retention', '1MiB'], (s, pid) => {
+    const m = /--data-dir (\S+?)\)/.exec(s);
+    if (!m || dataDir) return;
+    dataDir = m[1];
+    // the load client is forked right after this line: then greytap, the origin and it are children
+    setTimeout(() => {
+      for (const c of childrenOf(pid)) seen.add(c);
+      process.kill(pid, 'SIGINT');
+    }, 1500);
+  }, 'dist/bench/soak.js');
+  assert.ok(dataDir, `the soak never started: ${r.stderr.slice(-1000)}`);
+  assert.equal(r.code, 130);
+  assert.ok(seen.size >= 3, `greytap, the origin and the client were running (saw ${seen.size})`);
+  for (let i = 0; i < 50 && [...seen].some(alive); i++) await new Promise((res) => setTimeout(res, 100));
+  assert.deepEqual([...seen].filter(alive), [], 'no child survives the soak');
+  assert.equal(existsSync(dataDir), false, 'the temp data directory is gone');
+});
+
 test('the standalone benches answer --help, and refuse an unknown option or an out-of-range number with the usage, not a stack trace', async () => {
   const run = (script: string, args: string[]) => new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
     const p = spawn(process.execPath, [`dist/bench/${script}`, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -246,4 +314,15 @@ test('the standalone benches answer --help, and refuse an unknown option or an o
   const nan = await run('store.js', ['--records', 'many']);
   assert.equal(nan.code, 2);
   assert.match(nan.err, /^--records many: needs a number, at least 1\n/);
+  const soak = await run('soak.js', ['--help']);
+  assert.equal(soak.code, 0);
+  assert.match(soak.out, /--minutes N {2}how long the load runs \(default 20,/);
+  assert.match(soak.out, /--retention SIZE {2}greytap's --retention \(default 64MiB\)/);
+  assert.match(soak.out, /--workload NAME {2}.*\(default ws-deflate-1k-c8\)/);
+  const size = await run('soak.js', ['--retention', 'lots']);
+  assert.equal(size.code, 2);
+  assert.match(size.err, /^--retention lots: expected a size like 16MiB, got "lots"\n/);
+  const wl = await run('soak.js', ['--workload', 'ws-nope']);
+  assert.equal(wl.code, 2);
+  assert.match(wl.err, /^--workload ws-nope: no such workload\n/);
 });
