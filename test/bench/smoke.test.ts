@@ -254,7 +254,7 @@ test('the soak holds a real greytap at a 4 MiB --retention bound under the (a) l
     assert.equal(s.boundBytes, bound);
     assert.ok(s.firstFillS !== null && s.firstFillS <= 20, `the bound is reached early (${s.firstFillS} s)`);
     const end = samples.at(-1);
-    assert.ok(end.recordsTotal * s.bytesPerRecord > 20 * bound, `far more committed than fits in the bound: ${end.recordsTotal} records of ~${s.bytesPerRecord} bytes`);
+    assert.ok(end.recordsTotal * s.bytesPerRecord > 5 * bound, `far more committed than fits in the bound: ${end.recordsTotal} records of ~${s.bytesPerRecord} bytes`);
     const peak = samples.reduce((a: number, x: { liveBytes: number }, i: number) => (x.liveBytes > samples[a].liveBytes ? i : a), 0);
     assert.ok(samples.slice(peak + 1).some((x: { liveBytes: number }) => x.liveBytes < samples[peak].liveBytes / 2),
       `a sweep removed records: live data fell from its peak of ${samples[peak].liveBytes} bytes (${samples.slice(peak).map((x: { liveBytes: number }) => x.liveBytes).join(', ')})`);
