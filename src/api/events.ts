@@ -8,10 +8,17 @@
 // id that comes without one (none listened when its task ran) is read here, as before.
 import { EventEmitter } from 'node:events';
 import type { TransactionRecord } from '../records.js';
+import type { Store } from '../store/store.js';
 
 /** The SSE event of a stored transaction (its record without bodies, as getTransactionMeta reads it). */
 export function eventFrame(r: TransactionRecord): string {
   return `id: ${r.id}\nevent: ${r.kind}\ndata: ${JSON.stringify(r)}\n\n`;
+}
+
+/** The event of a committed id, read back as stored (redacted, no bodies); '' for an id that is no transaction (a connection's). */
+export function storedEvent(store: Pick<Store, 'getTransactionMeta'>, id: string): string {
+  const r = store.getTransactionMeta(id);
+  return r ? eventFrame(r) : '';
 }
 
 /** Whether an SSE client listens, as the capture workers read it (a count in shared memory). */

@@ -11,7 +11,7 @@
 // Memory is bounded per client: a client whose socket buffer exceeds maxBufferBytes, or whose
 // held-back live events during a long replay exceed maxPending, is disconnected (it can resume).
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { eventFrame, type RecordEvents } from './events.js';
+import { eventFrame, storedEvent, type RecordEvents } from './events.js';
 import type { Store } from '../store/store.js';
 import { ID_RE, idTime } from '../store/ids.js';
 
@@ -107,10 +107,6 @@ export class SseHub {
     return null;
   }
 
-  private frame(id: string): string {
-    const r = this.store.getTransactionMeta(id);
-    return r ? eventFrame(r) : ''; // not a transaction (e.g. a connection id)
-  }
 
   private write(c: Client, s: string): boolean {
     if (c.res.destroyed) return false;
@@ -130,7 +126,7 @@ export class SseHub {
     if (made) ids.forEach((id, i) => { if (made[i] !== undefined) frames.set(id, made[i]); });
     const frameOf = (id: string) => {
       let f = frames.get(id);
-      if (f === undefined) frames.set(id, (f = this.frame(id)));
+      if (f === undefined) frames.set(id, (f = storedEvent(this.store, id)));
       return f;
     };
     for (const c of this.clients) {
@@ -191,7 +187,7 @@ export class SseHub {
     c.heldSet.clear();
     for (const id of held) {
       if (c.replayed.has(id)) continue;
-      const f = this.frame(id);
+      const f = storedEvent(this.store, id);
       if (f && !this.write(c, f)) return;
     }
   }

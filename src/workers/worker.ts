@@ -7,7 +7,7 @@ import { openStore } from '../store/lmdb.js';
 import { redactPath } from '../store/redact.js';
 import { adoptIdBuffer, nextId } from '../store/ids.js';
 import { niceThisThread } from '../thread-priority.js';
-import { eventFrame, someoneListens } from '../api/events.js';
+import { someoneListens, storedEvent } from '../api/events.js';
 import { decodeWsParts, type WsBatchPart } from './decode-ws.js';
 import { decodeTurn, decodedFull, heldBytes, hold, release } from './decoded-budget.js';
 import { RECYCLE_MIN } from '../io/capture-buffer.js';
@@ -129,7 +129,7 @@ async function commit(records: TransactionRecord[], lastByteAt: number[], metric
   let frames: string[] | undefined;
   if (someoneListens(wd?.eventsListening)) {
     try {
-      frames = records.map((r) => { const m = s.getTransactionMeta(r.id); return m ? eventFrame(m) : ''; });
+      frames = records.map((r) => storedEvent(s, r.id));
     } catch { /* the main thread reads them */ }
   }
   const t = now();
