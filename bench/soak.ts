@@ -59,7 +59,7 @@ const MiB = 1 << 20;
  * samples of (a)), and the file holds pages besides live data (free pages a reader's snapshot
  * still holds, the trees' branch pages).
  */
-const SWEEP_INTERVAL_S = (2 * SIZE_CHECK_MS) / 1000;
+const SLACK_WINDOW_S = (2 * SIZE_CHECK_MS) / 1000;
 const SLACK_MARGIN = 1.5;
 
 interface Sample {
@@ -136,7 +136,7 @@ function summarise(samples: Sample[], res: ClientResult | null, clientError: str
   const fillS = fill < 0 ? null : samples[fill].t;
   const bytesPerRecord = fill < 0 ? null : samples[fill].storeBytes / samples[fill].recordsTotal;
   const captureBytesPerS = bytesPerRecord === null ? null : (end.recordsTotal * bytesPerRecord) / end.t;
-  const slackBytes = captureBytesPerS === null ? null : SLACK_MARGIN * SWEEP_INTERVAL_S * captureBytesPerS;
+  const slackBytes = captureBytesPerS === null ? null : SLACK_MARGIN * SLACK_WINDOW_S * captureBytesPerS;
   const slack = slackBytes === null ? null : slackBytes / BOUND;
   const limit = slackBytes === null ? null : BOUND + slackBytes;
   // A sweep shows as live data falling over one sample or more; what is left at its end is the
@@ -173,7 +173,7 @@ function summarise(samples: Sample[], res: ClientResult | null, clientError: str
       ok: fill >= 0 && maxAfter !== null && limit !== null && maxAfter <= limit,
       why: fill < 0
         ? `store_bytes never reached the bound (${mib(BOUND)} MiB; at most ${mib(Math.max(...samples.map((s) => s.storeBytes)))} MiB)`
-        : `after the first fill at ${fillS!.toFixed(0)} s, store_bytes at most ${mib(maxAfter)} MiB against a limit of ${mib(limit)} MiB (the bound + ${SLACK_MARGIN} × ${SWEEP_INTERVAL_S} s (two size checks) × ${mib(captureBytesPerS)} MiB/s captured: slack ${(slack! * 100).toFixed(0)} %)`,
+        : `after the first fill at ${fillS!.toFixed(0)} s, store_bytes at most ${mib(maxAfter)} MiB against a limit of ${mib(limit)} MiB (the bound + ${SLACK_MARGIN} × ${SLACK_WINDOW_S} s (two size checks) × ${mib(captureBytesPerS)} MiB/s captured: slack ${(slack! * 100).toFixed(0)} %)`,
     },
     memoryFlat: {
       ok: secondHalfGrowth !== null && secondHalfGrowth * 100 <= o['rss-growth'],
@@ -311,7 +311,7 @@ async function main(): Promise<number> {
   printSummary(summary);
   if (o.json) {
     writeFileSync(o.json, JSON.stringify({
-      settings: { workload: workload.id, minutes: o.minutes, every: o.every, retention: o.retention, boundBytes: BOUND, workers: o.workers, rssGrowthPercent: o['rss-growth'], sweepIntervalS: SWEEP_INTERVAL_S },
+      settings: { workload: workload.id, minutes: o.minutes, every: o.every, retention: o.retention, boundBytes: BOUND, workers: o.workers, rssGrowthPercent: o['rss-growth'], slackWindowS: SLACK_WINDOW_S },
       samples, summary,
     }, null, 2) + '\n');
   }

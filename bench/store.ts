@@ -9,7 +9,7 @@
 // commit per batch) — the least any LMDB store can pay. Rounds alternate, on fresh directories.
 // At the bound: a deployment with --retention reaches a steady state where every record written
 // is matched by one retention removes. The same writes into a store already holding as many
-// records, the oldest removed as retention's sweep does (purgeTransactions, RETENTION_BATCH per
+// records, the oldest removed as retention's sweep does (purgeTransactions, PURGE_BATCH per
 // transaction) once that many are over: the CPU per record of each, in rounds between the others.
 // List: a store of `--list-conns` WebSocket connections plus HTTP exchanges, opened one after another
 // over `--list-days` days (record ids carry that time); `?kind=` and `?host=` pages (which reach
@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { open } from 'lmdb';
 import { openStore } from '../src/store/lmdb.js';
 import { idAt, nextId } from '../src/store/ids.js';
+import { PURGE_BATCH } from '../src/store/retention.js';
 import { median } from './latency.js';
 import { benchArgs } from './args.js';
 import type { HttpTransaction, TransactionRecord, WsMessageRecord } from '../src/records.js';
@@ -98,8 +99,6 @@ async function writePlain(dir: string, data: TransactionRecord[][]): Promise<num
   return us / RECORDS;
 }
 
-/** Records per removal transaction: retention's default batch. */
-const RETENTION_BATCH = 500;
 
 async function writeAtBound(dir: string, data: TransactionRecord[][]): Promise<{ write: number; purge: number }> {
   const store = openStore(dir);
@@ -109,9 +108,9 @@ async function writeAtBound(dir: string, data: TransactionRecord[][]): Promise<{
     let t0 = cpuUs();
     await store.putTransactions(b);
     write += cpuUs() - t0;
-    for (over += b.length; over >= RETENTION_BATCH; over -= RETENTION_BATCH) {
+    for (over += b.length; over >= PURGE_BATCH; over -= PURGE_BATCH) {
       t0 = cpuUs();
-      await store.purgeTransactions('ffffffffffffffff', RETENTION_BATCH);
+      await store.purgeTransactions('ffffffffffffffff', PURGE_BATCH);
       purge += cpuUs() - t0;
     }
   }
@@ -195,7 +194,7 @@ const list = await listBench();
 const f = (x: number) => x.toFixed(1);
 console.log(`store write: ${RECORDS} WebSocket records of 1 KiB in batches of ${BATCH}, ${ROUNDS} alternating rounds (median)`);
 console.log(`  plain LMDB table: ${f(write.plainUsPerRecord)} µs CPU/record   greytap store: ${f(write.greytapUsPerRecord)} µs CPU/record   = ${write.ratio.toFixed(2)}× the plain table`);
-console.log(`  at the retention bound (as many records before, the oldest removed ${RETENTION_BATCH} a transaction): write ${f(write.atBound.writeUsPerRecord)} µs CPU/record, removal ${f(write.atBound.purgeUsPerRecord)} µs CPU/record = ${write.atBound.purgeRatio.toFixed(2)}× a fresh write`);
+console.log(`  at the retention bound (as many records before, the oldest removed ${PURGE_BATCH} a transaction): write ${f(write.atBound.writeUsPerRecord)} µs CPU/record, removal ${f(write.atBound.purgeUsPerRecord)} µs CPU/record = ${write.atBound.purgeRatio.toFixed(2)}× a fresh write`);
 console.log(`store list: pages of 100 over ${list.records} records on ${list.wsConnections} WebSocket connections over ${list.days} days (median of 5)`);
 console.log(`  unfiltered page: ${list.unfilteredMs.toFixed(2)} ms`);
 for (const [name, ms] of Object.entries(list.pagesMs)) console.log(`  ${name}: ${ms.toFixed(2)} ms = ${(ms / list.unfilteredMs).toFixed(1)}× unfiltered`);

@@ -17,7 +17,7 @@ export interface RetentionOptions {
   intervalMs?: number;
   /** How often to check the size bound, and sweep when over it (default SIZE_CHECK_MS). */
   sizeCheckMs?: number;
-  /** Records per delete transaction (default 500). */
+  /** Records per delete transaction (default PURGE_BATCH). */
   batch?: number;
   /** Called with a failed sweep's error (default: ignored; the next sweep retries). */
   onError?: (e: unknown) => void;
@@ -34,9 +34,11 @@ const tick = () => new Promise<void>((r) => setImmediate(r));
 
 /** Reading the live size is a stat of each table (microseconds), so it can be checked often. */
 export const SIZE_CHECK_MS = 5_000;
+/** Records per delete transaction unless told otherwise (`batch`). */
+export const PURGE_BATCH = 500;
 
 export function startRetention(store: LmdbStore, opts: RetentionOptions): Retention {
-  const batch = opts.batch ?? 500;
+  const batch = opts.batch ?? PURGE_BATCH;
   let running: Promise<number> | null = null;
   let stopped = false;
 
