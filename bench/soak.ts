@@ -9,8 +9,8 @@
 // A real `greytap serve --retention SIZE` (startGreytap, as the bench's greytap contender), the
 // bench's origin (server.ts) and one load client (client.ts) running one workload for the whole
 // soak, each a process of its own. Every `--every` seconds: greytap's /metrics, the data file on
-// disk, the live data retention bounds (read from the store in this process, as `greytap export`
-// would), greytap's CPU and anonymous memory from /proc, and the client's running totals.
+// disk, greytap's CPU and anonymous memory from /proc, and the client's running totals. The live
+// data retention bounds is greytap's own store_live_bytes gauge.
 import { statSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -24,7 +24,6 @@ import { histogramQuantile, increaseByLabel, scrape, sumSeries, type Samples } f
 import { WORKLOADS } from './workloads.js';
 import { median } from './latency.js';
 import { parseBytes } from '../src/config.js';
-import { openStore } from '../src/store/lmdb.js';
 import { SIZE_CHECK_MS } from '../src/store/retention.js';
 import type { ClientProgress, ClientResult } from './protocol.js';
 
@@ -69,8 +68,8 @@ interface Sample {
   storeBytes: number;
   /** the data file's blocks on disk (its size, unless sparse) */
   fileDiskBytes: number | null;
-  /** live pages of every sub-database: what --retention bounds (LmdbStore.dataBytes) */
-  liveBytes: number | null;
+  /** live pages of every table: what --retention bounds (greytap_store_live_bytes) */
+  liveBytes: number;
   records: Record<string, number>;
   recordsTotal: number;
   dropped: Record<string, number>;
@@ -92,16 +91,6 @@ interface Sample {
 const log = (s: string) => process.stdout.write(`${s}\n`);
 const mib = (b: number | null) => (b === null ? '–' : (b / MiB).toFixed(1));
 const num = (n: number) => Math.round(n).toLocaleString('en-US');
-
-/** Live data, read as any second reader of the store would: opened read-only and closed again, so no snapshot of it is held between samples (a held one would keep greytap from reusing freed pages). */
-async function liveBytes(dataDir: string): Promise<number | null> {
-  try {
-    const store = openStore(dataDir, { readOnly: true });
-    try { return store.dataBytes(); } finally { await store.close(); }
-  } catch {
-    return null;
-  }
-}
 
 function fileDiskBytes(dataDir: string): number | null {
   try { return statSync(join(dataDir, 'db', 'data.mdb')).blocks * 512; } catch { return null; }
@@ -132,7 +121,7 @@ function summarise(samples: Sample[], res: ClientResult | null, clientError: str
     if (after[i].storeBytes > BOUND) { overS += dt; excessS += dt * (after[i].storeBytes / BOUND - 1); }
   }
   const maxAfter = after.length ? Math.max(...after.map((s) => s.storeBytes)) : null;
-  const maxLiveAfter = after.some((s) => s.liveBytes !== null) ? Math.max(...after.map((s) => s.liveBytes ?? 0)) : null;
+  const maxLiveAfter = after.length ? Math.max(...after.map((s) => s.liveBytes)) : null;
   const fillS = fill < 0 ? null : samples[fill].t;
   const bytesPerRecord = fill < 0 ? null : samples[fill].storeBytes / samples[fill].recordsTotal;
   const captureBytesPerS = bytesPerRecord === null ? null : (end.recordsTotal * bytesPerRecord) / end.t;
@@ -147,9 +136,9 @@ function summarise(samples: Sample[], res: ClientResult | null, clientError: str
   const rates = { sweeping: [] as number[], otherwise: [] as number[] };
   for (let i = 1, falling = false; i < samples.length; i++) {
     const [a, b] = [samples[i - 1].liveBytes, samples[i].liveBytes];
-    const falls = a !== null && b !== null && b < a;
+    const falls = b < a;
     if (samples[i].echoesPerSec !== null && i < samples.length - 1) rates[falls ? 'sweeping' : 'otherwise'].push(samples[i].echoesPerSec!);
-    const sweep = { t: samples[i].t, liveBytes: b!, cutShort: i === samples.length - 1 };
+    const sweep = { t: samples[i].t, liveBytes: b, cutShort: i === samples.length - 1 };
     if (falls && falling) liveAfterSweeps[liveAfterSweeps.length - 1] = sweep;
     else if (falls) liveAfterSweeps.push(sweep);
     falling = falls;
@@ -278,7 +267,7 @@ async function main(): Promise<number> {
       t: (now - t0) / 1000,
       storeBytes: sumSeries(m, 'greytap_store_bytes'),
       fileDiskBytes: fileDiskBytes(g.dataDir),
-      liveBytes: await liveBytes(g.dataDir),
+      liveBytes: sumSeries(m, 'greytap_store_live_bytes'),
       records,
       recordsTotal: Object.values(records).reduce((a, b) => a + b, 0),
       dropped: increaseByLabel(m, null, 'greytap_capture_dropped_total', 'reason'),

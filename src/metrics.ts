@@ -4,6 +4,7 @@
 // them here, so nothing is lost when a worker restarts.
 import client from 'prom-client';
 import type { CaptureTask } from './workers/tasks.js';
+import type { RetentionPass } from './store/retention.js';
 
 export const registry = new client.Registry();
 client.collectDefaultMetrics({ register: registry, prefix: 'greytap_' });
@@ -64,6 +65,12 @@ export const poolUtilization = new client.Gauge({ name: p + 'pool_utilization', 
 export const tlsHandshakes = new client.Counter({ name: p + 'tls_handshakes_total', help: 'TLS handshakes, by side (client = towards the agent, upstream = towards the server) and result', labelNames: ['side', 'result'], registers: reg });
 export const certCache = new client.Counter({ name: p + 'cert_cache_total', help: 'Leaf certificate cache lookups', labelNames: ['result'], registers: reg });
 export const storeBytes = new client.Gauge({ name: p + 'store_bytes', help: 'Size of the LMDB environment on disk', registers: reg });
+export const storeLiveBytes = new client.Gauge({ name: p + 'store_live_bytes', help: 'Bytes of live data in the store (pages in use by every table): what --retention SIZE bounds; store_bytes, the file, keeps its peak', registers: reg });
+export const retentionMaxBytes = new client.Gauge({ name: p + 'retention_max_bytes', help: 'The --retention SIZE bound on store_live_bytes (0: none)', registers: reg });
+export const retentionMaxAge = new client.Gauge({ name: p + 'retention_max_age_seconds', help: 'The --retention AGE bound (0: none)', registers: reg });
+export const retentionSweeps = new client.Counter({ name: p + 'retention_sweeps_total', help: 'Retention sweeps, by the bound enforced (size: every 5 s, age: every minute) and result (an error is logged; the next sweep retries)', labelNames: ['bound', 'result'], registers: reg });
+export const retentionSweepSeconds = new client.Histogram({ name: p + 'retention_sweep_seconds', help: 'Time one retention sweep took, by bound', labelNames: ['bound'], buckets: [0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60], registers: reg });
+export const retentionRemoved = new client.Counter({ name: p + 'retention_removed_total', help: 'Records removed by retention, by table (transactions: HTTP exchanges and WebSocket messages)', labelNames: ['table'], registers: reg });
 export const storeRecords = new client.Counter({ name: p + 'store_records_total', help: 'Records committed to the store, by kind', labelNames: ['kind'], registers: reg });
 export const workerTaskSeconds = new client.Histogram({ name: p + 'worker_task_seconds', help: 'Time a worker spent on one capture task (decode + store)', labelNames: ['type'], buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], registers: reg });
 /**
@@ -117,6 +124,11 @@ for (const k of DECODE_ERROR_KINDS) decodeErrors.inc({ kind: k }, 0);
 for (const s of ['client', 'upstream']) for (const r of ['ok', 'error']) tlsHandshakes.inc({ side: s, result: r }, 0);
 for (const r of ['hit', 'miss']) certCache.inc({ result: r }, 0);
 for (const k of RECORD_KINDS) storeRecords.inc({ kind: k }, 0);
+for (const b of ['age', 'size']) {
+  for (const r of ['ok', 'error']) retentionSweeps.inc({ bound: b, result: r }, 0);
+  retentionSweepSeconds.zero({ bound: b });
+}
+for (const t of ['transactions', 'connections', 'conversations']) retentionRemoved.inc({ table: t }, 0);
 // the types a task is observed under (a lane's, by its items': HTTP exchanges or connection records)
 const TASK_TYPES = ['http', 'ws', 'conn'] as const satisfies readonly Exclude<CaptureTask['type'], 'lane'>[];
 for (const t of TASK_TYPES) workerTaskSeconds.zero({ type: t });
@@ -128,6 +140,13 @@ export interface MetricDeltas {
   storeRecords?: Record<string, number>;
   /** capture lag samples in seconds (last byte read → committed) */
   lags?: number[];
+}
+
+/** A retention sweep's report (posted by its thread) into the registry. */
+export function countRetentionSweep(s: RetentionPass): void {
+  retentionSweeps.inc({ bound: s.bound, result: s.error === undefined ? 'ok' : 'error' });
+  retentionSweepSeconds.observe({ bound: s.bound }, s.seconds);
+  for (const [table, n] of Object.entries(s.removed)) if (n) retentionRemoved.inc({ table }, n);
 }
 
 export function applyDeltas(d: MetricDeltas | undefined): void {

@@ -14,7 +14,7 @@ import { openStore } from './store/lmdb.js';
 import { startRetentionThread } from './store/retention-thread.js';
 import { startApi } from './api/server.js';
 import { RecordEvents } from './api/events.js';
-import { registry } from './metrics.js';
+import { countRetentionSweep, registry, retentionMaxAge, retentionMaxBytes } from './metrics.js';
 
 export interface Running {
   ctx: ProxyContext;
@@ -109,7 +109,9 @@ export async function serve(cfg: Config): Promise<Running> {
     throw e;
   }
   up = true;
-  const retention = startRetentionThread(cfg.dataDir, { maxAgeMs: cfg.retentionMs, maxBytes: cfg.retentionBytes }, cfg.captureNice);
+  retentionMaxBytes.set(cfg.retentionBytes ?? 0);
+  retentionMaxAge.set((cfg.retentionMs ?? 0) / 1000);
+  const retention = startRetentionThread(cfg.dataDir, { maxAgeMs: cfg.retentionMs, maxBytes: cfg.retentionBytes }, cfg.captureNice, countRetentionSweep);
 
   return {
     ctx,

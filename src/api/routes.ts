@@ -196,8 +196,9 @@ export async function route(ctx: RouteContext, req: IncomingMessage, res: Server
       return send(res, ok ? 200 : 503, 'text/plain; charset=utf-8', ok ? 'ok\n' : 'unavailable\n');
     }
     if (path === '/metrics') {
-      const g = ctx.registry.getSingleMetric('greytap_store_bytes') as Gauge | undefined;
-      g?.set(ctx.store.sizeBytes());
+      // (read here, at the scrape: a stat of the file and of each table)
+      (ctx.registry.getSingleMetric('greytap_store_bytes') as Gauge | undefined)?.set(ctx.store.sizeBytes());
+      (ctx.registry.getSingleMetric('greytap_store_live_bytes') as Gauge | undefined)?.set(ctx.store.dataBytes());
       return send(res, 200, ctx.registry.contentType, await ctx.registry.metrics());
     }
     if (path === '/ca.pem') return send(res, 200, 'application/x-pem-file', ctx.caPem);

@@ -77,13 +77,12 @@ export class StoreError extends Error {
   }
 }
 
-/** What retention needs beyond the Store contract. */
+/** Records removed, by table (a retention pass's report). */
 export interface PurgeResult { transactions: number; connections: number; conversations: number }
 
+/** What retention needs beyond the Store contract. */
 export interface LmdbStore extends Store {
   readonly path: string;
-  /** Bytes held by live pages of every sub-database (what `--retention SIZE` bounds). */
-  dataBytes(): number;
   /** Removes up to `max` transactions with id < beforeId (oldest first), with bodies and index entries;
    *  a WebSocket upgrade (101) stays while its connection has later records. */
   purgeTransactions(beforeId: string, max: number): Promise<number>;

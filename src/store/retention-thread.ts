@@ -8,7 +8,7 @@
 // holder at nice 15 is preempted with the lock held (lmdb.ts, purgeTransactions).
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { openStore } from './lmdb.js';
-import { startRetention, type RetentionOptions } from './retention.js';
+import { startRetention, type RetentionOptions, type RetentionPass } from './retention.js';
 import { niceThisThread } from '../thread-priority.js';
 
 interface ThreadData { dataDir: string; opts: Pick<RetentionOptions, 'maxAgeMs' | 'maxBytes' | 'intervalMs' | 'sizeCheckMs'>; nice?: number }
@@ -18,12 +18,16 @@ export interface RetentionThread {
   stop(): Promise<void>;
 }
 
-/** Null when no retention is asked for (no thread is started). `nice`: the thread's CPU niceness (serve's --capture-nice). */
-export function startRetentionThread(dataDir: string, opts: ThreadData['opts'], nice?: number): RetentionThread | null {
+/**
+ * Null when no retention is asked for (no thread is started). `nice`: the thread's CPU niceness
+ * (serve's --capture-nice). `onSweep` hears each sweep over one bound (serve counts them in /metrics).
+ */
+export function startRetentionThread(dataDir: string, opts: ThreadData['opts'], nice?: number, onSweep?: (s: RetentionPass) => void): RetentionThread | null {
   if (opts.maxAgeMs == null && opts.maxBytes == null) return null;
   const w = new Worker(new URL(import.meta.url), { workerData: { dataDir, opts, nice } satisfies ThreadData });
   w.unref();
   w.on('error', (e) => console.error(`greytap: retention stopped: ${e.message}`));
+  w.on('message', (s: RetentionPass) => onSweep?.(s));
   const exited = new Promise<void>((r) => w.once('exit', () => r()));
   return {
     async stop() {
@@ -41,7 +45,11 @@ if (!isMainThread && parentPort && (workerData as ThreadData | undefined)?.dataD
   niceThisThread(nice);
   const port = parentPort;
   const store = openStore(dataDir);
-  const retention = startRetention(store, { ...opts, onError: (e) => console.error(`greytap: retention sweep failed: ${(e as Error)?.message ?? e}`) });
+  const retention = startRetention(store, {
+    ...opts,
+    onError: (e) => console.error(`greytap: retention sweep failed: ${(e as Error)?.message ?? e}`),
+    onPass: (s) => port.postMessage(s),
+  });
   port.once('message', async () => {
     await retention.stop();
     await store.close();

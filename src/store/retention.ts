@@ -7,7 +7,7 @@
 // check, and the file stays at that peak. Checked once a minute, a 64 MiB bound under (a)'s ~6 MiB/s
 // of capture peaked at 450–560 MiB, and each sweep's minute of removals in one burst cut the load's
 // rate by a quarter while it ran (bench/soak.ts).
-import type { LmdbStore } from './lmdb.js';
+import type { LmdbStore, PurgeResult } from './lmdb.js';
 import { idAt, idTime } from './ids.js';
 
 export interface RetentionOptions {
@@ -21,6 +21,16 @@ export interface RetentionOptions {
   batch?: number;
   /** Called with a failed sweep's error (default: ignored; the next sweep retries). */
   onError?: (e: unknown) => void;
+  /** Called after each pass over one bound, failed or not (the retention metrics). */
+  onPass?: (p: RetentionPass) => void;
+}
+
+/** One sweep over one bound: what it removed, how long it took, and why it failed if it did (plain data: it crosses threads). */
+export interface RetentionPass {
+  bound: 'age' | 'size';
+  removed: PurgeResult;
+  seconds: number;
+  error?: string;
 }
 
 export interface Retention {
@@ -42,43 +52,64 @@ export function startRetention(store: LmdbStore, opts: RetentionOptions): Retent
   let running: Promise<number> | null = null;
   let stopped = false;
 
-  async function sweepOnce(byAge: boolean, bySize: boolean): Promise<number> {
+  /** Removes what is older than the age bound; adds what it removed to `removed`. */
+  async function byAge(maxAgeMs: number, removed: PurgeResult): Promise<void> {
+    const cutoffTs = Date.now() - maxAgeMs;
+    const cutoff = idAt(cutoffTs);
+    for (let n; !stopped && (n = await store.purgeTransactions(cutoff, batch)) > 0; await tick()) removed.transactions += n;
+    await olderThan(cutoff, cutoffTs, removed);
+  }
+
+  /** Removes the oldest records until live data fits the size bound; adds what it removed to `removed`. */
+  async function bySize(maxBytes: number, removed: PurgeResult): Promise<void> {
+    // Oldest first until live data fits, each batch only as large as the excess over what the
+    // records before it freed each, and at most twice the one before (a fixed batch of 500 took a
+    // store of 19 records of 1 MiB past an 8 MiB bound down to none, and a store-wide average
+    // overshot on old records bigger than the rest); then drop connections/conversations older
+    // than what is left.
+    let size = store.dataBytes();
+    let want = 1;
+    while (!stopped && size > maxBytes) {
+      const n = await store.purgeTransactions('ffffffffffffffff', want);
+      if (n === 0) break;
+      removed.transactions += n;
+      const after = store.dataBytes();
+      // (small records free no page of their own at times: then only the doubling goes on)
+      const fits = after < size ? Math.floor((after - maxBytes) / ((size - after) / n)) : Infinity;
+      want = Math.min(batch, 2 * want, Math.max(1, fits));
+      size = after;
+      await tick();
+    }
+    // (a 101 kept for a live socket is no measure of what is left: its time may be long past)
+    const oldest = store.oldestRemovableId();
+    if (removed.transactions > 0) await olderThan(oldest ?? 'ffffffffffffffff', oldest ? idTime(oldest) : Date.now(), removed);
+  }
+
+  /** Connections and conversations older than the oldest transaction kept. */
+  async function olderThan(cutoff: string, cutoffTs: number, removed: PurgeResult): Promise<void> {
+    for (let n = batch; !stopped && n === batch; await tick()) removed.connections += n = await store.purgeConnections(cutoff, cutoffTs, batch);
+    for (let n = batch; !stopped && n === batch; await tick()) removed.conversations += n = await store.purgeConversations(cutoffTs, batch);
+  }
+
+  /** One pass over one bound, reported whether it removed anything or failed (then it throws on). */
+  async function pass(bound: RetentionPass['bound'], run: (removed: PurgeResult) => Promise<void>): Promise<number> {
+    const removed: PurgeResult = { transactions: 0, connections: 0, conversations: 0 };
+    const t0 = performance.now();
+    try {
+      await run(removed);
+    } catch (error) {
+      opts.onPass?.({ bound, removed, seconds: (performance.now() - t0) / 1000, error: String((error as Error)?.message ?? error) });
+      throw error;
+    }
+    opts.onPass?.({ bound, removed, seconds: (performance.now() - t0) / 1000 });
+    return removed.transactions;
+  }
+
+  async function sweepOnce(age: boolean, size: boolean): Promise<number> {
+    const { maxAgeMs, maxBytes } = opts;
     let removed = 0;
-    if (byAge && opts.maxAgeMs !== null && opts.maxAgeMs !== undefined) {
-      const cutoffTs = Date.now() - opts.maxAgeMs;
-      const cutoff = idAt(cutoffTs);
-      for (let n; !stopped && (n = await store.purgeTransactions(cutoff, batch)) > 0; await tick()) removed += n;
-      while (!stopped && (await store.purgeConnections(cutoff, cutoffTs, batch)) === batch) await tick();
-      while (!stopped && (await store.purgeConversations(cutoffTs, batch)) === batch) await tick();
-    }
-    if (bySize && opts.maxBytes !== null && opts.maxBytes !== undefined) {
-      // Oldest first until live data fits, each batch only as large as the excess over what the
-      // records before it freed each, and at most twice the one before (a fixed batch of 500 took a
-      // store of 19 records of 1 MiB past an 8 MiB bound down to none, and a store-wide average
-      // overshot on old records bigger than the rest); then drop connections/conversations older
-      // than what is left.
-      let size = store.dataBytes();
-      let want = 1;
-      while (!stopped && size > opts.maxBytes) {
-        const n = await store.purgeTransactions('ffffffffffffffff', want);
-        if (n === 0) break;
-        removed += n;
-        const after = store.dataBytes();
-        // (small records free no page of their own at times: then only the doubling goes on)
-        const fits = after < size ? Math.floor((after - opts.maxBytes) / ((size - after) / n)) : Infinity;
-        want = Math.min(batch, 2 * want, Math.max(1, fits));
-        size = after;
-        await tick();
-      }
-      // (a 101 kept for a live socket is no measure of what is left: its time may be long past)
-      const oldest = store.oldestRemovableId();
-      if (removed > 0 && !stopped) {
-        const cutoff = oldest ?? 'ffffffffffffffff';
-        const cutoffTs = oldest ? idTime(oldest) : Date.now();
-        while (!stopped && (await store.purgeConnections(cutoff, cutoffTs, batch)) === batch) await tick();
-        while (!stopped && (await store.purgeConversations(cutoffTs, batch)) === batch) await tick();
-      }
-    }
+    if (age && maxAgeMs != null) removed += await pass('age', (r) => byAge(maxAgeMs, r));
+    if (size && maxBytes != null && !stopped) removed += await pass('size', (r) => bySize(maxBytes, r));
     return removed;
   }
 

@@ -79,8 +79,10 @@ export interface Store {
    * internal objects (`internal: true`), unread where the store can tell them apart.
    */
   listConversations(q: { client?: string; limit?: number; after?: string; fits?: (c: Conversation) => boolean; listedOnly?: boolean }): Page<Conversation>;
-  /** Size of the LMDB data file on disk (the store_bytes gauge). */
+  /** Size of the LMDB data file on disk (the store_bytes gauge); it never shrinks. */
   sizeBytes(): number;
+  /** Bytes held by live pages of every table: what `--retention SIZE` bounds (the store_live_bytes gauge). */
+  dataBytes(): number;
   close(): Promise<void>;
 }
 

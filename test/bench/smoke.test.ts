@@ -259,7 +259,7 @@ test('the soak holds a real greytap at a 4 MiB --retention bound under the (a) l
     // live data over the bound falling to under half of it later. (Not "after the highest sample": a
     // run may end just before a sweep, at its highest, as CI's did; and on a loaded host a sweep
     // takes several samples.)
-    const live = samples.map((x: { liveBytes: number | null }) => x.liveBytes ?? 0);
+    const live: number[] = samples.map((x: { liveBytes: number }) => x.liveBytes);
     assert.ok(live.some((b: number, i: number) => b > bound && live.slice(i + 1).some((a: number) => a > 0 && a < b / 2)),
       `a sweep removed records: live data over the bound fell to under half later (${live.join(', ')})`);
     assert.ok(s.liveAfterSweeps.length >= 2, `sweeps every few seconds, not once a minute: ${JSON.stringify(s.liveAfterSweeps)}`);

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { open } from 'lmdb';
 import { BODY_APART_THRESHOLD, openStore, type LmdbStore } from '../../src/store/lmdb.js';
-import { startRetention } from '../../src/store/retention.js';
+import { startRetention, type RetentionPass } from '../../src/store/retention.js';
 import { startRetentionThread } from '../../src/store/retention-thread.js';
 import { exportRecords } from '../../src/store/export.js';
 import { idAt } from '../../src/store/ids.js';
@@ -52,9 +52,13 @@ test('retention by age removes old transactions, their bodies, index entries, en
   await store.updateConversation('live', () => conversation('live', Date.now()));
 
   assert.equal(counts(dir).wsConns, 3, 'three connections carried WebSocket messages');
-  const r = startRetention(store, { maxAgeMs: 7 * DAY, maxBytes: null, batch: 50, ...BY_HAND });
+  const passes: RetentionPass[] = [];
+  const r = startRetention(store, { maxAgeMs: 7 * DAY, maxBytes: null, batch: 50, ...BY_HAND, onPass: (p) => passes.push(p) });
   t.after(() => r.stop());
   assert.equal(await r.sweep(), 121);
+  // what /metrics counts: one age sweep, what it removed from each table
+  assert.deepEqual(passes.map(({ bound, removed, error }) => ({ bound, removed, error })), [{ bound: 'age', removed: { transactions: 121, connections: 2, conversations: 1 }, error: undefined }]);
+  assert.ok(passes[0].seconds > 0 && passes[0].seconds < 10, String(passes[0].seconds));
   assert.deepEqual(store.listTransactions({}).items.map((x) => x.id), fresh.map((x) => x.id));
   assert.equal(store.getTransaction(old[0].id), undefined);
   assert.equal(store.getConnection(oldConn.id), undefined);
@@ -63,6 +67,7 @@ test('retention by age removes old transactions, their bodies, index entries, en
   assert.deepEqual(store.listConversations({}).items.map((c) => c.key), ['live']);
   assert.deepEqual(counts(dir), { tx: 2, bodies: 1, byHost: 1, byConn: 2, byKind: 1, conns: 1, convs: 1, convKeys: 1, convByClientUpdated: 1, wsConns: 1, wsConnBuckets: 1, convByUpdated: 1 });
   assert.equal(await r.sweep(), 0, 'a second sweep finds nothing');
+  assert.deepEqual(passes[1].removed, { transactions: 0, connections: 0, conversations: 0 }, 'and reports it');
   // the idle connection speaks again: a new entry, from this message on, makes it reachable by kind
   const late = ws(idleConn.id, 'u', 'server', 1);
   await store.putTransactions([late]);
@@ -303,11 +308,30 @@ test('retention by size does not overshoot when the oldest records are bigger th
   for (let i = 0; i < 10; i++) await store.putTransactions([http(c.id, { respBody: `${i}:` + 'o'.repeat(1 << 20) })]);
   for (let i = 0; i < 2000; i += 500) await store.putTransactions(Array.from({ length: 500 }, () => http(c.id)));
   const maxBytes = store.dataBytes() - (1.5 * (1 << 20));
-  const r = startRetention(store, { maxAgeMs: null, maxBytes, ...BY_HAND });
+  const passes: RetentionPass[] = [];
+  const r = startRetention(store, { maxAgeMs: null, maxBytes, ...BY_HAND, onPass: (p) => passes.push(p) });
   t.after(() => r.stop());
   const removed = await r.sweep();
   assert.ok(store.dataBytes() <= maxBytes, `${store.dataBytes()} > ${maxBytes}`);
   assert.ok(removed >= 2 && removed <= 3, `${removed} removed for 1.5 MiB over the bound, the oldest being 1 MiB each`);
+  assert.deepEqual(passes.map((p) => [p.bound, p.removed]), [['size', { transactions: removed, connections: 0, conversations: 0 }]], 'the connection is still referenced');
+});
+
+test('a sweep that fails reports its bound and error (counted in /metrics as result="error") and rejects; the next one runs', async (t) => {
+  const { store } = tempStore(t);
+  const c = conn();
+  await store.putConnection(c);
+  for (let i = 0; i < 4; i++) await store.putTransactions([http(c.id, { respBody: 'f'.repeat(1 << 20) })]);
+  const passes: RetentionPass[] = [];
+  const r = startRetention(store, { maxAgeMs: null, maxBytes: 1 << 20, ...BY_HAND, onPass: (p) => passes.push(p) });
+  t.after(() => r.stop());
+  const purge = store.purgeTransactions;
+  store.purgeTransactions = async () => { throw new Error('MDB_MAP_FULL: Environment mapsize limit reached'); };
+  await assert.rejects(r.sweep(), /MDB_MAP_FULL/);
+  assert.deepEqual(passes.map((p) => [p.bound, p.removed.transactions, p.error]), [['size', 0, 'MDB_MAP_FULL: Environment mapsize limit reached']]);
+  store.purgeTransactions = purge;
+  assert.ok((await r.sweep()) >= 3);
+  assert.equal(passes[1].error, undefined);
 });
 
 test('the size bound is checked every few seconds, apart from the age sweep\'s interval: a store pushed over it comes back without a sweep by hand', async (t) => {
