@@ -73,7 +73,9 @@ test('a flood that saturates a one-thread pool drops capture (counted), loses no
   const { messages } = await capturedMessages(g, c.tag, (ms) => ms.filter((m) => m.opcode === 'binary').length === 2 * N);
   const marked = messages.filter((m) => m.error === 'queue_full');
   assert.ok(marked.length > 0, 'dropped messages are still recorded, marked queue_full');
-  assert.ok(marked.every((m) => m.wireBytes > 64 * 1024), 'with their wire size');
+  // (a close frame behind the flood can be dropped too, under a busy host: its wire size is its own)
+  const short = marked.filter((m) => m.wireBytes <= (m.opcode === 'binary' ? 64 * 1024 : 0));
+  assert.deepEqual(short.map((m) => [m.opcode, m.direction, m.wireBytes]), [], 'with their wire size');
 
   // recovery: after the flood, a new connection is captured whole
   const after = await openClient(g, '/ctx', 'http');
