@@ -70,6 +70,11 @@ interface Sample {
   fileDiskBytes: number | null;
   /** live pages of every table: what --retention bounds (greytap_store_live_bytes) */
   liveBytes: number;
+  /** over the interval, from greytap's retention metrics: records removed by table, size sweeps ended (and failed), seconds they took */
+  removed: Record<string, number>;
+  sweeps: number;
+  sweepErrors: number;
+  sweepSeconds: number;
   records: Record<string, number>;
   recordsTotal: number;
   dropped: Record<string, number>;
@@ -128,21 +133,32 @@ function summarise(samples: Sample[], res: ClientResult | null, clientError: str
   const slackBytes = captureBytesPerS === null ? null : SLACK_MARGIN * SLACK_WINDOW_S * captureBytesPerS;
   const slack = slackBytes === null ? null : slackBytes / BOUND;
   const limit = slackBytes === null ? null : BOUND + slackBytes;
-  // A sweep shows as live data falling over one sample or more; what is left at its end is the
-  // bound plus what came in meanwhile (one still falling at the last sample was cut short).
+  // A sweep shows in the intervals retention removed records in (greytap's counter; a sweep over
+  // several samples counts once); what is left at its end is the bound plus what came in
+  // meanwhile (one still removing at the last sample was cut short).
   const liveAfterSweeps: { t: number; liveBytes: number; cutShort: boolean }[] = [];
   // the load's rate in the intervals a sweep ran in, against the others: its removals run at
   // normal priority (lmdb-js's libuv threads), beside a load that already fills the cores
   const rates = { sweeping: [] as number[], otherwise: [] as number[] };
-  for (let i = 1, falling = false; i < samples.length; i++) {
-    const [a, b] = [samples[i - 1].liveBytes, samples[i].liveBytes];
-    const falls = b < a;
-    if (samples[i].echoesPerSec !== null && i < samples.length - 1) rates[falls ? 'sweeping' : 'otherwise'].push(samples[i].echoesPerSec!);
-    const sweep = { t: samples[i].t, liveBytes: b, cutShort: i === samples.length - 1 };
-    if (falls && falling) liveAfterSweeps[liveAfterSweeps.length - 1] = sweep;
-    else if (falls) liveAfterSweeps.push(sweep);
-    falling = falls;
+  for (let i = 0, removing = false; i < samples.length; i++) {
+    const removes = (samples[i].removed.transactions ?? 0) > 0;
+    if (samples[i].echoesPerSec !== null && i < samples.length - 1) rates[removes ? 'sweeping' : 'otherwise'].push(samples[i].echoesPerSec!);
+    const sweep = { t: samples[i].t, liveBytes: samples[i].liveBytes, cutShort: i === samples.length - 1 };
+    if (removes && removing) liveAfterSweeps[liveAfterSweeps.length - 1] = sweep;
+    else if (removes) liveAfterSweeps.push(sweep);
+    removing = removes;
   }
+  const add = (f: (s: Sample) => Record<string, number>) => samples.reduce<Record<string, number>>((acc, s) => {
+    for (const [k, v] of Object.entries(f(s))) acc[k] = (acc[k] ?? 0) + v;
+    return acc;
+  }, {});
+  const sweeps = samples.reduce((a, s) => a + s.sweeps, 0), sweepErrors = samples.reduce((a, s) => a + s.sweepErrors, 0);
+  const retention = {
+    sweeps,
+    failed: sweepErrors,
+    meanSweepSeconds: sweeps ? samples.reduce((a, s) => a + s.sweepSeconds, 0) / sweeps : null,
+    removed: add((s) => s.removed),
+  };
   const total = end.t;
   const span = Math.max(o.every, total / 10);
   const rssQ1 = around(samples, total / 4, span, (s) => s.rssBytes);
@@ -159,10 +175,11 @@ function summarise(samples: Sample[], res: ClientResult | null, clientError: str
   const unanswered = res && ws ? res.wire.wsClient - res.wire.wsServer : null;
   const verdicts = {
     storeBounded: {
-      ok: fill >= 0 && maxAfter !== null && limit !== null && maxAfter <= limit,
-      why: fill < 0
+      ok: fill >= 0 && maxAfter !== null && limit !== null && maxAfter <= limit && sweepErrors === 0,
+      why: (fill < 0
         ? `store_bytes never reached the bound (${mib(BOUND)} MiB; at most ${mib(Math.max(...samples.map((s) => s.storeBytes)))} MiB)`
-        : `after the first fill at ${fillS!.toFixed(0)} s, store_bytes at most ${mib(maxAfter)} MiB against a limit of ${mib(limit)} MiB (the bound + ${SLACK_MARGIN} × ${SLACK_WINDOW_S} s (two size checks) × ${mib(captureBytesPerS)} MiB/s captured: slack ${(slack! * 100).toFixed(0)} %)`,
+        : `after the first fill at ${fillS!.toFixed(0)} s, store_bytes at most ${mib(maxAfter)} MiB against a limit of ${mib(limit)} MiB (the bound + ${SLACK_MARGIN} × ${SLACK_WINDOW_S} s (two size checks) × ${mib(captureBytesPerS)} MiB/s captured: slack ${(slack! * 100).toFixed(0)} %)`)
+        + `; ${sweepErrors} of ${sweeps} sweeps failed`,
     },
     memoryFlat: {
       ok: secondHalfGrowth !== null && secondHalfGrowth * 100 <= o['rss-growth'],
@@ -181,6 +198,7 @@ function summarise(samples: Sample[], res: ClientResult | null, clientError: str
     bytesPerRecord,
     captureBytesPerS,
     liveAfterSweeps,
+    retention,
     afterFill: fill < 0 ? null : {
       maxStoreBytes: maxAfter,
       maxLiveBytes: maxLiveAfter,
@@ -212,7 +230,9 @@ function printSummary(s: ReturnType<typeof summarise>): void {
   log('');
   log(`bound: --retention ${o.retention} = ${num(s.boundBytes)} bytes (${mib(s.boundBytes)} MiB)`);
   log(`first reached: ${s.firstFillS === null ? 'never' : `${s.firstFillS.toFixed(0)} s (${num(s.bytesPerRecord!)} bytes a record; capture ${mib(s.captureBytesPerS)} MiB/s over the run)`}`);
-  log(`sweeps seen: ${s.liveAfterSweeps.length}, live data after each ${s.liveAfterSweeps.map((x) => `${mib(x.liveBytes)} MiB at ${x.t.toFixed(0)} s${x.cutShort ? ' (still falling at the end)' : ''}`).join(', ') || '–'}`);
+  const ret = s.retention;
+  log(`retention (greytap's metrics): ${ret.sweeps} size sweeps, ${ret.failed} failed, ${ret.meanSweepSeconds === null ? '–' : `${(ret.meanSweepSeconds * 1000).toFixed(0)} ms`} each on average; removed ${Object.entries(ret.removed).map(([k, v]) => `${num(v)} ${k}`).join(', ') || 'nothing'}`);
+  log(`sweeps that removed records: ${s.liveAfterSweeps.length}, live data after each ${s.liveAfterSweeps.map((x) => `${mib(x.liveBytes)} MiB at ${x.t.toFixed(0)} s${x.cutShort ? ' (still removing at the end)' : ''}`).join(', ') || '–'}`);
   if (a) {
     log(`after it: store_bytes max ${mib(a.maxStoreBytes)} MiB (${pct(a.maxExcess)} over the bound), over the bound ${pct(a.overBoundShare)} of the time, by ${pct(a.meanExcessWhenOver)} on average when over; live data max ${mib(a.maxLiveBytes)} MiB`);
   }
@@ -262,12 +282,17 @@ async function main(): Promise<number> {
       continue;
     }
     const cpu = cpuSeconds(g.pid);
+    const grew = (name: string, labels: Record<string, string> = {}) => sumSeries(m, name, labels) - (prev.m ? sumSeries(prev.m, name, labels) : 0);
     const records = increaseByLabel(m, null, 'greytap_store_records_total', 'kind');
     const s: Sample = {
       t: (now - t0) / 1000,
       storeBytes: sumSeries(m, 'greytap_store_bytes'),
       fileDiskBytes: fileDiskBytes(g.dataDir),
       liveBytes: sumSeries(m, 'greytap_store_live_bytes'),
+      removed: increaseByLabel(m, prev.m, 'greytap_retention_removed_total', 'table'),
+      sweeps: grew('greytap_retention_sweeps_total', { bound: 'size' }),
+      sweepErrors: grew('greytap_retention_sweeps_total', { result: 'error' }),
+      sweepSeconds: grew('greytap_retention_sweep_seconds_sum'),
       records,
       recordsTotal: Object.values(records).reduce((a, b) => a + b, 0),
       dropped: increaseByLabel(m, null, 'greytap_capture_dropped_total', 'reason'),
@@ -285,7 +310,7 @@ async function main(): Promise<number> {
     samples.push(s);
     const prevRecords = samples.length > 1 ? samples[samples.length - 2].recordsTotal : 0;
     const lag = (x: number | null) => (x === null ? '–' : x.toFixed(3));
-    log(`t=${s.t.toFixed(0).padStart(5)} s  store ${mib(s.storeBytes).padStart(7)} MiB (live ${mib(s.liveBytes)})  records ${num(s.recordsTotal)} (+${num((s.recordsTotal - prevRecords) / ((now - prev.at) / 1000))}/s)`
+    log(`t=${s.t.toFixed(0).padStart(5)} s  store ${mib(s.storeBytes).padStart(7)} MiB (live ${mib(s.liveBytes)}, ${num(s.removed.transactions ?? 0)} removed)  records ${num(s.recordsTotal)} (+${num((s.recordsTotal - prevRecords) / ((now - prev.at) / 1000))}/s)`
       + `  drops ${num(Object.values(s.dropped).reduce((a, b) => a + b, 0))}  lag p50/p99 ${lag(s.lagP50)}/${lag(s.lagP99)} s  rss ${mib(s.rssBytes)} MiB (anon ${mib(s.anonBytes)})`
       + `  capmem ${mib(s.captureMemoryBytes)} MiB  queue ${num(s.queueDepth)}  cpu ${s.cpuCores?.toFixed(2) ?? '–'}  echoes ${s.echoesPerSec === null ? '–' : num(s.echoesPerSec)}/s${s.clientErrors ? `  client errors ${s.clientErrors}` : ''}`);
     prev = { m, cpu, at: now, echoes: progress.opsTotal, echoAt: progress.at };
