@@ -95,13 +95,15 @@ export function startRetention(store: LmdbStore, opts: RetentionOptions): Retent
   async function pass(bound: RetentionPass['bound'], run: (removed: PurgeResult) => Promise<void>): Promise<number> {
     const removed: PurgeResult = { transactions: 0, connections: 0, conversations: 0 };
     const t0 = performance.now();
+    let error: string | undefined;
     try {
       await run(removed);
-    } catch (error) {
-      opts.onPass?.({ bound, removed, seconds: (performance.now() - t0) / 1000, error: String((error as Error)?.message ?? error) });
-      throw error;
+    } catch (e) {
+      error = String((e as Error)?.message ?? e);
+      throw e;
+    } finally {
+      opts.onPass?.({ bound, removed, seconds: (performance.now() - t0) / 1000, ...(error !== undefined && { error }) });
     }
-    opts.onPass?.({ bound, removed, seconds: (performance.now() - t0) / 1000 });
     return removed.transactions;
   }
 
