@@ -133,20 +133,20 @@ function summarise(samples: Sample[], res: ClientResult | null, clientError: str
   const slackBytes = captureBytesPerS === null ? null : SLACK_MARGIN * SLACK_WINDOW_S * captureBytesPerS;
   const slack = slackBytes === null ? null : slackBytes / BOUND;
   const limit = slackBytes === null ? null : BOUND + slackBytes;
-  // A sweep shows in the intervals retention removed records in (greytap's counter; a sweep over
-  // several samples counts once); what is left at its end is the bound plus what came in
-  // meanwhile (one still removing at the last sample was cut short).
+  // A sweep shows as live data falling over one sample or more (not as an interval with removals:
+  // sampled every 10 s, every interval holds two size checks); what is left at its end is the
+  // bound plus what came in meanwhile (one still falling at the last sample was cut short).
   const liveAfterSweeps: { t: number; liveBytes: number; cutShort: boolean }[] = [];
   // the load's rate in the intervals a sweep ran in, against the others: its removals run at
   // normal priority (lmdb-js's libuv threads), beside a load that already fills the cores
   const rates = { sweeping: [] as number[], otherwise: [] as number[] };
-  for (let i = 0, removing = false; i < samples.length; i++) {
-    const removes = (samples[i].removed.transactions ?? 0) > 0;
-    if (samples[i].echoesPerSec !== null && i < samples.length - 1) rates[removes ? 'sweeping' : 'otherwise'].push(samples[i].echoesPerSec!);
+  for (let i = 1, falling = false; i < samples.length; i++) {
+    const falls = samples[i].liveBytes < samples[i - 1].liveBytes;
+    if (samples[i].echoesPerSec !== null && i < samples.length - 1) rates[falls ? 'sweeping' : 'otherwise'].push(samples[i].echoesPerSec!);
     const sweep = { t: samples[i].t, liveBytes: samples[i].liveBytes, cutShort: i === samples.length - 1 };
-    if (removes && removing) liveAfterSweeps[liveAfterSweeps.length - 1] = sweep;
-    else if (removes) liveAfterSweeps.push(sweep);
-    removing = removes;
+    if (falls && falling) liveAfterSweeps[liveAfterSweeps.length - 1] = sweep;
+    else if (falls) liveAfterSweeps.push(sweep);
+    falling = falls;
   }
   const add = (f: (s: Sample) => Record<string, number>) => samples.reduce<Record<string, number>>((acc, s) => {
     for (const [k, v] of Object.entries(f(s))) acc[k] = (acc[k] ?? 0) + v;
@@ -232,7 +232,7 @@ function printSummary(s: ReturnType<typeof summarise>): void {
   log(`first reached: ${s.firstFillS === null ? 'never' : `${s.firstFillS.toFixed(0)} s (${num(s.bytesPerRecord!)} bytes a record; capture ${mib(s.captureBytesPerS)} MiB/s over the run)`}`);
   const ret = s.retention;
   log(`retention (greytap's metrics): ${ret.sweeps} size sweeps, ${ret.failed} failed, ${ret.meanSweepSeconds === null ? '–' : `${(ret.meanSweepSeconds * 1000).toFixed(0)} ms`} each on average; removed ${Object.entries(ret.removed).map(([k, v]) => `${num(v)} ${k}`).join(', ') || 'nothing'}`);
-  log(`sweeps that removed records: ${s.liveAfterSweeps.length}, live data after each ${s.liveAfterSweeps.map((x) => `${mib(x.liveBytes)} MiB at ${x.t.toFixed(0)} s${x.cutShort ? ' (still removing at the end)' : ''}`).join(', ') || '–'}`);
+  log(`live data falls seen: ${s.liveAfterSweeps.length}, live data after each ${s.liveAfterSweeps.map((x) => `${mib(x.liveBytes)} MiB at ${x.t.toFixed(0)} s${x.cutShort ? ' (still falling at the end)' : ''}`).join(', ') || '–'}`);
   if (a) {
     log(`after it: store_bytes max ${mib(a.maxStoreBytes)} MiB (${pct(a.maxExcess)} over the bound), over the bound ${pct(a.overBoundShare)} of the time, by ${pct(a.meanExcessWhenOver)} on average when over; live data max ${mib(a.maxLiveBytes)} MiB`);
   }

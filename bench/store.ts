@@ -18,7 +18,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { open } from 'lmdb';
-import { openStore } from '../src/store/lmdb.js';
+import { MAP_BYTES, openStore } from '../src/store/lmdb.js';
 import { idAt, nextId } from '../src/store/ids.js';
 import { PURGE_BATCH } from '../src/store/retention.js';
 import { median } from './latency.js';
@@ -87,7 +87,7 @@ async function writeGreytap(dir: string, data: TransactionRecord[][]): Promise<n
 }
 
 async function writePlain(dir: string, data: TransactionRecord[][]): Promise<number> {
-  const root = open(join(dir, 'db'), { pageSize: 8192, maxDbs: 16 });
+  const root = open(join(dir, 'db'), { pageSize: 8192, maxDbs: 16, mapSize: MAP_BYTES }); // (the store's map, so only the tables differ)
   const table = root.openDB({ name: 'transactions' });
   const t0 = cpuUs();
   for (const b of data) {

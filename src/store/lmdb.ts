@@ -77,6 +77,16 @@ export class StoreError extends Error {
   }
 }
 
+/**
+ * The store file's memory map, made this large from the start: address space only (the file still
+ * grows page by page as it fills). lmdb-js otherwise starts at 128 KiB and maps the file anew at
+ * twice the size each time it fills, leaving the older maps in place, and RSS counts a resident
+ * page once for every map it was read through: a store held at a 64 MiB retention bound had 10
+ * maps, 247 MiB of RSS over a 100 MiB file (104 MiB with one map). A store past this still grows
+ * its map that way.
+ */
+export const MAP_BYTES = 8 * 2 ** 30;
+
 /** Records removed, by table (a retention pass's report). */
 export interface PurgeResult { transactions: number; connections: number; conversations: number }
 
@@ -363,7 +373,7 @@ class LmdbStoreImpl implements LmdbStore {
     // dictionary, on a thread-pool thread (a wake-up per put); profiled under WebSocket load that was
     // the largest native cost of capture, for 25% less disk (205 MB) that retention bounds anyway.
     // Stores written by earlier versions (no format marker, data present) keep reading compressed.
-    const root = open(path, { pageSize: 8192, maxDbs: 16, readOnly: this.readOnly });
+    const root = open(path, { pageSize: 8192, maxDbs: 16, readOnly: this.readOnly, mapSize: MAP_BYTES });
     // (the root's keys are the sub-database names, plus the marker)
     const names = new Set(root.getKeys());
     const legacy = !names.has(FORMAT_KEY) && names.has('transactions');

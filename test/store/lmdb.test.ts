@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { open } from 'lmdb';
-import { openStore, StoreError, BODY_APART_THRESHOLD, type LmdbStore } from '../../src/store/lmdb.js';
+import { openStore, StoreError, BODY_APART_THRESHOLD, MAP_BYTES, type LmdbStore } from '../../src/store/lmdb.js';
 import { lazyBody } from '../../src/store/body-bytes.js';
 import { idAt, idSharedBuffer, nextId } from '../../src/store/ids.js';
 import { conversationId } from '../../src/workers/assemble.js';
@@ -89,6 +89,20 @@ test('every record kind round-trips; big bodies are stored apart and listing omi
   assert.equal(listed.next, null);
   assert.equal((listed.items[0] as HttpTransaction).reqHeaders[1][1], 'Bearer [REDACTED]');
   assert.ok(store.sizeBytes() > 0);
+});
+
+test('the store file is mapped once as it grows: RSS counts each of its pages once, not once per map lmdb-js outgrew', async (t) => {
+  const { dir, store } = tempStore(t);
+  const c = conn();
+  await store.putConnection(c);
+  // 40 MiB: from lmdb-js's own 128 KiB start that is nine maps, each twice the one before
+  for (let i = 0; i < 40; i++) await store.putTransactions([http(c.id, { respBody: `${i}:` + 'm'.repeat(1 << 20) })]);
+  assert.ok(store.sizeBytes() > 40 << 20, String(store.sizeBytes()));
+  const file = join(dir, 'db', 'data.mdb');
+  const maps = readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.endsWith(' ' + file));
+  assert.equal(maps.length, 1, maps.join('\n'));
+  const [from, to] = maps[0].split(' ')[0].split('-').map((x) => parseInt(x, 16));
+  assert.equal(to - from, MAP_BYTES, 'address space only: the file itself is ~40 MiB');
 });
 
 test('writes of one event turn commit as one transaction on the writing thread; a failing write fails that whole turn, not the next', async (t) => {
