@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { rmSync, writeFileSync } from 'node:fs';
 import { PassThrough } from 'node:stream';
 import { open } from 'lmdb';
 import { BODY_APART_THRESHOLD, openStore, type LmdbStore } from '../../src/store/lmdb.js';
@@ -257,6 +258,27 @@ test('serve\'s retention thread sweeps the store beside the main thread and stop
   assert.deepEqual(store.listTransactions({}).items.map((x) => x.id), [fresh.id]);
   await thread.stop();
   assert.equal(startRetentionThread(dir, { maxAgeMs: null, maxBytes: null }), null, 'no thread without a bound');
+});
+
+test('a retention thread that dies is counted as a failed sweep of its bound and started again; once it can open the store it sweeps', async (t) => {
+  const dir = tempDir(t);
+  // the data directory is a file: the thread's openStore throws at start, a real failure
+  const dataDir = join(dir, 'data');
+  writeFileSync(dataDir, 'not a directory');
+  const seen: RetentionPass[] = [];
+  const thread = startRetentionThread(dataDir, { maxAgeMs: null, maxBytes: 1 << 30, sizeCheckMs: 50 }, undefined, (s) => seen.push(s), 100)!;
+  t.after(() => thread.stop());
+  const until = async (what: string, ok: () => boolean) => {
+    for (const deadline = Date.now() + 10_000; !ok(); await new Promise((r) => setTimeout(r, 20))) assert.ok(Date.now() < deadline, what);
+  };
+  await until('two deaths, the second after a restart', () => seen.filter((s) => s.error).length >= 2);
+  assert.ok(seen.every((s) => s.bound === 'size' && /^retention thread: .*(ENOTDIR|not a directory|EEXIST)/i.test(s.error!)), JSON.stringify(seen));
+  rmSync(dataDir);
+  await until('a sweep that succeeds after a restart', () => seen.some((s) => s.error === undefined));
+  await thread.stop();
+  const n = seen.length;
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(seen.length, n, 'nothing runs after stop()');
 });
 
 test('size retention measures what is left by the oldest removable record, not a 101 kept for a live socket', async (t) => {
