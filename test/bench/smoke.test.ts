@@ -263,8 +263,8 @@ test('the soak holds a real greytap at a 4 MiB --retention bound under the (a) l
     assert.ok(live.some((b: number, i: number) => b > bound && live.slice(i + 1).some((a: number) => a > 0 && a < b / 2)),
       `a sweep removed records: live data over the bound fell to under half later (${live.join(', ')})`);
     // greytap's own retention metrics: sweeps every few seconds, not once a minute (counted as they
-    // end, so a sweep that runs into the next check counts once),
-    // none failed, more than the bound's worth of records removed
+    // end: a sweep that runs into the next check counts once), none failed, more than the bound's
+    // worth of records removed
     assert.ok(s.retention.sweeps >= 2 && s.retention.failed === 0 && s.retention.removed.transactions > bound / s.bytesPerRecord,
       `${JSON.stringify(s.retention)}; live data after each fall: ${JSON.stringify(s.liveAfterSweeps)}`);
     assert.ok(s.afterFill.maxStoreBytes <= s.afterFill.limitBytes, `store_bytes within the slack: ${s.afterFill.maxStoreBytes} against ${s.afterFill.limitBytes}`);
