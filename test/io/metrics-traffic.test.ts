@@ -339,6 +339,17 @@ test('a client that gives up on its TLS handshake while the origin\'s is still r
 });
 
 /** Every record of a kind, page by page. */
+/** `n` GETs pipelined on one intercepted connection to api.test (each answered with 30,000 bytes); resolves once every answer arrived and the connection closed. */
+async function pipelinedAnswers(gt: Greytap, n: number): Promise<void> {
+  const s = await tlsVia(gt, 'http', 'api.test');
+  let got = 0;
+  s.on('data', (d) => (got += d.length));
+  s.write(Array.from({ length: n }, (_, i) => `GET /r${i} HTTP/1.1\r\nHost: api.test\r\n\r\n`).join(''));
+  await waitFor(() => got >= n * 30_000, 'the answers');
+  s.end();
+  await closed(s);
+}
+
 async function allRecords(gt: Greytap, kind: string): Promise<any[]> {
   const out: any[] = [];
   for (let after: string | null = null; ;) {
@@ -356,13 +367,7 @@ test('under a tiny capture budget and --max-body: capture_dropped_total by reaso
     await settled(g); // the registry is shared: g's late commits would count here
     const m0 = await scrape(g2);
     // 40 pipelined requests, 30,000-byte answers: over --max-body, and over the budget together
-    const s = await tlsVia(g2, 'http', 'api.test');
-    let got = 0;
-    s.on('data', (d) => (got += d.length));
-    s.write(Array.from({ length: 40 }, (_, i) => `GET /r${i} HTTP/1.1\r\nHost: api.test\r\n\r\n`).join(''));
-    await waitFor(() => got >= 40 * 30_000, 'the answers');
-    s.end();
-    await closed(s);
+    await pipelinedAnswers(g2, 40);
     await wsExchange(g2, 300, 16 << 10);
     await allClosed(g2);
     await g2.drain();
@@ -390,13 +395,7 @@ test('--retention SIZE on /metrics: the bound, live data over it and back under 
     assert.equal(sum(m0, 'greytap_retention_max_bytes'), bound);
     assert.equal(sum(m0, 'greytap_retention_max_age_seconds'), 0);
     // 120 answers of 30,000 bytes, each stored with its body: ~3.5× the bound
-    const s = await tlsVia(g3, 'http', 'api.test');
-    let got = 0;
-    s.on('data', (d) => (got += d.length));
-    s.write(Array.from({ length: 120 }, (_, i) => `GET /r${i} HTTP/1.1\r\nHost: api.test\r\n\r\n`).join(''));
-    await waitFor(() => got >= 120 * 30_000, 'the answers');
-    s.end();
-    await closed(s);
+    await pipelinedAnswers(g3, 120);
     await allClosed(g3);
     await g3.drain();
     // the size is checked every 5 s: the first scrape may come before or after a sweep
