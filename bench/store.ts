@@ -99,7 +99,6 @@ async function writePlain(dir: string, data: TransactionRecord[][]): Promise<num
   return us / RECORDS;
 }
 
-
 async function writeAtBound(dir: string, data: TransactionRecord[][]): Promise<{ write: number; purge: number }> {
   const store = openStore(dir);
   for (const b of batches()) await store.putTransactions(b); // the bound: as many records, older

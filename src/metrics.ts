@@ -124,11 +124,12 @@ for (const k of DECODE_ERROR_KINDS) decodeErrors.inc({ kind: k }, 0);
 for (const s of ['client', 'upstream']) for (const r of ['ok', 'error']) tlsHandshakes.inc({ side: s, result: r }, 0);
 for (const r of ['hit', 'miss']) certCache.inc({ result: r }, 0);
 for (const k of RECORD_KINDS) storeRecords.inc({ kind: k }, 0);
-for (const b of ['age', 'size']) {
+// (the bounds and tables a retention sweep reports: RetentionPass)
+for (const b of ['age', 'size'] as const satisfies readonly RetentionPass['bound'][]) {
   for (const r of ['ok', 'error']) retentionSweeps.inc({ bound: b, result: r }, 0);
   retentionSweepSeconds.zero({ bound: b });
 }
-for (const t of ['transactions', 'connections', 'conversations']) retentionRemoved.inc({ table: t }, 0);
+for (const t of ['transactions', 'connections', 'conversations'] as const satisfies readonly (keyof RetentionPass['removed'])[]) retentionRemoved.inc({ table: t }, 0);
 // the types a task is observed under (a lane's, by its items': HTTP exchanges or connection records)
 const TASK_TYPES = ['http', 'ws', 'conn'] as const satisfies readonly Exclude<CaptureTask['type'], 'lane'>[];
 for (const t of TASK_TYPES) workerTaskSeconds.zero({ type: t });

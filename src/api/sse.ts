@@ -107,7 +107,6 @@ export class SseHub {
     return null;
   }
 
-
   private write(c: Client, s: string): boolean {
     if (c.res.destroyed) return false;
     if (c.res.writableLength > this.maxBuffer) {
